@@ -1,0 +1,1 @@
+"""The data scientists' tool: load and chunk a corpus, build a versioned FAISS index, retrieve."""

@@ -1,0 +1,64 @@
+"""Load an index folder and answer top-k queries."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import faiss
+
+from rag_index.build import CHUNKS_FILE, FAISS_FILE, MANIFEST, Manifest
+from samvad.contracts import Passage
+from samvad.embeddings import Embedder
+from samvad.errors import InputError
+
+
+class IndexInvalidError(InputError):
+    code = "index_invalid"
+
+
+class Retriever:
+    def __init__(self, index_dir: Path, embedder: Embedder) -> None:
+        index_dir = Path(index_dir)
+        try:
+            self.manifest = Manifest.model_validate_json((index_dir / MANIFEST).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise IndexInvalidError(f"no index at {index_dir} (run `samvad index build`)") from None
+        except ValueError as exc:
+            raise IndexInvalidError(f"the manifest in {index_dir} is invalid: {exc}") from None
+        if self.manifest.embedding_model != embedder.model_name or self.manifest.dimension != embedder.dimension:
+            raise IndexInvalidError(
+                f"index {index_dir} was built with {self.manifest.embedding_model} "
+                f"({self.manifest.dimension} dims); this service embeds with {embedder.model_name} "
+                f"({embedder.dimension} dims): rebuild the index"
+            )
+        try:
+            self._index = faiss.read_index(str(index_dir / FAISS_FILE))
+            with open(index_dir / CHUNKS_FILE, encoding="utf-8") as f:
+                self._chunks = [json.loads(line) for line in f]
+        except (RuntimeError, OSError, ValueError) as exc:
+            raise IndexInvalidError(f"index files in {index_dir} are unreadable: {exc}") from None
+        if self._index.ntotal != len(self._chunks) or self._index.ntotal != self.manifest.chunks:
+            raise IndexInvalidError(
+                f"index {index_dir} is inconsistent: {self._index.ntotal} vectors, "
+                f"{len(self._chunks)} chunks, manifest says {self.manifest.chunks}"
+            )
+        self.index_dir = index_dir
+        self._embedder = embedder
+
+    def search(self, query: str, k: int) -> list[Passage]:
+        if not query.strip() or self._index.ntotal == 0:
+            return []
+        vector = self._embedder.encode([query])
+        scores, ids = self._index.search(vector, min(k, self._index.ntotal))
+        out = []
+        for score, i in zip(scores[0], ids[0]):
+            if i < 0:
+                continue
+            c = self._chunks[i]
+            out.append(Passage(chunk_id=int(i), source=c["source"], heading=c["heading"], text=c["text"], score=float(score)))
+        return out
+
+    async def asearch(self, query: str, k: int) -> list[Passage]:
+        return await asyncio.to_thread(self.search, query, k)

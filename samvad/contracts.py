@@ -1,0 +1,92 @@
+"""Data contracts between stages (the seed's payloads) and usage records for cost tracking."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Stage = Literal["asr", "retrieval", "llm", "translation", "tts"]
+
+
+class Segment(BaseModel):
+    start: float
+    end: float
+    text: str
+    confidence: float | None = None
+
+
+class Transcript(BaseModel):
+    """The seed's transcript payload."""
+
+    text: str
+    language_code: str
+    confidence: float = Field(ge=0.0, le=1.0)
+    raw_segments: list[Segment] = []
+
+
+class TokenUsage(BaseModel):
+    input: int = 0
+    output: int = 0
+    cached: int = 0
+
+
+class GuardrailFlag(BaseModel):
+    check: str
+    severity: Literal["info", "low", "medium", "high"] = "info"
+    action: Literal["allow", "redact", "refuse", "escalate"] = "allow"
+    detail: str = ""
+
+
+class ResponseMetadata(BaseModel):
+    tokens: TokenUsage = TokenUsage()
+    provider: str = ""
+    model: str = ""
+    sources: list[str] = []  # document ids the answer was drawn from
+    context_messages: int = 0  # history messages the model was given
+
+
+class LLMResponse(BaseModel):
+    """The seed's LLM response payload."""
+
+    response_text: str
+    guardrail_flags: list[GuardrailFlag] = []
+    metadata: ResponseMetadata = ResponseMetadata()
+
+
+class Passage(BaseModel):
+    chunk_id: int
+    source: str  # document id: path relative to the corpus root
+    heading: str = ""
+    text: str
+    score: float
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class Usage(BaseModel):
+    """Billable units of one provider call."""
+
+    audio_seconds: float = 0.0
+    characters: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+
+
+class ProviderCall(BaseModel):
+    """One call to one provider: what the provider-calls table stores."""
+
+    stage: Stage
+    provider: str
+    model: str
+    usage: Usage = Usage()
+    ttfb_ms: float | None = None
+    latency_ms: float = 0.0
+    outcome: Literal["ok", "error", "cancelled"] = "ok"
+    error: str | None = None
+    cost: float = 0.0
+    currency: str = "INR"

@@ -1,0 +1,53 @@
+"""One error hierarchy for the whole pipeline (DESIGN.md §6.8)."""
+
+from __future__ import annotations
+
+
+class SamvadError(Exception):
+    """Base error: `code` is stable and machine-readable, `message` tells a client what to do."""
+
+    code = "internal_error"
+    status = 500
+    retryable = False
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+
+
+class InputError(SamvadError):
+    """The caller sent something we cannot use; fixing the request fixes it."""
+
+    code = "invalid_input"
+    status = 400
+
+
+class NotFoundError(SamvadError):
+    code = "not_found"
+    status = 404
+
+
+class ProviderError(SamvadError):
+    """A provider (cloud or local engine) failed. `retryable` tells failover what to do."""
+
+    code = "provider_error"
+    status = 502
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        stage: str,
+        status: int | None = None,
+        retryable: bool = False,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.stage = stage
+        self.provider_status = status
+        self.retryable = retryable
+        self.request_id = request_id

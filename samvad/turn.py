@@ -1,0 +1,255 @@
+"""The turn runner: one conversational turn as an async stream of typed events.
+
+ASR -> retrieval -> LLM (streamed) -> sentences -> per-sentence translation -> per-sentence TTS.
+The LLM runs as a producer task feeding whole sentences into a queue, so translation and
+speech of sentence 1 overlap with the model writing sentence 2: time to first audio is
+bounded by the first sentence, not the whole answer.
+
+The runner only needs objects with the stage interfaces of `samvad.providers.base`; in-process
+they are the engines themselves, on Ray they are adapters over deployment handles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from pydantic import BaseModel, Field
+
+from samvad.audio import Audio, decode_audio
+from samvad.contracts import (
+    ChatMessage,
+    LLMResponse,
+    Passage,
+    ProviderCall,
+    ResponseMetadata,
+    TokenUsage,
+    Transcript,
+)
+from samvad.cost import price, totals
+from samvad.errors import InputError, SamvadError
+from samvad.events import (
+    AudioEvent,
+    ErrorEvent,
+    ResponseDeltaEvent,
+    RetrievalEvent,
+    StageTiming,
+    TranscriptEvent,
+    TurnDoneEvent,
+    TurnEvent,
+)
+from samvad.providers.base import (
+    CallLog,
+    ChatModel,
+    ChatRequest,
+    SpeechRequest,
+    SpeechToText,
+    TextToSpeech,
+    TranslationRequest,
+    Translator,
+)
+from samvad.sentences import SentenceAggregator
+from samvad.settings import Settings
+
+
+class PassageRetriever(Protocol):
+    async def asearch(self, query: str, k: int) -> list[Passage]: ...
+
+
+@dataclass
+class Engines:
+    stt: SpeechToText
+    retriever: PassageRetriever
+    llm: ChatModel
+    translator: Translator
+    tts: TextToSpeech
+
+
+class TurnRequest(BaseModel):
+    """One turn: either audio (any libsndfile format) or text, plus the conversation so far."""
+
+    turn_id: str
+    audio: bytes | None = None
+    text: str | None = None
+    language: str = "en-IN"
+    mode: str = "formal"
+    voice: str | None = None
+    history: list[ChatMessage] = Field(default_factory=list)
+    speak: bool = True  # False: text answer only (no TTS)
+
+
+@dataclass
+class PreparedTurn:
+    request: TurnRequest
+    audio: Audio | None
+    text: str | None
+
+
+class TurnRunner:
+    def __init__(self, engines: Engines, settings: Settings) -> None:
+        self.engines = engines
+        self.settings = settings
+
+    def prepare(self, request: TurnRequest) -> PreparedTurn:
+        """Validate the request; raises `InputError` with an actionable message."""
+        s = self.settings
+        if request.language not in s.languages:
+            known = ", ".join(sorted(s.languages))
+            raise InputError(f"unknown language {request.language!r}; use one of: {known}", code="unknown_language")
+        if (request.audio is None) == (request.text is None):
+            raise InputError("send exactly one of audio or text", code="invalid_input")
+        if request.text is not None:
+            text = request.text.strip()
+            if not text:
+                raise InputError("the text is empty: send the caller's question", code="text_empty")
+            if len(text) > s.max_text_chars:
+                raise InputError(
+                    f"the text has {len(text)} characters; the limit is {s.max_text_chars}", code="text_too_long"
+                )
+            return PreparedTurn(request, None, text)
+        audio = decode_audio(
+            request.audio or b"",
+            target_rate=s.audio.sample_rate,
+            max_seconds=s.audio.max_seconds,
+            min_seconds=s.audio.min_seconds,
+        )
+        return PreparedTurn(request, audio, None)
+
+    async def run(self, request: TurnRequest) -> AsyncIterator[TurnEvent]:
+        prepared = self.prepare(request)  # raises InputError before any event
+        async for event in self.run_prepared(prepared):
+            yield event
+
+    async def run_prepared(self, prepared: PreparedTurn) -> AsyncIterator[TurnEvent]:
+        req, e = prepared.request, self.engines
+        tid, t0 = req.turn_id, time.perf_counter()
+        calls: CallLog = []
+        flags: list[str] = []
+        transcript: Transcript | None = None
+        spoken: list[str] = []
+        sources: list[str] = []
+        first_audio_ms: float | None = None
+
+        def done(outcome: str) -> TurnDoneEvent:
+            priced = [price(c, self.settings.pricing) for c in calls]
+            return TurnDoneEvent(
+                turn_id=tid,
+                outcome=outcome,  # type: ignore[arg-type]
+                transcript=transcript,
+                response=LLMResponse(
+                    response_text=" ".join(spoken),
+                    metadata=ResponseMetadata(
+                        tokens=_tokens(priced),
+                        provider=e.llm.name,
+                        model=e.llm.model,
+                        sources=sources,
+                        context_messages=len(history),
+                    ),
+                ),
+                language_code=req.language,
+                stages=_stage_timings(priced),
+                first_audio_ms=first_audio_ms,
+                calls=priced,
+                flags=flags,
+                cost=totals(priced),
+            )
+
+        history = req.history[-self.settings.llm.history_turns :] if self.settings.llm.history_turns else []
+        try:
+            if prepared.audio is not None:
+                transcript = await e.stt.transcribe(prepared.audio, req.language, calls)
+            else:
+                transcript = Transcript(text=prepared.text or "", language_code=req.language, confidence=1.0)
+            yield TranscriptEvent(turn_id=tid, transcript=transcript)
+            if not transcript.text.strip():
+                yield ErrorEvent(turn_id=tid, code="no_speech", message="no speech was recognised; please repeat")
+                yield done("failed")
+                return
+
+            t_ret = time.perf_counter()
+            passages = await e.retriever.asearch(transcript.text, self.settings.rag.top_k)
+            calls.append(
+                ProviderCall(stage="retrieval", provider="faiss", model="local", latency_ms=(time.perf_counter() - t_ret) * 1000)
+            )
+            sources = list(dict.fromkeys(p.source for p in passages))
+            yield RetrievalEvent(turn_id=tid, passages=passages)
+
+            chat = ChatRequest(messages=[*history, ChatMessage(role="user", content=transcript.text)], passages=passages)
+            index, seq = 0, -1
+            async for sentence in _sentences(e.llm, chat, calls):
+                tr = await e.translator.translate(
+                    TranslationRequest(text=sentence, source_language="en-IN", target_language=req.language, mode=req.mode),
+                    calls,
+                )
+                flags.extend(f for f in tr.flags if f not in flags)
+                yield ResponseDeltaEvent(
+                    turn_id=tid, index=index, text=tr.text, language_code=tr.language_code, source_text=sentence
+                )
+                if req.speak:
+                    voice = req.voice if tr.language_code == req.language else None
+                    async for chunk in e.tts.stream(SpeechRequest(text=tr.text, language=tr.language_code, voice=voice), calls):
+                        if first_audio_ms is None:
+                            first_audio_ms = (time.perf_counter() - t0) * 1000
+                        seq += 1
+                        yield AudioEvent(
+                            turn_id=tid, index=index, seq=seq, sample_rate=chunk.sample_rate, audio=chunk.pcm16
+                        )
+                spoken.append(tr.text)
+                index += 1
+        except SamvadError as exc:
+            yield ErrorEvent(turn_id=tid, code=exc.code, message=exc.message, retryable=exc.retryable)
+            yield done("failed")
+            return
+        yield done("complete")
+
+
+async def _sentences(llm: ChatModel, chat: ChatRequest, calls: CallLog) -> AsyncIterator[str]:
+    """Run the LLM as a producer task and yield whole sentences as soon as each is complete."""
+    queue: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
+
+    async def produce() -> None:
+        agg = SentenceAggregator()
+        try:
+            async for delta in llm.stream(chat, calls):
+                for s in agg.push(delta):
+                    queue.put_nowait(s)
+            for s in agg.flush():
+                queue.put_nowait(s)
+            queue.put_nowait(None)
+        except BaseException as exc:  # delivered to the consumer, which raises it
+            queue.put_nowait(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+
+    task = asyncio.create_task(produce())
+    try:
+        while (item := await queue.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+def _tokens(calls: list[ProviderCall]) -> TokenUsage:
+    llm = [c for c in calls if c.stage == "llm"]
+    return TokenUsage(
+        input=sum(c.usage.input_tokens for c in llm),
+        output=sum(c.usage.output_tokens for c in llm),
+        cached=sum(c.usage.cached_tokens for c in llm),
+    )
+
+
+def _stage_timings(calls: list[ProviderCall]) -> dict[str, StageTiming]:
+    """Per stage: ttfb of its first call, total time across its calls (one per sentence for
+    translation and TTS)."""
+    out: dict[str, StageTiming] = {}
+    for c in calls:
+        t = out.setdefault(c.stage, StageTiming(ttfb_ms=c.ttfb_ms if c.ttfb_ms is not None else c.latency_ms))
+        t.total_ms = round(t.total_ms + c.latency_ms, 3)
+    return out

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from samvad.settings import Settings, load_settings
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def tmp_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("samvad")
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_root) -> Settings:
+    s = load_settings()
+    return s.model_copy(update={"rag": s.rag.model_copy(update={"index_dir": tmp_root / "index"}), "data_dir": tmp_root / "var"})
+
+
+@pytest.fixture(scope="session")
+def runner(settings):
+    from rag_index.pipeline import local_runner
+
+    return local_runner(settings)
+
+
+@pytest.fixture(scope="session")
+def tts(runner):
+    return runner.engines.tts

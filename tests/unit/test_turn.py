@@ -1,0 +1,193 @@
+"""The offline turn pipeline end to end in one process: real engines, real index."""
+
+import asyncio
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+
+from samvad.contracts import ChatMessage
+from samvad.errors import InputError
+from samvad.events import AudioEvent, ErrorEvent, ResponseDeltaEvent, RetrievalEvent, TranscriptEvent, TurnDoneEvent
+from samvad.providers.base import CallRecord, ChatModel, ChatRequest
+from samvad.turn import Engines, TurnRequest, TurnRunner
+from tests.conftest import DATA
+from tests.speech import speak_wav, wer
+
+pytestmark = pytest.mark.unit
+
+HELDOUT = yaml.safe_load((DATA / "heldout_questions.yaml").read_text())
+CORPUS = Path(__file__).resolve().parents[2] / "data" / "sample_corpus"
+
+
+async def run_turn(runner, **kw):
+    req = TurnRequest(turn_id="t", **kw)
+    return [e async for e in runner.run(req)]
+
+
+def _answer(events):
+    return " ".join(e.source_text for e in events if isinstance(e, ResponseDeltaEvent))
+
+
+async def test_spoken_questions_wer_and_grounding(runner, tts):
+    """10 held-out questions spoken by eSpeak: WER <= 20 %, answer from the right document >= 8/10."""
+    errors, right, report = [], 0, []
+    for item in HELDOUT:
+        events = await run_turn(runner, audio=speak_wav(tts, item["question"]))
+        transcript = next(e for e in events if isinstance(e, TranscriptEvent)).transcript.text
+        errors.append(wer(item["question"], transcript))
+        answer = _answer(events)
+        source_text = (CORPUS / item["source"]).read_text()
+        # Every answer sentence must be text of the expected document.
+        ok = bool(answer) and all(e.source_text in source_text.replace("\n", " ") for e in events if isinstance(e, ResponseDeltaEvent))
+        right += ok
+        report.append((item["question"], transcript, ok))
+        done = events[-1]
+        assert isinstance(done, TurnDoneEvent) and done.outcome == "complete"
+    mean_wer = sum(errors) / len(errors)
+    print(f"\nmean WER {mean_wer:.3f}; grounded {right}/10")
+    assert mean_wer <= 0.20, report
+    assert right >= 8, report
+
+
+@pytest.mark.parametrize(
+    "clip, text",
+    [("librivox_0880.wav", "he was not an ill disposed young man"), ("librivox_0930.wav", "he might even have been made amiable himself")],
+)
+async def test_real_human_recording(runner, clip, text):
+    events = await run_turn(runner, audio=(DATA / "human" / clip).read_bytes())
+    transcript = next(e for e in events if isinstance(e, TranscriptEvent)).transcript
+    assert wer(text, transcript.text) <= 0.25, transcript.text
+    assert transcript.raw_segments and 0 < transcript.confidence <= 1
+
+
+async def test_off_topic_question_gets_plain_no_answer(runner):
+    events = await run_turn(runner, text="Who won the football world cup in 1998?")
+    assert _answer(events) == runner.settings.llm.extractive.no_answer_text
+
+
+async def test_event_order_and_turn_done(runner):
+    events = await run_turn(runner, text="How do I block my debit card?")
+    types = [e.type for e in events]
+    assert types[0] == "transcript" and types[1] == "retrieval" and types[-1] == "turn.done"
+    assert types.index("response.delta") < types.index("audio")
+    seqs = [e.seq for e in events if isinstance(e, AudioEvent)]
+    assert seqs == list(range(len(seqs)))
+    done = events[-1]
+    assert set(done.stages) >= {"retrieval", "llm", "translation", "tts"}
+    assert done.first_audio_ms is not None and done.first_audio_ms > 0
+    assert {c.stage for c in done.calls} >= {"llm", "translation", "tts"}
+    assert all(c.outcome == "ok" for c in done.calls)
+    assert done.response.metadata.sources[0] == "cards/debit-card-block.md"
+
+
+async def test_non_english_target_is_flagged_and_spoken_in_english(runner):
+    events = await run_turn(runner, text="How do I block my debit card?", language="hi-IN")
+    done = events[-1]
+    assert "translation_unavailable:hi-IN" in done.flags
+    deltas = [e for e in events if isinstance(e, ResponseDeltaEvent)]
+    assert deltas and all(d.language_code == "en-IN" for d in deltas)
+    assert any(isinstance(e, AudioEvent) for e in events)
+
+
+async def test_history_reaches_the_model(runner):
+    history = [ChatMessage(role="user", content="hi"), ChatMessage(role="assistant", content="hello")]
+    events = await run_turn(runner, text="What is the UPI limit?", history=history)
+    assert events[-1].response.metadata.context_messages == 2
+
+
+class _SlowScriptedLLM(ChatModel):
+    """A scripted model (implements the real interface) that writes three sentences slowly and
+    logs when it finishes each, so the test can compare against when audio was emitted."""
+
+    name = "scripted"
+
+    def __init__(self, log):
+        super().__init__(model="scripted")
+        self.log = log
+
+    async def _stream_impl(self, request: ChatRequest, rec: CallRecord):
+        for i, sentence in enumerate(["Block the card in the app.", "Or call the helpline.", "Then order a new card."]):
+            for word in sentence.split(" "):
+                await asyncio.sleep(0.02)
+                yield word + " "
+            self.log.append(f"llm:sentence{i}")
+        self.log.append("llm:done")
+
+
+async def test_first_audio_before_llm_finishes(runner):
+    log: list[str] = []
+    e = runner.engines
+    streaming = TurnRunner(Engines(e.stt, e.retriever, _SlowScriptedLLM(log), e.translator, e.tts), runner.settings)
+    async for ev in streaming.run(TurnRequest(turn_id="t", text="block my card")):
+        log.append(f"event:{ev.type}")
+    first_audio = log.index("event:audio")
+    assert first_audio < log.index("llm:sentence2"), log
+    assert first_audio < log.index("llm:done")
+    assert log[-1] == "event:turn.done"
+
+
+def _wav(seconds, rate):
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(int(seconds * rate), dtype=np.int16), rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "kwargs, code",
+    [
+        ({"audio": b""}, "audio_empty"),
+        ({"audio": b"GIF89a not a wav"}, "audio_unreadable"),
+        ({"audio": _wav(600, 8000)}, "audio_too_long"),
+        ({"text": "   "}, "text_empty"),
+        ({"text": "x" * 5000}, "text_too_long"),
+        ({"text": "hello", "language": "xx-YY"}, "unknown_language"),
+        ({}, "invalid_input"),
+    ],
+)
+async def test_bad_input_is_a_typed_input_error(runner, kwargs, code):
+    with pytest.raises(InputError) as err:
+        await run_turn(runner, **kwargs)
+    assert err.value.code == code and err.value.message
+
+
+async def test_other_sample_rates_are_resampled(runner, tts):
+    wav22k = speak_wav(tts, "How do I block my debit card?")
+    data, rate = sf.read(io.BytesIO(wav22k), dtype="float32")
+    import soxr
+
+    buf = io.BytesIO()
+    sf.write(buf, soxr.resample(data, rate, 8000), 8000, format="WAV", subtype="PCM_16")
+    events = await run_turn(runner, audio=buf.getvalue())
+    assert wer("How do I block my debit card?", events[0].transcript.text) <= 0.34
+
+
+async def test_silence_yields_no_speech_error_not_a_crash(runner):
+    events = await run_turn(runner, audio=_wav(1.0, 16000))
+    assert [e.type for e in events] == ["transcript", "error", "turn.done"]
+    assert events[1].code == "no_speech" and events[-1].outcome == "failed"
+
+
+def test_cli_say_writes_a_playable_wav(tmp_path, settings, tts):
+    question = tmp_path / "q.wav"
+    question.write_bytes(speak_wav(tts, "How do I block my stolen debit card?"))
+    out = tmp_path / "answer.wav"
+    env_index = {"SAMVAD_RAG__INDEX_DIR": str(settings.rag.index_dir)}
+    import os
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "samvad", "say", "--in", str(question), "--out", str(out)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, **env_index},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "transcript" in proc.stdout and "answer" in proc.stdout and "first audio" in proc.stdout
+    data, rate = sf.read(out, dtype="int16")
+    assert rate == 22050 and len(data) / rate > 1.0
+    assert np.abs(data).max() > 1000
+    bad = subprocess.run([sys.executable, "-m", "samvad", "say", "--text", "", "--out", str(out)], capture_output=True, text=True, timeout=300, env={**os.environ, **env_index})
+    assert bad.returncode == 1 and "text_empty" in bad.stdout

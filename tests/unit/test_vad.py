@@ -1,0 +1,43 @@
+import numpy as np
+import pytest
+import soxr
+
+from samvad.audio import decode_audio
+from samvad.providers.local.vad import Endpointer, SileroVad, SpeechEnded, SpeechStarted
+from tests.speech import speak_wav
+
+pytestmark = pytest.mark.unit
+
+
+def test_silence_has_low_probability():
+    vad = SileroVad(16000)
+    assert vad.probability(np.zeros(vad.frame_samples, dtype=np.float32)) < 0.1
+    with pytest.raises(ValueError):
+        vad.probability(np.zeros(100, dtype=np.float32))
+
+
+def test_endpointer_finds_one_utterance_in_streamed_speech(settings, tts):
+    wav = speak_wav(tts, "Please tell me my account balance.", lead_silence=1.0, tail_silence=1.5)
+    audio = decode_audio(wav, target_rate=16000, max_seconds=60)
+    ep = Endpointer(SileroVad(16000), settings.vad)
+    events = []
+    for i in range(0, len(audio.samples), 320):  # 20 ms network frames, not VAD-sized
+        events += ep.feed(audio.samples[i : i + 320])
+    kinds = [type(e) for e in events]
+    assert kinds == [SpeechStarted, SpeechEnded]
+    start, end = events
+    assert 0.8 < start.at < 1.4  # speech begins after the 1 s lead silence
+    speech_seconds = audio.duration - 2.5
+    utterance = len(end.audio) / 16000
+    assert speech_seconds - 0.3 < utterance < speech_seconds + 0.6
+    # End is reported min_silence_ms after speech stops, not at the end of the stream.
+    assert end.at < audio.duration - 0.5
+    assert not ep.in_speech
+
+
+def test_endpointer_ignores_short_noise(settings):
+    ep = Endpointer(SileroVad(16000), settings.vad)
+    rng = np.random.default_rng(0)
+    click = np.zeros(16000, dtype=np.float32)
+    click[8000:8100] = rng.uniform(-0.8, 0.8, 100)
+    assert ep.feed(click) == []
