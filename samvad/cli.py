@@ -146,5 +146,166 @@ def say(
     console.print(f"wrote {out} ({sum(map(len, pcm)) / 2 / rate:.1f} s at {rate} Hz)")
 
 
+db_app = typer.Typer(help="Database schema", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+
+
+def _servers(s: Settings) -> Settings:
+    """Start embedded PostgreSQL / Redis for whatever has no URL configured."""
+    from samvad.storage import embedded
+
+    updates = {}
+    if not s.database_url:
+        console.print(f"starting embedded PostgreSQL in {s.data_dir / 'postgres'}")
+        updates["database_url"] = embedded.start_postgres(s.data_dir)
+    if not s.redis_url:
+        console.print(f"starting embedded Redis in {s.data_dir / 'redis'}")
+        updates["redis_url"] = embedded.start_redis(s.data_dir)
+    return s.model_copy(update=updates)
+
+
+async def _repo(s: Settings):
+    from samvad.storage.repository import Repository
+
+    return await Repository.connect(s.database_url, s.service.key_secret, max_size=2)
+
+
+@db_app.command("migrate")
+def db_migrate(config: ConfigOpt = None) -> None:
+    """Apply pending schema migrations."""
+    import asyncpg
+
+    from samvad.storage.migrate import migrate
+
+    s = _servers(_settings(config))
+
+    async def run() -> list[str]:
+        conn = await asyncpg.connect(s.database_url)
+        try:
+            return await migrate(conn)
+        finally:
+            await conn.close()
+
+    applied = asyncio.run(run())
+    console.print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+
+
+@keys_app.command("create")
+def keys_create(name: Annotated[str, typer.Argument(help="who the key is for")], config: ConfigOpt = None) -> None:
+    """Create an API key (shown once; only its hash is stored)."""
+    s = _servers(_settings(config))
+
+    async def run():
+        repo = await _repo(s)
+        try:
+            return await repo.create_key(name)
+        finally:
+            await repo.close()
+
+    row, key = asyncio.run(run())
+    console.print(f"key {row.id} ({row.name}): [bold]{key}[/bold]")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: int, config: ConfigOpt = None) -> None:
+    """Revoke an API key by id."""
+    s = _servers(_settings(config))
+
+    async def run() -> bool:
+        repo = await _repo(s)
+        try:
+            return await repo.revoke_key(key_id)
+        finally:
+            await repo.close()
+
+    if not asyncio.run(run()):
+        console.print(f"[red]no active key with id {key_id}[/red]")
+        raise typer.Exit(1)
+    console.print(f"revoked key {key_id}")
+
+
+@keys_app.command("list")
+def keys_list(config: ConfigOpt = None) -> None:
+    s = _servers(_settings(config))
+
+    async def run():
+        repo = await _repo(s)
+        try:
+            return await repo.list_keys()
+        finally:
+            await repo.close()
+
+    table = Table()
+    for col in ("id", "name", "prefix", "created", "revoked"):
+        table.add_column(col)
+    for k in asyncio.run(run()):
+        table.add_row(str(k.id), k.name, k.prefix + "…", f"{k.created_at:%Y-%m-%d %H:%M}", f"{k.revoked_at:%Y-%m-%d}" if k.revoked_at else "")
+    console.print(table)
+
+
+@app.command()
+def run(
+    config: ConfigOpt = None,
+    serve_config: Annotated[Path, typer.Option(help="deployment options")] = Path("serve_config.yaml"),
+) -> None:
+    """Run the service on this machine: embedded servers where no URL is set, Ray Serve graph."""
+    import signal
+    import time
+
+    s = _servers(_settings(config))
+
+    async def prepare() -> str | None:
+        repo = await _repo(s)  # applies migrations
+        try:
+            if not await repo.list_keys():
+                _, key = await repo.create_key("development")
+                return key
+            return None
+        finally:
+            await repo.close()
+
+    dev_key = asyncio.run(prepare())
+    from rag_index.build import ensure_index
+    from samvad.embeddings import get_embedder
+
+    with _bar("index") as bar:
+        task = bar.add_task("checking index", total=None)
+        ensure_index(s, get_embedder(s.embeddings), lambda d, t: bar.update(task, description="building index", completed=d, total=t))
+
+    import ray
+    from ray import serve
+
+    from deployments.app import build_app, deployment_options
+
+    ray.init(include_dashboard=True, dashboard_host="127.0.0.1", namespace="samvad", log_to_driver=False)
+    serve.start(http_options={"host": s.service.host, "port": s.service.port})
+    serve.run(
+        build_app({
+            "config": str(config) if config else None, "database_url": s.database_url, "redis_url": s.redis_url,
+            "deployment_options": deployment_options(str(serve_config)),
+        }),
+        name=s.service.app_name, route_prefix="/",
+    )
+    base = f"http://{s.service.host}:{s.service.port}"
+    console.print(f"[green]Samvad is up[/green] at {base}  (API docs {base}/docs, Ray dashboard http://127.0.0.1:8265)")
+    if dev_key:
+        console.print(f"development API key (shown once): [bold]{dev_key}[/bold]")
+    stop = False
+
+    def _stop(*_):
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    while not stop:
+        time.sleep(0.5)
+    console.print("shutting down")
+    serve.shutdown()
+    ray.shutdown()
+
+
 def main() -> None:
     app()

@@ -82,6 +82,7 @@ class ErrorEvent(_Event):
     code: str
     message: str
     retryable: bool = False
+    status: int = 500  # the HTTP status this error maps to (4xx: the client must change the request)
 
 
 TurnEvent = Annotated[

@@ -111,6 +111,18 @@ class PriceEntry(BaseModel):
     per_output_token: float = 0.0
 
 
+class ServiceSettings(BaseModel):
+    app_name: str = "samvad"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = 8 * 1024 * 1024  # larger requests are refused with 413 before parsing
+    session_idle_seconds: float = 600.0  # an idle session actor persists and exits after this
+    db_pool_size: int = 5  # per Store replica: connections stay bounded however many sessions live
+    # HMAC secret for API-key hashes. The default is for development only: set SAMVAD_SERVICE__KEY_SECRET.
+    key_secret: str = "samvad-dev-secret-change-me"
+    cache_ttl_seconds: dict[str, int] = {"tts": 86400, "translation": 86400, "asr": 3600}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SAMVAD_", env_nested_delimiter="__", extra="forbid", yaml_file=str(DEFAULT_CONFIG)
@@ -129,6 +141,7 @@ class Settings(BaseSettings):
     # provider name -> model name (or "*") -> prices
     pricing: dict[str, dict[str, PriceEntry]] = {}
     max_text_chars: int = 2000
+    service: ServiceSettings = ServiceSettings()
     data_dir: Path = REPO_ROOT / "var"
     database_url: str | None = None  # None: an embedded PostgreSQL in data_dir
     redis_url: str | None = None  # None: an embedded Redis in data_dir

@@ -135,6 +135,7 @@ class TurnRunner:
 
         def done(outcome: str) -> TurnDoneEvent:
             priced = [price(c, self.settings.pricing) for c in calls]
+            llm_call = next((c for c in priced if c.stage == "llm"), None)
             return TurnDoneEvent(
                 turn_id=tid,
                 outcome=outcome,  # type: ignore[arg-type]
@@ -143,8 +144,8 @@ class TurnRunner:
                     response_text=" ".join(spoken),
                     metadata=ResponseMetadata(
                         tokens=_tokens(priced),
-                        provider=e.llm.name,
-                        model=e.llm.model,
+                        provider=llm_call.provider if llm_call else "",
+                        model=llm_call.model if llm_call else "",
                         sources=sources,
                         context_messages=len(history),
                     ),
@@ -165,7 +166,7 @@ class TurnRunner:
                 transcript = Transcript(text=prepared.text or "", language_code=req.language, confidence=1.0)
             yield TranscriptEvent(turn_id=tid, transcript=transcript)
             if not transcript.text.strip():
-                yield ErrorEvent(turn_id=tid, code="no_speech", message="no speech was recognised; please repeat")
+                yield ErrorEvent(turn_id=tid, code="no_speech", message="no speech was recognised; please repeat", status=422)
                 yield done("failed")
                 return
 
@@ -200,7 +201,7 @@ class TurnRunner:
                 spoken.append(tr.text)
                 index += 1
         except SamvadError as exc:
-            yield ErrorEvent(turn_id=tid, code=exc.code, message=exc.message, retryable=exc.retryable)
+            yield ErrorEvent(turn_id=tid, code=exc.code, message=exc.message, retryable=exc.retryable, status=exc.status)
             yield done("failed")
             return
         yield done("complete")

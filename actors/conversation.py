@@ -1,0 +1,121 @@
+"""One conversation's state machine, plain Python (the Ray actor in `session.py` wraps it).
+
+It serialises turns, keeps the recent history, and persists every user and assistant message
+and every provider call before it reports the turn done. A fresh instance rehydrates its
+history from the store, so a lost actor loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from samvad.contracts import ChatMessage, GuardrailFlag, ProviderCall
+from samvad.errors import SamvadError
+from samvad.events import ErrorEvent, ResponseDeltaEvent, TranscriptEvent, TurnDoneEvent, TurnEvent
+from samvad.storage.repository import MessageRow
+from samvad.turn import TurnRequest, TurnRunner
+
+log = logging.getLogger("samvad.session")
+
+
+class MessageStore(Protocol):
+    async def add_message(
+        self, session_id: str, turn_id: str, role: str, content: str, language: str, status: str,
+        flags: list[GuardrailFlag] | None = None,
+    ) -> None: ...
+
+    async def add_provider_calls(self, session_id: str, turn_id: str, calls: list[ProviderCall]) -> None: ...
+
+    async def messages(self, session_id: str, limit: int = 1000) -> list[MessageRow]: ...
+
+
+class Conversation:
+    def __init__(self, session_id: str, runner: TurnRunner, store: MessageStore, history_limit: int = 50) -> None:
+        self.session_id = session_id
+        self.runner = runner
+        self.store = store
+        self.history: list[ChatMessage] = []
+        self._history_limit = history_limit
+        self._loaded = False
+        self._lock = asyncio.Lock()
+        self.last_active = time.monotonic()
+        self.turns = 0
+
+    async def _load(self) -> None:
+        if self._loaded:
+            return
+        rows = await self.store.messages(self.session_id, limit=self._history_limit)
+        # Only what the caller actually heard or said is context (failed turns are not).
+        self.history = [ChatMessage(role=r.role, content=r.content) for r in rows if r.status != "failed" and r.content]
+        self._loaded = True
+
+    async def turn(self, request: TurnRequest) -> AsyncIterator[TurnEvent]:
+        async with self._lock:  # one turn at a time per conversation
+            self.last_active = time.monotonic()
+            try:
+                async for event in self._turn(request):
+                    yield event
+            finally:
+                self.last_active = time.monotonic()
+
+    async def _turn(self, request: TurnRequest) -> AsyncIterator[TurnEvent]:
+        await self._load()
+        tid = request.turn_id
+        try:
+            prepared = self.runner.prepare(request.model_copy(update={"history": list(self.history)}))
+        except SamvadError as exc:
+            yield ErrorEvent(turn_id=tid, code=exc.code, message=exc.message, status=exc.status)
+            return
+        user_text = prepared.text
+        if user_text is not None:  # accepted text is persisted before any work is done
+            await self.store.add_message(self.session_id, tid, "user", user_text, request.language, "complete")
+        heard: list[str] = []  # sentences whose audio was completely handed to the caller
+        current: str | None = None
+        finished = False
+        try:
+            async for event in self.runner.run_prepared(prepared):
+                if isinstance(event, TranscriptEvent) and user_text is None:
+                    user_text = event.transcript.text
+                    status = "complete" if user_text.strip() else "failed"
+                    await self.store.add_message(self.session_id, tid, "user", user_text, request.language, status)
+                elif isinstance(event, ResponseDeltaEvent):
+                    if current is not None:  # the previous sentence's audio is all out
+                        heard.append(current)
+                    current = event.text
+                elif isinstance(event, TurnDoneEvent):
+                    if current is not None and event.outcome == "complete":
+                        heard.append(current)
+                    status = "complete" if event.outcome == "complete" else "failed"
+                    await self.store.add_provider_calls(self.session_id, tid, event.calls)
+                    await self._persist_reply(request, user_text, " ".join(heard), status, event.response.guardrail_flags)
+                    finished = True
+                    self._log_turn(event)
+                yield event
+        finally:
+            if not finished:  # cancelled (barge-in, dropped client): store only what was heard
+                if user_text is None:
+                    await self.store.add_message(self.session_id, tid, "user", "", request.language, "failed")
+                await self._persist_reply(request, user_text, " ".join(heard), "interrupted", [])
+
+    async def _persist_reply(
+        self, request: TurnRequest, user_text: str | None, text: str, status: str, flags: list[GuardrailFlag]
+    ) -> None:
+        await self.store.add_message(self.session_id, request.turn_id, "assistant", text, request.language, status, flags)
+        if status != "failed" and user_text:
+            self.history.append(ChatMessage(role="user", content=user_text))
+            if text:
+                self.history.append(ChatMessage(role="assistant", content=text))
+            del self.history[: -self._history_limit]
+        self.turns += 1
+
+    def _log_turn(self, done: TurnDoneEvent) -> None:
+        log.info(
+            "turn session=%s turn=%s outcome=%s first_audio_ms=%s stages=%s cost=%s",
+            self.session_id, done.turn_id, done.outcome,
+            None if done.first_audio_ms is None else round(done.first_audio_ms, 1),
+            {k: round(v.total_ms, 1) for k, v in done.stages.items()}, done.cost,
+        )

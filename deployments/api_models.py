@@ -1,0 +1,69 @@
+"""Request and response bodies of the REST API (pydantic: validated, documented at /docs)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from samvad.contracts import LLMResponse, ProviderCall, Transcript
+from samvad.events import StageTiming
+
+Mode = Literal["formal", "modern-colloquial", "classic-colloquial", "code-mixed"]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TtsBody(_Body):
+    text: str = Field(min_length=1, max_length=2500)
+    language: str = "en-IN"
+    voice: str | None = Field(None, max_length=64)
+
+
+class SessionBody(_Body):
+    language: str = "en-IN"
+    mode: Mode = "formal"
+    voice: str | None = Field(None, max_length=64)
+
+
+class TurnBody(_Body):
+    session_id: str | None = Field(None, description="continue this session; omitted: a new session is created")
+    text: str | None = Field(None, max_length=2000, description="the caller's question as text")
+    audio_base64: str | None = Field(None, description="the question as a base64 WAV/FLAC/OGG file")
+    language: str | None = Field(None, description="caller's language (default: the session's)")
+    mode: Mode | None = None
+    voice: str | None = Field(None, max_length=64)
+    speak: bool = Field(True, description="false: answer as text only")
+
+
+class AudioOut(BaseModel):
+    format: Literal["wav"] = "wav"
+    sample_rate: int
+    seconds: float
+    base64: str
+
+
+class TurnOut(BaseModel):
+    session_id: str
+    turn_id: str
+    outcome: str
+    transcript: Transcript | None
+    response: LLMResponse
+    audio: AudioOut | None
+    stages: dict[str, StageTiming]
+    first_audio_ms: float | None
+    cost: dict[str, float]
+    flags: list[str]
+    calls: list[ProviderCall]
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    request_id: str
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody

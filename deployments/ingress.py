@@ -1,0 +1,273 @@
+"""HTTP ingress: auth, validation, request ids, JSON errors, and the REST routes.
+
+Turns go to the conversation's session actor (one per session, created when the session
+opens); TTS and ASR calls go straight to their stage deployments.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import time
+import uuid
+from typing import Any
+
+import ray
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from actors.session import get_or_create
+from deployments.api_models import AudioOut, ErrorOut, SessionBody, TtsBody, TurnBody, TurnOut
+from samvad.audio import decode_audio, wav_bytes
+from samvad.errors import InputError, NotFoundError, SamvadError
+from samvad.events import AudioEvent, ErrorEvent, TranscriptEvent, TurnDoneEvent
+from samvad.providers.base import SpeechRequest
+from samvad.settings import Settings
+from samvad.stages import StageReport
+from samvad.storage.repository import MessageRow, SessionRow
+from samvad.turn import TurnRequest
+
+log = logging.getLogger("samvad.ingress")
+
+TURNS = Counter("samvad_turns_total", "turns by outcome", ["outcome"])
+CACHE = Counter("samvad_tts_cache_total", "TTS cache lookups by result", ["result"])
+LATENCY = Histogram("samvad_http_seconds", "request latency", ["route"])
+
+ERRORS = {400: ErrorOut, 401: ErrorOut, 404: ErrorOut, 413: ErrorOut, 415: ErrorOut, 422: ErrorOut}
+api = FastAPI(title="Samvad", version="0.1.0", description="Voice assistant backend for Indian-language customer conversations")
+
+
+class AuthError(SamvadError):
+    code = "unauthorized"
+    status = 401
+
+
+def _error(request: Request, status: int, code: str, message: str) -> JSONResponse:
+    rid = getattr(request.state, "request_id", None) or uuid.uuid4().hex
+    return JSONResponse({"error": {"code": code, "message": message, "request_id": rid}}, status_code=status,
+                        headers={"X-Request-ID": rid})
+
+
+@api.exception_handler(SamvadError)
+async def _samvad_error(request: Request, exc: SamvadError) -> JSONResponse:
+    return _error(request, exc.status, exc.code, exc.message)
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0] if exc.errors() else {}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    return _error(request, 422, "validation_error", f"{where}: {first.get('msg', 'invalid request')}".strip(": "))
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
+    return _error(request, exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+
+
+@api.exception_handler(Exception)
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error request_id=%s", getattr(request.state, "request_id", None))
+    return _error(request, 500, "internal_error", "an internal error occurred; quote the request id when reporting it")
+
+
+@api.middleware("http")
+async def _request_context(request: Request, call_next):
+    rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+    if len(rid) > 128 or not rid.isprintable():
+        rid = uuid.uuid4().hex
+    request.state.request_id = rid
+    limit = request.app.state.max_body_bytes if hasattr(request.app.state, "max_body_bytes") else 8 << 20
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > limit):
+        return _error(request, 413, "payload_too_large", f"the request body is larger than {limit} bytes")
+    t0 = time.perf_counter()
+    try:
+        response = await call_next(request)
+    except Exception:  # noqa: BLE001 - the handler above renders it; never a traceback to the client
+        log.exception("unhandled error request_id=%s", rid)
+        response = _error(request, 500, "internal_error", "an internal error occurred")
+    route = request.scope.get("route")
+    LATENCY.labels(getattr(route, "path", "unmatched")).observe(time.perf_counter() - t0)
+    response.headers["X-Request-ID"] = rid
+    return response
+
+
+@serve.deployment(name="Ingress")
+@serve.ingress(api)
+class Ingress:
+    def __init__(self, settings: dict[str, Any], asr, llm, retriever, translation, tts, store) -> None:
+        self.settings = Settings.model_validate(settings)
+        self._settings_dict = settings
+        self.asr, self.tts, self.store = asr, tts, store
+        self._actors: dict[str, Any] = {}
+        self._keys: dict[str, tuple[float, int]] = {}  # key -> (expires, key id): avoids a DB hit per request
+        api.state.max_body_bytes = self.settings.service.max_body_bytes
+
+    # plumbing ---------------------------------------------------------------------------------
+    async def _auth(self, request: Request) -> int:
+        key = request.headers.get("x-api-key") or request.query_params.get("api_key")
+        if not key:
+            raise AuthError("missing API key: send it in the X-API-Key header")
+        cached = self._keys.get(key)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        row = await self.store.call.remote("verify_key", key)
+        if row is None:
+            raise AuthError("invalid or revoked API key")
+        self._keys[key] = (time.monotonic() + 30.0, row.id)
+        return row.id
+
+    def _language(self, language: str) -> str:
+        if language not in self.settings.languages:
+            raise InputError(f"unknown language {language!r}; use one of: {', '.join(sorted(self.settings.languages))}",
+                             code="unknown_language")
+        return language
+
+    def _actor(self, session_id: str):
+        if session_id not in self._actors:
+            self._actors[session_id] = get_or_create(session_id, self._settings_dict)
+        return self._actors[session_id]
+
+    async def _session(self, session_id: str) -> SessionRow:
+        return await self.store.call.remote("get_session", session_id)
+
+    # routes -----------------------------------------------------------------------------------
+    @api.get("/healthz")
+    async def healthz(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @api.get("/readyz", responses={503: {"model": ErrorOut}})
+    async def readyz(self, request: Request) -> dict[str, str]:
+        try:
+            await self.store.call.remote("ping")
+        except Exception:  # noqa: BLE001
+            raise SamvadError("the database is not reachable", code="not_ready") from None
+        return {"status": "ready"}
+
+    @api.get("/metrics")
+    async def metrics(self) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @api.post("/api/v1/tts", responses={200: {"content": {"audio/wav": {}}}, **{k: {"model": v} for k, v in ERRORS.items()}})
+    async def tts_route(self, body: TtsBody, request: Request) -> Response:
+        """Text to speech: returns a WAV file. `X-Cache: hit` when served from the Redis cache."""
+        await self._auth(request)
+        self._language(body.language)
+        pcm, rate, hit = [], 0, False
+        async for item in self.tts.options(stream=True).stream.remote(
+            SpeechRequest(text=body.text, language=body.language, voice=body.voice)
+        ):
+            if isinstance(item, StageReport):
+                hit = item.cache_hit
+            else:
+                pcm.append(item.pcm16)
+                rate = item.sample_rate
+        CACHE.labels("hit" if hit else "miss").inc()
+        return Response(wav_bytes(b"".join(pcm), rate), media_type="audio/wav", headers={"X-Cache": "hit" if hit else "miss"})
+
+    @api.post("/api/v1/asr", responses={k: {"model": v} for k, v in ERRORS.items()})
+    async def asr_route(
+        self, request: Request, file: UploadFile = File(..., description="WAV/FLAC/OGG audio"),
+        language: str = Form("en-IN"),
+    ) -> dict:
+        """Speech to text: returns the transcript payload."""
+        await self._auth(request)
+        self._language(language)
+        a = self.settings.audio
+        audio = decode_audio(await file.read(), target_rate=a.sample_rate, max_seconds=a.max_seconds, min_seconds=a.min_seconds)
+        transcript, _ = await self.asr.transcribe.remote(audio, language)
+        return transcript.model_dump()
+
+    @api.post("/api/v1/sessions", status_code=201, responses={k: {"model": v} for k, v in ERRORS.items()})
+    async def create_session(self, body: SessionBody, request: Request) -> SessionRow:
+        """Open a session; its actor starts now, not on the first utterance."""
+        key_id = await self._auth(request)
+        row = await self.store.call.remote("create_session", self._language(body.language), body.mode, body.voice, key_id)
+        await self._actor(row.id).info.remote()  # start it now (~1 s), off the caller's first turn
+        return row
+
+    @api.get("/api/v1/sessions/{session_id}", responses={k: {"model": v} for k, v in ERRORS.items()})
+    async def get_session(self, session_id: str, request: Request) -> SessionRow:
+        await self._auth(request)
+        return await self._session(session_id)
+
+    @api.get("/api/v1/sessions/{session_id}/messages", responses={k: {"model": v} for k, v in ERRORS.items()})
+    async def get_messages(self, session_id: str, request: Request) -> list[MessageRow]:
+        await self._auth(request)
+        await self._session(session_id)
+        return await self.store.call.remote("messages", session_id)
+
+    @api.post("/api/v1/turn", responses={k: {"model": v} for k, v in ERRORS.items()})
+    async def turn(self, body: TurnBody, request: Request) -> TurnOut:
+        """One turn: audio or text in; transcript, grounded answer, audio (base64 WAV), timings, cost out."""
+        key_id = await self._auth(request)
+        if (body.text is None) == (body.audio_base64 is None):
+            raise InputError("send exactly one of text or audio_base64", code="invalid_input")
+        audio = None
+        if body.audio_base64 is not None:
+            try:
+                audio = base64.b64decode(body.audio_base64, validate=True)
+            except (binascii.Error, ValueError):
+                raise InputError("audio_base64 is not valid base64", code="audio_unreadable") from None
+        if body.session_id:
+            session = await self._session(body.session_id)
+        else:
+            session = await self.store.call.remote(
+                "create_session", self._language(body.language or self.settings.default_language),
+                body.mode or "formal", body.voice, key_id,
+            )
+        turn = TurnRequest(
+            turn_id=request.state.request_id[:64], audio=audio, text=body.text,
+            language=self._language(body.language or session.language), mode=body.mode or session.mode,
+            voice=body.voice or session.voice, speak=body.speak,
+        )
+        events = await self._run_turn(session.id, turn)
+        return self._turn_out(session.id, turn, events)
+
+    async def _run_turn(self, session_id: str, turn: TurnRequest) -> list:
+        for attempt in (1, 2):
+            events: list = []
+            try:
+                async for ref in self._actor(session_id).run_turn.options(num_returns="streaming").remote(turn):
+                    events.append(await ref)
+                return events
+            except ray.exceptions.RayActorError:
+                # The actor died (killed, crashed, idle exit): re-create it; it rehydrates from
+                # PostgreSQL, and message writes are idempotent per turn id.
+                self._actors.pop(session_id, None)
+                if attempt == 2:
+                    raise SamvadError("the session could not be resumed; retry the request", code="session_unavailable") from None
+        return []
+
+    def _turn_out(self, session_id: str, turn: TurnRequest, events: list) -> TurnOut:
+        done = next((e for e in events if isinstance(e, TurnDoneEvent)), None)
+        error = next((e for e in events if isinstance(e, ErrorEvent)), None)
+        if done is None:
+            TURNS.labels("rejected").inc()
+            if error is not None:
+                exc_type = InputError if 400 <= error.status < 500 else SamvadError
+                exc = exc_type(error.message, code=error.code)
+                exc.status = error.status
+                raise exc
+            raise SamvadError("the turn ended without a result", code="turn_incomplete")
+        TURNS.labels(done.outcome).inc()
+        chunks = [e for e in events if isinstance(e, AudioEvent)]
+        audio = None
+        if chunks:
+            pcm = b"".join(c.audio for c in chunks)
+            rate = chunks[0].sample_rate
+            audio = AudioOut(sample_rate=rate, seconds=round(len(pcm) / 2 / rate, 3),
+                             base64=base64.b64encode(wav_bytes(pcm, rate)).decode("ascii"))
+        transcript = next((e.transcript for e in events if isinstance(e, TranscriptEvent)), None)
+        return TurnOut(
+            session_id=session_id, turn_id=turn.turn_id, outcome=done.outcome, transcript=transcript,
+            response=done.response, audio=audio, stages=done.stages, first_audio_ms=done.first_audio_ms,
+            cost=done.cost, flags=done.flags + ([f"error:{error.code}"] if error else []), calls=done.calls,
+        )

