@@ -4,7 +4,6 @@ Turns go to the conversation's session actor (one per session, created when the 
 opens); TTS and ASR calls go straight to their stage deployments.
 """
 
-from __future__ import annotations
 
 import base64
 import binascii
@@ -17,13 +16,14 @@ import ray
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from actors.session import get_or_create
 from deployments.api_models import AudioOut, ErrorOut, SessionBody, TtsBody, TurnBody, TurnOut
 from samvad.audio import decode_audio, wav_bytes
+from samvad import metrics
 from samvad.errors import InputError, NotFoundError, SamvadError
 from samvad.events import AudioEvent, ErrorEvent, TranscriptEvent, TurnDoneEvent
 from samvad.providers.base import SpeechRequest
@@ -33,10 +33,6 @@ from samvad.storage.repository import MessageRow, SessionRow
 from samvad.turn import TurnRequest
 
 log = logging.getLogger("samvad.ingress")
-
-TURNS = Counter("samvad_turns_total", "turns by outcome", ["outcome"])
-CACHE = Counter("samvad_tts_cache_total", "TTS cache lookups by result", ["result"])
-LATENCY = Histogram("samvad_http_seconds", "request latency", ["route"])
 
 ERRORS = {400: ErrorOut, 401: ErrorOut, 404: ErrorOut, 413: ErrorOut, 415: ErrorOut, 422: ErrorOut}
 api = FastAPI(title="Samvad", version="0.1.0", description="Voice assistant backend for Indian-language customer conversations")
@@ -49,12 +45,14 @@ class AuthError(SamvadError):
 
 def _error(request: Request, status: int, code: str, message: str) -> JSONResponse:
     rid = getattr(request.state, "request_id", None) or uuid.uuid4().hex
-    return JSONResponse({"error": {"code": code, "message": message, "request_id": rid}}, status_code=status,
-                        headers={"X-Request-ID": rid})
+    return JSONResponse({"error": {"code": code, "message": message, "request_id": rid}}, status_code=status)
 
 
 @api.exception_handler(SamvadError)
 async def _samvad_error(request: Request, exc: SamvadError) -> JSONResponse:
+    # An error raised in another replica arrives wrapped by Ray; its `cause` is the original.
+    cause = getattr(exc, "cause", None)
+    exc = cause if isinstance(cause, SamvadError) else exc
     return _error(request, exc.status, exc.code, exc.message)
 
 
@@ -94,8 +92,9 @@ async def _request_context(request: Request, call_next):
         log.exception("unhandled error request_id=%s", rid)
         response = _error(request, 500, "internal_error", "an internal error occurred")
     route = request.scope.get("route")
-    LATENCY.labels(getattr(route, "path", "unmatched")).observe(time.perf_counter() - t0)
-    response.headers["X-Request-ID"] = rid
+    metrics.HTTP_SECONDS.labels(getattr(route, "path", "unmatched")).observe(time.perf_counter() - t0)
+    # No X-Request-ID here: Serve's proxy passes the client's id (or one it made) to us and sets
+    # the same id on every response; adding ours would send the header twice.
     return response
 
 
@@ -169,7 +168,7 @@ class Ingress:
             else:
                 pcm.append(item.pcm16)
                 rate = item.sample_rate
-        CACHE.labels("hit" if hit else "miss").inc()
+        metrics.TTS_CACHE.labels("hit" if hit else "miss").inc()
         return Response(wav_bytes(b"".join(pcm), rate), media_type="audio/wav", headers={"X-Cache": "hit" if hit else "miss"})
 
     @api.post("/api/v1/asr", responses={k: {"model": v} for k, v in ERRORS.items()})
@@ -250,14 +249,14 @@ class Ingress:
         done = next((e for e in events if isinstance(e, TurnDoneEvent)), None)
         error = next((e for e in events if isinstance(e, ErrorEvent)), None)
         if done is None:
-            TURNS.labels("rejected").inc()
+            metrics.TURNS.labels("rejected").inc()
             if error is not None:
                 exc_type = InputError if 400 <= error.status < 500 else SamvadError
                 exc = exc_type(error.message, code=error.code)
                 exc.status = error.status
                 raise exc
             raise SamvadError("the turn ended without a result", code="turn_incomplete")
-        TURNS.labels(done.outcome).inc()
+        metrics.TURNS.labels(done.outcome).inc()
         chunks = [e for e in events if isinstance(e, AudioEvent)]
         audio = None
         if chunks:

@@ -16,6 +16,17 @@ class SamvadError(Exception):
         if code:
             self.code = code
 
+    def __reduce__(self):
+        # Errors cross Ray process boundaries: keep the instance's code, status and fields.
+        return (_rebuild, (type(self), self.message, dict(self.__dict__)))
+
+
+def _rebuild(cls: type[SamvadError], message: str, state: dict) -> SamvadError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, message)
+    err.__dict__.update(state)
+    return err
+
 
 class InputError(SamvadError):
     """The caller sent something we cannot use; fixing the request fixes it."""

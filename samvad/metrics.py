@@ -1,0 +1,11 @@
+"""Prometheus metrics of this process (exposed at /metrics by the ingress).
+
+Always use them as `metrics.NAME` (module attribute): Ray pickles Serve ingress classes by
+value, and a metric object captured that way would be a copy outside the process registry.
+"""
+
+from prometheus_client import Counter, Histogram
+
+TURNS = Counter("samvad_turns_total", "turns by outcome", ["outcome"])
+TTS_CACHE = Counter("samvad_tts_cache_total", "TTS cache lookups at the API by result", ["result"])
+HTTP_SECONDS = Histogram("samvad_http_seconds", "HTTP request latency", ["route"])

@@ -1,0 +1,139 @@
+"""The REST API through the real Ray Serve graph."""
+
+import base64
+import io
+import uuid
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from samvad.providers.local.espeak import EspeakTTS
+from samvad.settings import load_settings
+from tests.speech import speak_wav, wer
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def tts():
+    s = load_settings()
+    return EspeakTTS(s.tts.espeak, s.languages)
+
+
+def _assert_playable(wav: bytes) -> None:
+    data, rate = sf.read(io.BytesIO(wav), dtype="int16")
+    assert rate > 0 and len(data) / rate > 0.5
+    assert np.abs(data).max() > 1000
+
+
+def _assert_error(r, status, code=None):
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body["error"]) == {"code", "message", "request_id"}
+    assert "Traceback" not in r.text
+    assert r.headers["X-Request-ID"] == body["error"]["request_id"]
+    if code:
+        assert body["error"]["code"] == code, body
+
+
+def test_spoken_turn_is_answered_spoken_and_persisted_with_costs(client, db, tts):
+    question = "How can I block my stolen debit card?"
+    r = client.post("/api/v1/turn", json={"audio_base64": base64.b64encode(speak_wav(tts, question)).decode()})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert wer(question, out["transcript"]["text"]) <= 0.25
+    assert out["outcome"] == "complete"
+    assert out["response"]["metadata"]["sources"][0] == "cards/debit-card-block.md"
+    assert "block" in out["response"]["response_text"].lower()
+    _assert_playable(base64.b64decode(out["audio"]["base64"]))
+    assert {"asr", "retrieval", "llm", "translation", "tts"} <= set(out["stages"])
+    rows = db("SELECT role, status, content FROM messages WHERE session_id = $1 ORDER BY id", uuid.UUID(out["session_id"]))
+    assert [(r["role"], r["status"]) for r in rows] == [("user", "complete"), ("assistant", "complete")]
+    assert rows[0]["content"] == out["transcript"]["text"]
+    assert rows[1]["content"] == out["response"]["response_text"]
+    calls = db("SELECT stage, provider, currency, cost FROM provider_calls WHERE session_id = $1", uuid.UUID(out["session_id"]))
+    assert {c["stage"] for c in calls} >= {"asr", "retrieval", "llm", "translation", "tts"}
+    assert all(c["currency"] == "INR" for c in calls if c["stage"] != "retrieval")
+
+
+def test_tts_second_identical_call_is_a_cache_hit(client):
+    body = {"text": f"Your reference number is {uuid.uuid4().int % 10000}.", "language": "en-IN"}
+    first = client.post("/api/v1/tts", json=body)
+    second = client.post("/api/v1/tts", json=body)
+    assert first.status_code == second.status_code == 200
+    assert first.headers["X-Cache"] == "miss" and second.headers["X-Cache"] == "hit"
+    assert first.content == second.content
+    _assert_playable(second.content)
+    metrics = client.get("/metrics").text
+    assert "samvad_tts_cache_total{result=\"hit\"}" in metrics, [l for l in metrics.splitlines() if "samvad" in l]
+
+
+def test_asr_route(client, tts):
+    r = client.post("/api/v1/asr", files={"file": ("q.wav", speak_wav(tts, "What is my account balance?"), "audio/wav")})
+    assert r.status_code == 200, r.text
+    assert set(r.json()) == {"text", "language_code", "confidence", "raw_segments"}
+    assert wer("What is my account balance?", r.json()["text"]) <= 0.25
+
+
+def test_killing_the_session_actor_loses_nothing(client, db):
+    import ray
+
+    s = client.post("/api/v1/sessions", json={"language": "en-IN"})
+    assert s.status_code == 201, s.text
+    sid = s.json()["id"]
+    first = client.post("/api/v1/turn", json={"session_id": sid, "text": "What is the UPI limit per day?", "speak": False})
+    assert first.status_code == 200, first.text
+    ray.kill(ray.get_actor(f"session:{sid}", namespace="samvad"), no_restart=True)
+    second = client.post("/api/v1/turn", json={"session_id": sid, "text": "How do I reset my UPI PIN?", "speak": False})
+    assert second.status_code == 200, second.text
+    # The re-created actor rehydrated the first turn from PostgreSQL into the model's context.
+    assert second.json()["response"]["metadata"]["context_messages"] == 2
+    rows = db("SELECT role, status FROM messages WHERE session_id = $1 ORDER BY id", uuid.UUID(sid))
+    assert [r["role"] for r in rows] == ["user", "assistant", "user", "assistant"]
+    assert all(r["status"] == "complete" for r in rows)
+    msgs = client.get(f"/api/v1/sessions/{sid}/messages").json()
+    assert [m["content"] for m in msgs][0] == "What is the UPI limit per day?"
+    assert client.get(f"/api/v1/sessions/{sid}").json()["id"] == sid
+
+
+def test_auth_errors(client):
+    _assert_error(client.post("/api/v1/tts", json={"text": "hi"}, headers={"X-API-Key": ""}), 401, "unauthorized")
+    _assert_error(client.post("/api/v1/tts", json={"text": "hi"}, headers={"X-API-Key": "sk_samvad_wrong"}), 401)
+
+
+@pytest.mark.parametrize(
+    "method, path, kwargs, status, code",
+    [
+        ("post", "/api/v1/turn", {"content": b"{not json", "headers": {"content-type": "application/json"}}, 422, "validation_error"),
+        ("post", "/api/v1/turn", {"content": b"text=hi", "headers": {"content-type": "text/plain"}}, 422, "validation_error"),
+        ("post", "/api/v1/turn", {"json": {"text": "hi", "unknown_field": 1}}, 422, "validation_error"),
+        ("post", "/api/v1/turn", {"json": {"text": "hi", "language": "xx-YY"}}, 400, "unknown_language"),
+        ("post", "/api/v1/turn", {"json": {"text": "hi", "session_id": str(uuid.uuid4())}}, 404, "session_not_found"),
+        ("post", "/api/v1/turn", {"json": {"audio_base64": "%%%"}}, 400, "audio_unreadable"),
+        ("post", "/api/v1/turn", {"json": {"audio_base64": base64.b64encode(b"RIFFjunk").decode()}}, 400, "audio_unreadable"),
+        ("post", "/api/v1/turn", {"json": {}}, 400, "invalid_input"),
+        ("post", "/api/v1/turn", {"json": {"text": "   "}}, 400, "text_empty"),
+        ("post", "/api/v1/turn", {"content": b"x" * (9 << 20), "headers": {"content-type": "application/json"}}, 413, "payload_too_large"),
+        ("get", "/api/v1/sessions/not-a-session", {}, 404, "session_not_found"),
+        ("get", "/api/v1/nowhere", {}, 404, "not_found"),
+        ("post", "/api/v1/tts", {"json": {"text": ""}}, 422, "validation_error"),
+        ("post", "/api/v1/asr", {"files": {"file": ("x.wav", b"nope", "audio/wav")}}, 400, "audio_unreadable"),
+    ],
+)
+def test_bad_requests_get_json_errors(client, method, path, kwargs, status, code):
+    _assert_error(getattr(client, method)(path, **kwargs), status, code)
+
+
+def test_oversized_audio_is_rejected(client):
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(16000 * 120, dtype=np.int16), 16000, format="WAV", subtype="PCM_16")  # 2 minutes, 3.8 MB
+    r = client.post("/api/v1/turn", json={"audio_base64": base64.b64encode(buf.getvalue()).decode()})
+    _assert_error(r, 400, "audio_too_long")
+
+
+def test_health_and_docs(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"status": "ready"}
+    spec = client.get("/openapi.json").json()
+    assert {"/api/v1/turn", "/api/v1/tts", "/api/v1/asr", "/api/v1/sessions"} <= set(spec["paths"])
