@@ -14,6 +14,7 @@ def start_postgres(data_dir: Path) -> str:
     """Start (or reuse) a PostgreSQL cluster in `data_dir/postgres`; returns its DSN."""
     import pgserver
 
+    data_dir.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(data_dir / "postgres", cleanup_mode=None)  # keeps running for other processes
     return server.get_uri()
 

@@ -80,6 +80,7 @@ async def test_cache_hits_and_degrades_to_miss(tmp_path):
 
 
 def test_embedded_servers_start_without_system_services(tmp_path):
+    tmp_path = tmp_path / "fresh" / "var"  # a data folder that does not exist yet
     dsn = embedded.start_postgres(tmp_path)
     url = embedded.start_redis(tmp_path)
     try:
