@@ -172,6 +172,19 @@ async def _repo(s: Settings):
     return await Repository.connect(s.database_url, s.service.key_secret, max_size=2)
 
 
+def _repo_call(s: Settings, method: str, *args):
+    """Run one repository method on a short-lived connection (migrations applied first)."""
+
+    async def run():
+        repo = await _repo(s)
+        try:
+            return await getattr(repo, method)(*args)
+        finally:
+            await repo.close()
+
+    return asyncio.run(run())
+
+
 @db_app.command("migrate")
 def db_migrate(config: ConfigOpt = None) -> None:
     """Apply pending schema migrations."""
@@ -195,32 +208,14 @@ def db_migrate(config: ConfigOpt = None) -> None:
 @keys_app.command("create")
 def keys_create(name: Annotated[str, typer.Argument(help="who the key is for")], config: ConfigOpt = None) -> None:
     """Create an API key (shown once; only its hash is stored)."""
-    s = _servers(_settings(config))
-
-    async def run():
-        repo = await _repo(s)
-        try:
-            return await repo.create_key(name)
-        finally:
-            await repo.close()
-
-    row, key = asyncio.run(run())
+    row, key = _repo_call(_servers(_settings(config)), "create_key", name)
     console.print(f"key {row.id} ({row.name}): [bold]{key}[/bold]")
 
 
 @keys_app.command("revoke")
 def keys_revoke(key_id: int, config: ConfigOpt = None) -> None:
     """Revoke an API key by id."""
-    s = _servers(_settings(config))
-
-    async def run() -> bool:
-        repo = await _repo(s)
-        try:
-            return await repo.revoke_key(key_id)
-        finally:
-            await repo.close()
-
-    if not asyncio.run(run()):
+    if not _repo_call(_servers(_settings(config)), "revoke_key", key_id):
         console.print(f"[red]no active key with id {key_id}[/red]")
         raise typer.Exit(1)
     console.print(f"revoked key {key_id}")
@@ -228,19 +223,12 @@ def keys_revoke(key_id: int, config: ConfigOpt = None) -> None:
 
 @keys_app.command("list")
 def keys_list(config: ConfigOpt = None) -> None:
-    s = _servers(_settings(config))
-
-    async def run():
-        repo = await _repo(s)
-        try:
-            return await repo.list_keys()
-        finally:
-            await repo.close()
-
+    """List API keys (never the keys themselves)."""
+    keys = _repo_call(_servers(_settings(config)), "list_keys")
     table = Table()
     for col in ("id", "name", "prefix", "created", "revoked"):
         table.add_column(col)
-    for k in asyncio.run(run()):
+    for k in keys:
         table.add_row(str(k.id), k.name, k.prefix + "…", f"{k.created_at:%Y-%m-%d %H:%M}", f"{k.revoked_at:%Y-%m-%d}" if k.revoked_at else "")
     console.print(table)
 
