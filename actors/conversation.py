@@ -28,7 +28,10 @@ class MessageStore(Protocol):
         flags: list[GuardrailFlag] | None = None,
     ) -> None: ...
 
-    async def add_provider_calls(self, session_id: str, turn_id: str, calls: list[ProviderCall]) -> None: ...
+    async def record_turn(
+        self, session_id: str, turn_id: str, calls: list[ProviderCall], content: str, language: str, status: str,
+        flags: list[GuardrailFlag] | None = None,
+    ) -> None: ...
 
     async def messages(self, session_id: str, limit: int = 1000) -> list[MessageRow]: ...
 
@@ -90,8 +93,9 @@ class Conversation:
                     if current is not None and event.outcome == "complete":
                         heard.append(current)
                     status = "complete" if event.outcome == "complete" else "failed"
-                    await self.store.add_provider_calls(self.session_id, tid, event.calls)
-                    await self._persist_reply(request, user_text, " ".join(heard), status, event.response.guardrail_flags)
+                    await self._persist_reply(
+                        request, user_text, " ".join(heard), status, event.response.guardrail_flags, event.calls
+                    )
                     finished = True
                     self._log_turn(event)
                 yield event
@@ -102,9 +106,10 @@ class Conversation:
                 await self._persist_reply(request, user_text, " ".join(heard), "interrupted", [])
 
     async def _persist_reply(
-        self, request: TurnRequest, user_text: str | None, text: str, status: str, flags: list[GuardrailFlag]
+        self, request: TurnRequest, user_text: str | None, text: str, status: str, flags: list[GuardrailFlag],
+        calls: list[ProviderCall] | None = None,
     ) -> None:
-        await self.store.add_message(self.session_id, request.turn_id, "assistant", text, request.language, status, flags)
+        await self.store.record_turn(self.session_id, request.turn_id, calls or [], text, request.language, status, flags)
         if status != "failed" and user_text:
             self.history.append(ChatMessage(role="user", content=user_text))
             if text:

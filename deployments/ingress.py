@@ -106,6 +106,8 @@ class Ingress:
         self._settings_dict = settings
         self.asr, self.tts, self.store = asr, tts, store
         self._actors: dict[str, Any] = {}
+        # Session rows seen recently: a turn on a known session skips a Store round trip.
+        self._sessions: dict[str, tuple[float, SessionRow]] = {}
         self._keys: dict[str, tuple[float, int]] = {}  # key -> (expires, key id): avoids a DB hit per request
         api.state.max_body_bytes = self.settings.service.max_body_bytes
 
@@ -134,8 +136,16 @@ class Ingress:
             self._actors[session_id] = get_or_create(session_id, self._settings_dict)
         return self._actors[session_id]
 
-    async def _session(self, session_id: str) -> SessionRow:
-        return await self.store.call.remote("get_session", session_id)
+    async def _session(self, session_id: str, *, fresh: bool = False) -> SessionRow:
+        cached = self._sessions.get(session_id)
+        if cached and not fresh and cached[0] > time.monotonic():
+            return cached[1]
+        row = await self.store.call.remote("get_session", session_id)
+        if len(self._sessions) > 10_000:  # bounded: drop the oldest entries
+            for sid in list(self._sessions)[:1000]:
+                del self._sessions[sid]
+        self._sessions[session_id] = (time.monotonic() + 60.0, row)
+        return row
 
     # routes -----------------------------------------------------------------------------------
     @api.get("/healthz")
@@ -195,7 +205,7 @@ class Ingress:
     @api.get("/api/v1/sessions/{session_id}", responses={k: {"model": v} for k, v in ERRORS.items()})
     async def get_session(self, session_id: str, request: Request) -> SessionRow:
         await self._auth(request)
-        return await self._session(session_id)
+        return await self._session(session_id, fresh=True)
 
     @api.get("/api/v1/sessions/{session_id}/messages", responses={k: {"model": v} for k, v in ERRORS.items()})
     async def get_messages(self, session_id: str, request: Request) -> list[MessageRow]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rag_index.build import Progress, ensure_index
 from rag_index.retriever import Retriever
+from rag_index.stage import RetrievalStage
 from samvad.embeddings import get_embedder
 from samvad.providers import registry
 from samvad.settings import Settings
@@ -11,13 +12,16 @@ from samvad.turn import Engines, TurnRunner
 
 
 def local_runner(settings: Settings, progress: Progress | None = None) -> TurnRunner:
-    embedder = get_embedder(settings.embeddings)
-    retriever = Retriever(ensure_index(settings, embedder, progress), embedder)
     engines = Engines(
         stt=registry.build_stt(settings),
-        retriever=retriever,
+        retriever=RetrievalStage(settings).retriever if settings.rag.retriever == "stub" else _faiss(settings, progress),
         llm=registry.build_llm(settings),
         translator=registry.build_translator(settings),
         tts=registry.build_tts(settings),
     )
     return TurnRunner(engines, settings)
+
+
+def _faiss(settings: Settings, progress: Progress | None) -> Retriever:
+    embedder = get_embedder(settings.embeddings)
+    return Retriever(ensure_index(settings, embedder, progress), embedder)

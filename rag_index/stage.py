@@ -14,6 +14,11 @@ from samvad.settings import Settings
 class RetrievalStage:
     def __init__(self, settings: Settings | dict[str, Any]) -> None:
         s = settings if isinstance(settings, Settings) else Settings.model_validate(settings)
+        if s.rag.retriever == "stub":
+            from samvad.providers.stub import StubRetriever
+
+            self.retriever = StubRetriever()
+            return
         embedder = get_embedder(s.embeddings)
         self.retriever = Retriever(ensure_index(s, embedder), embedder)
 

@@ -53,7 +53,7 @@ class WhisperSettings(BaseModel):
 
 
 class AsrSettings(BaseModel):
-    provider: Literal["whisper"] = "whisper"
+    provider: Literal["whisper", "stub"] = "whisper"
     whisper: WhisperSettings = WhisperSettings()
 
 
@@ -67,7 +67,7 @@ class ExtractiveSettings(BaseModel):
 
 
 class LlmSettings(BaseModel):
-    provider: Literal["extractive"] = "extractive"
+    provider: Literal["extractive", "stub"] = "extractive"
     extractive: ExtractiveSettings = ExtractiveSettings()
     history_turns: int = 6  # past messages given to the model as context
 
@@ -83,7 +83,7 @@ class EspeakSettings(BaseModel):
 
 
 class TtsSettings(BaseModel):
-    provider: Literal["espeak"] = "espeak"
+    provider: Literal["espeak", "stub"] = "espeak"
     espeak: EspeakSettings = EspeakSettings()
 
 
@@ -93,6 +93,7 @@ class EmbeddingSettings(BaseModel):
 
 
 class RagSettings(BaseModel):
+    retriever: Literal["faiss", "stub"] = "faiss"
     corpus_dir: Path = REPO_ROOT / "data" / "sample_corpus"
     index_dir: Path = REPO_ROOT / "var" / "index"
     chunk_chars: int = 700

@@ -7,12 +7,20 @@ from samvad.settings import Settings
 
 
 def build_stt(settings: Settings) -> SpeechToText:
+    if settings.asr.provider == "stub":
+        from samvad.providers.stub import StubSTT
+
+        return StubSTT()
     from samvad.providers.local.whisper import WhisperSTT
 
     return WhisperSTT(settings.asr.whisper)
 
 
 def build_llm(settings: Settings) -> ChatModel:
+    if settings.llm.provider == "stub":
+        from samvad.providers.stub import StubChat
+
+        return StubChat()
     from samvad.embeddings import get_embedder
     from samvad.providers.local.extractive import ExtractiveAnswerer
 
@@ -26,6 +34,10 @@ def build_translator(settings: Settings) -> Translator:
 
 
 def build_tts(settings: Settings) -> TextToSpeech:
+    if settings.tts.provider == "stub":
+        from samvad.providers.stub import StubTTS
+
+        return StubTTS()
     from samvad.providers.local.espeak import EspeakTTS
 
     return EspeakTTS(settings.tts.espeak, settings.languages)

@@ -103,9 +103,12 @@ class Repository:
         language: str,
         status: str,
         flags: list[GuardrailFlag] | None = None,
+        *,
+        conn: asyncpg.Connection | None = None,
     ) -> None:
         """Idempotent per (session, turn, role): a retried write updates instead of duplicating."""
-        await self._pool.execute(
+        db = conn or self._pool
+        await db.execute(
             """INSERT INTO messages (session_id, turn_id, role, content, language, status, guardrail_flags)
                VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)
                ON CONFLICT (session_id, turn_id, role)
@@ -114,7 +117,24 @@ class Repository:
             uuid.UUID(session_id), turn_id, role, content, language, status,
             json.dumps([f.model_dump() for f in flags or []]),
         )
-        await self._pool.execute("UPDATE sessions SET updated_at = now() WHERE id = $1", uuid.UUID(session_id))
+        await db.execute("UPDATE sessions SET updated_at = now() WHERE id = $1", uuid.UUID(session_id))
+
+    async def record_turn(
+        self,
+        session_id: str,
+        turn_id: str,
+        calls: list[ProviderCall],
+        content: str,
+        language: str,
+        status: str,
+        flags: list[GuardrailFlag] | None = None,
+    ) -> None:
+        """The end of a turn in one round trip and one transaction: its provider calls and the
+        assistant message. Retry-safe: the calls of a turn are replaced, the message upserted."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("DELETE FROM provider_calls WHERE session_id = $1 AND turn_id = $2", uuid.UUID(session_id), turn_id)
+            await self.add_provider_calls(session_id, turn_id, calls, conn=conn)
+            await self.add_message(session_id, turn_id, "assistant", content, language, status, flags, conn=conn)
 
     async def messages(self, session_id: str, limit: int = 1000) -> list[MessageRow]:
         rows = await self._pool.fetch(
@@ -125,10 +145,12 @@ class Repository:
             MessageRow(**{**dict(r), "guardrail_flags": json.loads(r["guardrail_flags"])}) for r in rows
         ]
 
-    async def add_provider_calls(self, session_id: str, turn_id: str, calls: list[ProviderCall]) -> None:
+    async def add_provider_calls(
+        self, session_id: str, turn_id: str, calls: list[ProviderCall], *, conn: asyncpg.Connection | None = None
+    ) -> None:
         if not calls:
             return
-        await self._pool.executemany(
+        await (conn or self._pool).executemany(
             """INSERT INTO provider_calls (session_id, turn_id, stage, provider, model, audio_seconds, characters,
                    input_tokens, output_tokens, cached_tokens, cost, currency, ttfb_ms, latency_ms, outcome, error)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)""",

@@ -17,6 +17,7 @@ from samvad.storage.repository import Repository
 from tests.servers import postgres, redis_url
 
 PORT = 8765
+IDLE_SECONDS = 4  # session actors exit after this much idle time (short, so a test can watch it)
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +39,7 @@ def serve_app(servers, tmp_path_factory):
 
     dsn, rurl = servers
     os.environ["SAMVAD_RAG__INDEX_DIR"] = str(tmp_path_factory.mktemp("e2e") / "index")
+    os.environ["SAMVAD_SERVICE__SESSION_IDLE_SECONDS"] = str(IDLE_SECONDS)
     ray.init(
         address="local", num_cpus=2, include_dashboard=False, namespace="samvad", log_to_driver=False,
         runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled"}},
