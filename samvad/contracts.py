@@ -84,6 +84,8 @@ class ProviderCall(BaseModel):
     provider: str
     model: str
     usage: Usage = Usage()
+    retries: int = 0
+    cache_hit: bool = False  # answered from the Redis cache: no provider was billed
     ttfb_ms: float | None = None
     latency_ms: float = 0.0
     outcome: Literal["ok", "error", "cancelled"] = "ok"

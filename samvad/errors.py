@@ -55,8 +55,11 @@ class ProviderError(SamvadError):
         status: int | None = None,
         retryable: bool = False,
         request_id: str | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(message, code=code)
+        self.retry_after = retry_after  # seconds the provider asked us to wait
         self.provider = provider
         self.stage = stage
         self.provider_status = status

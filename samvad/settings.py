@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -52,8 +52,14 @@ class WhisperSettings(BaseModel):
     prompt: str | None = None
 
 
+AsrProvider = Literal["whisper", "sarvam", "stub"]
+LlmProvider = Literal["extractive", "sarvam", "openai", "stub"]
+TranslationProvider = Literal["identity", "sarvam"]
+TtsProvider = Literal["espeak", "sarvam", "elevenlabs", "stub"]
+
+
 class AsrSettings(BaseModel):
-    provider: Literal["whisper", "stub"] = "whisper"
+    providers: list[AsrProvider] = Field(default_factory=lambda: ["whisper"], min_length=1)  # failover order
     whisper: WhisperSettings = WhisperSettings()
 
 
@@ -67,13 +73,13 @@ class ExtractiveSettings(BaseModel):
 
 
 class LlmSettings(BaseModel):
-    provider: Literal["extractive", "stub"] = "extractive"
+    providers: list[LlmProvider] = Field(default_factory=lambda: ["extractive"], min_length=1)
     extractive: ExtractiveSettings = ExtractiveSettings()
     history_turns: int = 6  # past messages given to the model as context
 
 
 class TranslationSettings(BaseModel):
-    provider: Literal["identity"] = "identity"
+    providers: list[TranslationProvider] = Field(default_factory=lambda: ["identity"], min_length=1)
     default_mode: Literal["formal", "modern-colloquial", "classic-colloquial", "code-mixed"] = "formal"
 
 
@@ -83,7 +89,7 @@ class EspeakSettings(BaseModel):
 
 
 class TtsSettings(BaseModel):
-    provider: Literal["espeak", "stub"] = "espeak"
+    providers: list[TtsProvider] = Field(default_factory=lambda: ["espeak"], min_length=1)
     espeak: EspeakSettings = EspeakSettings()
 
 
@@ -110,6 +116,60 @@ class PriceEntry(BaseModel):
     per_input_token: float = 0.0
     per_cached_token: float = 0.0
     per_output_token: float = 0.0
+
+
+class HttpProviderSettings(BaseModel):
+    api_key: SecretStr | None = None
+    base_url: str
+    timeout_s: float = 15.0  # per request; streams: time between chunks
+    connect_timeout_s: float = 3.0
+    max_retries: int = 2  # on 408/409/429/5xx and dropped connections
+    max_retry_wait_s: float = 8.0  # a longer retry-after fails over instead of waiting
+
+
+class SarvamSettings(HttpProviderSettings):
+    base_url: str = "https://api.sarvam.ai"
+    stt_model: str = "saaras:v3"
+    stt_mode: Literal["transcribe", "translate", "verbatim", "translit", "codemix"] = "transcribe"
+    chat_model: str = "sarvam-105b"  # sarvam-m was retired in 2026-06
+    reasoning_effort: Literal["low", "high", "max"] | None = "low"
+    max_tokens: int = 512
+    temperature: float = 0.2
+    translate_model: Literal["mayura:v1", "sarvam-translate:v1"] = "mayura:v1"
+    speaker_gender: Literal["Male", "Female"] | None = None
+    numerals_format: Literal["international", "native"] = "international"
+    tts_model: Literal["bulbul:v3", "bulbul:v4-flash", "bulbul:v2"] = "bulbul:v3"
+    tts_speaker: str = "shubh"
+    tts_sample_rate: Literal[8000, 16000, 22050, 24000] = 22050
+    tts_pace: float = Field(1.0, ge=0.5, le=2.0)
+
+
+class ElevenLabsSettings(HttpProviderSettings):
+    base_url: str = "https://api.elevenlabs.io"
+    model_id: str = "eleven_flash_v2_5"
+    voice_id: str = "21m00Tcm4TlvDq8ikWAM"
+    # Raw PCM16 mono: what the pipeline streams, with no decoder in the path.
+    output_format: Literal["pcm_16000", "pcm_22050", "pcm_24000"] = "pcm_22050"
+
+
+class OpenAISettings(HttpProviderSettings):
+    base_url: str = "https://api.openai.com/v1"
+    model: str = "gpt-4o-mini"
+    max_completion_tokens: int = 512
+    temperature: float = 0.2
+
+
+class ProvidersSettings(BaseModel):
+    sarvam: SarvamSettings = SarvamSettings()
+    elevenlabs: ElevenLabsSettings = ElevenLabsSettings()
+    openai: OpenAISettings = OpenAISettings()
+    # Circuit breaker per provider: open after this many consecutive failures, try again after cooldown.
+    breaker_failures: int = 3
+    breaker_cooldown_s: float = 30.0
+    system_prompt: str = (
+        "You are a customer-support voice assistant. Answer in at most three short sentences, using only "
+        "the numbered passages. If they do not contain the answer, say you do not have that information."
+    )
 
 
 class ServiceSettings(BaseModel):
@@ -143,6 +203,7 @@ class Settings(BaseSettings):
     pricing: dict[str, dict[str, PriceEntry]] = {}
     max_text_chars: int = 2000
     service: ServiceSettings = ServiceSettings()
+    providers: ProvidersSettings = ProvidersSettings()
     data_dir: Path = REPO_ROOT / "var"
     database_url: str | None = None  # None: an embedded PostgreSQL in data_dir
     redis_url: str | None = None  # None: an embedded Redis in data_dir

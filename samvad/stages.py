@@ -17,7 +17,7 @@ from samvad.contracts import ProviderCall, Transcript
 from samvad.providers import registry
 from samvad.providers.base import AudioChunk, ChatRequest, SpeechRequest, TranslationRequest, TranslationResult
 from samvad.settings import Settings
-from samvad.storage.cache import Cache, cache_key
+from samvad.storage.cache import Cache
 
 
 class StageReport(BaseModel):
@@ -31,9 +31,14 @@ def _settings(settings: Settings | dict[str, Any]) -> Settings:
     return settings if isinstance(settings, Settings) else Settings.model_validate(settings)
 
 
+def _cache(s: Settings) -> Cache | None:
+    return Cache(s.redis_url, s.service.cache_ttl_seconds) if s.redis_url else None
+
+
 class AsrStage:
     def __init__(self, settings: Settings | dict[str, Any]) -> None:
-        self.engine = registry.build_stt(_settings(settings))
+        s = _settings(settings)
+        self.engine = registry.build_stt(s, _cache(s))
 
     async def transcribe(self, audio: Audio, language: str | None) -> tuple[Transcript, list[ProviderCall]]:
         calls: list[ProviderCall] = []
@@ -53,7 +58,8 @@ class LlmStage:
 
 class TranslationStage:
     def __init__(self, settings: Settings | dict[str, Any]) -> None:
-        self.engine = registry.build_translator(_settings(settings))
+        s = _settings(settings)
+        self.engine = registry.build_translator(s, _cache(s))
 
     async def translate(self, request: TranslationRequest) -> tuple[TranslationResult, list[ProviderCall]]:
         calls: list[ProviderCall] = []
@@ -61,33 +67,14 @@ class TranslationStage:
 
 
 class TtsStage:
-    """Speech synthesis with a Redis cache of whole utterances (key: provider, model, voice,
-    language, text). A hit replays the audio in chunks; a miss is cached once complete."""
+    """Speech synthesis through the configured chain (cached per provider in Redis)."""
 
     def __init__(self, settings: Settings | dict[str, Any]) -> None:
         s = _settings(settings)
-        self.engine = registry.build_tts(s)
-        self.cache = Cache(s.redis_url, s.service.cache_ttl_seconds) if s.redis_url else None
-        self._chunk_bytes = 4096
+        self.engine = registry.build_tts(s, _cache(s))
 
     async def stream(self, request: SpeechRequest) -> AsyncIterator[AudioChunk | StageReport]:
         calls: list[ProviderCall] = []
-        voice = request.voice or ""
-        key = cache_key("tts", self.engine.name, self.engine.model, voice, request.language, request.text)
-        if self.cache is not None:
-            cached = await self.cache.get(key)
-            if cached is not None and len(cached) > 4:
-                rate = int.from_bytes(cached[:4], "little")
-                for i in range(4, len(cached), self._chunk_bytes):
-                    yield AudioChunk(pcm16=cached[i : i + self._chunk_bytes], sample_rate=rate)
-                yield StageReport(calls=[], cache_hit=True)
-                return
-        pcm, rate = [], 0
         async for chunk in self.engine.stream(request, calls):
-            pcm.append(chunk.pcm16)
-            rate = chunk.sample_rate
             yield chunk
-        if self.cache is not None and pcm:
-            await self.cache.set("tts", key, rate.to_bytes(4, "little") + b"".join(pcm))
-        yield StageReport(calls=calls)
-
+        yield StageReport(calls=calls, cache_hit=bool(calls) and all(c.cache_hit for c in calls if c.outcome == "ok"))

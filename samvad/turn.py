@@ -154,7 +154,7 @@ class TurnRunner:
                 stages=_stage_timings(priced),
                 first_audio_ms=first_audio_ms,
                 calls=priced,
-                flags=flags,
+                flags=flags + [f for f in _failovers(priced) if f not in flags],
                 cost=totals(priced),
             )
 
@@ -235,6 +235,18 @@ async def _sentences(llm: ChatModel, chat: ChatRequest, calls: CallLog) -> Async
         if not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+
+def _failovers(calls: list[ProviderCall]) -> list[str]:
+    """`failover:<stage>:<failed>-><served>` for each stage where a provider failed and the next
+    one in the chain answered."""
+    out = []
+    for stage in dict.fromkeys(c.stage for c in calls):
+        failed = [c.provider for c in calls if c.stage == stage and c.outcome == "error"]
+        served = [c.provider for c in calls if c.stage == stage and c.outcome == "ok" and c.provider not in failed]
+        if failed and served:
+            out.append(f"failover:{stage}:{failed[0]}->{served[0]}")
+    return out
 
 
 def _tokens(calls: list[ProviderCall]) -> TokenUsage:

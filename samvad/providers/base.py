@@ -35,6 +35,7 @@ class CallRecord:
     """Mutable view of the call in flight; the impl fills in `usage` and may mark first output."""
 
     usage: Usage = field(default_factory=Usage)
+    retries: int = 0  # retried attempts inside this call (HTTP providers)
     started: float = field(default_factory=time.perf_counter)
     first_output: float | None = None
 
@@ -77,6 +78,7 @@ class Provider(abc.ABC):
                     provider=self.name,
                     model=self.model,
                     usage=rec.usage,
+                    retries=rec.retries,
                     ttfb_ms=None if rec.first_output is None else (rec.first_output - rec.started) * 1000,
                     latency_ms=(end - rec.started) * 1000,
                     outcome=outcome,
@@ -91,12 +93,12 @@ class SpeechToText(Provider):
     async def transcribe(self, audio: Audio, language: str | None, calls: CallLog) -> Transcript:
         with self._track(calls) as rec:
             rec.usage = Usage(audio_seconds=audio.duration)
-            result = await self._transcribe_impl(audio, language)
+            result = await self._transcribe_impl(audio, language, rec)
             rec.mark_first_output()
             return result
 
     @abc.abstractmethod
-    async def _transcribe_impl(self, audio: Audio, language: str | None) -> Transcript: ...
+    async def _transcribe_impl(self, audio: Audio, language: str | None, rec: CallRecord) -> Transcript: ...
 
 
 class ChatRequest(BaseModel):
@@ -135,6 +137,7 @@ class TranslationRequest(BaseModel):
     source_language: str
     target_language: str
     mode: str = "formal"
+    output_script: str | None = None  # Sarvam: roman | fully-native | spoken-form-in-native
 
 
 class TranslationResult(BaseModel):
@@ -149,12 +152,12 @@ class Translator(Provider):
     async def translate(self, request: TranslationRequest, calls: CallLog) -> TranslationResult:
         with self._track(calls) as rec:
             rec.usage = Usage(characters=len(request.text))
-            result = await self._translate_impl(request)
+            result = await self._translate_impl(request, rec)
             rec.mark_first_output()
             return result
 
     @abc.abstractmethod
-    async def _translate_impl(self, request: TranslationRequest) -> TranslationResult: ...
+    async def _translate_impl(self, request: TranslationRequest, rec: CallRecord) -> TranslationResult: ...
 
 
 class SpeechRequest(BaseModel):
@@ -175,9 +178,9 @@ class TextToSpeech(Provider):
         """Yield PCM16 chunks as they are synthesised."""
         with self._track(calls) as rec:
             rec.usage = Usage(characters=len(request.text))
-            async for chunk in self._stream_impl(request):
+            async for chunk in self._stream_impl(request, rec):
                 rec.mark_first_output()
                 yield chunk
 
     @abc.abstractmethod
-    def _stream_impl(self, request: SpeechRequest) -> AsyncIterator[AudioChunk]: ...
+    def _stream_impl(self, request: SpeechRequest, rec: CallRecord) -> AsyncIterator[AudioChunk]: ...

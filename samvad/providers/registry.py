@@ -1,43 +1,110 @@
-"""Build the configured provider for each stage, by name."""
+"""Build each stage's provider chain from config: the ordered provider list, each provider
+optionally wrapped in the Redis cache, and a failover chain when there is more than one."""
 
 from __future__ import annotations
 
-from samvad.providers.base import ChatModel, SpeechToText, TextToSpeech, Translator
+from samvad.providers.breaker import CircuitBreaker
+from samvad.providers.cached import CachedSTT, CachedTranslator, CachedTTS
+from samvad.providers.fallback import FallbackChat, FallbackSTT, FallbackTranslator, FallbackTTS
 from samvad.settings import Settings
+from samvad.storage.cache import Cache
+
+_breakers: dict[str, dict[str, CircuitBreaker]] = {}  # stage -> provider -> breaker, per process
 
 
-def build_stt(settings: Settings) -> SpeechToText:
-    if settings.asr.provider == "stub":
-        from samvad.providers.stub import StubSTT
-
-        return StubSTT()
-    from samvad.providers.local.whisper import WhisperSTT
-
-    return WhisperSTT(settings.asr.whisper)
+def breakers(stage: str, settings: Settings) -> dict[str, CircuitBreaker]:
+    p = settings.providers
+    table = _breakers.setdefault(stage, {})
+    for name in getattr(settings, stage).providers:
+        table.setdefault(name, CircuitBreaker(p.breaker_failures, p.breaker_cooldown_s))
+    return table
 
 
-def build_llm(settings: Settings) -> ChatModel:
-    if settings.llm.provider == "stub":
-        from samvad.providers.stub import StubChat
-
-        return StubChat()
-    from samvad.embeddings import get_embedder
-    from samvad.providers.local.extractive import ExtractiveAnswerer
-
-    return ExtractiveAnswerer(settings.llm.extractive, get_embedder(settings.embeddings))
+def _chain(stage: str, settings: Settings, built: list, fallback_cls):
+    return built[0] if len(built) == 1 else fallback_cls(stage, built, breakers(stage, settings))
 
 
-def build_translator(settings: Settings) -> Translator:
+def _stt(name: str, s: Settings):
+    if name == "whisper":
+        from samvad.providers.local.whisper import WhisperSTT
+
+        return WhisperSTT(s.asr.whisper)
+    if name == "sarvam":
+        from samvad.providers.sarvam.asr import SarvamSTT
+
+        return SarvamSTT(s.providers.sarvam)
+    from samvad.providers.stub import StubSTT
+
+    return StubSTT()
+
+
+def _llm(name: str, s: Settings):
+    if name == "extractive":
+        from samvad.embeddings import get_embedder
+        from samvad.providers.local.extractive import ExtractiveAnswerer
+
+        return ExtractiveAnswerer(s.llm.extractive, get_embedder(s.embeddings))
+    if name == "sarvam":
+        from samvad.providers.sarvam.llm import SarvamChat
+
+        return SarvamChat(s.providers.sarvam, s.providers.system_prompt)
+    if name == "openai":
+        from samvad.providers.openai_compat.llm import OpenAICompatChat
+
+        return OpenAICompatChat(s.providers.openai, s.providers.system_prompt)
+    from samvad.providers.stub import StubChat
+
+    return StubChat()
+
+
+def _translator(name: str, s: Settings):
+    if name == "sarvam":
+        from samvad.providers.sarvam.translate import SarvamTranslator
+
+        return SarvamTranslator(s.providers.sarvam)
     from samvad.providers.local.identity import IdentityTranslator
 
     return IdentityTranslator()
 
 
-def build_tts(settings: Settings) -> TextToSpeech:
-    if settings.tts.provider == "stub":
-        from samvad.providers.stub import StubTTS
+def _tts(name: str, s: Settings):
+    if name == "espeak":
+        from samvad.providers.local.espeak import EspeakTTS
 
-        return StubTTS()
-    from samvad.providers.local.espeak import EspeakTTS
+        return EspeakTTS(s.tts.espeak, s.languages)
+    if name == "sarvam":
+        from samvad.providers.sarvam.tts import SarvamTTS
 
-    return EspeakTTS(settings.tts.espeak, settings.languages)
+        return SarvamTTS(s.providers.sarvam)
+    if name == "elevenlabs":
+        from samvad.providers.elevenlabs.tts import ElevenLabsTTS
+
+        return ElevenLabsTTS(s.providers.elevenlabs)
+    from samvad.providers.stub import StubTTS
+
+    return StubTTS()
+
+
+def build_stt(settings: Settings, cache: Cache | None = None):
+    built = [_stt(n, settings) for n in settings.asr.providers]
+    if cache is not None:
+        built = [CachedSTT(p, cache) for p in built]
+    return _chain("asr", settings, built, FallbackSTT)
+
+
+def build_llm(settings: Settings):
+    return _chain("llm", settings, [_llm(n, settings) for n in settings.llm.providers], FallbackChat)
+
+
+def build_translator(settings: Settings, cache: Cache | None = None):
+    built = [_translator(n, settings) for n in settings.translation.providers]
+    if cache is not None:
+        built = [CachedTranslator(p, cache) if p.name != "identity" else p for p in built]
+    return _chain("translation", settings, built, FallbackTranslator)
+
+
+def build_tts(settings: Settings, cache: Cache | None = None):
+    built = [_tts(n, settings) for n in settings.tts.providers]
+    if cache is not None:
+        built = [CachedTTS(p, cache) for p in built]
+    return _chain("tts", settings, built, FallbackTTS)

@@ -26,7 +26,7 @@ class StubSTT(SpeechToText):
     def __init__(self) -> None:
         super().__init__(model="stub")
 
-    async def _transcribe_impl(self, audio: Audio, language: str | None) -> Transcript:
+    async def _transcribe_impl(self, audio: Audio, language: str | None, rec: CallRecord) -> Transcript:
         return Transcript(text="what is the stub answer", language_code=language or "en-IN", confidence=1.0)
 
 
@@ -47,7 +47,7 @@ class StubTTS(TextToSpeech):
     def __init__(self) -> None:
         super().__init__(model="stub")
 
-    async def _stream_impl(self, request: SpeechRequest) -> AsyncIterator[AudioChunk]:
+    async def _stream_impl(self, request: SpeechRequest, rec: CallRecord) -> AsyncIterator[AudioChunk]:
         yield AudioChunk(pcm16=b"\x00\x00" * (_RATE // 10), sample_rate=_RATE)  # 100 ms of silence
 
 

@@ -23,6 +23,7 @@ class SessionRow(BaseModel):
     language: str
     mode: str
     voice: str | None
+    output_script: str | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -70,10 +71,13 @@ class Repository:
         return await self._pool.fetchval("SELECT 1") == 1
 
     # sessions -------------------------------------------------------------------------------
-    async def create_session(self, language: str, mode: str, voice: str | None, api_key_id: int | None = None) -> SessionRow:
+    async def create_session(
+        self, language: str, mode: str, voice: str | None, api_key_id: int | None = None, output_script: str | None = None
+    ) -> SessionRow:
         row = await self._pool.fetchrow(
-            "INSERT INTO sessions (id, language, mode, voice, api_key_id) VALUES ($1, $2, $3, $4, $5) RETURNING *",
-            uuid.uuid4(), language, mode, voice, api_key_id,
+            "INSERT INTO sessions (id, language, mode, voice, api_key_id, output_script)"
+            " VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+            uuid.uuid4(), language, mode, voice, api_key_id, output_script,
         )
         return _session(row)
 
@@ -152,13 +156,13 @@ class Repository:
             return
         await (conn or self._pool).executemany(
             """INSERT INTO provider_calls (session_id, turn_id, stage, provider, model, audio_seconds, characters,
-                   input_tokens, output_tokens, cached_tokens, cost, currency, ttfb_ms, latency_ms, outcome, error)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)""",
+                   input_tokens, output_tokens, cached_tokens, cost, currency, ttfb_ms, latency_ms, outcome, error, retries)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)""",
             [
                 (
                     uuid.UUID(session_id), turn_id, c.stage, c.provider, c.model, c.usage.audio_seconds,
                     c.usage.characters, c.usage.input_tokens, c.usage.output_tokens, c.usage.cached_tokens,
-                    c.cost, c.currency, c.ttfb_ms, c.latency_ms, c.outcome, c.error,
+                    c.cost, c.currency, c.ttfb_ms, c.latency_ms, c.outcome, c.error, c.retries,
                 )
                 for c in calls
             ],

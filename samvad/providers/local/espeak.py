@@ -14,7 +14,7 @@ import threading
 from collections.abc import AsyncIterator
 
 from samvad.errors import InputError
-from samvad.providers.base import AudioChunk, Capabilities, SpeechRequest, TextToSpeech
+from samvad.providers.base import AudioChunk, CallRecord, Capabilities, SpeechRequest, TextToSpeech
 from samvad.settings import EspeakSettings, Language
 
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -99,7 +99,7 @@ class EspeakTTS(TextToSpeech):
             raise InputError(f"no offline voice for language {request.language!r}", code="unsupported_language")
         return voice
 
-    async def _stream_impl(self, request: SpeechRequest) -> AsyncIterator[AudioChunk]:
+    async def _stream_impl(self, request: SpeechRequest, rec: CallRecord) -> AsyncIterator[AudioChunk]:
         voice = self.voice_for(request)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()

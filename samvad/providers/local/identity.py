@@ -3,7 +3,7 @@ through unchanged and any other target is answered in English with a flag saying
 
 from __future__ import annotations
 
-from samvad.providers.base import TranslationRequest, TranslationResult, Translator
+from samvad.providers.base import CallRecord, TranslationRequest, TranslationResult, Translator
 
 
 def is_english(language: str) -> bool:
@@ -16,7 +16,7 @@ class IdentityTranslator(Translator):
     def __init__(self) -> None:
         super().__init__(model="identity")
 
-    async def _translate_impl(self, request: TranslationRequest) -> TranslationResult:
+    async def _translate_impl(self, request: TranslationRequest, rec: CallRecord) -> TranslationResult:
         if is_english(request.target_language) or request.source_language == request.target_language:
             return TranslationResult(text=request.text, language_code=request.target_language)
         return TranslationResult(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from samvad.audio import Audio
 from samvad.contracts import Segment, Transcript
-from samvad.providers.base import Capabilities, SpeechToText
+from samvad.providers.base import CallRecord, Capabilities, SpeechToText
 from samvad.settings import WhisperSettings
 
 
@@ -58,5 +58,5 @@ class WhisperSTT(SpeechToText):
         code = "en-IN" if info.language == "en" else f"{info.language}-IN"
         return Transcript(text=text, language_code=code, confidence=round(confidence, 4), raw_segments=raw)
 
-    async def _transcribe_impl(self, audio: Audio, language: str | None) -> Transcript:
+    async def _transcribe_impl(self, audio: Audio, language: str | None, rec: CallRecord) -> Transcript:
         return await asyncio.to_thread(self._run, audio, language)

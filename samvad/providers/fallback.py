@@ -1,0 +1,118 @@
+"""Failover: an ordered list of providers for one stage, each behind its circuit breaker.
+
+A provider is skipped while its circuit is open or when it cannot handle the language. A
+failure before any output moves on to the next provider; a stream that fails after it started
+cannot be resumed elsewhere without repeating itself, so that error is raised. The `ProviderCall`
+records of every attempt land in the call log, so the turn shows who failed and who served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from samvad.audio import Audio
+from samvad.contracts import Transcript
+from samvad.errors import InputError, ProviderError
+from samvad.providers.base import (
+    CallLog,
+    ChatRequest,
+    Provider,
+    SpeechRequest,
+    TranslationRequest,
+    TranslationResult,
+)
+from samvad.providers.breaker import CircuitBreaker
+
+T = TypeVar("T")
+_FATAL_STATUS = {401, 402, 403}  # bad key or no credits: open the circuit at once
+
+
+class _Chain:
+    def __init__(self, stage: str, providers: list[Provider], breakers: dict[str, CircuitBreaker]) -> None:
+        self.stage = stage
+        self.providers = providers
+        self.breakers = breakers
+
+    def candidates(self, language: str | None) -> list[Provider]:
+        out = []
+        for p in self.providers:
+            langs = p.capabilities.languages
+            if language and langs is not None and language not in langs:
+                continue
+            if self.breakers[p.name].allow():
+                out.append(p)
+        if not out:
+            raise ProviderError(
+                f"no {self.stage} provider is available for {language or 'this request'} "
+                f"(circuits: {', '.join(f'{p.name}={self.breakers[p.name].state}' for p in self.providers)})",
+                provider="none", stage=self.stage, retryable=True, code="providers_unavailable",
+            )
+        return out
+
+    def _failed(self, provider: Provider, exc: Exception) -> None:
+        status = getattr(exc, "provider_status", None)
+        self.breakers[provider.name].failure(fatal=status in _FATAL_STATUS)
+
+    async def call(self, language: str | None, fn: Callable[[Provider], Awaitable[T]]) -> T:
+        last: Exception | None = None
+        for p in self.candidates(language):
+            try:
+                result = await fn(p)
+            except (ProviderError, InputError) as exc:
+                if isinstance(exc, ProviderError):
+                    self._failed(p, exc)
+                last = exc
+                continue
+            self.breakers[p.name].success()
+            return result
+        raise last  # type: ignore[misc]
+
+    async def stream(self, language: str | None, fn: Callable[[Provider], AsyncIterator[Any]]) -> AsyncIterator[Any]:
+        last: Exception | None = None
+        for p in self.candidates(language):
+            started = False
+            try:
+                async for item in fn(p):
+                    started = True
+                    yield item
+            except (ProviderError, InputError) as exc:
+                if isinstance(exc, ProviderError):
+                    self._failed(p, exc)
+                if started:
+                    raise
+                last = exc
+                continue
+            self.breakers[p.name].success()
+            return
+        raise last  # type: ignore[misc]
+
+
+class _Fallback:
+    name = "fallback"
+
+    def __init__(self, stage: str, providers: list[Provider], breakers: dict[str, CircuitBreaker]) -> None:
+        self._chain = _Chain(stage, providers, breakers)
+        self.providers = providers
+        self.capabilities = providers[0].capabilities
+        self.model = "+".join(p.name for p in providers)
+
+
+class FallbackSTT(_Fallback):
+    async def transcribe(self, audio: Audio, language: str | None, calls: CallLog) -> Transcript:
+        return await self._chain.call(language, lambda p: p.transcribe(audio, language, calls))
+
+
+class FallbackChat(_Fallback):
+    def stream(self, request: ChatRequest, calls: CallLog) -> AsyncIterator[str]:
+        return self._chain.stream(None, lambda p: p.stream(request, calls))
+
+
+class FallbackTranslator(_Fallback):
+    async def translate(self, request: TranslationRequest, calls: CallLog) -> TranslationResult:
+        return await self._chain.call(request.target_language, lambda p: p.translate(request, calls))
+
+
+class FallbackTTS(_Fallback):
+    def stream(self, request: SpeechRequest, calls: CallLog) -> AsyncIterator[Any]:
+        return self._chain.stream(request.language, lambda p: p.stream(request, calls))

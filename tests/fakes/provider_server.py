@@ -1,0 +1,445 @@
+"""A local fake of the Sarvam, ElevenLabs and OpenAI APIs that follows the contracts in
+shared/providers.md: auth headers and their failure codes, request validation, response and
+error shapes, SSE framing, and injectable faults (status + retry-after, slowness, dropped streams).
+
+Sarvam and ElevenLabs live at the root (their paths do not overlap); OpenAI under /openai/v1.
+Control: POST /_control/faults {"path": prefix, "status": 429, "times": 1, ...}, DELETE to clear,
+GET /_control/calls for request counts per path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import re
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import soundfile as sf
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+SARVAM_KEY = "sarvam-test-key"
+ELEVEN_KEY = "eleven-test-key"
+OPENAI_KEY = "openai-test-key"
+
+CORE = {"hi-IN", "bn-IN", "gu-IN", "kn-IN", "ml-IN", "mr-IN", "od-IN", "pa-IN", "ta-IN", "te-IN", "en-IN"}
+ALL_STT = CORE | {"as-IN", "ur-IN", "ne-IN", "kok-IN", "ks-IN", "sd-IN", "sa-IN", "sat-IN", "mni-IN", "brx-IN", "mai-IN", "doi-IN"}
+V2 = {"anushka", "manisha", "vidya", "arya", "abhilash", "karun", "hitesh"}
+V3 = set(
+    "shubh aditya ritu priya neha rahul pooja rohan simran kavya amit dev ishita shreya ratan varun manan sumit roopa "
+    "kabir aayan ashutosh advait anand tanya tarun sunny mani gokul vijay shruti suhani mohit kavitha rehan soham "
+    "rupali".split()
+)
+ELEVEN_VOICES = {"21m00Tcm4TlvDq8ikWAM", "voice-hi-1"}
+ELEVEN_FORMATS = {
+    "mp3_22050_32", "mp3_24000_48", "mp3_44100_32", "mp3_44100_64", "mp3_44100_96", "mp3_44100_128", "mp3_44100_192",
+    "pcm_8000", "pcm_16000", "pcm_22050", "pcm_24000", "pcm_32000", "pcm_44100", "pcm_48000", "ulaw_8000", "alaw_8000",
+    "opus_48000_32", "opus_48000_64", "opus_48000_96", "opus_48000_128", "opus_48000_192",
+}
+
+
+@dataclass
+class Fault:
+    path: str
+    status: int = 503
+    times: int = 1
+    retry_after: str | None = None
+    retry_after_ms: str | None = None
+    code: str | None = None
+    delay_s: float = 0.0
+    drop_after_bytes: int | None = None  # streams: cut the connection after this many bytes
+
+
+@dataclass
+class State:
+    faults: list[Fault] = field(default_factory=list)
+    calls: Counter = field(default_factory=Counter)
+    transcript: str = "how do i block my debit card"
+    answer: str = "Block your card in the app. You can also call the helpline. A new card costs Rs. 200."
+
+
+def _rid() -> str:
+    return f"{time.strftime('%Y%m%d')}_{uuid.uuid4()}"
+
+
+def sarvam_error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "code": code, "request_id": _rid()}}, status_code=status)
+
+
+def eleven_error(status: int, type_: str, code: str, message: str) -> JSONResponse:
+    return JSONResponse(
+        {"detail": {"type": type_, "code": code, "message": message, "status": code, "request_id": uuid.uuid4().hex}},
+        status_code=status,
+    )
+
+
+def openai_error(status: int, type_: str, code: str | None, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": type_, "param": None, "code": code}}, status_code=status,
+                        headers={"x-request-id": f"req_{uuid.uuid4().hex}"})
+
+
+def tone(seconds: float, rate: int) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.2 * np.sin(2 * np.pi * 220 * t) * 32767).astype("<i2")
+
+
+def wav(samples: np.ndarray, rate: int) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, samples, rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def speech_for(text: str, rate: int) -> np.ndarray:
+    return tone(max(0.2, 0.05 * len(text)), rate)
+
+
+# --- Sarvam ----------------------------------------------------------------------------------
+def sarvam_auth(request: Request) -> JSONResponse | None:
+    key = request.headers.get("api-subscription-key")
+    bearer = request.headers.get("authorization", "")
+    if key == SARVAM_KEY or bearer == f"Bearer {SARVAM_KEY}":
+        return None
+    return sarvam_error(403, "invalid_api_key_error", "Invalid API key or subscription key")
+
+
+async def sarvam_stt(request: Request) -> Response:
+    form = await request.form()
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        return sarvam_error(422, "unprocessable_entity_error", "file: field required")
+    model = form.get("model", "saaras:v3")
+    if model not in {"saaras:v3", "saaras:v4", "saarika:v2.5"}:
+        return sarvam_error(400, "invalid_request_error", f"model {model} is not supported")
+    mode = form.get("mode", "transcribe")
+    if mode not in {"transcribe", "translate", "verbatim", "translit", "codemix"}:
+        return sarvam_error(400, "invalid_request_error", f"invalid mode {mode}")
+    keyterms = form.get("keyterms")
+    if keyterms not in (None, "null"):  # the 0.1.39 SDK always sends keyterms=null
+        try:
+            terms = json.loads(keyterms)
+        except ValueError:
+            return sarvam_error(400, "invalid_request_error", "keyterms must be a JSON array")
+        if model != "saaras:v4" or not isinstance(terms, list) or len(terms) > 50:
+            return sarvam_error(400, "invalid_request_error", "keyterms: at most 50 terms, saaras:v4 only")
+    data = await upload.read()
+    try:
+        info = sf.info(io.BytesIO(data))
+    except Exception:  # noqa: BLE001
+        return sarvam_error(400, "invalid_request_error", "could not decode the audio file")
+    if info.duration > 30:
+        return sarvam_error(400, "invalid_request_error", "Audio duration exceeds the maximum limit of 30 seconds")
+    language = form.get("language_code", "unknown")
+    if language != "unknown" and language not in ALL_STT:
+        return sarvam_error(400, "invalid_request_error", f"invalid language_code {language}")
+    body = {
+        "request_id": _rid(),
+        "transcript": request.app.state.fake.transcript,
+        "language_code": "en-IN" if language == "unknown" else language,
+        "language_probability": 0.97 if language == "unknown" else None,
+    }
+    if form.get("with_timestamps") == "true":
+        body["timestamps"] = {"words": [body["transcript"]], "start_time_seconds": [0.0], "end_time_seconds": [info.duration]}
+    return JSONResponse(body)
+
+
+def _tts_validate(body: dict, limit_v3: int) -> tuple[JSONResponse | None, dict]:
+    text = body.get("text")
+    language = body.get("language_code") or body.get("target_language_code")  # both names are in use
+    model = body.get("model", "bulbul:v3")
+    if not isinstance(text, str) or not text.strip():
+        return sarvam_error(422, "unprocessable_entity_error", "text: field required"), {}
+    if language not in CORE:
+        return sarvam_error(400, "invalid_request_error", f"invalid language_code {language}"), {}
+    if model not in {"bulbul:v2", "bulbul:v3", "bulbul:v4-flash"}:
+        return sarvam_error(400, "invalid_request_error", f"model {model} is not supported"), {}
+    limit = 1500 if model == "bulbul:v2" else limit_v3
+    if len(text) > limit:
+        return sarvam_error(400, "invalid_request_error", f"text exceeds {limit} characters for {model}"), {}
+    speaker = body.get("speaker", {"bulbul:v2": "anushka", "bulbul:v3": "shubh"}.get(model, "shubh_enhi_ads"))
+    valid = V2 if model == "bulbul:v2" else V3 if model == "bulbul:v3" else None
+    if (valid is not None and speaker not in valid) or (valid is None and speaker.count("_") < 2):
+        return sarvam_error(400, "invalid_request_error", f"speaker {speaker} is not compatible with {model}"), {}
+    if model != "bulbul:v2" and (body.get("pitch") not in (None, 0, 0.0) or body.get("loudness") not in (None, 1, 1.0)):
+        return sarvam_error(400, "invalid_request_error", "pitch and loudness are supported on bulbul:v2 only"), {}
+    rate = int(body.get("speech_sample_rate") or 22050)
+    if rate not in {8000, 16000, 22050, 24000, 32000, 44100, 48000}:
+        return sarvam_error(400, "invalid_request_error", f"invalid speech_sample_rate {rate}"), {}
+    return None, {"text": text, "rate": rate, "codec": body.get("output_audio_codec", "wav")}
+
+
+async def sarvam_tts(request: Request) -> Response:
+    error, ok = _tts_validate(await request.json(), 2500)
+    if error:
+        return error
+    if ok["codec"] not in {"wav", "linear16"}:
+        return sarvam_error(400, "invalid_request_error", f"this fake serves wav and linear16, not {ok['codec']}")
+    samples = speech_for(ok["text"], ok["rate"])
+    audio = wav(samples, ok["rate"]) if ok["codec"] == "wav" else samples.tobytes()
+    return JSONResponse({"request_id": _rid(), "audios": [base64.b64encode(audio).decode()]})
+
+
+async def sarvam_tts_stream(request: Request) -> Response:
+    error, ok = _tts_validate(await request.json(), 3500)
+    if error:
+        return error
+    codec = ok["codec"]
+    if codec not in {"wav", "linear16"}:
+        return sarvam_error(400, "invalid_request_error", f"this fake streams wav and linear16, not {codec}")
+    samples = speech_for(ok["text"], ok["rate"])
+    payload = wav(samples, ok["rate"]) if codec == "wav" else samples.tobytes()
+    return stream_bytes(request, payload, "audio/wav" if codec == "wav" else "audio/pcm")
+
+
+async def sarvam_translate(request: Request) -> Response:
+    body = await request.json()
+    text, source, target = body.get("input"), body.get("source_language_code"), body.get("target_language_code")
+    model, mode = body.get("model", "mayura:v1"), body.get("mode", "formal")
+    if not isinstance(text, str) or not text or source is None or target is None:
+        return sarvam_error(422, "unprocessable_entity_error", "input, source_language_code and target_language_code are required")
+    limit = 1000 if model == "mayura:v1" else 2000
+    if len(text) > limit:
+        return sarvam_error(400, "invalid_request_error", f"input exceeds {limit} characters for {model}")
+    if model != "mayura:v1" and (source == "auto" or mode != "formal" or body.get("output_script")):
+        return sarvam_error(400, "invalid_request_error", "auto source, modes and output_script need mayura:v1")
+    langs = CORE if model == "mayura:v1" else ALL_STT
+    if target not in langs or (source != "auto" and source not in langs):
+        return sarvam_error(400, "invalid_request_error", "unsupported language code")
+    if mode not in {"formal", "modern-colloquial", "classic-colloquial", "code-mixed"}:
+        return sarvam_error(400, "invalid_request_error", f"invalid mode {mode}")
+    script = body.get("output_script")
+    tag = f"{target}|{mode}" + (f"|{script}" if script else "")
+    return JSONResponse({"request_id": _rid(), "translated_text": f"[{tag}] {text}",
+                         "source_language_code": "en-IN" if source == "auto" else source})
+
+
+async def sarvam_lid(request: Request) -> Response:
+    text = (await request.json()).get("input", "")
+    if not text or len(text) > 1000:
+        return sarvam_error(400, "invalid_request_error", "input must be 1 to 1000 characters")
+    deva = bool(re.search(r"[\u0900-\u097F]", text))
+    return JSONResponse({"request_id": _rid(), "language_code": "hi-IN" if deva else "en-IN",
+                         "script_code": "Deva" if deva else "Latn"})
+
+
+# --- chat (Sarvam /v1 and OpenAI) ----------------------------------------------------------
+async def chat(request: Request, provider: str) -> Response:
+    body = await request.json()
+    err = (lambda s, c, m: sarvam_error(s, c, m)) if provider == "sarvam" else (lambda s, c, m: openai_error(s, "invalid_request_error", c, m))
+    model, messages = body.get("model"), body.get("messages")
+    if not model or not isinstance(messages, list) or not messages:
+        return err(400, "invalid_request_error", "model and messages are required")
+    if provider == "sarvam" and model == "sarvam-m":
+        return err(400, "invalid_request_error", "sarvam-m has been deprecated; use sarvam-30b or sarvam-105b")
+    answer = request.app.state.fake.answer
+    prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(answer.split()),
+             "total_tokens": prompt_tokens + len(answer.split()), "prompt_tokens_details": {"cached_tokens": 0}}
+    cid, created = f"chatcmpl-{uuid.uuid4().hex[:12]}", int(time.time())
+    if not body.get("stream"):
+        return JSONResponse({"id": cid, "object": "chat.completion", "created": created, "model": model,
+                             "choices": [{"index": 0, "message": {"role": "assistant", "content": answer, "refusal": None},
+                                          "logprobs": None, "finish_reason": "stop"}], "usage": usage})
+
+    def chunk(delta: dict, finish: str | None = None, **extra) -> bytes:
+        data = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}], "usage": None, **extra}
+        return f"data: {json.dumps(data)}\n\n".encode()  # "data: " with the space: Sarvam's SDK needs it
+
+    parts = [chunk({"role": "assistant", "content": ""})]
+    parts += [chunk({"content": w + " "}) for w in answer.split(" ")]
+    parts.append(chunk({}, "stop"))
+    if (body.get("stream_options") or {}).get("include_usage"):
+        last = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [], "usage": usage}
+        parts.append(f"data: {json.dumps(last)}\n\n".encode())
+    parts.append(b"data: [DONE]\n\n")
+    return stream_parts(request, parts, "text/event-stream")
+
+
+async def sarvam_chat(request: Request) -> Response:
+    return await chat(request, "sarvam")
+
+
+async def openai_chat(request: Request) -> Response:
+    if request.headers.get("authorization") != f"Bearer {OPENAI_KEY}":
+        return openai_error(401, "invalid_request_error", "invalid_api_key", "Incorrect API key provided")
+    return await chat(request, "openai")
+
+
+# --- ElevenLabs ------------------------------------------------------------------------------
+async def eleven_tts(request: Request) -> Response:
+    if request.headers.get("xi-api-key") != ELEVEN_KEY:
+        return eleven_error(401, "authentication_error", "invalid_api_key", "Invalid API key")
+    voice = request.path_params["voice_id"]
+    if voice not in ELEVEN_VOICES:
+        return eleven_error(404, "not_found", "voice_not_found", f"voice {voice} was not found")
+    fmt = request.query_params.get("output_format", "mp3_44100_128")
+    streaming = request.url.path.endswith("/stream")
+    if fmt not in ELEVEN_FORMATS and not (not streaming and fmt.startswith("wav_")):
+        return eleven_error(400, "validation_error", "invalid_output_format", f"output_format {fmt} is not supported")
+    body = await request.json()
+    text = body.get("text")
+    if not isinstance(text, str) or not text.strip():
+        return eleven_error(400, "validation_error", "empty_text", "text must not be empty")
+    if len(text) > 40000:
+        return eleven_error(400, "validation_error", "text_too_long", "text is too long for this model")
+    codec, _, rest = fmt.partition("_")
+    rate = int(rest.split("_")[0])
+    samples = speech_for(text, rate)
+    if codec == "pcm":
+        payload, media = samples.tobytes(), "audio/pcm"  # raw 16-bit little-endian mono, no header
+    elif codec == "wav":
+        payload, media = wav(samples, rate), "audio/wav"
+    else:  # the fake has no encoder: placeholder frames that only stand in for mp3/opus/ulaw bytes
+        payload, media = b"\xff\xfb\x90\x00" * (len(samples) // 64), "audio/mpeg"
+    if streaming:
+        return stream_bytes(request, payload, media)
+    return Response(payload, media_type=media)
+
+
+# --- streaming helpers and faults ------------------------------------------------------------
+def stream_bytes(request: Request, payload: bytes, media: str, chunk: int = 4096) -> StreamingResponse:
+    return stream_parts(request, [payload[i : i + chunk] for i in range(0, len(payload), chunk)], media)
+
+
+def stream_parts(request: Request, parts: list[bytes], media: str) -> StreamingResponse:
+    drop = request.scope.get("fake.drop_after")
+
+    async def gen():
+        sent = 0
+        for part in parts:
+            if drop is not None and sent >= drop:
+                raise ConnectionError("fake: connection dropped mid-stream")
+            yield part
+            sent += len(part)
+            await asyncio.sleep(0.001)
+
+    return StreamingResponse(gen(), media_type=media)
+
+
+class Faults:
+    """ASGI middleware: applies the first matching fault (status/headers/delay/drop), then counts."""
+
+    def __init__(self, app, state: State) -> None:
+        self.app, self.state = app, state
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"].startswith("/_control"):
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        self.state.calls[path] += 1
+        fault = next((f for f in self.state.faults if path.startswith(f.path) and f.times > 0), None)
+        if fault is not None:
+            fault.times -= 1
+            if fault.delay_s:
+                await asyncio.sleep(fault.delay_s)
+            if fault.drop_after_bytes is not None:
+                scope["fake.drop_after"] = fault.drop_after_bytes
+            elif fault.status:
+                headers = {}
+                if fault.retry_after is not None:
+                    headers["retry-after"] = fault.retry_after
+                if fault.retry_after_ms is not None:
+                    headers["retry-after-ms"] = fault.retry_after_ms
+                response = self._error(path, fault, headers)
+                return await response(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+    @staticmethod
+    def _error(path: str, fault: Fault, headers: dict) -> Response:
+        if path.startswith("/openai"):
+            r = openai_error(fault.status, "server_error", fault.code, "fake fault")
+        elif path.startswith("/v1/text-to-speech"):
+            r = eleven_error(fault.status, "service_unavailable", fault.code or "system_busy", "fake fault")
+        else:
+            code = fault.code or ("rate_limit_exceeded_error" if fault.status in (429, 503) else "internal_server_error")
+            r = sarvam_error(fault.status, code, "fake fault")
+        r.headers.update(headers)
+        return r
+
+
+def build_app(state: State | None = None):
+    state = state or State()
+
+    def guarded(handler, auth=sarvam_auth):
+        async def endpoint(request: Request) -> Response:
+            if auth is not None and (denied := auth(request)) is not None:
+                return denied
+            try:
+                return await handler(request)
+            except json.JSONDecodeError:
+                return sarvam_error(400, "invalid_request_error", "the body is not valid JSON")
+
+        return endpoint
+
+    async def add_fault(request: Request) -> Response:
+        state.faults.append(Fault(**await request.json()))
+        return JSONResponse({"ok": True})
+
+    async def clear(request: Request) -> Response:
+        state.faults.clear()
+        state.calls.clear()
+        return JSONResponse({"ok": True})
+
+    async def calls(request: Request) -> Response:
+        return JSONResponse(dict(state.calls))
+
+    app = Starlette(routes=[
+        Route("/speech-to-text", guarded(sarvam_stt), methods=["POST"]),
+        Route("/text-to-speech", guarded(sarvam_tts), methods=["POST"]),
+        Route("/text-to-speech/stream", guarded(sarvam_tts_stream), methods=["POST"]),
+        Route("/translate", guarded(sarvam_translate), methods=["POST"]),
+        Route("/text-lid", guarded(sarvam_lid), methods=["POST"]),
+        Route("/v1/chat/completions", guarded(sarvam_chat), methods=["POST"]),
+        Route("/v1/text-to-speech/{voice_id}", guarded(eleven_tts, None), methods=["POST"]),
+        Route("/v1/text-to-speech/{voice_id}/stream", guarded(eleven_tts, None), methods=["POST"]),
+        Route("/openai/v1/chat/completions", guarded(openai_chat, None), methods=["POST"]),
+        Route("/_control/faults", add_fault, methods=["POST"]),
+        Route("/_control/faults", clear, methods=["DELETE"]),
+        Route("/_control/calls", calls, methods=["GET"]),
+    ])
+    app.state.fake = state
+    return Faults(app, state), state
+
+
+class FakeServer:
+    """Runs the fake on a loopback port in a background thread."""
+
+    def __init__(self, port: int = 0) -> None:
+        import socket
+
+        if port == 0:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.app, self.state = build_app()
+        self._server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning"))
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def start(self) -> "FakeServer":
+        self._thread.start()
+        while not self._server.started:
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=5)
+
+    def fault(self, **kw) -> None:
+        self.state.faults.append(Fault(**kw))
+
+    def reset(self) -> None:
+        self.state.faults.clear()
+        self.state.calls.clear()

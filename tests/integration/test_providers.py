@@ -1,0 +1,255 @@
+"""Samvad's own provider clients against the contract-faithful fake server: requests, streams,
+retries, errors, splitting of long input, failover with circuit breakers, caching."""
+
+import asyncio
+
+import numpy as np
+from pydantic import SecretStr
+import pytest
+
+from samvad.audio import Audio
+from samvad.contracts import ChatMessage
+from samvad.errors import InputError, ProviderError
+from samvad.providers import registry
+from samvad.providers.base import ChatRequest, SpeechRequest, TranslationRequest
+from samvad.providers.elevenlabs.tts import ElevenLabsTTS
+from samvad.providers.openai_compat.llm import OpenAICompatChat
+from samvad.providers.sarvam.asr import SarvamSTT
+from samvad.providers.sarvam.llm import SarvamChat
+from samvad.providers.sarvam.translate import SarvamTranslator
+from samvad.providers.sarvam.tts import SarvamTTS
+from samvad.settings import ElevenLabsSettings, OpenAISettings, SarvamSettings, load_settings
+from tests.fakes.provider_server import ELEVEN_KEY, OPENAI_KEY, SARVAM_KEY, FakeServer
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def fake():
+    server = FakeServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _clean(fake):
+    fake.reset()
+    registry._breakers.clear()
+
+
+def sarvam_settings(fake, **kw) -> SarvamSettings:
+    return SarvamSettings(base_url=fake.url, api_key=SARVAM_KEY, max_retry_wait_s=2, **kw)
+
+
+async def collect(stream):
+    return [x async for x in stream]
+
+
+async def test_sarvam_tts_streams_pcm_and_records_usage(fake):
+    calls = []
+    chunks = await collect(SarvamTTS(sarvam_settings(fake)).stream(SpeechRequest(text="Namaste.", language="hi-IN"), calls))
+    pcm = b"".join(c.pcm16 for c in chunks)
+    assert len(pcm) > 1000 and chunks[0].sample_rate == 22050
+    assert calls[0].provider == "sarvam" and calls[0].usage.characters == len("Namaste.") and calls[0].retries == 0
+
+
+async def test_sarvam_tts_splits_long_text_and_validates_speaker(fake):
+    text = "This sentence is about forty characters. " * 100  # 4100 chars > 3500 stream limit
+    await collect(SarvamTTS(sarvam_settings(fake)).stream(SpeechRequest(text=text, language="en-IN"), []))
+    assert fake.state.calls["/text-to-speech/stream"] == 2
+    with pytest.raises(InputError):
+        SarvamTTS(sarvam_settings(fake, tts_speaker="anushka"))  # a v2 voice on bulbul:v3
+    with pytest.raises(InputError):
+        await collect(SarvamTTS(sarvam_settings(fake)).stream(SpeechRequest(text="x", language="as-IN"), []))
+
+
+async def test_sarvam_stt_splits_audio_over_30_seconds(fake):
+    rate = 16000
+    t = np.arange(45 * rate) / rate
+    audio = Audio((0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), rate)
+    calls = []
+    transcript = await SarvamSTT(sarvam_settings(fake)).transcribe(audio, None, calls)
+    assert fake.state.calls["/speech-to-text"] == 2
+    assert transcript.text == f"{fake.state.transcript} {fake.state.transcript}"
+    assert transcript.language_code == "en-IN" and len(transcript.raw_segments) == 2
+    assert calls[0].usage.audio_seconds == pytest.approx(45.0)
+
+
+async def test_sarvam_translate_modes_and_splitting(fake):
+    tr = SarvamTranslator(sarvam_settings(fake))
+    calls = []
+    r = await tr.translate(TranslationRequest(text="Your EMI is pending.", source_language="en-IN", target_language="hi-IN",
+                                              mode="code-mixed", output_script="roman"), calls)
+    assert r.text.startswith("[hi-IN|code-mixed|roman]") and r.language_code == "hi-IN"
+    long = "A short sentence here. " * 60  # 1380 chars > mayura's 1000
+    await tr.translate(TranslationRequest(text=long, source_language="en-IN", target_language="ta-IN"), calls)
+    assert fake.state.calls["/translate"] == 3
+    st = SarvamTranslator(sarvam_settings(fake, translate_model="sarvam-translate:v1"))
+    r = await st.translate(TranslationRequest(text="Hi.", source_language="en-IN", target_language="as-IN", mode="code-mixed"), [])
+    assert "mode_unavailable:code-mixed" in r.flags and "|formal" in r.text
+
+
+async def test_sarvam_and_openai_chat_stream(fake):
+    req = ChatRequest(messages=[ChatMessage(role="user", content="How do I block my card?")])
+    calls = []
+    text = "".join(await collect(SarvamChat(sarvam_settings(fake), "be brief").stream(req, calls)))
+    assert text.strip() == fake.state.answer and calls[0].model == "sarvam-105b"
+    calls = []
+    oa = OpenAICompatChat(OpenAISettings(base_url=f"{fake.url}/openai/v1", api_key=OPENAI_KEY), "be brief")
+    text = "".join(await collect(oa.stream(req, calls)))
+    assert text.strip() == fake.state.answer
+    assert calls[0].usage.output_tokens == len(fake.state.answer.split())  # from the include_usage chunk
+
+
+async def test_elevenlabs_tts_streams_pcm(fake):
+    tts = ElevenLabsTTS(ElevenLabsSettings(base_url=fake.url, api_key=ELEVEN_KEY))
+    chunks = await collect(tts.stream(SpeechRequest(text="Hello.", language="en-IN"), []))
+    assert sum(len(c.pcm16) for c in chunks) > 1000 and chunks[0].sample_rate == 22050
+
+
+async def test_429_then_200_succeeds_with_one_retry(fake):
+    fake.fault(path="/translate", status=429, times=1, retry_after="1")
+    calls = []
+    started = asyncio.get_running_loop().time()
+    await SarvamTranslator(sarvam_settings(fake)).translate(
+        TranslationRequest(text="Hi.", source_language="en-IN", target_language="hi-IN"), calls)
+    assert calls[0].outcome == "ok" and calls[0].retries == 1
+    assert asyncio.get_running_loop().time() - started >= 0.9  # retry-after honoured
+    fake.fault(path="/openai", status=503, times=1, retry_after_ms="50")
+    calls = []
+    oa = OpenAICompatChat(OpenAISettings(base_url=f"{fake.url}/openai/v1", api_key=OPENAI_KEY), "x")
+    await collect(oa.stream(ChatRequest(messages=[ChatMessage(role="user", content="hi")]), calls))
+    assert calls[0].retries == 1
+
+
+async def test_no_retry_on_bad_key_or_exhausted_quota(fake):
+    calls = []
+    with pytest.raises(ProviderError) as err:
+        await SarvamTranslator(SarvamSettings(base_url=fake.url, api_key="wrong")).translate(
+            TranslationRequest(text="Hi.", source_language="en-IN", target_language="hi-IN"), calls)
+    assert err.value.provider_status == 403 and not err.value.retryable and calls[0].retries == 0
+    assert "wrong" not in str(err.value)  # the key never travels in errors
+    fake.fault(path="/translate", status=429, times=5, code="insufficient_quota_error")
+    with pytest.raises(ProviderError) as err:
+        await SarvamTranslator(sarvam_settings(fake)).translate(
+            TranslationRequest(text="Hi.", source_language="en-IN", target_language="hi-IN"), [])
+    assert err.value.code == "insufficient_quota_error" and fake.state.calls["/translate"] == 2
+
+
+async def test_stream_dropped_midway_is_a_provider_error(fake):
+    fake.fault(path="/text-to-speech/stream", drop_after_bytes=4096, status=0, times=1)
+    calls = []
+    with pytest.raises(ProviderError):
+        await collect(SarvamTTS(sarvam_settings(fake)).stream(SpeechRequest(text="Hello there. " * 20, language="en-IN"), calls))
+    assert calls[0].outcome == "error"
+
+
+def _settings(fake, tts: list[str], **extra):
+    s = load_settings()
+    p = s.providers.model_copy(update={
+        "sarvam": sarvam_settings(fake), "elevenlabs": ElevenLabsSettings(base_url=fake.url, api_key=ELEVEN_KEY, max_retries=0),
+        "breaker_failures": 2, "breaker_cooldown_s": 60,
+    })
+    return s.model_copy(update={"providers": p, "tts": s.tts.model_copy(update={"providers": tts}), **extra})
+
+
+async def test_failover_to_next_tts_and_circuit_opens(fake):
+    s = _settings(fake, ["sarvam", "elevenlabs", "espeak"])
+    s.providers.sarvam.max_retries = 0
+    chain = registry.build_tts(s)
+    fake.fault(path="/text-to-speech/stream", status=503, times=100)
+    for _ in range(3):
+        calls = []
+        chunks = await collect(chain.stream(SpeechRequest(text="Hello.", language="en-IN"), calls))
+        assert chunks and [c.provider for c in calls if c.outcome == "ok"] == ["elevenlabs"]
+    # Two failures opened sarvam's circuit: the third request did not even try it.
+    assert fake.state.calls["/text-to-speech/stream"] == 2
+    assert registry.breakers("tts", s)["sarvam"].state == "open"
+
+
+async def test_bad_key_opens_the_circuit_at_once(fake):
+    s = _settings(fake, ["sarvam", "espeak"])
+    s.providers.sarvam.api_key = SecretStr("wrong")
+    chain = registry.build_tts(s)
+    calls = []
+    await collect(chain.stream(SpeechRequest(text="Hello.", language="en-IN"), calls))
+    assert [c.provider for c in calls] == ["sarvam", "espeak"]
+    assert registry.breakers("tts", s)["sarvam"].state == "open"
+
+
+async def test_turn_records_failover_and_all_down_gives_an_error_event(fake, runner):
+    from samvad.turn import Engines, TurnRequest, TurnRunner
+
+    s = _settings(fake, ["sarvam", "elevenlabs"])
+    e = runner.engines
+    fake.fault(path="/text-to-speech/stream", status=503, times=100)
+    turn = TurnRunner(Engines(e.stt, e.retriever, e.llm, e.translator, registry.build_tts(s)), runner.settings)
+    events = [ev async for ev in turn.run(TurnRequest(turn_id="t", text="How do I block my debit card?"))]
+    done = events[-1]
+    assert done.outcome == "complete" and "failover:tts:sarvam->elevenlabs" in done.flags
+    assert any(c.provider == "elevenlabs" and c.stage == "tts" for c in done.calls)
+    fake.fault(path="/v1/text-to-speech", status=503, times=100)
+    registry._breakers.clear()
+    turn = TurnRunner(Engines(e.stt, e.retriever, e.llm, e.translator, registry.build_tts(s)), runner.settings)
+    events = [ev async for ev in turn.run(TurnRequest(turn_id="t2", text="How do I block my debit card?"))]
+    assert [ev.type for ev in events][-2:] == ["error", "turn.done"]
+    assert events[-2].code in {"http_503", "system_busy", "providers_unavailable"} and events[-1].outcome == "failed"
+
+
+def test_every_provider_down_still_persists_the_user_message(fake, runner, tmp_path):
+    from actors.conversation import Conversation
+    from samvad.storage.repository import Repository
+    from samvad.turn import Engines, TurnRequest, TurnRunner
+    from tests.servers import postgres
+
+    s = _settings(fake, ["sarvam", "elevenlabs"])
+    fake.fault(path="/text-to-speech/stream", status=503, times=100)
+    fake.fault(path="/v1/text-to-speech", status=503, times=100)
+    e = runner.engines
+
+    async def scenario(dsn):
+        repo = await Repository.connect(dsn, "k")
+        try:
+            session = await repo.create_session("en-IN", "formal", None)
+            turn = TurnRunner(Engines(e.stt, e.retriever, e.llm, e.translator, registry.build_tts(s)), runner.settings)
+            conv = Conversation(session.id, turn, repo)
+            events = [ev async for ev in conv.turn(TurnRequest(turn_id="t1", text="How do I block my card?"))]
+            assert events[-2].type == "error" and events[-1].outcome == "failed"
+            msgs = await repo.messages(session.id)
+            assert [(m.role, m.status) for m in msgs] == [("user", "complete"), ("assistant", "failed")]
+            assert msgs[0].content == "How do I block my card?"
+            calls = await repo.provider_calls(session.id)
+            assert {c["provider"] for c in calls if c["stage"] == "tts"} == {"sarvam", "elevenlabs"}
+            assert all(c["outcome"] == "error" for c in calls if c["stage"] == "tts")
+        finally:
+            await repo.close()
+
+    with postgres(tmp_path) as dsn:
+        asyncio.run(scenario(dsn))
+
+
+async def test_translation_and_tts_are_cached_per_provider(fake, tmp_path):
+    from samvad.storage.cache import Cache
+    from tests.servers import redis_url
+
+    with redis_url(tmp_path) as url:
+        import redis as _redis
+
+        _redis.Redis.from_url(url).flushdb()
+        cache = Cache(url, {"tts": 60, "translation": 60})
+        s = _settings(fake, ["sarvam"])
+        s = s.model_copy(update={"translation": s.translation.model_copy(update={"providers": ["sarvam"]})})
+        tr = registry.build_translator(s, cache)
+        req = TranslationRequest(text="Your card is blocked.", source_language="en-IN", target_language="ta-IN")
+        first, second = [], []
+        a = await tr.translate(req, first)
+        b = await tr.translate(req, second)
+        assert a == b and fake.state.calls["/translate"] == 1
+        assert not first[0].cache_hit and second[0].cache_hit
+        tts = registry.build_tts(s, cache)
+        sreq = SpeechRequest(text="Your card is blocked.", language="ta-IN")
+        one = b"".join(c.pcm16 for c in await collect(tts.stream(sreq, [])))
+        hit_calls = []
+        two = b"".join(c.pcm16 for c in await collect(tts.stream(sreq, hit_calls)))
+        assert one == two and fake.state.calls["/text-to-speech/stream"] == 1 and hit_calls[0].cache_hit
+        await cache.close()
