@@ -22,10 +22,14 @@ class TtsBody(_Body):
     voice: str | None = Field(None, max_length=64)
 
 
+OutputScript = Literal["roman", "fully-native", "spoken-form-in-native"]
+
+
 class SessionBody(_Body):
     language: str = "en-IN"
     mode: Mode = "formal"
     voice: str | None = Field(None, max_length=64)
+    output_script: OutputScript | None = None
 
 
 class TurnBody(_Body):
@@ -35,6 +39,7 @@ class TurnBody(_Body):
     language: str | None = Field(None, description="caller's language (default: the session's)")
     mode: Mode | None = None
     voice: str | None = Field(None, max_length=64)
+    output_script: OutputScript | None = None
     speak: bool = Field(True, description="false: answer as text only")
 
 

@@ -23,7 +23,8 @@ class AppArgs(BaseModel):
 def build_app(args: dict) -> Application:
     a = AppArgs.model_validate(args)
     overrides = {k: v for k, v in {"database_url": a.database_url, "redis_url": a.redis_url}.items() if v}
-    settings = load_settings(a.config, **overrides).model_dump(mode="json")
+    # Python mode, not JSON: JSON masks SecretStr values, and the replicas need the real keys.
+    settings = load_settings(a.config, **overrides).model_dump()
 
     def node(deployment):
         return deployment.options(**a.deployment_options.get(deployment.name, {})).bind(settings)

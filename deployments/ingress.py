@@ -198,7 +198,9 @@ class Ingress:
     async def create_session(self, body: SessionBody, request: Request) -> SessionRow:
         """Open a session; its actor starts now, not on the first utterance."""
         key_id = await self._auth(request)
-        row = await self.store.call.remote("create_session", self._language(body.language), body.mode, body.voice, key_id)
+        row = await self.store.call.remote(
+            "create_session", self._language(body.language), body.mode, body.voice, key_id, body.output_script
+        )
         await self._actor(row.id).info.remote()  # start it now (~1 s), off the caller's first turn
         return row
 
@@ -230,12 +232,13 @@ class Ingress:
         else:
             session = await self.store.call.remote(
                 "create_session", self._language(body.language or self.settings.default_language),
-                body.mode or "formal", body.voice, key_id,
+                body.mode or "formal", body.voice, key_id, body.output_script,
             )
         turn = TurnRequest(
             turn_id=request.state.request_id[:64], audio=audio, text=body.text,
             language=self._language(body.language or session.language), mode=body.mode or session.mode,
-            voice=body.voice or session.voice, speak=body.speak,
+            voice=body.voice or session.voice, output_script=body.output_script or session.output_script,
+            speak=body.speak,
         )
         events = await self._run_turn(session.id, turn)
         return self._turn_out(session.id, turn, events)

@@ -205,6 +205,11 @@ class Settings(BaseSettings):
     service: ServiceSettings = ServiceSettings()
     providers: ProvidersSettings = ProvidersSettings()
     data_dir: Path = REPO_ROOT / "var"
+    # Provider keys by their documented names (SAMVAD_SARVAM_API_KEY, ...); they fill
+    # providers.<vendor>.api_key when that is not set itself.
+    sarvam_api_key: SecretStr | None = None
+    elevenlabs_api_key: SecretStr | None = None
+    openai_api_key: SecretStr | None = None
     database_url: str | None = None  # None: an embedded PostgreSQL in data_dir
     redis_url: str | None = None  # None: an embedded Redis in data_dir
 
@@ -212,6 +217,11 @@ class Settings(BaseSettings):
     def _default_language_known(self) -> "Settings":
         if self.languages and self.default_language not in self.languages:
             raise ValueError(f"default_language {self.default_language!r} is not in languages")
+        for vendor in ("sarvam", "elevenlabs", "openai"):
+            key = getattr(self, f"{vendor}_api_key")
+            target = getattr(self.providers, vendor)
+            if key is not None and target.api_key is None:
+                target.api_key = key
         return self
 
     @classmethod

@@ -77,6 +77,7 @@ class TurnRequest(BaseModel):
     language: str = "en-IN"
     mode: str = "formal"
     voice: str | None = None
+    output_script: str | None = None  # e.g. "roman" for romanised Hindi (Sarvam translate)
     history: list[ChatMessage] = Field(default_factory=list)
     speak: bool = True  # False: text answer only (no TTS)
 
@@ -182,7 +183,10 @@ class TurnRunner:
             index, seq = 0, -1
             async for sentence in _sentences(e.llm, chat, calls):
                 tr = await e.translator.translate(
-                    TranslationRequest(text=sentence, source_language="en-IN", target_language=req.language, mode=req.mode),
+                    TranslationRequest(
+                        text=sentence, source_language="en-IN", target_language=req.language, mode=req.mode,
+                        output_script=req.output_script,
+                    ),
                     calls,
                 )
                 flags.extend(f for f in tr.flags if f not in flags)

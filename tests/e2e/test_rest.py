@@ -79,9 +79,10 @@ def test_asr_route(client, tts):
 def test_killing_the_session_actor_loses_nothing(client, db):
     import ray
 
-    s = client.post("/api/v1/sessions", json={"language": "en-IN"})
+    s = client.post("/api/v1/sessions", json={"language": "en-IN", "mode": "code-mixed", "output_script": "roman"})
     assert s.status_code == 201, s.text
     sid = s.json()["id"]
+    assert s.json()["mode"] == "code-mixed" and s.json()["output_script"] == "roman"
     first = client.post("/api/v1/turn", json={"session_id": sid, "text": "What is the UPI limit per day?", "speak": False})
     assert first.status_code == 200, first.text
     ray.kill(ray.get_actor(f"session:{sid}", namespace="samvad"), no_restart=True)

@@ -3,7 +3,7 @@ import pytest
 from samvad.contracts import Transcript
 from samvad.events import AudioEvent, TranscriptEvent, TurnDoneEvent, parse_event
 from samvad.contracts import LLMResponse
-from samvad.settings import load_settings
+from samvad.settings import REPO_ROOT, load_settings
 
 pytestmark = pytest.mark.unit
 
@@ -36,3 +36,37 @@ def test_events_roundtrip_json_with_base64_audio():
     done = TurnDoneEvent(turn_id="t1", response=LLMResponse(response_text="ok"), language_code="en-IN")
     back = parse_event(done.model_dump_json())
     assert back.type == "turn.done" and back.response.response_text == "ok"
+
+
+def test_provider_keys_by_documented_name_survive_the_trip_to_replicas(monkeypatch):
+    import pickle
+
+    from samvad.settings import Settings
+
+    monkeypatch.setenv("SAMVAD_SARVAM_API_KEY", "sk-test-123")
+    s = load_settings(REPO_ROOT / "configs" / "sarvam.yaml")
+    assert s.tts.providers == ["sarvam", "espeak"]
+    shipped = pickle.loads(pickle.dumps(s.model_dump()))  # what deployments and actors receive
+    assert Settings.model_validate(shipped).providers.sarvam.api_key.get_secret_value() == "sk-test-123"
+    assert "sk-test-123" not in repr(s) and "sk-test-123" not in s.model_dump_json()
+
+
+def test_costs_from_the_price_table():
+    from samvad.contracts import ProviderCall, Usage
+    from samvad.cost import price, totals
+
+    s = load_settings()
+    calls = [
+        price(ProviderCall(stage="tts", provider="sarvam", model="bulbul:v3", usage=Usage(characters=10000)), s.pricing),
+        price(ProviderCall(stage="asr", provider="sarvam", model="saaras:v3", usage=Usage(audio_seconds=3600)), s.pricing),
+        price(ProviderCall(stage="tts", provider="elevenlabs", model="eleven_flash_v2_5", usage=Usage(characters=100)), s.pricing),
+        price(ProviderCall(stage="llm", provider="sarvam", model="sarvam-105b",
+                           usage=Usage(input_tokens=1_000_000, cached_tokens=0, output_tokens=1_000_000)), s.pricing),
+        price(ProviderCall(stage="tts", provider="nobody", model="x"), s.pricing),
+    ]
+    assert calls[0].cost == pytest.approx(30.0) and calls[0].currency == "INR"
+    assert calls[1].cost == pytest.approx(30.0, rel=1e-3)
+    assert calls[2].cost == pytest.approx(50.0) and calls[2].currency == "credits"
+    assert calls[3].cost == pytest.approx(29.28 + 73.20)
+    assert calls[4].currency == "unpriced"
+    assert totals(calls)["credits"] == pytest.approx(50.0)
