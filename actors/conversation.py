@@ -105,6 +105,23 @@ class Conversation:
                     await self.store.add_message(self.session_id, tid, "user", "", request.language, "failed")
                 await self._persist_reply(request, user_text, " ".join(heard), "interrupted", [])
 
+    async def mark_interrupted(self, turn_id: str, heard_text: str) -> None:
+        """The caller cut this turn's answer short: keep only what they heard (the ingress knows
+        what audio it sent), in the store and in the context of the next turn."""
+        async with self._lock:
+            rows = await self.store.messages(self.session_id, limit=4)
+            previous = next((r for r in rows if r.turn_id == turn_id and r.role == "assistant"), None)
+            language = previous.language if previous else "en-IN"
+            await self.store.add_message(self.session_id, turn_id, "assistant", heard_text, language, "interrupted")
+            if previous and previous.content and self.history and self.history[-1].role == "assistant":
+                if self.history[-1].content == previous.content:
+                    if heard_text:
+                        self.history[-1] = ChatMessage(role="assistant", content=heard_text)
+                    else:
+                        self.history.pop()
+            elif heard_text and self.history and self.history[-1].role == "user":
+                self.history.append(ChatMessage(role="assistant", content=heard_text))
+
     async def _persist_reply(
         self, request: TurnRequest, user_text: str | None, text: str, status: str, flags: list[GuardrailFlag],
         calls: list[ProviderCall] | None = None,

@@ -61,6 +61,9 @@ class SessionActor:
         finally:
             self._active -= 1
 
+    async def interrupt(self, turn_id: str, heard_text: str) -> None:
+        await self._conversation.mark_interrupted(turn_id, heard_text)
+
     async def info(self) -> dict[str, Any]:
         self._start_reaper()
         import os

@@ -13,7 +13,14 @@ import uuid
 from typing import Any
 
 import ray
-from fastapi import FastAPI, File, Form, Request, UploadFile
+import asyncio
+import hashlib
+import hmac
+import json
+from pathlib import Path
+
+from fastapi import FastAPI, File, Form, Request, UploadFile, WebSocket
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -30,7 +37,19 @@ from samvad.providers.base import SpeechRequest
 from samvad.settings import Settings
 from samvad.stages import StageReport
 from samvad.storage.repository import MessageRow, SessionRow
+from samvad.protocol import (
+    CLOSE_BAD_START,
+    CLOSE_FORBIDDEN,
+    CLOSE_NOT_FOUND,
+    CLOSE_TOO_MANY_SESSIONS,
+    CLOSE_UNAUTHORIZED,
+    SessionStart,
+    SessionStarted,
+)
 from samvad.turn import TurnRequest
+from samvad.voice import VoiceCall
+
+STATIC = Path(__file__).resolve().parent / "static"
 
 log = logging.getLogger("samvad.ingress")
 
@@ -110,6 +129,7 @@ class Ingress:
         self._sessions: dict[str, tuple[float, SessionRow]] = {}
         self._keys: dict[str, tuple[float, int]] = {}  # key -> (expires, key id): avoids a DB hit per request
         api.state.max_body_bytes = self.settings.service.max_body_bytes
+        self._live: dict[int, int] = {}  # API key id -> open voice sessions on this replica
 
     # plumbing ---------------------------------------------------------------------------------
     async def _auth(self, request: Request) -> int:
@@ -147,7 +167,134 @@ class Ingress:
         self._sessions[session_id] = (time.monotonic() + 60.0, row)
         return row
 
+    async def _key_id(self, key: str | None) -> int | None:
+        if not key:
+            return None
+        cached = self._keys.get(key)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        row = await self.store.call.remote("verify_key", key)
+        if row is None:
+            return None
+        self._keys[key] = (time.monotonic() + 30.0, row.id)
+        return row.id
+
+    def resume_token(self, session_id: str) -> str:
+        secret = self.settings.service.key_secret.encode()
+        return hmac.new(secret, f"resume:{session_id}".encode(), hashlib.sha256).hexdigest()[:32]
+
+    async def _on_actor(self, session_id: str, method: str, *args: Any) -> Any:
+        """Call a session-actor method; an actor that is gone (idle exit, crash) is re-created
+        once and rehydrates from PostgreSQL."""
+        for attempt in (1, 2):
+            try:
+                return await getattr(self._actor(session_id), method).remote(*args)
+            except ray.exceptions.RayActorError:
+                self._actors.pop(session_id, None)
+                if attempt == 2:
+                    raise
+
+    async def _start_turn(self, session_id: str, request: TurnRequest):
+        for attempt in (1, 2):
+            gen = self._actor(session_id).run_turn.options(num_returns="streaming").remote(request)
+            finished, produced = False, False
+            try:
+                async for ref in gen:
+                    event = await ref
+                    produced = True
+                    yield event
+                finished = True
+                return
+            except ray.exceptions.RayActorError:
+                self._actors.pop(session_id, None)
+                if produced or attempt == 2:
+                    raise
+            finally:
+                if not finished:  # barge-in or hang-up: stop the turn in the actor and downstream
+                    try:
+                        ray.cancel(gen)
+                    except Exception:  # noqa: BLE001 - the actor may already be gone
+                        pass
+
     # routes -----------------------------------------------------------------------------------
+    @api.get("/", include_in_schema=False)
+    async def demo_page(self) -> HTMLResponse:
+        return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
+
+    @api.get("/static/{name}", include_in_schema=False)
+    async def static_file(self, name: str) -> FileResponse:
+        path = (STATIC / name).resolve()
+        if path.parent != STATIC or not path.is_file():
+            raise NotFoundError(f"no file {name!r}")
+        return FileResponse(path)
+
+    @api.websocket("/api/v1/voice-session")
+    async def voice_session(self, ws: WebSocket) -> None:
+        """Streaming voice session: see docs/voice-session.md."""
+        await ws.accept()
+        try:
+            raw = await asyncio.wait_for(ws.receive_text(), timeout=10)
+            start = SessionStart.model_validate(json.loads(raw))
+        except Exception:  # noqa: BLE001 - any malformed opening ends the connection with a reason
+            await ws.send_text(json.dumps({"type": "error", "turn_id": "", "code": "bad_start", "status": 400,
+                                           "message": "the first message must be a valid session.start", "retryable": False}))
+            await ws.close(CLOSE_BAD_START, "expected session.start")
+            return
+        key_id = await self._key_id(ws.headers.get("x-api-key") or ws.query_params.get("api_key") or start.api_key)
+        if key_id is None:
+            await ws.close(CLOSE_UNAUTHORIZED, "missing or invalid API key")
+            return
+        if self._live.get(key_id, 0) >= self.settings.voice.max_sessions_per_key:
+            await ws.close(CLOSE_TOO_MANY_SESSIONS, "too many live sessions for this API key")
+            return
+        language = start.language or self.settings.default_language
+        if language not in self.settings.languages:
+            await ws.close(CLOSE_BAD_START, f"unknown language {language}"[:120])
+            return
+        sid = ws.query_params.get("session_id")
+        interrupted = None
+        if sid:
+            if not hmac.compare_digest(ws.query_params.get("resume_token", ""), self.resume_token(sid)):
+                await ws.close(CLOSE_FORBIDDEN, "a valid resume_token is needed to resume a session")
+                return
+            try:
+                row = await self._session(sid, fresh=True)
+            except Exception:  # noqa: BLE001
+                await ws.close(CLOSE_NOT_FOUND, "unknown session")
+                return
+            messages = await self.store.call.remote("messages", sid, 2)
+            last = messages[-1] if messages else None
+            interrupted = last.turn_id if last and last.role == "assistant" and last.status == "interrupted" else None
+        else:
+            row = await self.store.call.remote("create_session", language, start.mode or "formal", start.voice, key_id,
+                                               start.output_script)
+            sid = row.id
+        session = {"language": start.language or row.language, "mode": start.mode or row.mode,
+                   "voice": start.voice or row.voice, "output_script": start.output_script or row.output_script}
+        await self._on_actor(sid, "info")  # make sure it is up before the caller speaks
+        self._live[key_id] = self._live.get(key_id, 0) + 1
+        metrics.LIVE_SESSIONS.inc()
+        try:
+            await ws.send_text(SessionStarted(
+                session_id=sid, resume_token=self.resume_token(sid), resumed=bool(ws.query_params.get("session_id")),
+                language=session["language"], mode=session["mode"], interrupted_turn=interrupted,
+            ).model_dump_json())
+
+            async def transcribe(audio, lang):
+                transcript, _ = await self.asr.transcribe.remote(audio, lang)
+                return transcript.text
+
+            call = VoiceCall(
+                ws, self.settings, session, start,
+                start_turn=lambda req: self._start_turn(sid, req),
+                interrupt=lambda turn_id, heard: self._on_actor(sid, "interrupt", turn_id, heard),
+                transcribe=transcribe,
+            )
+            await call.run()
+        finally:
+            self._live[key_id] -= 1
+            metrics.LIVE_SESSIONS.dec()
+
     @api.get("/healthz")
     async def healthz(self) -> dict[str, str]:
         return {"status": "ok"}
@@ -201,7 +348,7 @@ class Ingress:
         row = await self.store.call.remote(
             "create_session", self._language(body.language), body.mode, body.voice, key_id, body.output_script
         )
-        await self._actor(row.id).info.remote()  # start it now (~1 s), off the caller's first turn
+        await self._on_actor(row.id, "info")  # start it now (~1 s), off the caller's first turn
         return row
 
     @api.get("/api/v1/sessions/{session_id}", responses={k: {"model": v} for k, v in ERRORS.items()})
@@ -244,19 +391,10 @@ class Ingress:
         return self._turn_out(session.id, turn, events)
 
     async def _run_turn(self, session_id: str, turn: TurnRequest) -> list:
-        for attempt in (1, 2):
-            events: list = []
-            try:
-                async for ref in self._actor(session_id).run_turn.options(num_returns="streaming").remote(turn):
-                    events.append(await ref)
-                return events
-            except ray.exceptions.RayActorError:
-                # The actor died (killed, crashed, idle exit): re-create it; it rehydrates from
-                # PostgreSQL, and message writes are idempotent per turn id.
-                self._actors.pop(session_id, None)
-                if attempt == 2:
-                    raise SamvadError("the session could not be resumed; retry the request", code="session_unavailable") from None
-        return []
+        try:
+            return [event async for event in self._start_turn(session_id, turn)]
+        except ray.exceptions.RayActorError:
+            raise SamvadError("the session could not be resumed; retry the request", code="session_unavailable") from None
 
     def _turn_out(self, session_id: str, turn: TurnRequest, events: list) -> TurnOut:
         done = next((e for e in events if isinstance(e, TurnDoneEvent)), None)

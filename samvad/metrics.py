@@ -4,8 +4,9 @@ Always use them as `metrics.NAME` (module attribute): Ray pickles Serve ingress 
 value, and a metric object captured that way would be a copy outside the process registry.
 """
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 TURNS = Counter("samvad_turns_total", "turns by outcome", ["outcome"])
 TTS_CACHE = Counter("samvad_tts_cache_total", "TTS cache lookups at the API by result", ["result"])
 HTTP_SECONDS = Histogram("samvad_http_seconds", "HTTP request latency", ["route"])
+LIVE_SESSIONS = Gauge("samvad_live_voice_sessions", "open WebSocket voice sessions on this replica")

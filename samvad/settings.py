@@ -172,6 +172,34 @@ class ProvidersSettings(BaseModel):
     )
 
 
+class VoiceSettings(BaseModel):
+    """The WebSocket voice session (docs/voice-session.md)."""
+
+    # Voiced time (pauses excluded) of caller speech during an answer: from `barge_in_min_ms` it
+    # interrupts at once; shorter utterances are checked against the backchannels; below
+    # `min_interrupt_ms` they are ignored (coughs, clicks).
+    barge_in_min_ms: int = 600
+    min_interrupt_ms: int = 200
+    # Said while listening, not to interrupt. Compared after lower-casing and stripping punctuation.
+    backchannels: dict[str, list[str]] = {
+        # Whisper tiny.en renders a Hindi "haan" as "ah", "uh" or "haha": those count too.
+        "en-IN": ["ok", "okay", "hmm", "hm", "mm", "mhm", "yes", "yeah", "right", "uh huh", "i see", "haan", "ji",
+                  "accha", "ah", "uh", "oh", "haha"],
+        "hi-IN": ["haan", "han", "ji", "ji haan", "accha", "achha", "acha", "theek hai", "thik hai", "hmm", "ok", "हाँ", "जी", "अच्छा", "ठीक है"],
+        "ta-IN": ["ஆமா", "ஆமாம்", "சரி", "ம்ம்", "ok", "seri", "aama"],
+        "te-IN": ["అవును", "సరే", "ok", "avunu", "sare"],
+        "bn-IN": ["হ্যাঁ", "আচ্ছা", "ঠিক আছে", "ok", "haan"],
+        "mr-IN": ["हो", "बरं", "ठीक आहे", "ok", "ho"],
+    }
+    playback_lead_s: float = 0.5  # audio is sent at most this far ahead of real-time playback
+    idle_timeout_s: float = 60.0
+    max_session_s: float = 1800.0
+    max_sessions_per_key: int = 20  # per ingress replica
+    max_binary_bytes: int = 64 * 1024
+    max_text_bytes: int = 16 * 1024
+    audio_burst_s: float = 2.0  # audio may arrive this far ahead of real time before reading slows
+
+
 class ServiceSettings(BaseModel):
     app_name: str = "samvad"
     host: str = "127.0.0.1"
@@ -203,6 +231,7 @@ class Settings(BaseSettings):
     pricing: dict[str, dict[str, PriceEntry]] = {}
     max_text_chars: int = 2000
     service: ServiceSettings = ServiceSettings()
+    voice: VoiceSettings = VoiceSettings()
     providers: ProvidersSettings = ProvidersSettings()
     data_dir: Path = REPO_ROOT / "var"
     # Provider keys by their documented names (SAMVAD_SARVAM_API_KEY, ...); they fill

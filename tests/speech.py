@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 
 import jiwer
@@ -10,6 +9,7 @@ from num2words import num2words
 
 from samvad.audio import wav_bytes
 from samvad.providers.base import SpeechRequest, TextToSpeech
+from tests import aio
 
 
 def speak_wav(tts: TextToSpeech, text: str, language: str = "en-IN", *, lead_silence: float = 0.0, tail_silence: float = 0.0) -> bytes:
@@ -20,24 +20,9 @@ def speak_wav(tts: TextToSpeech, text: str, language: str = "en-IN", *, lead_sil
             rate = c.sample_rate
         return b"".join(chunks), rate
 
-    pcm, rate = asyncio.run(run()) if not _loop_running() else _run_in_thread(run)
+    pcm, rate = aio.run(run)
     pad = lambda seconds: b"\x00\x00" * int(seconds * rate)  # noqa: E731
     return wav_bytes(pad(lead_silence) + pcm + pad(tail_silence), rate)
-
-
-def _loop_running() -> bool:
-    try:
-        asyncio.get_running_loop()
-        return True
-    except RuntimeError:
-        return False
-
-
-def _run_in_thread(coro_fn):
-    import concurrent.futures
-
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(lambda: asyncio.run(coro_fn())).result()
 
 
 def normalise(text: str) -> str:

@@ -14,6 +14,7 @@ import pytest
 
 from samvad.settings import REPO_ROOT
 from samvad.storage.repository import Repository
+from tests import aio
 from tests.servers import postgres, redis_url
 
 PORT = 8765
@@ -65,7 +66,7 @@ def api_key(serve_app) -> str:
         finally:
             await repo.close()
 
-    return asyncio.run(make())
+    return aio.run(make)
 
 
 @pytest.fixture()
@@ -87,6 +88,6 @@ def db(serve_app):
             finally:
                 await conn.close()
 
-        return asyncio.run(run())
+        return aio.run(run)
 
     return query

@@ -64,10 +64,16 @@ class Endpointer:
         self._in_speech = False
         self._speech_run = 0
         self._silence_run = 0
+        self._voiced = 0  # frames above the threshold in the current utterance
 
     @property
     def in_speech(self) -> bool:
         return self._in_speech
+
+    @property
+    def voiced_ms(self) -> float:
+        """Voiced time in the current (or just ended) utterance: pauses and padding excluded."""
+        return self._voiced * self._frame_ms
 
     def reset(self) -> None:
         self._clear()
@@ -96,6 +102,7 @@ class Endpointer:
             if self._speech_run * self._frame_ms >= s.min_speech_ms:
                 self._in_speech = True
                 self._silence_run = 0
+                self._voiced = self._speech_run
                 keep = self._speech_run + self._pad_frames
                 self._utterance = self._history[-keep:]
                 self._history = []
@@ -103,6 +110,7 @@ class Endpointer:
             del self._history[: -(self._pad_frames + self._speech_run + 1)]
             return None
         self._utterance.append(frame)
+        self._voiced += prob >= s.threshold
         self._silence_run = self._silence_run + 1 if prob < s.threshold - 0.15 else 0
         if self._silence_run * self._frame_ms >= s.min_silence_ms:
             trailing = max(0, self._silence_run - self._pad_frames)

@@ -1,0 +1,98 @@
+"""The WebSocket voice-session protocol (docs/voice-session.md): client messages and the
+server events that are not turn events. Turn events are those of `samvad.events`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+Mode = Literal["formal", "modern-colloquial", "classic-colloquial", "code-mixed"]
+OutputScript = Literal["roman", "fully-native", "spoken-form-in-native"]
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AudioFormat(_Msg):
+    encoding: Literal["pcm16", "mulaw"] = "pcm16"  # mulaw: 8 kHz telephony
+    sample_rate: Literal[8000, 16000] = 16000
+
+
+class SessionStart(_Msg):
+    type: Literal["session.start"]
+    language: str | None = None
+    mode: Mode | None = None
+    voice: str | None = Field(None, max_length=64)
+    output_script: OutputScript | None = None
+    audio: AudioFormat = AudioFormat()
+    api_key: str | None = Field(None, max_length=256)  # for browsers, which cannot set headers
+
+
+class SessionUpdate(_Msg):
+    type: Literal["session.update"]
+    language: str | None = None
+    mode: Mode | None = None
+    voice: str | None = Field(None, max_length=64)
+    output_script: OutputScript | None = None
+
+
+class TextInput(_Msg):
+    type: Literal["text.input"]
+    text: str = Field(min_length=1, max_length=2000)
+
+
+class ResponseCancel(_Msg):
+    type: Literal["response.cancel"]
+
+
+class Ping(_Msg):
+    type: Literal["ping"]
+
+
+ClientMessage = Annotated[Union[SessionStart, SessionUpdate, TextInput, ResponseCancel, Ping], Field(discriminator="type")]
+client_message = TypeAdapter(ClientMessage)
+
+
+class SessionStarted(BaseModel):
+    type: Literal["session.started"] = "session.started"
+    session_id: str
+    resume_token: str
+    resumed: bool
+    language: str
+    mode: str
+    interrupted_turn: str | None = None  # a turn cut off by the previous connection dropping
+
+
+class VadEvent(BaseModel):
+    type: Literal["vad.speech_start", "vad.speech_end"]
+    at: float  # seconds of audio received in this connection
+
+
+class ResponseCancelled(BaseModel):
+    """Stop playback now: the turn was interrupted (barge-in, response.cancel)."""
+
+    type: Literal["response.cancelled"] = "response.cancelled"
+    turn_id: str
+    reason: Literal["barge_in", "client"]
+    heard_text: str  # what the assistant message keeps
+
+
+class Backchannel(BaseModel):
+    type: Literal["vad.backchannel"] = "vad.backchannel"
+    text: str
+
+
+class Pong(BaseModel):
+    type: Literal["pong"] = "pong"
+
+
+# Close codes (besides 1000 normal, 1009 message too big, 1011 internal error).
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403  # bad resume token
+CLOSE_NOT_FOUND = 4404
+CLOSE_IDLE = 4408
+CLOSE_TOO_MANY_SESSIONS = 4429
+CLOSE_SESSION_TOO_LONG = 4410
+CLOSE_BAD_START = 4400

@@ -1,0 +1,268 @@
+"""One live voice call over a WebSocket: VAD endpointing where the audio arrives, turns started
+on whole utterances, audio paced to real time, barge-in and backchannels.
+
+Plain Python over a Starlette WebSocket; the ingress injects how a turn is run, interrupted and
+how a short utterance is transcribed (session actor and ASR handles on Ray)."""
+
+from __future__ import annotations
+
+import asyncio
+import audioop
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydantic import BaseModel, ValidationError
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from samvad.audio import Audio, float_to_pcm16, pcm16_to_float, wav_bytes
+from samvad.events import AudioEvent, ErrorEvent, ResponseDeltaEvent, TurnDoneEvent
+from samvad.protocol import (
+    CLOSE_IDLE,
+    CLOSE_SESSION_TOO_LONG,
+    AudioFormat,
+    Backchannel,
+    Ping,
+    Pong,
+    ResponseCancel,
+    ResponseCancelled,
+    SessionStart,
+    SessionUpdate,
+    TextInput,
+    VadEvent,
+    client_message,
+)
+from samvad.providers.local.vad import Endpointer, SileroVad, SpeechEnded, SpeechStarted
+from samvad.settings import Settings
+from samvad.turn import TurnRequest
+
+log = logging.getLogger("samvad.voice")
+
+StartTurn = Callable[[TurnRequest], AsyncIterator]
+Interrupt = Callable[[str, str], Awaitable[None]]
+Transcribe = Callable[[Audio, str], Awaitable[str]]
+
+
+@dataclass
+class _Playing:
+    """The turn whose answer is going out: what audio was sent, per sentence."""
+
+    turn_id: str
+    task: asyncio.Task | None = None
+    sentences: dict[int, str] = field(default_factory=dict)
+    sent_seconds: float = 0.0
+    first_audio_at: float | None = None
+    complete: set[int] = field(default_factory=set)  # sentences whose audio was all sent
+    done: bool = False
+
+    def playing_until(self) -> float:
+        return (self.first_audio_at or time.monotonic()) + self.sent_seconds
+
+    def heard_text(self) -> str:
+        return " ".join(self.sentences[i] for i in sorted(self.complete) if i in self.sentences)
+
+
+def _normalise(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+class VoiceCall:
+    def __init__(
+        self, ws: WebSocket, settings: Settings, session: dict, start: SessionStart,
+        start_turn: StartTurn, interrupt: Interrupt, transcribe: Transcribe,
+    ) -> None:
+        self.ws, self.s, self.v = ws, settings, settings.voice
+        self.session = session  # language, mode, voice, output_script
+        self.format: AudioFormat = start.audio
+        self._start_turn, self._interrupt, self._transcribe = start_turn, interrupt, transcribe
+        self.vad = Endpointer(SileroVad(16000), settings.vad)
+        self.playing: _Playing | None = None
+        self.received_seconds = 0.0
+        self.opened = time.monotonic()
+        self._send_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task] = set()
+
+    # sending ------------------------------------------------------------------------------------
+    async def send(self, event: BaseModel) -> None:
+        async with self._send_lock:
+            await self.ws.send_text(event.model_dump_json())
+
+    async def error(self, code: str, message: str, status: int = 400) -> None:
+        await self.send(ErrorEvent(turn_id="", code=code, message=message, status=status))
+
+    # the loop -----------------------------------------------------------------------------------
+    async def run(self) -> None:
+        try:
+            while True:
+                remaining = self.v.max_session_s - (time.monotonic() - self.opened)
+                if remaining <= 0:
+                    await self.ws.close(CLOSE_SESSION_TOO_LONG, "maximum session length reached")
+                    return
+                try:
+                    msg = await asyncio.wait_for(self.ws.receive(), timeout=min(self.v.idle_timeout_s, remaining))
+                except asyncio.TimeoutError:
+                    if time.monotonic() - self.opened >= self.v.max_session_s:
+                        continue
+                    await self.ws.close(CLOSE_IDLE, "idle timeout")
+                    return
+                if msg["type"] == "websocket.disconnect":
+                    return
+                if msg.get("bytes") is not None:
+                    await self._audio(msg["bytes"])
+                elif msg.get("text") is not None:
+                    if await self._text(msg["text"]) is False:
+                        return
+        except WebSocketDisconnect:
+            return
+        finally:
+            await self._cancel(reason="client", notify=False)
+            for t in list(self._tasks):
+                t.cancel()
+
+    async def _text(self, raw: str) -> bool | None:
+        if len(raw.encode()) > self.v.max_text_bytes:
+            await self.ws.close(1009, "text message too big")
+            return False
+        try:
+            message = client_message.validate_python(json.loads(raw))
+        except json.JSONDecodeError:
+            await self.error("invalid_json", "text messages must be JSON objects")
+            return None
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            await self.error("invalid_message", f"{where}: {first['msg']}")
+            return None
+        if isinstance(message, Ping):
+            await self.send(Pong())
+        elif isinstance(message, SessionStart):
+            await self.error("already_started", "session.start was already received")
+        elif isinstance(message, SessionUpdate):
+            if message.language and message.language not in self.s.languages:
+                await self.error("unknown_language", f"unknown language {message.language!r}")
+                return None
+            self.session.update({k: v for k, v in message.model_dump(exclude={"type"}).items() if v is not None})
+        elif isinstance(message, ResponseCancel):
+            await self._cancel(reason="client")
+        elif isinstance(message, TextInput):
+            await self._cancel(reason="barge_in")
+            self._begin_turn(TurnRequest(turn_id=uuid.uuid4().hex, text=message.text, **self._turn_fields()))
+        return None
+
+    # audio in -----------------------------------------------------------------------------------
+    def _decode(self, data: bytes) -> np.ndarray | None:
+        if self.format.encoding == "mulaw":
+            data = audioop.ulaw2lin(data, 2)
+        elif len(data) % 2:
+            return None
+        samples = pcm16_to_float(data)
+        if self.format.sample_rate != 16000:
+            import soxr
+
+            samples = soxr.resample(samples, self.format.sample_rate, 16000).astype(np.float32)
+        return samples
+
+    async def _audio(self, data: bytes) -> None:
+        if len(data) > self.v.max_binary_bytes:
+            await self.error("frame_too_big", f"audio frames must be at most {self.v.max_binary_bytes} bytes")
+            return
+        samples = self._decode(data)
+        if samples is None:
+            await self.error("bad_frame", "PCM16 frames must have an even number of bytes")
+            return
+        self.received_seconds += len(samples) / 16000
+        # Backpressure: a client sending faster than real time is read more slowly (TCP pushes back).
+        ahead = self.received_seconds - (time.monotonic() - self.opened) - self.v.audio_burst_s
+        if ahead > 0:
+            await asyncio.sleep(ahead)
+        for event in self.vad.feed(samples):
+            if isinstance(event, SpeechStarted):
+                await self.send(VadEvent(type="vad.speech_start", at=round(event.at, 3)))
+            elif isinstance(event, SpeechEnded):
+                await self.send(VadEvent(type="vad.speech_end", at=round(event.at, 3)))
+                await self._utterance(event)
+        if self.vad.in_speech and self._answer_playing() and self.vad.voiced_ms >= self.v.barge_in_min_ms:
+            await self._cancel(reason="barge_in")
+
+    def _answer_playing(self) -> bool:
+        p = self.playing
+        return p is not None and (not p.done or time.monotonic() < p.playing_until())
+
+    async def _utterance(self, ended: SpeechEnded) -> None:
+        voiced = self.vad.voiced_ms
+        if self._answer_playing() and voiced < self.v.barge_in_min_ms:
+            # Short speech during an answer: a blip, or a backchannel ("haan", "ok") unless the
+            # transcript says it is a real (short) request such as "stop" or "no".
+            text = "" if voiced < self.v.min_interrupt_ms else await self._transcribe(Audio(ended.audio, 16000), self.session["language"])
+            if not text.strip() or _normalise(text) in self._backchannels():
+                await self.send(Backchannel(text=text))
+                return
+        await self._cancel(reason="barge_in")
+        wav = wav_bytes(float_to_pcm16(ended.audio), 16000)
+        self._begin_turn(TurnRequest(turn_id=uuid.uuid4().hex, audio=wav, **self._turn_fields()))
+
+    def _backchannels(self) -> set[str]:
+        words = self.v.backchannels.get(self.session["language"], []) + self.v.backchannels.get("en-IN", [])
+        return {_normalise(w) for w in words}
+
+    def _turn_fields(self) -> dict:
+        s = self.session
+        return {"language": s["language"], "mode": s["mode"], "voice": s.get("voice"), "output_script": s.get("output_script")}
+
+    # turns out ----------------------------------------------------------------------------------
+    def _begin_turn(self, request: TurnRequest) -> None:
+        playing = _Playing(turn_id=request.turn_id)
+        playing.task = asyncio.create_task(self._play(request, playing))
+        self.playing = playing
+        self._tasks.add(playing.task)
+        playing.task.add_done_callback(self._tasks.discard)
+
+    async def _play(self, request: TurnRequest, p: _Playing) -> None:
+        try:
+            async for event in self._start_turn(request):
+                if isinstance(event, ResponseDeltaEvent):
+                    p.sentences[event.index] = event.text
+                    p.complete.update(i for i in p.sentences if i < event.index)
+                elif isinstance(event, AudioEvent):
+                    await self._pace(p, event)
+                elif isinstance(event, TurnDoneEvent):
+                    p.complete.update(p.sentences)
+                    p.done = True
+                await self.send(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one failed turn must not end the call
+            log.exception("turn %s failed", request.turn_id)
+            p.done = True
+            await self.send(ErrorEvent(turn_id=request.turn_id, code="turn_failed", message=f"the turn failed ({type(exc).__name__})", status=502))
+
+    async def _pace(self, p: _Playing, event: AudioEvent) -> None:
+        """Send audio no further than `playback_lead_s` ahead of where playback is now, so that
+        what was sent is close to what was heard when the caller interrupts."""
+        now = time.monotonic()
+        if p.first_audio_at is None:
+            p.first_audio_at = now
+        ahead = p.sent_seconds - (now - p.first_audio_at) - self.v.playback_lead_s
+        if ahead > 0:
+            await asyncio.sleep(ahead)
+        p.sent_seconds += len(event.audio) / 2 / event.sample_rate
+
+    async def _cancel(self, *, reason: str, notify: bool = True) -> None:
+        p = self.playing
+        if p is None or p.task is None:
+            return
+        self.playing = None
+        if not p.task.done():
+            p.task.cancel()
+            await asyncio.gather(p.task, return_exceptions=True)
+        elif p.done and time.monotonic() >= p.playing_until():
+            return  # already finished and played out: nothing to interrupt
+        heard = p.heard_text()
+        await self._interrupt(p.turn_id, heard)
+        if notify:
+            await self.send(ResponseCancelled(turn_id=p.turn_id, reason=reason, heard_text=heard))

@@ -1,0 +1,185 @@
+"""The WebSocket voice session through the real Serve graph with a real `websockets` client."""
+
+import asyncio
+import base64
+import io
+import json
+import uuid
+
+import numpy as np
+import pytest
+import soundfile as sf
+import websockets
+
+from samvad.audio import decode_audio, float_to_pcm16
+from samvad.providers.local.espeak import EspeakTTS
+from samvad.settings import load_settings
+from tests.e2e.conftest import PORT
+from tests.speech import speak_wav, wer
+
+pytestmark = pytest.mark.e2e
+URL = f"ws://127.0.0.1:{PORT}/api/v1/voice-session"
+
+
+@pytest.fixture(scope="module")
+def tts():
+    s = load_settings()
+    return EspeakTTS(s.tts.espeak, s.languages)
+
+
+def pcm16k(tts, text: str, language: str = "en-IN", lead: float = 0.3, tail: float = 1.0) -> bytes:
+    audio = decode_audio(speak_wav(tts, text, language, lead_silence=lead, tail_silence=tail), target_rate=16000, max_seconds=60)
+    return float_to_pcm16(audio.samples)
+
+
+async def stream_realtime(ws, pcm: bytes, frame_ms: int = 20) -> None:
+    step = 16 * frame_ms * 2
+    for i in range(0, len(pcm), step):
+        await ws.send(pcm[i : i + step])
+        await asyncio.sleep(frame_ms / 1000)
+
+
+async def recv(ws, timeout=30.0):
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def until(ws, kind: str, seen: list, timeout=60.0):
+    while True:
+        ev = await recv(ws, timeout)
+        seen.append(ev)
+        if ev["type"] == kind:
+            return ev
+
+
+async def open_session(api_key, **start):
+    ws = await websockets.connect(URL + "?" + "&".join(f"{k}={v}" for k, v in start.pop("query", {}).items()),
+                                  additional_headers={"X-API-Key": api_key}, max_size=None)
+    await ws.send(json.dumps({"type": "session.start", "language": "en-IN", **start}))
+    started = await recv(ws)
+    assert started["type"] == "session.started", started
+    return ws, started
+
+
+async def test_spoken_question_in_real_time_gives_ordered_events_and_audio(api_key, tts, db):
+    ws, started = await open_session(api_key)
+    question = "How can I block my stolen debit card?"
+    await stream_realtime(ws, pcm16k(tts, question))
+    seen = []
+    await until(ws, "turn.done", seen)
+    await ws.close()
+    types = [e["type"] for e in seen]
+    order = ["vad.speech_start", "vad.speech_end", "transcript", "retrieval", "response.delta", "audio", "turn.done"]
+    assert [t for t in types if t in order and (types.index(t) == types.index(t))] and all(
+        types.index(a) < types.index(b) for a, b in zip(order, order[1:])
+    ), types
+    transcript = next(e for e in seen if e["type"] == "transcript")["transcript"]["text"]
+    assert wer(question, transcript) <= 0.25
+    pcm = b"".join(base64.b64decode(e["audio"]) for e in seen if e["type"] == "audio")
+    assert np.abs(np.frombuffer(pcm, dtype="<i2")).max() > 1000
+    assert all(e["turn_id"] == seen[-1]["turn_id"] for e in seen if e["type"] in ("audio", "response.delta"))
+    rows = db("SELECT role, status FROM messages WHERE session_id = $1 ORDER BY id", uuid.UUID(started["session_id"]))
+    assert [(r["role"], r["status"]) for r in rows] == [("user", "complete"), ("assistant", "complete")]
+
+
+async def test_barge_in_interrupts_and_keeps_only_what_was_sent(api_key, tts, db):
+    ws, started = await open_session(api_key)
+    await ws.send(json.dumps({"type": "text.input", "text": "What happens if I do not keep the minimum balance in my account?"}))
+    seen = []
+    await until(ws, "audio", seen)  # the answer has started playing
+    second = pcm16k(tts, "What are the branch working hours on Saturday?", lead=0.1)
+    await stream_realtime(ws, second)
+    cancelled = await until(ws, "response.cancelled", seen)
+    first_turn = cancelled["turn_id"]
+    assert cancelled["reason"] == "barge_in"
+    await until(ws, "turn.done", seen)  # the second question is answered
+    await ws.close()
+    full = " ".join(e["text"] for e in seen if e["type"] == "response.delta" and e["turn_id"] == first_turn)
+    (row,) = db("SELECT content, status FROM messages WHERE session_id = $1 AND turn_id = $2 AND role = 'assistant'",
+                uuid.UUID(started["session_id"]), first_turn)
+    assert row["status"] == "interrupted"
+    assert row["content"] == cancelled["heard_text"]
+    assert len(row["content"]) < len(full) and full.startswith(row["content"])
+
+
+async def test_backchannel_does_not_interrupt(api_key, tts):
+    ws, _ = await open_session(api_key)
+    await ws.send(json.dumps({"type": "text.input", "text": "What happens if I do not keep the minimum balance in my account?"}))
+    seen = []
+    await until(ws, "audio", seen)
+    await stream_realtime(ws, pcm16k(tts, "haan", lead=0.1, tail=0.8))
+    done = await until(ws, "turn.done", seen)
+    await ws.close()
+    types = [e["type"] for e in seen]
+    assert "response.cancelled" not in types, types
+    assert "vad.backchannel" in types
+    assert done["outcome"] == "complete"
+
+
+async def test_reconnect_with_the_same_session_continues(api_key):
+    ws, started = await open_session(api_key)
+    await ws.send(json.dumps({"type": "text.input", "text": "What is the UPI limit per day?"}))
+    await until(ws, "turn.done", [])
+    await ws.close()
+    query = {"session_id": started["session_id"], "resume_token": started["resume_token"]}
+    ws, again = await open_session(api_key, query=query)
+    assert again["resumed"] and again["session_id"] == started["session_id"]
+    await ws.send(json.dumps({"type": "text.input", "text": "And how do I reset my UPI PIN?"}))
+    done = await until(ws, "turn.done", [])
+    assert done["response"]["metadata"]["context_messages"] >= 2
+    await ws.close()
+    bad = dict(query, resume_token="0" * 32)
+    ws = await websockets.connect(URL + f"?session_id={bad['session_id']}&resume_token={bad['resume_token']}",
+                                  additional_headers={"X-API-Key": api_key})
+    await ws.send(json.dumps({"type": "session.start"}))
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await recv(ws)
+    assert closed.value.rcvd.code == 4403
+
+
+async def test_a_dropped_socket_mid_turn_is_reported_as_interrupted(api_key, db):
+    ws, started = await open_session(api_key)
+    await ws.send(json.dumps({"type": "text.input", "text": "What happens if I do not keep the minimum balance in my account?"}))
+    await until(ws, "audio", [])
+    await ws.close()  # hang up while the answer plays
+    await asyncio.sleep(1.0)
+    query = {"session_id": started["session_id"], "resume_token": started["resume_token"]}
+    ws, again = await open_session(api_key, query=query)
+    await ws.close()
+    assert again["interrupted_turn"] is not None
+    rows = db("SELECT role, status FROM messages WHERE session_id = $1 ORDER BY id", uuid.UUID(started["session_id"]))
+    assert [(r["role"], r["status"]) for r in rows] == [("user", "complete"), ("assistant", "interrupted")]
+
+
+async def test_bad_input_on_the_socket(api_key):
+    ws, _ = await open_session(api_key)
+    await ws.send("this is not json")
+    assert (await recv(ws))["code"] == "invalid_json"
+    await ws.send(json.dumps({"type": "launch.rockets"}))
+    assert (await recv(ws))["code"] == "invalid_message"
+    await ws.send(b"\x01\x02\x03")  # odd length: not PCM16
+    assert (await recv(ws))["code"] == "bad_frame"
+    await ws.send(b"\x00" * (70 * 1024))
+    assert (await recv(ws))["code"] == "frame_too_big"
+    await ws.send(json.dumps({"type": "ping"}))
+    assert (await recv(ws))["type"] == "pong"  # still alive after recoverable errors
+    await ws.send(json.dumps({"type": "text.input", "text": "x" * 20000}))
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await recv(ws)
+    assert closed.value.rcvd.code == 1009
+
+    for headers, first, code in [
+        ({}, json.dumps({"type": "session.start"}), 4401),  # no key
+        ({"X-API-Key": api_key}, b"\x00\x00", 4400),  # audio before session.start
+        ({"X-API-Key": api_key}, json.dumps({"type": "session.start", "language": "xx-YY"}), 4400),
+    ]:
+        ws = await websockets.connect(URL, additional_headers=headers)
+        await ws.send(first)
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                await recv(ws)
+        assert closed.value.rcvd.code == code
+    # Other sessions are unaffected.
+    ws, _ = await open_session(api_key)
+    await ws.send(json.dumps({"type": "ping"}))
+    assert (await recv(ws))["type"] == "pong"
+    await ws.close()
