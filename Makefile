@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export RAY_USAGE_STATS_ENABLED ?= 0
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench clean browser
 
 install: $(VENV)/.installed
 
@@ -24,8 +24,12 @@ $(VENV)/.installed: pyproject.toml requirements/models.txt
 run: install
 	$(VENV)/bin/samvad run
 
-test: install
+test: install browser
 	$(PY) -m pytest -ra
+
+# Debian's Chromium for the demo-page browser test (Playwright drives it; no browser download).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 bench: install
 	$(PY) bench/pipeline.py
