@@ -15,7 +15,8 @@ from typing import Protocol
 
 from samvad.contracts import ChatMessage, GuardrailFlag, ProviderCall
 from samvad.errors import SamvadError
-from samvad.events import ErrorEvent, ResponseDeltaEvent, TranscriptEvent, TurnDoneEvent, TurnEvent
+from samvad.events import ErrorEvent, GuardrailEvent, ResponseDeltaEvent, TranscriptEvent, TurnDoneEvent, TurnEvent
+from samvad.guardrails.pii import redact
 from samvad.storage.repository import MessageRow
 from samvad.turn import TurnRequest, TurnRunner
 
@@ -73,18 +74,21 @@ class Conversation:
         except SamvadError as exc:
             yield ErrorEvent(turn_id=tid, code=exc.code, message=exc.message, status=exc.status)
             return
-        user_text = prepared.text
-        if user_text is not None:  # accepted text is persisted before any work is done
+        # Accepted text is persisted before any work is done; identifiers never reach storage.
+        user_text = redact(prepared.text) if prepared.text is not None else None
+        if user_text is not None:
             await self.store.add_message(self.session_id, tid, "user", user_text, request.language, "complete")
         heard: list[str] = []  # sentences whose audio was completely handed to the caller
         current: str | None = None
         finished = False
         try:
             async for event in self.runner.run_prepared(prepared):
-                if isinstance(event, TranscriptEvent) and user_text is None:
-                    user_text = event.transcript.text
-                    status = "complete" if user_text.strip() else "failed"
-                    await self.store.add_message(self.session_id, tid, "user", user_text, request.language, status)
+                if isinstance(event, TranscriptEvent) and user_text is None and not event.transcript.text.strip():
+                    user_text = ""
+                    await self.store.add_message(self.session_id, tid, "user", "", request.language, "failed")
+                elif isinstance(event, GuardrailEvent) and user_text is None:
+                    user_text = event.redacted_text  # the transcript as stored: identifiers redacted
+                    await self.store.add_message(self.session_id, tid, "user", user_text, request.language, "complete")
                 elif isinstance(event, ResponseDeltaEvent):
                     if current is not None:  # the previous sentence's audio is all out
                         heard.append(current)

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, Field, PlainSerializer, TypeAdapter
 
-from samvad.contracts import LLMResponse, Passage, ProviderCall, Transcript
+from samvad.contracts import GuardrailFlag, LLMResponse, Passage, ProviderCall, Transcript
 
 
 def _from_base64(value: Any) -> Any:
@@ -31,6 +31,15 @@ class TranscriptEvent(_Event):
     type: Literal["transcript"] = "transcript"
     transcript: Transcript
     final: bool = True
+
+
+class GuardrailEvent(_Event):
+    """Input checks on the caller's words: flags, and the redacted text that is stored and used."""
+
+    type: Literal["guardrail"] = "guardrail"
+    flags: list[GuardrailFlag]
+    redacted_text: str
+    action: Literal["allow", "redact", "refuse", "escalate"] = "allow"
 
 
 class RetrievalEvent(_Event):
@@ -86,7 +95,7 @@ class ErrorEvent(_Event):
 
 
 TurnEvent = Annotated[
-    Union[TranscriptEvent, RetrievalEvent, ResponseDeltaEvent, AudioEvent, TurnDoneEvent, ErrorEvent],
+    Union[TranscriptEvent, GuardrailEvent, RetrievalEvent, ResponseDeltaEvent, AudioEvent, TurnDoneEvent, ErrorEvent],
     Field(discriminator="type"),
 ]
 turn_event_adapter: TypeAdapter[TurnEvent] = TypeAdapter(TurnEvent)

@@ -230,6 +230,7 @@ class Settings(BaseSettings):
     # provider name -> model name (or "*") -> prices
     pricing: dict[str, dict[str, PriceEntry]] = {}
     max_text_chars: int = 2000
+    guardrails_file: Path = REPO_ROOT / "configs" / "guardrails.yaml"
     service: ServiceSettings = ServiceSettings()
     voice: VoiceSettings = VoiceSettings()
     providers: ProvidersSettings = ProvidersSettings()

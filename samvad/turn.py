@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from pydantic import BaseModel, Field
@@ -34,6 +34,7 @@ from samvad.errors import InputError, SamvadError
 from samvad.events import (
     AudioEvent,
     ErrorEvent,
+    GuardrailEvent,
     ResponseDeltaEvent,
     RetrievalEvent,
     StageTiming,
@@ -51,6 +52,7 @@ from samvad.providers.base import (
     TranslationRequest,
     Translator,
 )
+from samvad.guardrails.policy import Guardrails
 from samvad.sentences import SentenceAggregator
 from samvad.settings import Settings
 
@@ -83,6 +85,14 @@ class TurnRequest(BaseModel):
 
 
 @dataclass
+class _Spoken:
+    """Per-turn output so far: the sentences said and the audio chunk counter."""
+
+    texts: list[str] = field(default_factory=list)
+    seq: int = -1
+
+
+@dataclass
 class PreparedTurn:
     request: TurnRequest
     audio: Audio | None
@@ -93,6 +103,7 @@ class TurnRunner:
     def __init__(self, engines: Engines, settings: Settings) -> None:
         self.engines = engines
         self.settings = settings
+        self.guardrails = Guardrails.from_file(settings.guardrails_file)
 
     def prepare(self, request: TurnRequest) -> PreparedTurn:
         """Validate the request; raises `InputError` with an actionable message."""
@@ -119,6 +130,28 @@ class TurnRunner:
         )
         return PreparedTurn(request, audio, None)
 
+    async def _speak(self, req: TurnRequest, sentence: str, state: _Spoken, calls: CallLog, flags: list[str]) -> AsyncIterator[TurnEvent]:
+        """Translate one sentence into the caller's language and register, then synthesise it."""
+        e = self.engines
+        tr = await e.translator.translate(
+            TranslationRequest(
+                text=sentence, source_language="en-IN", target_language=req.language, mode=req.mode,
+                output_script=req.output_script,
+            ),
+            calls,
+        )
+        flags.extend(f for f in tr.flags if f not in flags)
+        index = len(state.texts)
+        state.texts.append(tr.text)
+        yield ResponseDeltaEvent(turn_id=req.turn_id, index=index, text=tr.text, language_code=tr.language_code,
+                                 source_text=sentence)
+        if req.speak:
+            voice = req.voice if tr.language_code == req.language else None
+            async for chunk in e.tts.stream(SpeechRequest(text=tr.text, language=tr.language_code, voice=voice), calls):
+                state.seq += 1
+                yield AudioEvent(turn_id=req.turn_id, index=index, seq=state.seq, sample_rate=chunk.sample_rate,
+                                 audio=chunk.pcm16)
+
     async def run(self, request: TurnRequest) -> AsyncIterator[TurnEvent]:
         prepared = self.prepare(request)  # raises InputError before any event
         async for event in self.run_prepared(prepared):
@@ -130,9 +163,10 @@ class TurnRunner:
         calls: CallLog = []
         flags: list[str] = []
         transcript: Transcript | None = None
-        spoken: list[str] = []
+        spoken = _Spoken()
         sources: list[str] = []
         first_audio_ms: float | None = None
+        guard_flags: list = []
 
         def done(outcome: str) -> TurnDoneEvent:
             priced = [price(c, self.settings.pricing) for c in calls]
@@ -142,7 +176,8 @@ class TurnRunner:
                 outcome=outcome,  # type: ignore[arg-type]
                 transcript=transcript,
                 response=LLMResponse(
-                    response_text=" ".join(spoken),
+                    response_text=" ".join(spoken.texts),
+                    guardrail_flags=guard_flags,
                     metadata=ResponseMetadata(
                         tokens=_tokens(priced),
                         provider=llm_call.provider if llm_call else "",
@@ -171,44 +206,51 @@ class TurnRunner:
                 yield done("failed")
                 return
 
-            t_ret = time.perf_counter()
-            passages = await e.retriever.asearch(transcript.text, self.settings.rag.top_k)
-            calls.append(
-                ProviderCall(stage="retrieval", provider="faiss", model="local", latency_ms=(time.perf_counter() - t_ret) * 1000)
-            )
-            sources = list(dict.fromkeys(p.source for p in passages))
-            yield RetrievalEvent(turn_id=tid, passages=passages)
-
-            chat = ChatRequest(messages=[*history, ChatMessage(role="user", content=transcript.text)], passages=passages)
-            index, seq = 0, -1
-            async for sentence in _sentences(e.llm, chat, calls):
-                tr = await e.translator.translate(
-                    TranslationRequest(
-                        text=sentence, source_language="en-IN", target_language=req.language, mode=req.mode,
-                        output_script=req.output_script,
-                    ),
-                    calls,
+            verdict = self.guardrails.check_input(transcript.text)
+            guard_flags.extend(verdict.flags)
+            yield GuardrailEvent(turn_id=tid, flags=verdict.flags, redacted_text=verdict.text, action=verdict.action)
+            passages: list[Passage] = []
+            if verdict.reply is None:
+                t_ret = time.perf_counter()
+                passages = await e.retriever.asearch(verdict.text, self.settings.rag.top_k)
+                calls.append(
+                    ProviderCall(stage="retrieval", provider="faiss", model="local", latency_ms=(time.perf_counter() - t_ret) * 1000)
                 )
-                flags.extend(f for f in tr.flags if f not in flags)
-                yield ResponseDeltaEvent(
-                    turn_id=tid, index=index, text=tr.text, language_code=tr.language_code, source_text=sentence
-                )
-                if req.speak:
-                    voice = req.voice if tr.language_code == req.language else None
-                    async for chunk in e.tts.stream(SpeechRequest(text=tr.text, language=tr.language_code, voice=voice), calls):
-                        if first_audio_ms is None:
-                            first_audio_ms = (time.perf_counter() - t0) * 1000
-                        seq += 1
-                        yield AudioEvent(
-                            turn_id=tid, index=index, seq=seq, sample_rate=chunk.sample_rate, audio=chunk.pcm16
-                        )
-                spoken.append(tr.text)
-                index += 1
+                sources = list(dict.fromkeys(p.source for p in passages))
+                yield RetrievalEvent(turn_id=tid, passages=passages)
+                if (off_topic := self.guardrails.check_retrieval(passages)) is not None:
+                    guard_flags.extend(off_topic.flags)
+                    verdict = off_topic
+            if verdict.reply is not None:  # refusal or escalation: a fixed reply, no model call
+                answer = _single(verdict.reply)
+            else:
+                chat = ChatRequest(messages=[*history, ChatMessage(role="user", content=verdict.text)], passages=passages)
+                answer = _sentences(e.llm, chat, calls)
+            async for sentence in answer:
+                if verdict.reply is None:  # checked before it is spoken
+                    out = self.guardrails.check_output(sentence, passages)
+                    guard_flags.extend(out.flags)
+                    if out.text is None:
+                        continue
+                    sentence = out.text
+                async for event in self._speak(req, sentence, spoken, calls, flags):
+                    if first_audio_ms is None and isinstance(event, AudioEvent):
+                        first_audio_ms = (time.perf_counter() - t0) * 1000
+                    yield event
+            if not spoken.texts:  # every sentence failed the output checks: say so rather than nothing
+                async for event in self._speak(req, self.guardrails.replies.fallback, spoken, calls, flags):
+                    if first_audio_ms is None and isinstance(event, AudioEvent):
+                        first_audio_ms = (time.perf_counter() - t0) * 1000
+                    yield event
         except SamvadError as exc:
             yield ErrorEvent(turn_id=tid, code=exc.code, message=exc.message, retryable=exc.retryable, status=exc.status)
             yield done("failed")
             return
         yield done("complete")
+
+
+async def _single(text: str) -> AsyncIterator[str]:
+    yield text
 
 
 async def _sentences(llm: ChatModel, chat: ChatRequest, calls: CallLog) -> AsyncIterator[str]:

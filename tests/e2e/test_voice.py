@@ -141,7 +141,12 @@ async def test_a_dropped_socket_mid_turn_is_reported_as_interrupted(api_key, db)
     await ws.send(json.dumps({"type": "text.input", "text": "What happens if I do not keep the minimum balance in my account?"}))
     await until(ws, "audio", [])
     await ws.close()  # hang up while the answer plays
-    await asyncio.sleep(1.0)
+    sid = uuid.UUID(started["session_id"])
+    for _ in range(40):  # the ingress notices the hang-up and the actor stores the cut-off turn
+        rows = db("SELECT role, status FROM messages WHERE session_id = $1 ORDER BY id", sid)
+        if len(rows) == 2 and rows[1]["status"] == "interrupted":
+            break
+        await asyncio.sleep(0.25)
     query = {"session_id": started["session_id"], "resume_token": started["resume_token"]}
     ws, again = await open_session(api_key, query=query)
     await ws.close()
