@@ -407,7 +407,7 @@ class Ingress:
                 exc.status = error.status
                 raise exc
             raise SamvadError("the turn ended without a result", code="turn_incomplete")
-        metrics.TURNS.labels(done.outcome).inc()
+        metrics.count_turn(done)
         chunks = [e for e in events if isinstance(e, AudioEvent)]
         audio = None
         if chunks:

@@ -10,3 +10,12 @@ TURNS = Counter("samvad_turns_total", "turns by outcome", ["outcome"])
 TTS_CACHE = Counter("samvad_tts_cache_total", "TTS cache lookups at the API by result", ["result"])
 HTTP_SECONDS = Histogram("samvad_http_seconds", "HTTP request latency", ["route"])
 LIVE_SESSIONS = Gauge("samvad_live_voice_sessions", "open WebSocket voice sessions on this replica")
+GUARDRAILS = Counter("samvad_guardrail_actions_total", "guardrail findings by check and action", ["check", "action"])
+
+
+def count_turn(done) -> None:
+    """Count a finished turn (a TurnDoneEvent): its outcome and its guardrail findings. Flags
+    carry check names and kinds only, never the text that triggered them."""
+    TURNS.labels(done.outcome).inc()
+    for flag in done.response.guardrail_flags:
+        GUARDRAILS.labels(flag.check, flag.action).inc()

@@ -20,6 +20,7 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from samvad import metrics
 from samvad.audio import Audio, float_to_pcm16, pcm16_to_float, wav_bytes
 from samvad.events import AudioEvent, ErrorEvent, ResponseDeltaEvent, TurnDoneEvent
 from samvad.protocol import (
@@ -233,6 +234,7 @@ class VoiceCall:
                 elif isinstance(event, TurnDoneEvent):
                     p.complete.update(p.sentences)
                     p.done = True
+                    metrics.count_turn(event)
                 await self.send(event)
         except asyncio.CancelledError:
             raise

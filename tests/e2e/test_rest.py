@@ -152,7 +152,9 @@ def test_aadhaar_is_answered_but_never_stored_logged_or_counted(client, db):
     rows = db("SELECT content, guardrail_flags::text AS flags FROM messages WHERE session_id = $1", uuid.UUID(out["session_id"]))
     stored = " ".join(r["content"] + r["flags"] for r in rows)
     assert "[AADHAAR]" in stored and "6789" not in stored.replace(" ", "")
-    assert "6789" not in client.get("/metrics").text
+    metrics_text = client.get("/metrics").text
+    assert "6789" not in metrics_text
+    assert 'samvad_guardrail_actions_total{action="redact",check="pii"}' in metrics_text
     for path in glob.glob("/tmp/ray/session_latest/logs/**/*", recursive=True):
         try:
             with open(path, errors="ignore") as f:
