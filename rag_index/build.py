@@ -23,6 +23,7 @@ from pydantic import BaseModel
 import samvad
 from rag_index.corpus import Chunk, chunk_document, corpus_hash, load_corpus
 from samvad.embeddings import Embedder
+from samvad.errors import InputError
 from samvad.settings import Settings
 
 MANIFEST = "manifest.json"
@@ -42,6 +43,7 @@ class Manifest(BaseModel):
     document_hashes: dict[str, str]
     created_at: str
     tool_version: str
+    embedded_chunks: int = 0  # chunks embedded by this build (an update reuses the others)
 
 
 class BuildResult(BaseModel):
@@ -73,15 +75,52 @@ def build_index(
     chunk_chars: int,
     overlap_chars: int,
     progress: Progress | None = None,
+    previous: Path | None = None,
 ) -> BuildResult:
+    """Chunk and embed `corpus_dir` into `out_dir`. With `previous` (an index folder built with
+    the same model and chunking), unchanged documents reuse its vectors: only new or changed
+    documents are embedded, and deleted ones drop out. `previous` itself is never modified."""
     t0 = time.perf_counter()
     docs, warnings = load_corpus(corpus_dir)
-    chunks = [c for d in docs for c in chunk_document(d, chunk_chars, overlap_chars)]
+    reuse: dict[str, list[tuple[Chunk, np.ndarray]]] = {}
+    if previous is not None:
+        old = Manifest.model_validate_json((previous / MANIFEST).read_text(encoding="utf-8"))
+        if (old.embedding_model, old.dimension) != (embedder.model_name, embedder.dimension):
+            raise InputError(f"{previous} was built with {old.embedding_model}; rebuild instead of updating",
+                             code="index_mismatch")
+        chunk_chars, overlap_chars = old.chunk_chars, old.overlap_chars
+        unchanged = {d.doc_id for d in docs if old.document_hashes.get(d.doc_id) == d.sha256}
+        index = faiss.read_index(str(previous / FAISS_FILE))
+        vectors = index.reconstruct_n(0, index.ntotal)
+        with open(previous / CHUNKS_FILE, encoding="utf-8") as f:
+            for i, line in enumerate(f):
+                c = Chunk(**json.loads(line))
+                if c.source in unchanged:
+                    reuse.setdefault(c.source, []).append((c, vectors[i]))
+    chunks: list[Chunk] = []
+    fresh: list[Chunk] = []
+    slots: list[int] = []  # positions in `chunks` that need a new embedding
+    kept: list[tuple[int, np.ndarray]] = []
+    for d in docs:
+        if d.doc_id in reuse:
+            for c, v in reuse[d.doc_id]:
+                kept.append((len(chunks), v))
+                chunks.append(c)
+        else:
+            for c in chunk_document(d, chunk_chars, overlap_chars):
+                slots.append(len(chunks))
+                fresh.append(c)
+                chunks.append(c)
     t_embed = time.perf_counter()
-    vectors = embed_chunks(embedder, chunks, progress)
+    new_vectors = embed_chunks(embedder, fresh, progress)
     embed_seconds = time.perf_counter() - t_embed
+    matrix = np.zeros((len(chunks), embedder.dimension), dtype=np.float32)
+    for pos, v in kept:
+        matrix[pos] = v
+    if slots:
+        matrix[slots] = new_vectors
     index = faiss.IndexFlatIP(embedder.dimension)
-    index.add(vectors)
+    index.add(matrix)
     manifest = Manifest(
         embedding_model=embedder.model_name,
         dimension=embedder.dimension,
@@ -93,11 +132,28 @@ def build_index(
         document_hashes={d.doc_id: d.sha256 for d in docs},
         created_at=datetime.now(timezone.utc).isoformat(),
         tool_version=samvad.__version__,
+        embedded_chunks=len(fresh),
     )
     _write_atomically(out_dir, index, chunks, manifest)
     return BuildResult(
         manifest=manifest, warnings=warnings, seconds=time.perf_counter() - t0, embed_seconds=embed_seconds
     )
+
+
+def publish(index_dir: Path, live: Path) -> Path:
+    """Point the live path (a symlink) at `index_dir`, atomically: a reader sees the old index
+    or the new one, never neither. Returns the previous target (None on first publish)."""
+    index_dir = index_dir.resolve()
+    Manifest.model_validate_json((index_dir / MANIFEST).read_text(encoding="utf-8"))  # refuse a non-index
+    live.parent.mkdir(parents=True, exist_ok=True)
+    previous = live.resolve() if live.is_symlink() else None
+    if live.exists() and not live.is_symlink():
+        raise InputError(f"{live} is a folder, not a published pointer; move it away first", code="index_pointer")
+    tmp = live.with_name(f".{live.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    os.symlink(index_dir, tmp)
+    os.replace(tmp, live)  # rename(2) over the old link: atomic
+    return previous
 
 
 def _write_atomically(out_dir: Path, index: faiss.Index, chunks: list[Chunk], manifest: Manifest) -> None:
@@ -125,15 +181,14 @@ def _write_atomically(out_dir: Path, index: faiss.Index, chunks: list[Chunk], ma
 
 
 def ensure_index(settings: Settings, embedder: Embedder, progress: Progress | None = None) -> Path:
-    """Build the configured index from the configured corpus if it does not exist yet."""
-    index_dir = Path(settings.rag.index_dir)
-    if not (index_dir / MANIFEST).is_file():
+    """The live index: `rag.index_dir`. On first use it is built from `rag.corpus_dir` into a
+    version folder beside it and published there (a symlink), like `samvad index publish`."""
+    live = Path(settings.rag.index_dir)
+    if not (live / MANIFEST).is_file():
+        version = live.parent / "versions" / datetime.now(timezone.utc).strftime("v%Y%m%dT%H%M%S%f")
         build_index(
-            Path(settings.rag.corpus_dir),
-            index_dir,
-            embedder,
-            chunk_chars=settings.rag.chunk_chars,
-            overlap_chars=settings.rag.overlap_chars,
-            progress=progress,
+            Path(settings.rag.corpus_dir), version, embedder,
+            chunk_chars=settings.rag.chunk_chars, overlap_chars=settings.rag.overlap_chars, progress=progress,
         )
-    return index_dir
+        publish(version, live)
+    return live

@@ -77,6 +77,133 @@ def index_build(
     console.print(table)
 
 
+def _retriever(index_dir: Path, s: Settings):
+    from rag_index.retriever import Retriever
+    from samvad.embeddings import get_embedder
+
+    try:
+        return Retriever(index_dir, get_embedder(s.embeddings))
+    except SamvadError as exc:
+        console.print(f"[red]{exc.code}:[/red] {exc.message}")
+        raise typer.Exit(1) from None
+
+
+@index_app.command("update")
+def index_update(
+    index_dir: Annotated[Path, typer.Argument(help="the index to start from (left intact)")],
+    corpus: Annotated[Path, typer.Argument(help="the corpus folder, as it is now")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="where to write the new version")],
+    config: ConfigOpt = None,
+) -> None:
+    """Build a new version embedding only new or changed documents; deleted ones are dropped."""
+    from rag_index.build import build_index
+    from samvad.embeddings import get_embedder
+
+    s = _settings(config)
+    old = _retriever(index_dir, s).manifest
+    with _bar("embedding") as bar:
+        task = bar.add_task("embedding changed documents", total=None)
+        try:
+            result = build_index(corpus, out, get_embedder(s.embeddings), chunk_chars=old.chunk_chars,
+                                 overlap_chars=old.overlap_chars, previous=index_dir,
+                                 progress=lambda d, t: bar.update(task, completed=d, total=t))
+        except SamvadError as exc:
+            console.print(f"[red]{exc.code}:[/red] {exc.message}")
+            raise typer.Exit(1) from None
+    m = result.manifest
+    added = set(m.document_hashes) - set(old.document_hashes)
+    removed = set(old.document_hashes) - set(m.document_hashes)
+    changed = {d for d in set(m.document_hashes) & set(old.document_hashes) if m.document_hashes[d] != old.document_hashes[d]}
+    table = Table(title=f"new version written to {out}")
+    for col in ("documents", "added", "changed", "removed", "chunks", "chunks embedded"):
+        table.add_column(col)
+    table.add_row(str(m.documents), str(len(added)), str(len(changed)), str(len(removed)), str(m.chunks), str(m.embedded_chunks))
+    console.print(table)
+
+
+@index_app.command("publish")
+def index_publish(index_dir: Annotated[Path, typer.Argument(help="the version to make live")], config: ConfigOpt = None) -> None:
+    """Make INDEX_DIR the live index (atomic symlink swap of rag.index_dir). Running Retriever
+    replicas switch to it within rag.reload_interval_s, without a restart."""
+    from rag_index.build import publish
+
+    s = _settings(config)
+    _retriever(index_dir, s)  # refuse a corrupt index or one from another embedding model here already
+    try:
+        previous = publish(index_dir, Path(s.rag.index_dir))
+    except SamvadError as exc:
+        console.print(f"[red]{exc.code}:[/red] {exc.message}")
+        raise typer.Exit(1) from None
+    console.print(f"{s.rag.index_dir} -> {index_dir.resolve()}" + (f" (was {previous})" if previous else ""))
+
+
+@index_app.command("info")
+def index_info(index_dir: Annotated[Path, typer.Argument()], config: ConfigOpt = None) -> None:
+    """Show an index's manifest."""
+    m = _retriever(index_dir, _settings(config)).manifest
+    table = Table(title=str(index_dir))
+    table.add_column("field")
+    table.add_column("value")
+    for key, value in m.model_dump(exclude={"document_hashes"}).items():
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+@index_app.command("search")
+def index_search(
+    index_dir: Annotated[Path, typer.Argument()], query: Annotated[str, typer.Argument()],
+    k: Annotated[int, typer.Option("-k")] = 5, config: ConfigOpt = None,
+) -> None:
+    """Top-k passages for a query."""
+    table = Table(title=query)
+    for col in ("score", "source", "heading", "text"):
+        table.add_column(col)
+    for p in _retriever(index_dir, _settings(config)).search(query, k):
+        table.add_row(f"{p.score:.3f}", p.source, p.heading, p.text[:120].replace("\n", " "))
+    console.print(table)
+
+
+@index_app.command("eval")
+def index_eval(
+    index_dir: Annotated[Path, typer.Argument()], qa_file: Annotated[Path, typer.Argument(help="YAML: question, sources, kind")],
+    k: Annotated[int, typer.Option("-k")] = 5,
+    compare: Annotated[Optional[Path], typer.Option("--compare", help="another index, measured side by side")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """recall@k, MRR and nDCG@k of the index on a labelled QA file."""
+    from rag_index.evaluate import evaluate, load_qa
+
+    s = _settings(config)
+    results = {}
+    for label, path in [("index", index_dir)] + ([("compare", compare)] if compare else []):
+        retriever = _retriever(path, s)
+        try:
+            items = load_qa(qa_file, set(retriever.manifest.document_hashes))
+        except SamvadError as exc:
+            console.print(f"[red]{exc.code}:[/red] {exc.message}")
+            raise typer.Exit(1) from None
+        with _bar("eval") as bar:
+            task = bar.add_task(f"evaluating {path}", total=len(items))
+            results[label] = evaluate(retriever, items, k, lambda d, t: bar.update(task, completed=d))
+    table = Table(title=f"retrieval quality, {results['index'].questions} questions, k={k}")
+    table.add_column("metric")
+    table.add_column(str(index_dir))
+    if compare:
+        table.add_column(str(compare))
+        table.add_column("difference")
+    a, b = results["index"], results.get("compare")
+    rows = [("recall@k", "recall_at_k"), ("MRR", "mrr"), ("nDCG@k", "ndcg_at_k")]
+    rows += [(f"recall@k {kind}", kind) for kind in a.by_kind]
+    for name, key in rows:
+        va = getattr(a, key) if hasattr(a, key) else a.by_kind[key]
+        cells = [name, f"{va:.3f}"]
+        if b is not None:
+            vb = getattr(b, key) if hasattr(b, key) else b.by_kind.get(key, 0.0)
+            cells += [f"{vb:.3f}", f"{vb - va:+.3f}"]
+        table.add_row(*cells)
+    console.print(table)
+
+
 @app.command()
 def say(
     out: Annotated[Path, typer.Option("--out", "-o", help="WAV file for the spoken answer")],

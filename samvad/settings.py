@@ -101,7 +101,8 @@ class EmbeddingSettings(BaseModel):
 class RagSettings(BaseModel):
     retriever: Literal["faiss", "stub"] = "faiss"
     corpus_dir: Path = REPO_ROOT / "data" / "sample_corpus"
-    index_dir: Path = REPO_ROOT / "var" / "index"
+    index_dir: Path = REPO_ROOT / "var" / "index" / "current"  # the live pointer (a symlink), see `samvad index publish`
+    reload_interval_s: float = 2.0  # how often the Retriever checks the pointer for a new version
     chunk_chars: int = 700
     overlap_chars: int = 120
     top_k: int = 4

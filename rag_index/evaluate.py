@@ -1,0 +1,68 @@
+"""Retrieval quality on a labelled QA file: recall@k, MRR and nDCG@k over source documents.
+
+QA file (YAML): a list of {question, sources: [document ids], kind?}. A retrieved chunk counts
+for its document; each document counts once, at its best rank."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, Field
+
+from rag_index.retriever import Retriever
+from samvad.errors import InputError
+
+
+class QaItem(BaseModel):
+    question: str
+    sources: list[str] = Field(min_length=1)
+    kind: str = "plain"  # plain | paraphrase | hinglish
+
+
+class Scores(BaseModel):
+    questions: int
+    k: int
+    recall_at_k: float
+    mrr: float
+    ndcg_at_k: float
+    by_kind: dict[str, float] = {}  # recall@k per question kind
+
+
+def load_qa(path: Path, known_documents: set[str]) -> list[QaItem]:
+    try:
+        items = [QaItem.model_validate(x) for x in yaml.safe_load(path.read_text(encoding="utf-8"))]
+    except (OSError, yaml.YAMLError, TypeError, ValueError) as exc:
+        raise InputError(f"cannot read the QA file {path}: {exc}", code="qa_invalid") from None
+    unknown = sorted({s for it in items for s in it.sources} - known_documents)
+    if unknown:
+        raise InputError(f"the QA file names documents the index does not have: {', '.join(unknown[:5])}",
+                         code="qa_unknown_documents")
+    return items
+
+
+def evaluate(retriever: Retriever, items: list[QaItem], k: int = 5,
+             progress: Callable[[int, int], None] | None = None) -> Scores:
+    recall, rr, ndcg, kinds = [], [], [], {}
+    depth = k * 4  # chunks, so that k distinct documents are usually among them
+    for n, item in enumerate(items, 1):
+        ranked: list[str] = []
+        for p in retriever.search(item.question, depth):
+            if p.source not in ranked:
+                ranked.append(p.source)
+        ranked = ranked[:k]
+        relevant = set(item.sources)
+        hits = [i for i, doc in enumerate(ranked) if doc in relevant]
+        recall.append(1.0 if hits else 0.0)
+        rr.append(1.0 / (hits[0] + 1) if hits else 0.0)
+        dcg = sum(1.0 / math.log2(i + 2) for i in hits)
+        ideal = sum(1.0 / math.log2(i + 2) for i in range(min(len(relevant), k)))
+        ndcg.append(dcg / ideal)
+        kinds.setdefault(item.kind, []).append(recall[-1])
+        if progress:
+            progress(n, len(items))
+    mean = lambda xs: round(sum(xs) / len(xs), 4) if xs else 0.0  # noqa: E731
+    return Scores(questions=len(items), k=k, recall_at_k=mean(recall), mrr=mean(rr), ndcg_at_k=mean(ndcg),
+                  by_kind={kind: mean(v) for kind, v in sorted(kinds.items())})

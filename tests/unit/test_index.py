@@ -1,0 +1,132 @@
+"""The data scientists' index tools: versions, incremental update, publish, eval, hot swap."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import faiss
+import pytest
+
+from rag_index.build import MANIFEST, Manifest, build_index, publish
+from rag_index.evaluate import evaluate, load_qa
+from rag_index.retriever import IndexInvalidError, Retriever
+from rag_index.stage import RetrievalStage
+from samvad.embeddings import get_embedder
+from samvad.errors import InputError
+from samvad.settings import REPO_ROOT
+
+pytestmark = pytest.mark.unit
+CORPUS = REPO_ROOT / "data" / "sample_corpus"
+QA = REPO_ROOT / "data" / "qa_sample.yaml"
+
+
+@pytest.fixture(scope="module")
+def embedder(settings):
+    return get_embedder(settings.embeddings)
+
+
+@pytest.fixture(scope="module")
+def v1(tmp_path_factory, embedder, settings):
+    out = tmp_path_factory.mktemp("idx") / "v1"
+    build_index(CORPUS, out, embedder, chunk_chars=settings.rag.chunk_chars, overlap_chars=settings.rag.overlap_chars)
+    return out
+
+
+def test_recall_at_5_on_the_shipped_qa_set(v1, embedder):
+    retriever = Retriever(v1, embedder)
+    items = load_qa(QA, set(retriever.manifest.document_hashes))
+    assert len(items) >= 60 and {i.kind for i in items} == {"plain", "paraphrase", "hinglish"}
+    scores = evaluate(retriever, items, k=5)
+    print(scores)
+    assert scores.recall_at_k >= 0.9 and scores.mrr >= 0.8
+    assert 0 < scores.ndcg_at_k <= 1
+
+
+def test_update_embeds_only_changed_documents_and_drops_deleted(tmp_path, v1, embedder, settings):
+    corpus = tmp_path / "corpus"
+    shutil.copytree(CORPUS, corpus)
+    edited = corpus / "branches" / "branch-hours.md"
+    edited.write_text(edited.read_text() + "\n## Diwali\nAll branches close at 1 p.m. on Diwali day.\n")
+    (corpus / "loans" / "gold-loan.md").unlink()
+    before = Manifest.model_validate_json((v1 / MANIFEST).read_text())
+    result = build_index(corpus, tmp_path / "v2", embedder, chunk_chars=before.chunk_chars,
+                         overlap_chars=before.overlap_chars, previous=v1)
+    from rag_index.corpus import Document, chunk_document
+
+    expected = len(chunk_document(Document("branches/branch-hours.md", edited.read_text()), before.chunk_chars, before.overlap_chars))
+    assert result.manifest.embedded_chunks == expected  # only the edited document was embedded
+    assert "loans/gold-loan.md" not in result.manifest.document_hashes
+    v2 = Retriever(tmp_path / "v2", embedder)
+    assert all(p.source != "loans/gold-loan.md" for p in v2.search("gold loan interest", 20))
+    assert v2.search("Are branches open on Diwali?", 1)[0].source == "branches/branch-hours.md"
+    # The old version is intact.
+    assert Manifest.model_validate_json((v1 / MANIFEST).read_text()) == before
+    # Reused vectors are the ones a full build computes.
+    full = build_index(corpus, tmp_path / "full", embedder, chunk_chars=before.chunk_chars, overlap_chars=before.overlap_chars)
+    assert full.manifest.chunks == result.manifest.chunks
+    a, b = faiss.read_index(str(tmp_path / "v2" / "index.faiss")), faiss.read_index(str(tmp_path / "full" / "index.faiss"))
+    assert abs(a.reconstruct_n(0, a.ntotal) - b.reconstruct_n(0, b.ntotal)).max() < 1e-4
+
+
+def test_corrupt_or_mismatched_indexes_are_refused(tmp_path, v1, embedder):
+    bad = tmp_path / "bad"
+    shutil.copytree(v1, bad)
+    (bad / "index.faiss").write_bytes(b"garbage")
+    with pytest.raises(IndexInvalidError):
+        Retriever(bad, embedder)
+    other = tmp_path / "other"
+    shutil.copytree(v1, other)
+    m = Manifest.model_validate_json((other / MANIFEST).read_text())
+    (other / MANIFEST).write_text(m.model_copy(update={"embedding_model": "some/other-model", "dimension": 768}).model_dump_json())
+    with pytest.raises(IndexInvalidError) as err:
+        Retriever(other, embedder)
+    assert "other-model" in err.value.message
+
+
+def test_publish_and_hot_swap_keep_serving(tmp_path, v1, embedder, settings):
+    live = tmp_path / "live" / "current"
+    assert publish(v1, live) is None and os.path.realpath(live) == str(v1.resolve())
+    s = settings.model_copy(update={"rag": settings.rag.model_copy(update={"index_dir": live, "reload_interval_s": 0})})
+    stage = RetrievalStage(s)
+    corpus = tmp_path / "corpus"
+    shutil.copytree(CORPUS, corpus)
+    (corpus / "cards" / "moon-card.md").write_text("# The Navtara Moon card\n\n## Fees\nThe Moon card has no annual fee and works on the lunar base.\n")
+    build_index(corpus, tmp_path / "v2", embedder, chunk_chars=700, overlap_chars=120, previous=v1)
+
+    async def scenario():
+        assert (await stage.search("Moon card annual fee", 1))[0].source != "cards/moon-card.md"
+        publish(tmp_path / "v2", live)
+        status = await stage.reload_now()
+        assert status["version"] == str((tmp_path / "v2").resolve())
+        assert (await stage.search("Moon card annual fee", 1))[0].source == "cards/moon-card.md"
+        # A broken version is refused; the good one stays live.
+        broken = tmp_path / "v3"
+        shutil.copytree(tmp_path / "v2", broken)
+        (broken / "index.faiss").write_bytes(b"garbage")
+        publish(broken, live)
+        status = await stage.reload_now()
+        assert status["version"] == str((tmp_path / "v2").resolve()) and "unreadable" in status["last_error"]
+        assert (await stage.search("Moon card annual fee", 1))[0].source == "cards/moon-card.md"
+
+    import asyncio
+
+    asyncio.run(scenario())
+
+
+def test_cli_eval_compare_and_bad_qa(tmp_path, v1):
+    qa = tmp_path / "qa.yaml"
+    qa.write_text("- {question: 'hi', sources: [no/such-doc.md]}\n")
+    bad = subprocess.run([sys.executable, "-m", "samvad", "index", "eval", str(v1), str(qa)], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and "qa_unknown_documents" in bad.stdout
+    ok = subprocess.run([sys.executable, "-m", "samvad", "index", "eval", str(v1), str(QA), "--compare", str(v1)],
+                        capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "recall@k" in ok.stdout and "+0.000" in ok.stdout
+
+
+def test_empty_corpus_fails_clearly(tmp_path, embedder):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError) as err:
+        build_index(tmp_path / "empty", tmp_path / "out", embedder, chunk_chars=700, overlap_chars=120)
+    assert err.value.code == "corpus_empty"
