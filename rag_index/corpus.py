@@ -1,4 +1,4 @@
-"""Corpus loading and chunking (Markdown and plain text).
+"""Corpus loading (Markdown, plain text, HTML, PDF) and chunking.
 
 Chunks follow the document's structure: a chunk never spans two headings, paragraphs are
 packed up to `chunk_chars`, and consecutive chunks of a section share up to `overlap_chars`
@@ -15,7 +15,8 @@ from pathlib import Path
 from samvad.errors import InputError
 from samvad.sentences import split_sentences
 
-SUFFIXES = {".md", ".markdown", ".txt"}
+SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf"}
+MAX_FILE_BYTES = 20 * 1024 * 1024  # larger files are skipped with a warning
 _HEADING = re.compile(r"^(#{1,6})\s+(.*\S)\s*$")
 
 
@@ -56,10 +57,16 @@ def load_corpus(root: Path) -> tuple[list[Document], list[str]]:
         if path.suffix.lower() not in SUFFIXES:
             warnings.append(f"{rel}: skipped (unsupported type {path.suffix or 'none'})")
             continue
+        if path.stat().st_size > MAX_FILE_BYTES:
+            warnings.append(f"{rel}: skipped (larger than {MAX_FILE_BYTES // 2**20} MiB)")
+            continue
         try:
-            text = path.read_text(encoding="utf-8")
+            text = _read(path)
         except UnicodeDecodeError:
             warnings.append(f"{rel}: skipped (not UTF-8 text)")
+            continue
+        except Exception as exc:  # noqa: BLE001 - a broken file is listed and skipped, the build goes on
+            warnings.append(f"{rel}: skipped (unreadable {path.suffix.lower()[1:]}: {type(exc).__name__})")
             continue
         if not text.strip():
             warnings.append(f"{rel}: skipped (empty)")
@@ -68,6 +75,30 @@ def load_corpus(root: Path) -> tuple[list[Document], list[str]]:
     if not docs:
         raise InputError(f"no readable documents in {root} (looked for {', '.join(sorted(SUFFIXES))})", code="corpus_empty")
     return docs, warnings
+
+
+def _read(path: Path) -> str:
+    """Document text, with headings as Markdown `#` lines so chunking can follow them."""
+    suffix = path.suffix.lower()
+    if suffix in (".html", ".htm"):
+        from bs4 import BeautifulSoup
+
+        soup = BeautifulSoup(path.read_bytes(), "html.parser")
+        for tag in soup(["script", "style", "nav", "header", "footer", "noscript"]):
+            tag.decompose()
+        lines = []
+        for el in soup.find_all(["h1", "h2", "h3", "h4", "p", "li", "td"]):
+            text = " ".join(el.get_text(" ", strip=True).split())
+            if text:
+                lines.append(f"{'#' * int(el.name[1])} {text}" if el.name.startswith("h") else text)
+        return "\n\n".join(lines)
+    if suffix == ".pdf":
+        from pypdf import PdfReader
+
+        pages = [page.extract_text() or "" for page in PdfReader(path).pages]
+        title = path.stem.replace("-", " ").replace("_", " ").strip().capitalize()
+        return f"# {title}\n\n" + "\n\n".join(p.strip() for p in pages if p.strip())
+    return path.read_text(encoding="utf-8")
 
 
 def _sections(text: str) -> list[tuple[str, list[tuple[int, int]]]]:

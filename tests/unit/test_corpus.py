@@ -54,3 +54,25 @@ def test_bad_corpora(tmp_path):
     docs, warnings = load_corpus(tmp_path)
     assert [d.doc_id for d in docs] == ["ok.md"]
     assert len(warnings) == 2 and any("UTF-8" in w for w in warnings)
+
+
+def test_html_and_pdf_documents_are_loaded_with_headings(tmp_path):
+    (tmp_path / "faq.html").write_text(
+        "<html><head><style>p{}</style><script>var x=1;</script></head><body><nav>Menu</nav>"
+        "<h1>Card FAQ</h1><h2>Lost card</h2><p>Block it in the app at once.</p><ul><li>Call 1800-266-4400</li></ul></body></html>"
+    )
+    from pypdf import PdfWriter
+
+    writer = PdfWriter()
+    writer.add_blank_page(width=200, height=200)
+    with open(tmp_path / "blank-notice.pdf", "wb") as f:
+        writer.write(f)
+    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4 not really")
+    docs, warnings = load_corpus(tmp_path)
+    by_id = {d.doc_id: d for d in docs}
+    html = by_id["faq.html"]
+    assert "# Card FAQ" in html.text and "## Lost card" in html.text and "var x" not in html.text and "Menu" not in html.text
+    chunks = chunk_document(html, 700, 120)
+    assert chunks[0].heading == "Card FAQ > Lost card" and "Block it in the app" in chunks[0].text
+    assert "blank-notice.pdf" in by_id and by_id["blank-notice.pdf"].title == "Blank notice"
+    assert any(w.startswith("broken.pdf: skipped") for w in warnings)
