@@ -34,7 +34,8 @@ CHUNKS_FILE = "chunks.jsonl"
 class Manifest(BaseModel):
     embedding_model: str
     dimension: int
-    index_type: str = "IndexFlatIP"
+    index_type: str = "IndexFlatIP"  # or IndexHNSWFlat above rag.ann_threshold chunks
+    index_params: dict[str, int] = {}
     chunk_chars: int
     overlap_chars: int
     documents: int
@@ -76,6 +77,7 @@ def build_index(
     overlap_chars: int,
     progress: Progress | None = None,
     previous: Path | None = None,
+    ann_threshold: int | None = None,
 ) -> BuildResult:
     """Chunk and embed `corpus_dir` into `out_dir`. With `previous` (an index folder built with
     the same model and chunking), unchanged documents reuse its vectors: only new or changed
@@ -119,9 +121,11 @@ def build_index(
         matrix[pos] = v
     if slots:
         matrix[slots] = new_vectors
-    index = faiss.IndexFlatIP(embedder.dimension)
+    index, index_type, params = _make_index(embedder.dimension, len(chunks), ann_threshold)
     index.add(matrix)
     manifest = Manifest(
+        index_type=index_type,
+        index_params=params,
         embedding_model=embedder.model_name,
         dimension=embedder.dimension,
         chunk_chars=chunk_chars,
@@ -138,6 +142,18 @@ def build_index(
     return BuildResult(
         manifest=manifest, warnings=warnings, seconds=time.perf_counter() - t0, embed_seconds=embed_seconds
     )
+
+
+def _make_index(dim: int, n: int, ann_threshold: int | None) -> tuple[faiss.Index, str, dict[str, int]]:
+    """Exact inner product by default; a graph index (HNSW) for big corpora, where exact search
+    grows linearly. Its recall cost is what `samvad index eval` measures."""
+    if ann_threshold is None or n <= ann_threshold:
+        return faiss.IndexFlatIP(dim), "IndexFlatIP", {}
+    params = {"M": 32, "efConstruction": 80, "efSearch": 64}
+    index = faiss.IndexHNSWFlat(dim, params["M"], faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = params["efConstruction"]
+    index.hnsw.efSearch = params["efSearch"]
+    return index, "IndexHNSWFlat", params
 
 
 def publish(index_dir: Path, live: Path) -> Path:
@@ -189,6 +205,7 @@ def ensure_index(settings: Settings, embedder: Embedder, progress: Progress | No
         build_index(
             Path(settings.rag.corpus_dir), version, embedder,
             chunk_chars=settings.rag.chunk_chars, overlap_chars=settings.rag.overlap_chars, progress=progress,
+            ann_threshold=settings.rag.ann_threshold,
         )
         publish(version, live)
     return live

@@ -35,6 +35,8 @@ class Retriever:
             )
         try:
             self._index = faiss.read_index(str(index_dir / FAISS_FILE))
+            if "efSearch" in self.manifest.index_params:
+                self._index.hnsw.efSearch = self.manifest.index_params["efSearch"]
             with open(index_dir / CHUNKS_FILE, encoding="utf-8") as f:
                 self._chunks = [json.loads(line) for line in f]
         except (RuntimeError, OSError, ValueError) as exc:

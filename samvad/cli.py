@@ -59,6 +59,7 @@ def index_build(
         try:
             result = build_index(
                 corpus, out, embedder, chunk_chars=s.rag.chunk_chars, overlap_chars=s.rag.overlap_chars,
+                ann_threshold=s.rag.ann_threshold,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
         except SamvadError as exc:
@@ -105,7 +106,7 @@ def index_update(
         task = bar.add_task("embedding changed documents", total=None)
         try:
             result = build_index(corpus, out, get_embedder(s.embeddings), chunk_chars=old.chunk_chars,
-                                 overlap_chars=old.overlap_chars, previous=index_dir,
+                                 overlap_chars=old.overlap_chars, previous=index_dir, ann_threshold=s.rag.ann_threshold,
                                  progress=lambda d, t: bar.update(task, completed=d, total=t))
         except SamvadError as exc:
             console.print(f"[red]{exc.code}:[/red] {exc.message}")

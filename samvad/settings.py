@@ -106,6 +106,7 @@ class RagSettings(BaseModel):
     chunk_chars: int = 700
     overlap_chars: int = 120
     top_k: int = 4
+    ann_threshold: int = 50_000  # above this many chunks the index is HNSW instead of exact
 
 
 class PriceEntry(BaseModel):

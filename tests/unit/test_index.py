@@ -130,3 +130,11 @@ def test_empty_corpus_fails_clearly(tmp_path, embedder):
     with pytest.raises(InputError) as err:
         build_index(tmp_path / "empty", tmp_path / "out", embedder, chunk_chars=700, overlap_chars=120)
     assert err.value.code == "corpus_empty"
+
+
+def test_big_corpora_get_an_hnsw_index_and_keep_recall(tmp_path, embedder):
+    result = build_index(CORPUS, tmp_path / "hnsw", embedder, chunk_chars=700, overlap_chars=120, ann_threshold=10)
+    assert result.manifest.index_type == "IndexHNSWFlat" and result.manifest.index_params["efSearch"] == 64
+    retriever = Retriever(tmp_path / "hnsw", embedder)
+    scores = evaluate(retriever, load_qa(QA, set(retriever.manifest.document_hashes)), k=5)
+    assert scores.recall_at_k >= 0.9
