@@ -188,3 +188,22 @@ async def test_bad_input_on_the_socket(api_key):
     await ws.send(json.dumps({"type": "ping"}))
     assert (await recv(ws))["type"] == "pong"
     await ws.close()
+
+
+async def test_telephony_mulaw_8khz_audio(api_key, tts):
+    import audioop
+
+    import soxr
+
+    pcm16 = np.frombuffer(pcm16k(tts, "How can I block my stolen debit card?"), dtype="<i2").astype(np.float32) / 32768
+    pcm8 = (soxr.resample(pcm16, 16000, 8000) * 32767).astype("<i2").tobytes()
+    ulaw = audioop.lin2ulaw(pcm8, 2)
+    ws, _ = await open_session(api_key, audio={"encoding": "mulaw", "sample_rate": 8000})
+    for i in range(0, len(ulaw), 160):  # 20 ms of 8 kHz mu-law
+        await ws.send(ulaw[i : i + 160])
+        await asyncio.sleep(0.02)
+    seen = []
+    await until(ws, "turn.done", seen)
+    await ws.close()
+    transcript = next(e for e in seen if e["type"] == "transcript")["transcript"]["text"]
+    assert wer("How can I block my stolen debit card?", transcript) <= 0.35, transcript
