@@ -63,6 +63,9 @@ class RemoteRetriever:
     async def asearch(self, query: str, k: int) -> list[Passage]:
         return await self._h.search.remote(query, k)
 
+    async def asimilarity(self, text: str, phrases: list[str]) -> float:
+        return await self._h.similarity.remote(text, phrases)
+
 
 class RemoteStore:
     """The `MessageStore` (and more) of the Store deployment."""

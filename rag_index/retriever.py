@@ -64,3 +64,15 @@ class Retriever:
 
     async def asearch(self, query: str, k: int) -> list[Passage]:
         return await asyncio.to_thread(self.search, query, k)
+
+    def similarity(self, text: str, phrases: list[str]) -> float:
+        """Best cosine between `text` and `phrases` (the phrase vectors are cached)."""
+        if not phrases or not text.strip():
+            return 0.0
+        key = tuple(phrases)
+        if getattr(self, "_phrases", (None,))[0] != key:
+            self._phrases = (key, self._embedder.encode(list(phrases)))
+        return float((self._phrases[1] @ self._embedder.encode([text])[0]).max())
+
+    async def asimilarity(self, text: str, phrases: list[str]) -> float:
+        return await asyncio.to_thread(self.similarity, text, phrases)

@@ -47,6 +47,9 @@ class RetrievalStage:
         self._maybe_reload()
         return await self.retriever.asearch(query, k)
 
+    async def similarity(self, text: str, phrases: list[str]) -> float:
+        return await self.retriever.asimilarity(text, phrases) if hasattr(self.retriever, "asimilarity") else 0.0
+
     def status(self) -> dict[str, Any]:
         return {"version": getattr(self, "version", None), "last_error": getattr(self, "last_error", None)}
 

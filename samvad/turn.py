@@ -60,6 +60,8 @@ from samvad.settings import Settings
 class PassageRetriever(Protocol):
     async def asearch(self, query: str, k: int) -> list[Passage]: ...
 
+    async def asimilarity(self, text: str, phrases: list[str]) -> float: ...
+
 
 @dataclass
 class Engines:
@@ -207,6 +209,10 @@ class TurnRunner:
                 return
 
             verdict = self.guardrails.check_input(transcript.text)
+            if verdict.reply is None and (attacks := self.guardrails.input.injection.known_attacks):
+                similar = self.guardrails.check_attack_similarity(await e.retriever.asimilarity(verdict.text, attacks))
+                if similar is not None:
+                    verdict = similar.model_copy(update={"text": verdict.text, "flags": verdict.flags + similar.flags})
             guard_flags.extend(verdict.flags)
             yield GuardrailEvent(turn_id=tid, flags=verdict.flags, redacted_text=verdict.text, action=verdict.action)
             passages: list[Passage] = []

@@ -36,6 +36,11 @@ class PatternCheck(_Check):
         return self.enabled and any(p.search(text) for p in self.compiled)
 
 
+class InjectionCheck(PatternCheck):
+    similarity_threshold: float = 0.6
+    known_attacks: list[str] = []
+
+
 class AbuseCheck(_Check):
     words: dict[str, list[str]] = {}
 
@@ -59,7 +64,7 @@ class GroundingCheck(_Check):
 
 class InputPolicy(BaseModel):
     pii: _Check = _Check(action="redact")
-    injection: PatternCheck = PatternCheck(action="refuse")
+    injection: InjectionCheck = InjectionCheck(action="refuse")
     abuse: AbuseCheck = AbuseCheck(action="refuse")
     human_agent: PatternCheck = PatternCheck(action="escalate")
     off_topic: OffTopicCheck = OffTopicCheck(action="refuse")
@@ -133,6 +138,15 @@ class Guardrails(BaseModel):
                 if check.action in ("refuse", "escalate"):
                     return InputVerdict(text=text, flags=flags, action=check.action, reply=getattr(self.replies, name))
         return InputVerdict(text=text, flags=flags)
+
+    def check_attack_similarity(self, similarity: float) -> InputVerdict | None:
+        """The embedding half of the injection check: `similarity` is the question's best cosine
+        to the known attacks (computed where the embedder lives)."""
+        c = self.input.injection
+        if c.enabled and c.known_attacks and similarity >= c.similarity_threshold:
+            flag = GuardrailFlag(check="injection", severity="high", action=c.action, detail=f"similar to a known attack ({similarity:.2f})")
+            return InputVerdict(text="", flags=[flag], action=c.action, reply=self.replies.injection)
+        return None
 
     def check_retrieval(self, passages: list[Passage]) -> InputVerdict | None:
         """Off topic when even the best passage is far from the question."""

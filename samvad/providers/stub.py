@@ -54,3 +54,6 @@ class StubTTS(TextToSpeech):
 class StubRetriever:
     async def asearch(self, query: str, k: int) -> list[Passage]:
         return [Passage(chunk_id=0, source="stub.md", text="This is the stub answer.", score=1.0)]
+
+    async def asimilarity(self, text: str, phrases: list[str]) -> float:
+        return 0.0
