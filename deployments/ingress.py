@@ -15,6 +15,7 @@ from typing import Any
 import ray
 import asyncio
 import hashlib
+import math
 import hmac
 import json
 from pathlib import Path
@@ -31,12 +32,13 @@ from actors.session import get_or_create
 from deployments.api_models import AudioOut, ErrorOut, SessionBody, TtsBody, TurnBody, TurnOut
 from samvad.audio import decode_audio, wav_bytes
 from samvad import metrics
-from samvad.errors import InputError, NotFoundError, SamvadError
+from samvad.errors import InputError, NotFoundError, RateLimitedError, SamvadError
 from samvad.events import AudioEvent, ErrorEvent, TranscriptEvent, TurnDoneEvent
 from samvad.providers.base import SpeechRequest
 from samvad.settings import Settings
 from samvad.stages import StageReport
-from samvad.storage.repository import MessageRow, SessionRow
+from samvad.storage.ratelimit import RateLimiter
+from samvad.storage.repository import ApiKeyRow, MessageRow, SessionRow
 from samvad.protocol import (
     CLOSE_BAD_START,
     CLOSE_FORBIDDEN,
@@ -72,7 +74,10 @@ async def _samvad_error(request: Request, exc: SamvadError) -> JSONResponse:
     # An error raised in another replica arrives wrapped by Ray; its `cause` is the original.
     cause = getattr(exc, "cause", None)
     exc = cause if isinstance(cause, SamvadError) else exc
-    return _error(request, exc.status, exc.code, exc.message)
+    response = _error(request, exc.status, exc.code, exc.message)
+    if isinstance(exc, RateLimitedError):
+        response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    return response
 
 
 @api.exception_handler(RequestValidationError)
@@ -127,23 +132,47 @@ class Ingress:
         self._actors: dict[str, Any] = {}
         # Session rows seen recently: a turn on a known session skips a Store round trip.
         self._sessions: dict[str, tuple[float, SessionRow]] = {}
-        self._keys: dict[str, tuple[float, int]] = {}  # key -> (expires, key id): avoids a DB hit per request
+        self._keys: dict[str, tuple[float, ApiKeyRow]] = {}  # key -> (expires, row): avoids a DB hit per request
+        self.limiter = RateLimiter(self.settings.redis_url, fail_open=self.settings.limits.fail_open) if self.settings.redis_url else None
         api.state.max_body_bytes = self.settings.service.max_body_bytes
         self._live: dict[int, int] = {}  # API key id -> open voice sessions on this replica
 
     # plumbing ---------------------------------------------------------------------------------
     async def _auth(self, request: Request) -> int:
+        """The caller's key id, after the key's and the client IP's rate limits."""
         key = request.headers.get("x-api-key") or request.query_params.get("api_key")
         if not key:
             raise AuthError("missing API key: send it in the X-API-Key header")
+        row = await self._key_row(key)
+        if row is None:
+            raise AuthError("invalid or revoked API key")
+        limits = self.settings.limits
+        ip = request.client.host if request.client else "unknown"
+        await self._take("key", f"key:{row.id}", row.requests_per_minute or limits.requests_per_minute)
+        await self._take("ip", f"ip:{ip}", limits.ip_requests_per_minute)
+        return row.id
+
+    async def _take(self, scope: str, bucket: str, per_minute: int) -> None:
+        if self.limiter is None:
+            return
+        decision = await self.limiter.take(bucket, per_minute)
+        if decision.degraded:
+            metrics.RATE_LIMIT_DEGRADED.labels("open" if decision.allowed else "closed").inc()
+        if not decision.allowed:
+            metrics.RATE_LIMITED.labels(scope).inc()
+            raise RateLimitedError(f"rate limit of {per_minute} requests per minute per {scope} reached; retry later",
+                                   decision.retry_after_s)
+
+    async def _key_row(self, key: str | None) -> ApiKeyRow | None:
+        if not key:
+            return None
         cached = self._keys.get(key)
         if cached and cached[0] > time.monotonic():
             return cached[1]
         row = await self.store.call.remote("verify_key", key)
-        if row is None:
-            raise AuthError("invalid or revoked API key")
-        self._keys[key] = (time.monotonic() + 30.0, row.id)
-        return row.id
+        if row is not None:
+            self._keys[key] = (time.monotonic() + 30.0, row)
+        return row
 
     def _language(self, language: str) -> str:
         if language not in self.settings.languages:
@@ -166,18 +195,6 @@ class Ingress:
                 del self._sessions[sid]
         self._sessions[session_id] = (time.monotonic() + 60.0, row)
         return row
-
-    async def _key_id(self, key: str | None) -> int | None:
-        if not key:
-            return None
-        cached = self._keys.get(key)
-        if cached and cached[0] > time.monotonic():
-            return cached[1]
-        row = await self.store.call.remote("verify_key", key)
-        if row is None:
-            return None
-        self._keys[key] = (time.monotonic() + 30.0, row.id)
-        return row.id
 
     def resume_token(self, session_id: str) -> str:
         secret = self.settings.service.key_secret.encode()
@@ -240,11 +257,12 @@ class Ingress:
                                            "message": "the first message must be a valid session.start", "retryable": False}))
             await ws.close(CLOSE_BAD_START, "expected session.start")
             return
-        key_id = await self._key_id(ws.headers.get("x-api-key") or ws.query_params.get("api_key") or start.api_key)
-        if key_id is None:
+        key_row = await self._key_row(ws.headers.get("x-api-key") or ws.query_params.get("api_key") or start.api_key)
+        if key_row is None:
             await ws.close(CLOSE_UNAUTHORIZED, "missing or invalid API key")
             return
-        if self._live.get(key_id, 0) >= self.settings.voice.max_sessions_per_key:
+        key_id = key_row.id
+        if self._live.get(key_id, 0) >= (key_row.max_voice_sessions or self.settings.voice.max_sessions_per_key):
             await ws.close(CLOSE_TOO_MANY_SESSIONS, "too many live sessions for this API key")
             return
         language = start.language or self.settings.default_language

@@ -334,9 +334,14 @@ def db_migrate(config: ConfigOpt = None) -> None:
 
 
 @keys_app.command("create")
-def keys_create(name: Annotated[str, typer.Argument(help="who the key is for")], config: ConfigOpt = None) -> None:
-    """Create an API key (shown once; only its hash is stored)."""
-    row, key = _repo_call(_servers(_settings(config)), "create_key", name)
+def keys_create(
+    name: Annotated[str, typer.Argument(help="who the key is for")],
+    rpm: Annotated[Optional[int], typer.Option("--rpm", min=1, help="requests per minute (default: limits.requests_per_minute)")] = None,
+    max_sessions: Annotated[Optional[int], typer.Option("--max-sessions", min=1, help="concurrent voice sessions")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Create an API key (shown once; only its hash is stored) with optional limits of its own."""
+    row, key = _repo_call(_servers(_settings(config)), "create_key", name, rpm, max_sessions)
     console.print(f"key {row.id} ({row.name}): [bold]{key}[/bold]")
 
 

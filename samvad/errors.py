@@ -40,6 +40,15 @@ class NotFoundError(SamvadError):
     status = 404
 
 
+class RateLimitedError(SamvadError):
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ProviderError(SamvadError):
     """A provider (cloud or local engine) failed. `retryable` tells failover what to do."""
 

@@ -202,6 +202,14 @@ class VoiceSettings(BaseModel):
     audio_burst_s: float = 2.0  # audio may arrive this far ahead of real time before reading slows
 
 
+class LimitSettings(BaseModel):
+    """Token buckets in Redis, shared by every ingress replica."""
+
+    requests_per_minute: int = 600  # per API key, unless the key has its own limit
+    ip_requests_per_minute: int = 1200  # per client IP
+    fail_open: bool = True  # Redis unreachable: let requests through (True) or refuse them (False)
+
+
 class ServiceSettings(BaseModel):
     app_name: str = "samvad"
     host: str = "127.0.0.1"
@@ -235,6 +243,7 @@ class Settings(BaseSettings):
     guardrails_file: Path = REPO_ROOT / "configs" / "guardrails.yaml"
     service: ServiceSettings = ServiceSettings()
     voice: VoiceSettings = VoiceSettings()
+    limits: LimitSettings = LimitSettings()
     providers: ProvidersSettings = ProvidersSettings()
     data_dir: Path = REPO_ROOT / "var"
     # Provider keys by their documented names (SAMVAD_SARVAM_API_KEY, ...); they fill

@@ -45,6 +45,8 @@ class ApiKeyRow(BaseModel):
     prefix: str
     created_at: datetime
     revoked_at: datetime | None
+    requests_per_minute: int | None = None
+    max_voice_sessions: int | None = None
 
 
 def hash_key(key: str, secret: str) -> str:
@@ -173,12 +175,15 @@ class Repository:
         return [dict(r) for r in rows]
 
     # API keys -------------------------------------------------------------------------------
-    async def create_key(self, name: str) -> tuple[ApiKeyRow, str]:
+    async def create_key(
+        self, name: str, requests_per_minute: int | None = None, max_voice_sessions: int | None = None
+    ) -> tuple[ApiKeyRow, str]:
         """Returns the row and the plaintext key; only its HMAC is stored."""
         key = "sk_samvad_" + secrets.token_urlsafe(24)
         row = await self._pool.fetchrow(
-            "INSERT INTO api_keys (name, prefix, key_hash) VALUES ($1, $2, $3) RETURNING *",
-            name, key[:14], hash_key(key, self._secret),
+            "INSERT INTO api_keys (name, prefix, key_hash, requests_per_minute, max_voice_sessions)"
+            " VALUES ($1, $2, $3, $4, $5) RETURNING *",
+            name, key[:14], hash_key(key, self._secret), requests_per_minute, max_voice_sessions,
         )
         return ApiKeyRow(**dict(row)), key
 

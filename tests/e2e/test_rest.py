@@ -169,3 +169,27 @@ def test_injection_is_refused_with_a_flag(client):
     flags = r.json()["response"]["guardrail_flags"]
     assert flags[0]["check"] == "injection" and flags[0]["action"] == "refuse"
     assert "Navtara" in r.json()["response"]["response_text"]
+
+
+def test_rate_limit_per_key_gives_429_with_retry_after(serve_app, client):
+    import httpx
+
+    from samvad.settings import load_settings
+    from samvad.storage.repository import Repository
+    from tests import aio
+
+    async def make():
+        repo = await Repository.connect(serve_app, load_settings().service.key_secret, max_size=1)
+        try:
+            return (await repo.create_key("limited", 5))[1]
+        finally:
+            await repo.close()
+
+    key = aio.run(make)
+    with httpx.Client(base_url=str(client.base_url), headers={"X-API-Key": key}, timeout=30) as limited:
+        codes = [limited.get(f"/api/v1/sessions/{uuid.uuid4()}").status_code for _ in range(7)]
+        assert codes[:5] == [404] * 5 and codes[5:] == [429, 429]
+        r = limited.get(f"/api/v1/sessions/{uuid.uuid4()}")
+        _assert_error(r, 429, "rate_limited")
+        assert 1 <= int(r.headers["Retry-After"]) <= 13
+    assert client.get(f"/api/v1/sessions/{uuid.uuid4()}").status_code == 404  # other keys are unaffected
