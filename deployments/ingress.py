@@ -105,6 +105,12 @@ async def _request_context(request: Request, call_next):
     if len(rid) > 128 or not rid.isprintable():
         rid = uuid.uuid4().hex
     request.state.request_id = rid
+    origin = request.headers.get("origin")
+    allowed = origin is not None and _origin_allowed(origin, request.headers.get("host", ""), request.app)
+    if request.method == "OPTIONS" and origin is not None:  # CORS preflight
+        if not allowed:
+            return _error(request, 403, "origin_not_allowed", f"origin {origin} may not call this API")
+        return Response(status_code=204, headers=_cors_headers(origin))
     limit = request.app.state.max_body_bytes if hasattr(request.app.state, "max_body_bytes") else 8 << 20
     length = request.headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) > limit):
@@ -117,9 +123,26 @@ async def _request_context(request: Request, call_next):
         response = _error(request, 500, "internal_error", "an internal error occurred")
     route = request.scope.get("route")
     metrics.HTTP_SECONDS.labels(getattr(route, "path", "unmatched")).observe(time.perf_counter() - t0)
+    if allowed:
+        response.headers.update(_cors_headers(origin))
     # No X-Request-ID here: Serve's proxy passes the client's id (or one it made) to us and sets
     # the same id on every response; adding ours would send the header twice.
     return response
+
+
+def _origin_allowed(origin: str, host: str, app) -> bool:
+    """Same origin (the demo page is served here) or one of `service.cors_origins`."""
+    from urllib.parse import urlsplit
+
+    return urlsplit(origin).netloc == host or origin in getattr(app.state, "cors_origins", [])
+
+
+def _cors_headers(origin: str) -> dict[str, str]:
+    return {
+        "Access-Control-Allow-Origin": origin, "Vary": "Origin",
+        "Access-Control-Allow-Methods": "GET, POST", "Access-Control-Allow-Headers": "X-API-Key, Content-Type, X-Request-ID",
+        "Access-Control-Max-Age": "600",
+    }
 
 
 @serve.deployment(name="Ingress")
@@ -135,6 +158,7 @@ class Ingress:
         self._keys: dict[str, tuple[float, ApiKeyRow]] = {}  # key -> (expires, row): avoids a DB hit per request
         self.limiter = RateLimiter(self.settings.redis_url, fail_open=self.settings.limits.fail_open) if self.settings.redis_url else None
         api.state.max_body_bytes = self.settings.service.max_body_bytes
+        api.state.cors_origins = self.settings.service.cors_origins
         self._live: dict[int, int] = {}  # API key id -> open voice sessions on this replica
 
     # plumbing ---------------------------------------------------------------------------------
@@ -249,6 +273,12 @@ class Ingress:
     async def voice_session(self, ws: WebSocket) -> None:
         """Streaming voice session: see docs/voice-session.md."""
         await ws.accept()
+        origin = ws.headers.get("origin")
+        if origin is not None and not _origin_allowed(origin, ws.headers.get("host", ""), api):
+            # Browsers do not apply CORS to WebSockets: another site's page could open one with
+            # the user's query token, so foreign origins are refused here.
+            await ws.close(CLOSE_FORBIDDEN, "origin not allowed")
+            return
         try:
             raw = await asyncio.wait_for(ws.receive_text(), timeout=10)
             start = SessionStart.model_validate(json.loads(raw))

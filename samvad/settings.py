@@ -215,6 +215,9 @@ class ServiceSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8000
     max_body_bytes: int = 8 * 1024 * 1024  # larger requests are refused with 413 before parsing
+    # Other origins allowed to call the API from a browser. Empty: only the demo page served by
+    # the ingress itself (same origin), for HTTP (CORS) and for the voice WebSocket (Origin check).
+    cors_origins: list[str] = []
     session_idle_seconds: float = 600.0  # an idle session actor persists and exits after this
     db_pool_size: int = 5  # per Store replica: connections stay bounded however many sessions live
     # HMAC secret for API-key hashes. The default is for development only: set SAMVAD_SERVICE__KEY_SECRET.

@@ -207,3 +207,19 @@ async def test_telephony_mulaw_8khz_audio(api_key, tts):
     await ws.close()
     transcript = next(e for e in seen if e["type"] == "transcript")["transcript"]["text"]
     assert wer("How can I block my stolen debit card?", transcript) <= 0.35, transcript
+
+
+async def test_foreign_origins_are_refused(api_key):
+    ws = await websockets.connect(URL, additional_headers={"X-API-Key": api_key}, origin="http://evil.example")
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await recv(ws)
+    assert closed.value.rcvd.code == 4403
+    ws, started = await open_session(api_key)  # no Origin (non-browser client): fine
+    await ws.close()
+    import httpx
+
+    with httpx.Client(base_url=f"http://127.0.0.1:{PORT}") as c:
+        pre = c.options("/api/v1/turn", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
+        assert pre.status_code == 403 and "access-control-allow-origin" not in pre.headers
+        same = c.options("/api/v1/turn", headers={"Origin": f"http://127.0.0.1:{PORT}", "Access-Control-Request-Method": "POST"})
+        assert same.status_code == 204 and same.headers["access-control-allow-origin"] == f"http://127.0.0.1:{PORT}"
