@@ -8,6 +8,7 @@ history from the store, so a lost actor loses nothing.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -139,9 +140,13 @@ class Conversation:
         self.turns += 1
 
     def _log_turn(self, done: TurnDoneEvent) -> None:
-        log.info(
-            "turn session=%s turn=%s outcome=%s first_audio_ms=%s stages=%s cost=%s",
-            self.session_id, done.turn_id, done.outcome,
-            None if done.first_audio_ms is None else round(done.first_audio_ms, 1),
-            {k: round(v.total_ms, 1) for k, v in done.stages.items()}, done.cost,
-        )
+        """One JSON line per turn. The turn id is the request's correlation id (X-Request-ID)
+        for REST turns; no caller text is logged, flags carry check names only."""
+        log.info(json.dumps({
+            "event": "turn", "request_id": done.turn_id, "session_id": self.session_id, "outcome": done.outcome,
+            "language": done.language_code, "first_audio_ms": None if done.first_audio_ms is None else round(done.first_audio_ms, 1),
+            "stages_ms": {k: round(v.total_ms, 1) for k, v in done.stages.items()},
+            "providers": sorted({f"{c.stage}:{c.provider}" for c in done.calls if c.outcome == "ok"}),
+            "retries": sum(c.retries for c in done.calls), "cost": done.cost,
+            "guardrails": [f"{f.check}:{f.action}" for f in done.response.guardrail_flags], "flags": done.flags,
+        }))

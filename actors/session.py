@@ -33,7 +33,12 @@ def actor_name(session_id: str) -> str:
 @ray.remote(num_cpus=0, max_restarts=0)
 class SessionActor:
     def __init__(self, session_id: str, settings: dict[str, Any]) -> None:
-        logging.basicConfig(level=logging.INFO)
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))  # turn lines are JSON already
+        turn_log = logging.getLogger("samvad.session")
+        turn_log.handlers[:] = [handler]
+        turn_log.setLevel(logging.INFO)
+        turn_log.propagate = False
         s = Settings.model_validate(settings)
         app = s.service.app_name
 

@@ -193,3 +193,26 @@ def test_rate_limit_per_key_gives_429_with_retry_after(serve_app, client):
         _assert_error(r, 429, "rate_limited")
         assert 1 <= int(r.headers["Retry-After"]) <= 13
     assert client.get(f"/api/v1/sessions/{uuid.uuid4()}").status_code == 404  # other keys are unaffected
+
+
+def test_one_json_log_line_per_turn_with_the_request_id(client):
+    import glob
+    import json
+    import time
+
+    rid = f"corr-{uuid.uuid4().hex[:12]}"
+    r = client.post("/api/v1/turn", json={"text": "What is the UPI limit per day?", "speak": False}, headers={"X-Request-ID": rid})
+    assert r.status_code == 200 and r.headers["X-Request-ID"] == rid and r.json()["turn_id"] == rid
+    line = None
+    for _ in range(20):  # log files are flushed asynchronously
+        for path in glob.glob("/tmp/ray/session_latest/logs/worker-*.err") + glob.glob("/tmp/ray/session_latest/logs/worker-*.out"):
+            with open(path, errors="ignore") as f:
+                line = next((json.loads(x) for x in f if rid in x and x.lstrip().startswith("{")), None)
+            if line:
+                break
+        if line:
+            break
+        time.sleep(0.5)
+    assert line is not None, "no JSON turn line with the request id"
+    assert line["event"] == "turn" and line["outcome"] == "complete" and line["session_id"] == r.json()["session_id"]
+    assert "llm:extractive" in line["providers"] and "retrieval" in line["stages_ms"]
