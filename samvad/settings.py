@@ -52,7 +52,7 @@ class WhisperSettings(BaseModel):
     prompt: str | None = None
 
 
-AsrProvider = Literal["whisper", "sarvam", "stub"]
+AsrProvider = Literal["whisper", "sarvam", "sarvam_stream", "stub"]
 LlmProvider = Literal["extractive", "sarvam", "openai", "stub"]
 TranslationProvider = Literal["identity", "sarvam"]
 TtsProvider = Literal["espeak", "sarvam", "elevenlabs", "stub"]

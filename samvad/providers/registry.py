@@ -33,6 +33,10 @@ def _stt(name: str, s: Settings):
         from samvad.providers.sarvam.asr import SarvamSTT
 
         return SarvamSTT(s.providers.sarvam)
+    if name == "sarvam_stream":
+        from samvad.providers.sarvam.asr_stream import SarvamStreamingSTT
+
+        return SarvamStreamingSTT(s.providers.sarvam)
     from samvad.providers.stub import StubSTT
 
     return StubSTT()

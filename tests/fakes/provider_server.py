@@ -26,7 +26,8 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 SARVAM_KEY = "sarvam-test-key"
 ELEVEN_KEY = "eleven-test-key"
@@ -306,6 +307,52 @@ async def eleven_tts(request: Request) -> Response:
     return Response(payload, media_type=media)
 
 
+# --- Sarvam streaming STT (legacy socket, providers.md §9) ---------------------------------------
+async def sarvam_stt_ws(ws: WebSocket) -> None:
+    key = ws.headers.get("api-subscription-key")
+    if key != SARVAM_KEY:
+        # The SDK reads a 401 on the upgrade as bad credentials.
+        await ws.send_denial_response(Response("invalid API key", status_code=401))
+        return
+    language = ws.query_params.get("language-code")  # hyphenated, as the SDK spells it
+    if language is None or (language != "unknown" and language not in ALL_STT):
+        await ws.send_denial_response(Response("invalid language-code", status_code=400))
+        return
+    rate = int(ws.query_params.get("sample_rate", "16000"))
+    signals = ws.query_params.get("vad_signals") == "true"
+    await ws.accept()
+    buffered = 0.0
+    try:
+        while True:
+            msg = json.loads(await ws.receive_text())
+            if "audio" in msg:
+                audio = msg["audio"]
+                data = base64.b64decode(audio["data"])
+                if audio.get("encoding") != "audio/wav":
+                    await ws.send_text(json.dumps({"type": "error", "data": {"error": "encoding must be audio/wav", "code": "invalid_encoding"}}))
+                    continue
+                if data[:4] == b"RIFF":
+                    info = sf.info(io.BytesIO(data))
+                    seconds = info.duration
+                else:  # raw PCM16 at the socket's sample rate
+                    seconds = len(data) / 2 / rate
+                if signals and buffered == 0.0:
+                    await ws.send_text(json.dumps({"type": "events", "data": {"signal_type": "START_SPEECH", "occured_at": time.time()}}))
+                buffered += seconds
+            elif msg.get("type") == "flush":
+                if signals:
+                    await ws.send_text(json.dumps({"type": "events", "data": {"signal_type": "END_SPEECH", "occured_at": time.time()}}))
+                await ws.send_text(json.dumps({"type": "data", "data": {
+                    "request_id": _rid(), "transcript": ws.app.state.fake.transcript if buffered else "",
+                    "language_code": "en-IN" if language == "unknown" else language,
+                    "language_probability": 0.97 if language == "unknown" else None, "timestamps": None,
+                    "diarized_transcript": None, "metrics": {"audio_duration": round(buffered, 3), "processing_latency": 0.01},
+                }}))
+                buffered = 0.0
+    except WebSocketDisconnect:
+        return
+
+
 # --- streaming helpers and faults ------------------------------------------------------------
 def stream_bytes(request: Request, payload: bytes, media: str, chunk: int = 4096) -> StreamingResponse:
     return stream_parts(request, [payload[i : i + chunk] for i in range(0, len(payload), chunk)], media)
@@ -333,6 +380,9 @@ class Faults:
         self.app, self.state = app, state
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "websocket":
+            self.state.calls[scope["path"]] += 1
+            return await self.app(scope, receive, send)
         if scope["type"] != "http" or scope["path"].startswith("/_control"):
             return await self.app(scope, receive, send)
         path = scope["path"]
@@ -395,6 +445,7 @@ def build_app(state: State | None = None):
 
     app = Starlette(routes=[
         Route("/speech-to-text", guarded(sarvam_stt), methods=["POST"]),
+        WebSocketRoute("/speech-to-text/ws", sarvam_stt_ws),
         Route("/text-to-speech", guarded(sarvam_tts), methods=["POST"]),
         Route("/text-to-speech/stream", guarded(sarvam_tts_stream), methods=["POST"]),
         Route("/translate", guarded(sarvam_translate), methods=["POST"]),

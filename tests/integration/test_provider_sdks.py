@@ -114,3 +114,17 @@ def test_openai_sdk_streams_with_usage(fake):
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(api_key="bad", base_url=f"{fake.url}/openai/v1").chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+
+
+def test_sarvam_sdk_streaming_speech_to_text(sarvam, fake):
+    import base64
+
+    with sarvam.speech_to_text_streaming.connect(language_code="hi-IN", model="saaras:v3", vad_signals="true") as ws:
+        ws.transcribe(audio=base64.b64encode(wav(tone(1.0, 16000), 16000)).decode(), encoding="audio/wav", sample_rate=16000)
+        ws.flush()
+        messages = [ws.recv() for _ in range(3)]
+    kinds = [m.type for m in messages]
+    assert kinds == ["events", "events", "data"], kinds
+    data = messages[-1].data
+    assert data.transcript == fake.state.transcript and data.language_code == "hi-IN"
+    assert abs(data.metrics.audio_duration - 1.0) < 0.01

@@ -253,3 +253,19 @@ async def test_translation_and_tts_are_cached_per_provider(fake, tmp_path):
         two = b"".join(c.pcm16 for c in await collect(tts.stream(sreq, hit_calls)))
         assert one == two and fake.state.calls["/text-to-speech/stream"] == 1 and hit_calls[0].cache_hit
         await cache.close()
+
+
+async def test_sarvam_streaming_stt_over_the_socket(fake):
+    from samvad.providers.sarvam.asr_stream import SarvamStreamingSTT
+
+    rate = 16000
+    t = np.arange(2 * rate) / rate
+    audio = Audio((0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), rate)
+    calls = []
+    transcript = await SarvamStreamingSTT(sarvam_settings(fake)).transcribe(audio, "ta-IN", calls)
+    assert transcript.text == fake.state.transcript and transcript.language_code == "ta-IN"
+    assert transcript.raw_segments[0].end == pytest.approx(2.0, abs=0.01)
+    assert calls[0].usage.audio_seconds == pytest.approx(2.0)
+    with pytest.raises(ProviderError) as err:
+        await SarvamStreamingSTT(SarvamSettings(base_url=fake.url, api_key="wrong")).transcribe(audio, "ta-IN", [])
+    assert err.value.provider_status == 401 and not err.value.retryable
