@@ -353,6 +353,61 @@ async def sarvam_stt_ws(ws: WebSocket) -> None:
         return
 
 
+# --- Sarvam TTS socket (providers.md §12) -----------------------------------------------------
+async def sarvam_tts_ws(ws: WebSocket) -> None:
+    if ws.headers.get("api-subscription-key") != SARVAM_KEY:
+        await ws.send_denial_response(Response("invalid API key", status_code=401))
+        return
+    model = ws.query_params.get("model", "bulbul:v3")
+    completion = ws.query_params.get("send_completion_event", "").lower() == "true"
+    await ws.accept()
+
+    async def error(message: str, code: int = 400) -> None:
+        await ws.send_text(json.dumps({"type": "error", "data": {"message": message, "code": code}}))
+
+    config, buffer = None, ""
+    try:
+        while True:
+            try:
+                msg = json.loads(await asyncio.wait_for(ws.receive_text(), timeout=60))
+            except asyncio.TimeoutError:
+                await ws.close(1008, "idle for 60 s")  # the socket closes after about a minute idle
+                return
+            kind = msg.get("type")
+            if config is None and kind != "config":
+                await error("the first message must be a config message")
+                continue
+            if kind == "config":
+                data = msg.get("data", {})
+                valid = V2 if model == "bulbul:v2" else V3 if model == "bulbul:v3" else None
+                if data.get("language_code") not in CORE or (valid is not None and data.get("speaker") not in valid):
+                    await error("invalid language_code or speaker for this model")
+                    continue
+                config = data  # pitch/loudness sent by the SDK are ignored on v3, not rejected
+            elif kind == "text":
+                text = msg.get("data", {}).get("text", "")
+                if not 1 <= len(text) <= 2500:
+                    await error("text must be 1 to 2500 characters")
+                    continue
+                buffer += text
+            elif kind == "flush" and buffer:
+                rate = int(config.get("speech_sample_rate") or 22050)
+                codec = config.get("output_audio_codec", "mp3")
+                samples = speech_for(buffer, rate)
+                audio = samples.tobytes() if codec == "linear16" else wav(samples, rate) if codec == "wav" else b"\xff\xfb\x90\x00" * 64
+                for i in range(0, len(audio), 8192):
+                    await ws.send_text(json.dumps({"type": "audio", "data": {
+                        "content_type": f"audio/{'pcm' if codec == 'linear16' else codec}", "request_id": _rid(),
+                        "audio": base64.b64encode(audio[i : i + 8192]).decode()}}))
+                buffer = ""
+                if completion:
+                    await ws.send_text(json.dumps({"type": "event", "data": {"event_type": "final"}}))
+            elif kind == "ping":
+                continue
+    except WebSocketDisconnect:
+        return
+
+
 # --- streaming helpers and faults ------------------------------------------------------------
 def stream_bytes(request: Request, payload: bytes, media: str, chunk: int = 4096) -> StreamingResponse:
     return stream_parts(request, [payload[i : i + chunk] for i in range(0, len(payload), chunk)], media)
@@ -446,6 +501,7 @@ def build_app(state: State | None = None):
     app = Starlette(routes=[
         Route("/speech-to-text", guarded(sarvam_stt), methods=["POST"]),
         WebSocketRoute("/speech-to-text/ws", sarvam_stt_ws),
+        WebSocketRoute("/text-to-speech/ws", sarvam_tts_ws),
         Route("/text-to-speech", guarded(sarvam_tts), methods=["POST"]),
         Route("/text-to-speech/stream", guarded(sarvam_tts_stream), methods=["POST"]),
         Route("/translate", guarded(sarvam_translate), methods=["POST"]),

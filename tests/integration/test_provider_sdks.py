@@ -128,3 +128,17 @@ def test_sarvam_sdk_streaming_speech_to_text(sarvam, fake):
     data = messages[-1].data
     assert data.transcript == fake.state.transcript and data.language_code == "hi-IN"
     assert abs(data.metrics.audio_duration - 1.0) < 0.01
+
+
+def test_sarvam_sdk_text_to_speech_socket(sarvam):
+    import base64
+
+    with sarvam.text_to_speech_streaming.connect(model="bulbul:v3", send_completion_event="true") as ws:
+        ws.configure(target_language_code="hi-IN", speaker="shubh", output_audio_codec="linear16")
+        ws.convert("Namaste. Aapka card block ho gaya hai.")
+        ws.flush()
+        messages = []
+        while not messages or messages[-1].type != "event":
+            messages.append(ws.recv())
+    audio = b"".join(base64.b64decode(m.data.audio) for m in messages if m.type == "audio")
+    assert len(audio) > 1000 and messages[-1].data.event_type == "final"

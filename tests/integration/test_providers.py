@@ -269,3 +269,13 @@ async def test_sarvam_streaming_stt_over_the_socket(fake):
     with pytest.raises(ProviderError) as err:
         await SarvamStreamingSTT(SarvamSettings(base_url=fake.url, api_key="wrong")).transcribe(audio, "ta-IN", [])
     assert err.value.provider_status == 401 and not err.value.retryable
+
+
+async def test_sarvam_language_identification(fake):
+    from samvad.providers.sarvam.language_id import SarvamLanguageId
+
+    lid = SarvamLanguageId(sarvam_settings(fake))
+    assert (await lid.identify("मेरा कार्ड खो गया")).model_dump() == {"language_code": "hi-IN", "script_code": "Deva"}
+    assert (await lid.identify("x" * 5000)).language_code == "en-IN"  # long input is cut to the 1000-char limit
+    with pytest.raises(InputError):
+        await lid.identify("   ")
