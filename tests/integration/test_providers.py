@@ -279,3 +279,64 @@ async def test_sarvam_language_identification(fake):
     assert (await lid.identify("x" * 5000)).language_code == "en-IN"  # long input is cut to the 1000-char limit
     with pytest.raises(InputError):
         await lid.identify("   ")
+
+
+def test_hindi_code_mixed_session_end_to_end_against_the_fake(fake, runner, tmp_path, caplog):
+    """Hindi audio -> Sarvam STT in translate mode (English text, language hi-IN) -> grounded answer
+    -> Sarvam translation to Hindi in the session's code-mixed mode -> Sarvam Hindi TTS; the cost
+    rows carry the right units; no secret shows up in logs, errors or events."""
+    import logging
+
+    from actors.conversation import Conversation
+    from samvad.storage.repository import Repository
+    from samvad.turn import Engines, TurnRequest, TurnRunner
+    from tests.servers import postgres
+    from tests.speech import speak_wav
+
+    caplog.set_level(logging.DEBUG)
+    s = _settings(fake, ["sarvam"])
+    s.providers.sarvam.stt_mode = "translate"
+    s = s.model_copy(update={"asr": s.asr.model_copy(update={"providers": ["sarvam"]}),
+                             "translation": s.translation.model_copy(update={"providers": ["sarvam"]})})
+    e = runner.engines
+    turn = TurnRunner(Engines(registry.build_stt(s), e.retriever, e.llm, registry.build_translator(s), registry.build_tts(s)),
+                      runner.settings)
+    audio = speak_wav(e.tts, "मेरा डेबिट कार्ड खो गया है", "hi-IN")
+
+    async def scenario(dsn):
+        repo = await Repository.connect(dsn, "k")
+        try:
+            session = await repo.create_session("hi-IN", "code-mixed", None)
+            conv = Conversation(session.id, turn, repo)
+            events = [ev async for ev in conv.turn(TurnRequest(turn_id="t1", audio=audio, language="hi-IN", mode="code-mixed"))]
+            return events, await repo.provider_calls(session.id), await repo.messages(session.id)
+        finally:
+            await repo.close()
+
+    with postgres(tmp_path) as dsn:
+        events, calls, messages = asyncio.run(scenario(dsn))
+    transcript = next(ev for ev in events if ev.type == "transcript").transcript
+    assert transcript.language_code == "hi-IN" and transcript.text == fake.state.transcript  # English, from translate mode
+    deltas = [ev for ev in events if ev.type == "response.delta"]
+    assert deltas and all(d.text.startswith("[hi-IN|code-mixed]") and d.language_code == "hi-IN" for d in deltas)
+    assert any(ev.type == "audio" for ev in events) and events[-1].outcome == "complete"
+    by_stage = {c["stage"]: c for c in calls}
+    assert by_stage["asr"]["provider"] == "sarvam" and by_stage["asr"]["audio_seconds"] > 0.5
+    assert float(by_stage["asr"]["cost"]) == pytest.approx(by_stage["asr"]["audio_seconds"] * 0.0083333, rel=1e-3)
+    assert by_stage["translation"]["characters"] > 0 and by_stage["translation"]["currency"] == "INR"
+    tts = [c for c in calls if c["stage"] == "tts"]
+    assert all(c["provider"] == "sarvam" and float(c["cost"]) == pytest.approx(c["characters"] * 0.003) for c in tts)
+    assert [m.role for m in messages] == ["user", "assistant"]
+    # Secrets: a failing call with a wrong key leaves no key in errors, events or logs.
+    secret = SARVAM_KEY
+    s.providers.sarvam.api_key = SecretStr("sk-never-log-me")
+    bad = TurnRunner(Engines(e.stt, e.retriever, e.llm, registry.build_translator(s), e.tts), runner.settings)
+
+    async def failing():
+        return [ev async for ev in bad.run(TurnRequest(turn_id="t2", text="How do I block my card?", language="hi-IN"))]
+
+    registry._breakers.clear()
+    failed = asyncio.run(failing())
+    wire = " ".join(ev.model_dump_json() for ev in failed + events)
+    for leaked in (secret, "sk-never-log-me"):
+        assert leaked not in wire and leaked not in caplog.text
