@@ -340,3 +340,17 @@ def test_hindi_code_mixed_session_end_to_end_against_the_fake(fake, runner, tmp_
     wire = " ".join(ev.model_dump_json() for ev in failed + events)
     for leaked in (secret, "sk-never-log-me"):
         assert leaked not in wire and leaked not in caplog.text
+
+
+async def test_turn_succeeds_with_redis_down(runner):
+    """Cache failures are misses: with Redis unreachable the turn still completes and is spoken."""
+    from samvad.storage.cache import Cache
+    from samvad.turn import Engines, TurnRequest, TurnRunner
+
+    dead = Cache("redis://127.0.0.1:1/0", {"tts": 60})
+    s = runner.settings
+    e = runner.engines
+    turn = TurnRunner(Engines(e.stt, e.retriever, e.llm, e.translator, registry.build_tts(s, dead)), s)
+    events = [ev async for ev in turn.run(TurnRequest(turn_id="t", text="How do I block my debit card?"))]
+    assert events[-1].outcome == "complete" and any(ev.type == "audio" for ev in events)
+    assert dead.errors >= 2 and dead.hits == 0  # every lookup and store failed, quietly
