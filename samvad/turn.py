@@ -92,6 +92,7 @@ class _Spoken:
 
     texts: list[str] = field(default_factory=list)
     seq: int = -1
+    first_audio_at: float | None = None  # perf_counter() of the first audio chunk
 
 
 @dataclass
@@ -151,6 +152,8 @@ class TurnRunner:
             voice = req.voice if tr.language_code == req.language else None
             async for chunk in e.tts.stream(SpeechRequest(text=tr.text, language=tr.language_code, voice=voice), calls):
                 state.seq += 1
+                if state.first_audio_at is None:
+                    state.first_audio_at = time.perf_counter()
                 yield AudioEvent(turn_id=req.turn_id, index=index, seq=state.seq, sample_rate=chunk.sample_rate,
                                  audio=chunk.pcm16)
 
@@ -167,7 +170,6 @@ class TurnRunner:
         transcript: Transcript | None = None
         spoken = _Spoken()
         sources: list[str] = []
-        first_audio_ms: float | None = None
         guard_flags: list = []
 
         def done(outcome: str) -> TurnDoneEvent:
@@ -190,7 +192,7 @@ class TurnRunner:
                 ),
                 language_code=req.language,
                 stages=_stage_timings(priced),
-                first_audio_ms=first_audio_ms,
+                first_audio_ms=None if spoken.first_audio_at is None else (spoken.first_audio_at - t0) * 1000,
                 calls=priced,
                 flags=flags + [f for f in _failovers(priced) if f not in flags],
                 cost=totals(priced),
@@ -240,13 +242,9 @@ class TurnRunner:
                         continue
                     sentence = out.text
                 async for event in self._speak(req, sentence, spoken, calls, flags):
-                    if first_audio_ms is None and isinstance(event, AudioEvent):
-                        first_audio_ms = (time.perf_counter() - t0) * 1000
                     yield event
             if not spoken.texts:  # every sentence failed the output checks: say so rather than nothing
                 async for event in self._speak(req, self.guardrails.replies.fallback, spoken, calls, flags):
-                    if first_audio_ms is None and isinstance(event, AudioEvent):
-                        first_audio_ms = (time.perf_counter() - t0) * 1000
                     yield event
         except SamvadError as exc:
             yield ErrorEvent(turn_id=tid, code=exc.code, message=exc.message, retryable=exc.retryable, status=exc.status)
