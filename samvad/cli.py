@@ -426,6 +426,13 @@ def run(
     console.print("shutting down")
     serve.shutdown()
     ray.shutdown()
+    from samvad.storage import embedded
+
+    # Stop the embedded servers this command started; external ones (URLs set) are left alone.
+    if not _settings(config).redis_url:
+        embedded.stop_redis(s.data_dir)
+    if not _settings(config).database_url:
+        embedded.stop_postgres(s.data_dir)
 
 
 def main() -> None:
