@@ -20,9 +20,20 @@ def start_postgres(data_dir: Path) -> str:
 
 
 def stop_postgres(data_dir: Path) -> None:
-    import pgserver
+    """Stop the cluster with pg_ctl directly: pgserver only stops it when the last process that
+    opened it exits, and the service's replicas are separate processes."""
+    import os
 
-    pgserver.get_server(data_dir / "postgres", cleanup_mode="stop").cleanup()
+    from pgserver._commands import pg_ctl
+
+    pgdata = data_dir / "postgres"
+    if not (pgdata / "postmaster.pid").exists():
+        return
+    user = "pgserver" if os.geteuid() == 0 else None  # pgserver runs the server as this user under root
+    try:
+        pg_ctl(["-w", "stop", "-m", "fast"], pgdata=pgdata, user=user)
+    except subprocess.CalledProcessError:
+        pass  # already stopped
 
 
 def start_redis(data_dir: Path) -> str:

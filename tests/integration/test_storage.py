@@ -100,3 +100,5 @@ def test_embedded_servers_start_without_system_services(tmp_path):
     finally:
         embedded.stop_redis(tmp_path)
         embedded.stop_postgres(tmp_path)
+    assert not (tmp_path / "postgres" / "postmaster.pid").exists()  # really stopped
+    assert not (tmp_path / "redis" / "redis.sock").exists()
