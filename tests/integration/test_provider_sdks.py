@@ -6,16 +6,9 @@ import io
 import pytest
 import soundfile as sf
 
-from tests.fakes.provider_server import ELEVEN_KEY, OPENAI_KEY, SARVAM_KEY, FakeServer, tone, wav
+from tests.fakes.provider_server import ELEVEN_KEY, OPENAI_KEY, SARVAM_KEY, tone, wav
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def fake():
-    server = FakeServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture()

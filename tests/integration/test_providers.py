@@ -19,16 +19,9 @@ from samvad.providers.sarvam.llm import SarvamChat
 from samvad.providers.sarvam.translate import SarvamTranslator
 from samvad.providers.sarvam.tts import SarvamTTS
 from samvad.settings import ElevenLabsSettings, OpenAISettings, SarvamSettings, load_settings
-from tests.fakes.provider_server import ELEVEN_KEY, OPENAI_KEY, SARVAM_KEY, FakeServer
+from tests.fakes.provider_server import ELEVEN_KEY, OPENAI_KEY, SARVAM_KEY
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def fake():
-    server = FakeServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(autouse=True)
