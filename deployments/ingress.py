@@ -283,8 +283,8 @@ class Ingress:
             raw = await asyncio.wait_for(ws.receive_text(), timeout=10)
             start = SessionStart.model_validate(json.loads(raw))
         except Exception:  # noqa: BLE001 - any malformed opening ends the connection with a reason
-            await ws.send_text(json.dumps({"type": "error", "turn_id": "", "code": "bad_start", "status": 400,
-                                           "message": "the first message must be a valid session.start", "retryable": False}))
+            await ws.send_text(ErrorEvent(turn_id="", code="bad_start", status=400,
+                                          message="the first message must be a valid session.start").model_dump_json())
             await ws.close(CLOSE_BAD_START, "expected session.start")
             return
         key_row = await self._key_row(ws.headers.get("x-api-key") or ws.query_params.get("api_key") or start.api_key)

@@ -20,14 +20,14 @@ from rag_index.retriever import Retriever
 from samvad.contracts import Passage
 from samvad.embeddings import get_embedder
 from samvad.errors import SamvadError
-from samvad.settings import Settings
+from samvad.settings import Settings, as_settings
 
 log = logging.getLogger("samvad.retrieval")
 
 
 class RetrievalStage:
     def __init__(self, settings: Settings | dict[str, Any]) -> None:
-        s = settings if isinstance(settings, Settings) else Settings.model_validate(settings)
+        s = as_settings(settings)
         self._interval = s.rag.reload_interval_s
         if s.rag.retriever == "stub":
             from samvad.providers.stub import StubRetriever

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,6 +62,17 @@ def decode_audio(data: bytes, *, target_rate: int, max_seconds: float, min_secon
             code="audio_empty",
         )
     return audio
+
+
+async def whole_samples(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Re-cut a byte stream of PCM16 so no chunk ends in the middle of a sample."""
+    odd = b""
+    async for data in chunks:
+        data = odd + data
+        cut = len(data) - len(data) % 2
+        odd = data[cut:]
+        if cut:
+            yield data[:cut]
 
 
 def pcm16_to_float(pcm: bytes) -> np.ndarray:

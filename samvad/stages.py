@@ -16,7 +16,7 @@ from samvad.audio import Audio
 from samvad.contracts import ProviderCall, Transcript
 from samvad.providers import registry
 from samvad.providers.base import AudioChunk, ChatRequest, SpeechRequest, TranslationRequest, TranslationResult
-from samvad.settings import Settings
+from samvad.settings import Settings, as_settings
 from samvad.storage.cache import Cache
 
 
@@ -27,17 +27,13 @@ class StageReport(BaseModel):
     cache_hit: bool = False
 
 
-def _settings(settings: Settings | dict[str, Any]) -> Settings:
-    return settings if isinstance(settings, Settings) else Settings.model_validate(settings)
-
-
 def _cache(s: Settings) -> Cache | None:
     return Cache(s.redis_url, s.service.cache_ttl_seconds) if s.redis_url else None
 
 
 class AsrStage:
     def __init__(self, settings: Settings | dict[str, Any]) -> None:
-        s = _settings(settings)
+        s = as_settings(settings)
         self.engine = registry.build_stt(s, _cache(s))
 
     async def transcribe(self, audio: Audio, language: str | None) -> tuple[Transcript, list[ProviderCall]]:
@@ -47,7 +43,7 @@ class AsrStage:
 
 class LlmStage:
     def __init__(self, settings: Settings | dict[str, Any]) -> None:
-        self.engine = registry.build_llm(_settings(settings))
+        self.engine = registry.build_llm(as_settings(settings))
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[str | StageReport]:
         calls: list[ProviderCall] = []
@@ -58,7 +54,7 @@ class LlmStage:
 
 class TranslationStage:
     def __init__(self, settings: Settings | dict[str, Any]) -> None:
-        s = _settings(settings)
+        s = as_settings(settings)
         self.engine = registry.build_translator(s, _cache(s))
 
     async def translate(self, request: TranslationRequest) -> tuple[TranslationResult, list[ProviderCall]]:
@@ -70,7 +66,7 @@ class TtsStage:
     """Speech synthesis through the configured chain (cached per provider in Redis)."""
 
     def __init__(self, settings: Settings | dict[str, Any]) -> None:
-        s = _settings(settings)
+        s = as_settings(settings)
         self.engine = registry.build_tts(s, _cache(s))
 
     async def stream(self, request: SpeechRequest) -> AsyncIterator[AudioChunk | StageReport]:

@@ -7,13 +7,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from samvad.settings import Settings
+from samvad.settings import Settings, as_settings
 from samvad.storage.repository import Repository
 
 
 class StoreStage:
     def __init__(self, settings: Settings | dict[str, Any]) -> None:
-        self.settings = settings if isinstance(settings, Settings) else Settings.model_validate(settings)
+        self.settings = as_settings(settings)
         if not self.settings.database_url:
             raise ValueError("the Store needs database_url (samvad run starts an embedded server and sets it)")
         self._repo: Repository | None = None

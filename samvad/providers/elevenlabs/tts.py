@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+from samvad.audio import whole_samples
 from samvad.providers.base import AudioChunk, CallRecord, Capabilities, SpeechRequest, TextToSpeech
 from samvad.providers.http import HttpProvider
 from samvad.settings import ElevenLabsSettings
@@ -38,13 +39,8 @@ class ElevenLabsTTS(TextToSpeech):
         if self._s.model_id != "eleven_multilingual_v2":  # that model rejects language_code
             body["language_code"] = request.language.split("-")[0]
         voice = request.voice or self._s.voice_id
-        odd = b""
         async with self._http.stream(
             rec, "POST", f"/v1/text-to-speech/{voice}/stream", params={"output_format": self._s.output_format}, json=body
         ) as response:
-            async for data in response.aiter_bytes():
-                data = odd + data
-                cut = len(data) - len(data) % 2
-                odd = data[cut:]
-                if cut:
-                    yield AudioChunk(pcm16=data[:cut], sample_rate=self.sample_rate)
+            async for pcm in whole_samples(response.aiter_bytes()):
+                yield AudioChunk(pcm16=pcm, sample_rate=self.sample_rate)

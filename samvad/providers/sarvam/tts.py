@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from samvad.audio import whole_samples
 from samvad.errors import InputError
 from samvad.providers.base import AudioChunk, CallRecord, Capabilities, SpeechRequest, TextToSpeech
 from samvad.providers.sarvam.common import CORE_LANGUAGES, http, split_text
@@ -51,11 +52,6 @@ class SarvamTTS(TextToSpeech):
                 "text": piece, "language_code": request.language, "model": self._s.tts_model, "speaker": speaker,
                 "pace": self._s.tts_pace, "speech_sample_rate": rate, "output_audio_codec": "linear16",
             }
-            odd = b""  # keep samples whole across network chunk edges
             async with self._http.stream(rec, "POST", "/text-to-speech/stream", json=body) as response:
-                async for data in response.aiter_bytes():
-                    data = odd + data
-                    cut = len(data) - len(data) % 2
-                    odd = data[cut:]
-                    if cut:
-                        yield AudioChunk(pcm16=data[:cut], sample_rate=rate)
+                async for pcm in whole_samples(response.aiter_bytes()):
+                    yield AudioChunk(pcm16=pcm, sample_rate=rate)
