@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from samvad.contracts import ChatMessage, GuardrailFlag, ProviderCall
-from samvad.errors import SamvadError
+from samvad.errors import SamvadError, database_down
 from samvad.events import ErrorEvent, GuardrailEvent, ResponseDeltaEvent, TranscriptEvent, TurnDoneEvent, TurnEvent
 from samvad.guardrails.pii import redact
 from samvad.storage.repository import MessageRow
@@ -50,12 +50,22 @@ class Conversation:
         self.last_active = time.monotonic()
         self.turns = 0
 
-    async def _load(self) -> None:
+    async def _load(self, turn_id: str) -> None:
         if self._loaded:
             return
-        rows = await self.store.messages(self.session_id, limit=self._history_limit)
-        # Only what the caller actually heard or said is context (failed turns are not).
-        self.history = [ChatMessage(role=r.role, content=r.content) for r in rows if r.status != "failed" and r.content]
+        try:
+            rows = await self.store.messages(self.session_id, limit=self._history_limit)
+        except Exception as exc:
+            if not database_down(exc):
+                raise
+            # The database is restarting: answer now without the earlier context rather than
+            # not at all; the history is loaded on a later turn (writes meanwhile are queued).
+            log.warning("session %s: history unavailable (database down); answering without it", self.session_id)
+            return
+        # Only what the caller actually heard or said is context (failed turns are not), and not
+        # this turn's own question if it is being run again after the previous actor died.
+        self.history = [ChatMessage(role=r.role, content=r.content) for r in rows
+                        if r.status != "failed" and r.content and r.turn_id != turn_id]
         self._loaded = True
 
     async def turn(self, request: TurnRequest) -> AsyncIterator[TurnEvent]:
@@ -68,7 +78,7 @@ class Conversation:
                 self.last_active = time.monotonic()
 
     async def _turn(self, request: TurnRequest) -> AsyncIterator[TurnEvent]:
-        await self._load()
+        await self._load(request.turn_id)
         tid = request.turn_id
         try:
             prepared = self.runner.prepare(request.model_copy(update={"history": list(self.history)}))

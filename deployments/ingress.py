@@ -12,6 +12,7 @@ import time
 import uuid
 from typing import Any
 
+import httpx
 import ray
 import asyncio
 import hashlib
@@ -20,11 +21,11 @@ import hmac
 import json
 from pathlib import Path
 
+from pydantic import BaseModel
 from fastapi import FastAPI, File, Form, Request, UploadFile, WebSocket
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -32,12 +33,13 @@ from actors.session import get_or_create
 from deployments.api_models import AudioOut, ErrorOut, SessionBody, TtsBody, TurnBody, TurnOut
 from samvad.audio import decode_audio, wav_bytes
 from samvad import metrics
-from samvad.errors import InputError, NotFoundError, RateLimitedError, SamvadError
+from samvad.errors import database_down, InputError, NotFoundError, RateLimitedError, SamvadError
 from samvad.events import AudioEvent, ErrorEvent, TranscriptEvent, TurnDoneEvent
 from samvad.providers.base import SpeechRequest
 from samvad.settings import Settings
 from samvad.stages import StageReport
-from samvad.storage.ratelimit import RateLimiter
+from samvad.storage.cache import Cache, cache_key
+from samvad.storage.ratelimit import RateLimiter, SessionSlots
 from samvad.storage.repository import ApiKeyRow, MessageRow, SessionRow
 from samvad.protocol import (
     CLOSE_BAD_START,
@@ -122,9 +124,12 @@ async def _request_context(request: Request, call_next):
         log.exception("unhandled error request_id=%s", rid)
         response = _error(request, 500, "internal_error", "an internal error occurred")
     route = request.scope.get("route")
-    metrics.HTTP_SECONDS.labels(getattr(route, "path", "unmatched")).observe(time.perf_counter() - t0)
+    metrics.observe("samvad_http_ms", (time.perf_counter() - t0) * 1000, route=getattr(route, "path", "unmatched"),
+                    status=str(response.status_code))
     if allowed:
         response.headers.update(_cors_headers(origin))
+    # Which ingress replica answered (an opaque id): for ops tracing a request across replicas.
+    response.headers["X-Samvad-Replica"] = getattr(request.app.state, "replica", "")
     # No X-Request-ID here: Serve's proxy passes the client's id (or one it made) to us and sets
     # the same id on every response; adding ours would send the header twice.
     return response
@@ -156,10 +161,15 @@ class Ingress:
         # Session rows seen recently: a turn on a known session skips a Store round trip.
         self._sessions: dict[str, tuple[float, SessionRow]] = {}
         self._keys: dict[str, tuple[float, ApiKeyRow]] = {}  # key -> (expires, row): avoids a DB hit per request
-        self.limiter = RateLimiter(self.settings.redis_url, fail_open=self.settings.limits.fail_open) if self.settings.redis_url else None
+        rurl, fail_open = self.settings.redis_url, self.settings.limits.fail_open
+        self.limiter = RateLimiter(rurl, fail_open=fail_open) if rurl else None
+        self.slots = SessionSlots(rurl, fail_open=fail_open) if rurl else None
+        self.rows = Cache(rurl, {"row": 600}) if rurl else None
         api.state.max_body_bytes = self.settings.service.max_body_bytes
         api.state.cors_origins = self.settings.service.cors_origins
+        api.state.replica = serve.get_replica_context().replica_id.unique_id
         self._live: dict[int, int] = {}  # API key id -> open voice sessions on this replica
+        self._metrics_export: str | None = None  # this node's Ray metrics agent
 
     # plumbing ---------------------------------------------------------------------------------
     async def _auth(self, request: Request) -> int:
@@ -181,9 +191,9 @@ class Ingress:
             return
         decision = await self.limiter.take(bucket, per_minute)
         if decision.degraded:
-            metrics.RATE_LIMIT_DEGRADED.labels("open" if decision.allowed else "closed").inc()
+            metrics.inc("samvad_rate_limit_degraded_total", policy="open" if decision.allowed else "closed")
         if not decision.allowed:
-            metrics.RATE_LIMITED.labels(scope).inc()
+            metrics.inc("samvad_rate_limited_total", scope=scope)
             raise RateLimitedError(f"rate limit of {per_minute} requests per minute per {scope} reached; retry later",
                                    decision.retry_after_s)
 
@@ -193,9 +203,30 @@ class Ingress:
         cached = self._keys.get(key)
         if cached and cached[0] > time.monotonic():
             return cached[1]
-        row = await self.store.call.remote("verify_key", key)
+        row = await self._last_known("apikey", key, ApiKeyRow, lambda: self.store.call.remote("verify_key", key))
         if row is not None:
             self._keys[key] = (time.monotonic() + 30.0, row)
+        return row
+
+    async def _last_known(self, kind: str, ident: str, model: type[BaseModel], read):
+        """A row read through the Store, remembered in Redis (under a hash of its id): while the
+        database is down, e.g. restarting, the last known row keeps auth and session lookups
+        working instead of failing every request. A key found revoked is forgotten at once."""
+        ck = cache_key(f"row:{kind}", ident)
+        try:
+            row = await read()
+        except Exception as exc:
+            if self.rows is None or not database_down(exc):
+                raise
+            raw = await self.rows.get(ck)
+            if raw is None:
+                raise
+            return model.model_validate_json(raw)
+        if self.rows is not None:
+            if row is None:
+                await self.rows.delete(ck)
+            else:
+                await self.rows.set("row", ck, row.model_dump_json().encode())
         return row
 
     def _language(self, language: str) -> str:
@@ -213,7 +244,8 @@ class Ingress:
         cached = self._sessions.get(session_id)
         if cached and not fresh and cached[0] > time.monotonic():
             return cached[1]
-        row = await self.store.call.remote("get_session", session_id)
+        row = await self._last_known("session", session_id, SessionRow,
+                                     lambda: self.store.call.remote("get_session", session_id))
         if len(self._sessions) > 10_000:  # bounded: drop the oldest entries
             for sid in list(self._sessions)[:1000]:
                 del self._sessions[sid]
@@ -292,9 +324,37 @@ class Ingress:
             await ws.close(CLOSE_UNAUTHORIZED, "missing or invalid API key")
             return
         key_id = key_row.id
-        if self._live.get(key_id, 0) >= (key_row.max_voice_sessions or self.settings.voice.max_sessions_per_key):
+        slot = uuid.uuid4().hex
+        if not await self._admit(key_id, slot, key_row.max_voice_sessions or self.settings.voice.max_sessions_per_key):
             await ws.close(CLOSE_TOO_MANY_SESSIONS, "too many live sessions for this API key")
             return
+        self._live[key_id] = self._live.get(key_id, 0) + 1
+        metrics.gauge("samvad_live_voice_sessions", sum(self._live.values()))
+        renew = asyncio.create_task(self._renew_slot(key_id, slot, key_row.max_voice_sessions or self.settings.voice.max_sessions_per_key))
+        try:
+            await self._voice_call(ws, start, key_id)
+        finally:
+            renew.cancel()
+            self._live[key_id] -= 1
+            metrics.gauge("samvad_live_voice_sessions", sum(self._live.values()))
+            if self.slots is not None:
+                await self.slots.release(key_id, slot)
+
+    async def _admit(self, key_id: int, slot: str, limit: int) -> bool:
+        """A slot among the key's concurrent voice sessions, counted across replicas in Redis."""
+        if self.slots is None:
+            return self._live.get(key_id, 0) < limit
+        decision = await self.slots.admit(key_id, slot, limit)
+        if decision.degraded:
+            metrics.inc("samvad_rate_limit_degraded_total", policy="open" if decision.allowed else "closed")
+        return decision.allowed
+
+    async def _renew_slot(self, key_id: int, slot: str, limit: int) -> None:
+        while self.slots is not None:
+            await asyncio.sleep(self.slots.lease_s / 3)
+            await self.slots.admit(key_id, slot, limit)
+
+    async def _voice_call(self, ws: WebSocket, start: SessionStart, key_id: int) -> None:
         language = start.language or self.settings.default_language
         if language not in self.settings.languages:
             await ws.close(CLOSE_BAD_START, f"unknown language {language}"[:120])
@@ -320,28 +380,22 @@ class Ingress:
         session = {"language": start.language or row.language, "mode": start.mode or row.mode,
                    "voice": start.voice or row.voice, "output_script": start.output_script or row.output_script}
         await self._on_actor(sid, "info")  # make sure it is up before the caller speaks
-        self._live[key_id] = self._live.get(key_id, 0) + 1
-        metrics.LIVE_SESSIONS.inc()
-        try:
-            await ws.send_text(SessionStarted(
-                session_id=sid, resume_token=self.resume_token(sid), resumed=bool(ws.query_params.get("session_id")),
-                language=session["language"], mode=session["mode"], interrupted_turn=interrupted,
-            ).model_dump_json())
+        await ws.send_text(SessionStarted(
+            session_id=sid, resume_token=self.resume_token(sid), resumed=bool(ws.query_params.get("session_id")),
+            language=session["language"], mode=session["mode"], interrupted_turn=interrupted,
+        ).model_dump_json())
 
-            async def transcribe(audio, lang):
-                transcript, _ = await self.asr.transcribe.remote(audio, lang)
-                return transcript.text
+        async def transcribe(audio, lang):
+            transcript, _ = await self.asr.transcribe.remote(audio, lang)
+            return transcript.text
 
-            call = VoiceCall(
-                ws, self.settings, session, start,
-                start_turn=lambda req: self._start_turn(sid, req),
-                interrupt=lambda turn_id, heard: self._on_actor(sid, "interrupt", turn_id, heard),
-                transcribe=transcribe,
-            )
-            await call.run()
-        finally:
-            self._live[key_id] -= 1
-            metrics.LIVE_SESSIONS.dec()
+        call = VoiceCall(
+            ws, self.settings, session, start,
+            start_turn=lambda req: self._start_turn(sid, req),
+            interrupt=lambda turn_id, heard: self._on_actor(sid, "interrupt", turn_id, heard),
+            transcribe=transcribe,
+        )
+        await call.run()
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, str]:
@@ -355,9 +409,25 @@ class Ingress:
             raise SamvadError("the database is not reachable", code="not_ready") from None
         return {"status": "ready"}
 
-    @api.get("/metrics")
+    @api.get("/metrics", response_class=PlainTextResponse)
     async def metrics(self) -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        """Samvad's and Ray Serve's metrics for this node, from every process on it (relayed from
+        Ray's metrics agent; Prometheus on a cluster scrapes each node's agent directly)."""
+        url = self._metrics_url()
+        try:
+            async with httpx.AsyncClient(timeout=5) as client:
+                r = await client.get(url)
+                r.raise_for_status()
+        except httpx.HTTPError:
+            raise SamvadError("the node's metrics agent did not answer", code="metrics_unavailable") from None
+        return PlainTextResponse(metrics.select_families(r.text), media_type="text/plain; version=0.0.4")
+
+    def _metrics_url(self) -> str:
+        if self._metrics_export is None:
+            node_id = ray.get_runtime_context().get_node_id()
+            node = next(n for n in ray.nodes() if n["NodeID"] == node_id)
+            self._metrics_export = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+        return self._metrics_export
 
     @api.post("/api/v1/tts", responses={200: {"content": {"audio/wav": {}}}, **{k: {"model": v} for k, v in ERRORS.items()}})
     async def tts_route(self, body: TtsBody, request: Request) -> Response:
@@ -373,7 +443,7 @@ class Ingress:
             else:
                 pcm.append(item.pcm16)
                 rate = item.sample_rate
-        metrics.TTS_CACHE.labels("hit" if hit else "miss").inc()
+        metrics.inc("samvad_cache_total", stage="tts_api", result="hit" if hit else "miss")
         return Response(wav_bytes(b"".join(pcm), rate), media_type="audio/wav", headers={"X-Cache": "hit" if hit else "miss"})
 
     @api.post("/api/v1/asr", responses={k: {"model": v} for k, v in ERRORS.items()})
@@ -439,23 +509,29 @@ class Ingress:
         return self._turn_out(session.id, turn, events)
 
     async def _run_turn(self, session_id: str, turn: TurnRequest) -> list:
-        try:
-            return [event async for event in self._start_turn(session_id, turn)]
-        except ray.exceptions.RayActorError:
-            raise SamvadError("the session could not be resumed; retry the request", code="session_unavailable") from None
+        # Nothing has reached the client yet: if the session actor dies mid-turn, the whole turn
+        # runs again in its replacement (same turn id: its writes are upserts, not duplicates).
+        for attempt in (1, 2):
+            try:
+                return [event async for event in self._start_turn(session_id, turn)]
+            except ray.exceptions.RayActorError:
+                if attempt == 2:
+                    raise SamvadError("the session could not be resumed; retry the request",
+                                      code="session_unavailable") from None
+        raise AssertionError("unreachable")
 
     def _turn_out(self, session_id: str, turn: TurnRequest, events: list) -> TurnOut:
         done = next((e for e in events if isinstance(e, TurnDoneEvent)), None)
         error = next((e for e in events if isinstance(e, ErrorEvent)), None)
         if done is None:
-            metrics.TURNS.labels("rejected").inc()
+            metrics.inc("samvad_turns_total", outcome="rejected", channel="rest")
             if error is not None:
                 exc_type = InputError if 400 <= error.status < 500 else SamvadError
                 exc = exc_type(error.message, code=error.code)
                 exc.status = error.status
                 raise exc
             raise SamvadError("the turn ended without a result", code="turn_incomplete")
-        metrics.count_turn(done)
+        metrics.count_turn(done, "rest")
         chunks = [e for e in events if isinstance(e, AudioEvent)]
         audio = None
         if chunks:

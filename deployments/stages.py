@@ -12,4 +12,11 @@ LLM = serve.deployment(name="LLM")(LlmStage)
 Translation = serve.deployment(name="Translation")(TranslationStage)
 TTS = serve.deployment(name="TTS")(TtsStage)
 Retriever = serve.deployment(name="Retriever")(RetrievalStage)
-Store = serve.deployment(name="Store")(StoreStage)
+
+
+class _Store(StoreStage):
+    async def __del__(self) -> None:  # Serve awaits this when it stops the replica
+        await self.close()
+
+
+Store = serve.deployment(name="Store")(_Store)

@@ -40,6 +40,18 @@ class NotFoundError(SamvadError):
     status = 404
 
 
+class DatabaseUnavailable(SamvadError):
+    """PostgreSQL cannot be reached (restart, failover) for longer than reads are retried."""
+
+    code = "database_unavailable"
+    status = 503
+
+
+def database_down(exc: BaseException) -> bool:
+    """`exc`, or the error it wraps (Ray wraps a replica's error), is DatabaseUnavailable."""
+    return isinstance(exc, DatabaseUnavailable) or isinstance(getattr(exc, "cause", None), DatabaseUnavailable)
+
+
 class RateLimitedError(SamvadError):
     code = "rate_limited"
     status = 429

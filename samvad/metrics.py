@@ -1,23 +1,129 @@
-"""Prometheus metrics of this process (exposed at /metrics by the ingress).
+"""Samvad's metrics, recorded with `ray.util.metrics`.
 
-Always use them as `metrics.NAME` (module attribute): Ray pickles Serve ingress classes by
-value, and a metric object captured that way would be a copy outside the process registry.
+Ray's metrics agent on each node exports the series of every process on it (ingress replicas,
+stage replicas, session actors), prefixed `ray_` and labelled with the worker; Prometheus sums
+them (`sum by (outcome) (rate(ray_samvad_turns_total[5m]))`). `GET /metrics` on the API relays
+the node's export. A plain prometheus_client metric would only be seen in its own process.
+
+Metric objects are made lazily, once per process, and recording outside a Ray worker (unit
+tests, the CLI) does nothing.
 """
 
-from prometheus_client import Counter, Gauge, Histogram
+from __future__ import annotations
 
-TURNS = Counter("samvad_turns_total", "turns by outcome", ["outcome"])
-TTS_CACHE = Counter("samvad_tts_cache_total", "TTS cache lookups at the API by result", ["result"])
-HTTP_SECONDS = Histogram("samvad_http_seconds", "HTTP request latency", ["route"])
-LIVE_SESSIONS = Gauge("samvad_live_voice_sessions", "open WebSocket voice sessions on this replica")
-RATE_LIMITED = Counter("samvad_rate_limited_total", "requests refused by a rate limit", ["scope"])
-RATE_LIMIT_DEGRADED = Counter("samvad_rate_limit_degraded_total", "rate-limit checks decided by the failure policy (Redis down)", ["policy"])
-GUARDRAILS = Counter("samvad_guardrail_actions_total", "guardrail findings by check and action", ["check", "action"])
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_MS = [5, 10, 25, 50, 100, 250, 500, 750, 1000, 1500, 2500, 5000, 10000, 30000]
+
+# name -> (kind, description, tag keys, histogram boundaries in ms)
+SPECS: dict[str, tuple[str, str, tuple[str, ...], list[float] | None]] = {
+    "samvad_turns_total": ("counter", "turns by outcome", ("outcome", "channel"), None),
+    "samvad_turn_ms": ("histogram", "whole turn latency", ("channel",), _MS),
+    "samvad_first_audio_ms": ("histogram", "end of speech (voice) or turn start (REST) to the first audio byte",
+                              ("measure",), _MS),
+    "samvad_stage_ms": ("histogram", "provider call latency by stage and provider; part=ttfb|total",
+                        ("stage", "provider", "part"), _MS),
+    "samvad_provider_calls_total": ("counter", "provider calls by outcome", ("stage", "provider", "outcome"), None),
+    "samvad_provider_retries_total": ("counter", "retries inside provider calls", ("stage", "provider"), None),
+    "samvad_cache_total": ("counter", "stage cache lookups by result", ("stage", "result"), None),
+    "samvad_cost_total": ("counter", "provider cost by currency", ("stage", "provider", "currency"), None),
+    "samvad_guardrail_actions_total": ("counter", "guardrail findings by check and action", ("check", "action"), None),
+    "samvad_circuit_state": ("gauge", "circuit breaker per provider: 0 closed, 1 half-open, 2 open", ("stage", "provider"), None),
+    "samvad_live_voice_sessions": ("gauge", "open WebSocket voice sessions (per ingress replica; sum them)", (), None),
+    "samvad_http_ms": ("histogram", "HTTP request latency by route", ("route", "status"), _MS),
+    "samvad_rate_limited_total": ("counter", "requests refused by a rate limit", ("scope",), None),
+    "samvad_rate_limit_degraded_total": ("counter", "rate-limit checks decided by the failure policy (Redis down)",
+                                         ("policy",), None),
+    "samvad_store_buffered_writes": ("gauge", "writes waiting for PostgreSQL in a Store replica", (), None),
+    "samvad_store_write_failures_total": ("counter", "database writes that failed and were buffered or retried",
+                                          ("action",), None),
+}
+CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
+
+_made: dict[str, Any] = {}
 
 
-def count_turn(done) -> None:
-    """Count a finished turn (a TurnDoneEvent): its outcome and its guardrail findings. Flags
-    carry check names and kinds only, never the text that triggered them."""
-    TURNS.labels(done.outcome).inc()
+def _metric(name: str):
+    metric = _made.get(name)
+    if metric is None:
+        import ray
+
+        if not ray.is_initialized():
+            return None
+        from ray.util import metrics as rm
+
+        kind, description, tags, bounds = SPECS[name]
+        if kind == "counter":
+            metric = rm.Counter(name, description, tag_keys=tags)
+        elif kind == "gauge":
+            metric = rm.Gauge(name, description, tag_keys=tags)
+        else:
+            metric = rm.Histogram(name, description, boundaries=bounds, tag_keys=tags)
+        _made[name] = metric
+    return metric
+
+
+def _record(name: str, method: str, value: float, tags: dict[str, str]) -> None:
+    try:
+        metric = _metric(name)
+        if metric is not None:
+            getattr(metric, method)(value, tags={k: str(v) for k, v in tags.items()} or None)
+    except Exception:  # noqa: BLE001 - a metric must never fail a turn
+        log.debug("metric %s not recorded", name, exc_info=True)
+
+
+def inc(name: str, value: float = 1.0, **tags: str) -> None:
+    if value > 0:
+        _record(name, "inc", value, tags)
+
+
+def observe(name: str, value: float, **tags: str) -> None:
+    _record(name, "observe", value, tags)
+
+
+def gauge(name: str, value: float, **tags: str) -> None:
+    _record(name, "set", value, tags)
+
+
+def count_turn(done, channel: str) -> None:
+    """Everything one finished turn (a TurnDoneEvent) says: outcome, guardrail findings, and per
+    provider call its latency, outcome, retries, cache result and cost. Flags carry check names
+    and kinds only, never the text that triggered them."""
+    inc("samvad_turns_total", outcome=done.outcome, channel=channel)
+    if done.first_audio_ms is not None and channel == "rest":
+        observe("samvad_first_audio_ms", done.first_audio_ms, measure="turn_start")
+    total = sum(s.total_ms for s in done.stages.values())
+    observe("samvad_turn_ms", total, channel=channel)
     for flag in done.response.guardrail_flags:
-        GUARDRAILS.labels(flag.check, flag.action).inc()
+        inc("samvad_guardrail_actions_total", check=flag.check, action=flag.action)
+    for c in done.calls:
+        inc("samvad_provider_calls_total", stage=c.stage, provider=c.provider, outcome=c.outcome)
+        inc("samvad_provider_retries_total", c.retries, stage=c.stage, provider=c.provider)
+        if c.stage in ("tts", "translation", "asr"):
+            inc("samvad_cache_total", stage=c.stage, result="hit" if c.cache_hit else "miss")
+        if not c.cache_hit:
+            observe("samvad_stage_ms", c.latency_ms, stage=c.stage, provider=c.provider, part="total")
+            if c.ttfb_ms is not None:
+                observe("samvad_stage_ms", c.ttfb_ms, stage=c.stage, provider=c.provider, part="ttfb")
+        inc("samvad_cost_total", c.cost, stage=c.stage, provider=c.provider, currency=c.currency)
+
+
+def circuit(stage: str, provider: str, state: str) -> None:
+    gauge("samvad_circuit_state", CIRCUIT_STATES[state], stage=stage, provider=provider)
+
+
+def select_families(text: str, prefixes: tuple[str, ...] = ("ray_samvad_", "ray_serve_")) -> str:
+    """The metric families of a Prometheus text export whose names start with one of
+    `prefixes` (with their HELP/TYPE lines)."""
+    out, keep = [], False
+    for line in text.splitlines():
+        if line.startswith("# HELP ") or line.startswith("# TYPE "):
+            keep = line.split(" ", 3)[2].startswith(prefixes)
+        elif line and not line.startswith("#"):
+            keep = line.startswith(prefixes)
+        if keep:
+            out.append(line)
+    return "\n".join(out) + "\n"

@@ -220,6 +220,11 @@ class ServiceSettings(BaseModel):
     cors_origins: list[str] = []
     session_idle_seconds: float = 600.0  # an idle session actor persists and exits after this
     db_pool_size: int = 5  # per Store replica: connections stay bounded however many sessions live
+    # A database outage: reads retry this long before a 503; writes retry this long, then wait
+    # in the Store replica's in-order queue (at most db_write_queue of them) until it is back.
+    db_read_retry_s: float = 5.0
+    db_write_retry_s: float = 2.0
+    db_write_queue: int = 10_000
     # HMAC secret for API-key hashes. The default is for development only: set SAMVAD_SERVICE__KEY_SECRET.
     key_secret: str = "samvad-dev-secret-change-me"
     cache_ttl_seconds: dict[str, int] = {"tts": 86400, "translation": 86400, "asr": 3600}

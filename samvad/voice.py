@@ -58,6 +58,7 @@ class _Playing:
     sentences: dict[int, str] = field(default_factory=dict)
     sent_seconds: float = 0.0
     first_audio_at: float | None = None
+    speech_ended_at: float | None = None  # when the caller stopped speaking (voice turns)
     complete: set[int] = field(default_factory=set)  # sentences whose audio was all sent
     done: bool = False
 
@@ -205,7 +206,8 @@ class VoiceCall:
                 return
         await self._cancel(reason="barge_in")
         wav = wav_bytes(float_to_pcm16(ended.audio), 16000)
-        self._begin_turn(TurnRequest(turn_id=uuid.uuid4().hex, audio=wav, **self._turn_fields()))
+        self._begin_turn(TurnRequest(turn_id=uuid.uuid4().hex, audio=wav, **self._turn_fields()),
+                         speech_ended_at=time.monotonic() - ended.silence_ms / 1000)
 
     def _backchannels(self) -> set[str]:
         words = self.v.backchannels.get(self.session["language"], []) + self.v.backchannels.get("en-IN", [])
@@ -216,8 +218,8 @@ class VoiceCall:
         return {"language": s["language"], "mode": s["mode"], "voice": s.get("voice"), "output_script": s.get("output_script")}
 
     # turns out ----------------------------------------------------------------------------------
-    def _begin_turn(self, request: TurnRequest) -> None:
-        playing = _Playing(turn_id=request.turn_id)
+    def _begin_turn(self, request: TurnRequest, speech_ended_at: float | None = None) -> None:
+        playing = _Playing(turn_id=request.turn_id, speech_ended_at=speech_ended_at)
         playing.task = asyncio.create_task(self._play(request, playing))
         self.playing = playing
         self._tasks.add(playing.task)
@@ -234,13 +236,18 @@ class VoiceCall:
                 elif isinstance(event, TurnDoneEvent):
                     p.complete.update(p.sentences)
                     p.done = True
-                    metrics.count_turn(event)
+                    metrics.count_turn(event, "voice")
                 await self.send(event)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - one failed turn must not end the call
             log.exception("turn %s failed", request.turn_id)
             p.done = True
+            if self.playing is p:  # e.g. the session actor died: keep what was heard, as interrupted
+                try:
+                    await self._interrupt(p.turn_id, p.heard_text())
+                except Exception:  # noqa: BLE001
+                    log.exception("turn %s could not be marked interrupted", request.turn_id)
             await self.send(ErrorEvent(turn_id=request.turn_id, code="turn_failed", message=f"the turn failed ({type(exc).__name__})", status=502))
 
     async def _pace(self, p: _Playing, event: AudioEvent) -> None:
@@ -249,6 +256,8 @@ class VoiceCall:
         now = time.monotonic()
         if p.first_audio_at is None:
             p.first_audio_at = now
+            if p.speech_ended_at is not None:
+                metrics.observe("samvad_first_audio_ms", (now - p.speech_ended_at) * 1000, measure="speech_end")
         ahead = p.sent_seconds - (now - p.first_audio_at) - self.v.playback_lead_s
         if ahead > 0:
             await asyncio.sleep(ahead)

@@ -22,6 +22,7 @@ from samvad.providers.base import (
     TranslationRequest,
     TranslationResult,
 )
+from samvad import metrics
 from samvad.providers.breaker import CircuitBreaker
 
 T = TypeVar("T")
@@ -52,7 +53,15 @@ class _Chain:
 
     def _failed(self, provider: Provider, exc: Exception) -> None:
         status = getattr(exc, "provider_status", None)
-        self.breakers[provider.name].failure(fatal=status in _FATAL_STATUS)
+        breaker = self.breakers[provider.name]
+        breaker.failure(fatal=status in _FATAL_STATUS)
+        metrics.circuit(self.stage, provider.name, breaker.state)
+
+    def _served(self, provider: Provider) -> None:
+        breaker = self.breakers[provider.name]
+        if breaker.state != "closed" or breaker.failures:
+            breaker.success()
+            metrics.circuit(self.stage, provider.name, "closed")
 
     async def call(self, language: str | None, fn: Callable[[Provider], Awaitable[T]]) -> T:
         last: Exception | None = None
@@ -64,7 +73,7 @@ class _Chain:
                     self._failed(p, exc)
                 last = exc
                 continue
-            self.breakers[p.name].success()
+            self._served(p)
             return result
         raise last  # type: ignore[misc]
 
@@ -83,7 +92,7 @@ class _Chain:
                     raise
                 last = exc
                 continue
-            self.breakers[p.name].success()
+            self._served(p)
             return
         raise last  # type: ignore[misc]
 

@@ -48,6 +48,13 @@ class Cache:
             self.errors += 1
             log.warning("cache set failed, ignored: %s", type(exc).__name__)
 
+    async def delete(self, key: str) -> None:
+        try:
+            await self._redis.delete(key)
+        except (RedisError, OSError) as exc:
+            self.errors += 1
+            log.warning("cache delete failed, ignored: %s", type(exc).__name__)
+
     async def ping(self) -> bool:
         try:
             return bool(await self._redis.ping())

@@ -16,6 +16,8 @@ def start_postgres(data_dir: Path) -> str:
 
     data_dir.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(data_dir / "postgres", cleanup_mode=None)  # keeps running for other processes
+    # pgserver caches the server per process: after a stop_postgres it would not start it again.
+    server.ensure_postgres_running()
     return server.get_uri()
 
 

@@ -62,3 +62,48 @@ class RateLimiter:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+# KEYS[1] the key's live-session set; ARGV: member, limit, lease ms. Members score by lease
+# expiry: a replica that dies without saying goodbye stops holding slots when its leases lapse.
+_ADMIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) == false and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) * 2)
+return 1
+"""
+
+
+class SessionSlots:
+    """Concurrent voice sessions per API key, counted in Redis across every ingress replica.
+
+    A session holds a slot by lease: `admit` takes (or renews) it, the call renews it every
+    `lease_s / 3` while it lives, and `release` frees it at once when it ends."""
+
+    def __init__(self, url: str, *, fail_open: bool = True, lease_s: float = 30.0) -> None:
+        self._redis = aioredis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._script = self._redis.register_script(_ADMIT)
+        self.fail_open = fail_open
+        self.lease_s = lease_s
+
+    async def admit(self, key_id: int, session: str, limit: int) -> Decision:
+        try:
+            ok = await self._script(keys=[f"samvad:live:{key_id}"], args=[session, limit, int(self.lease_s * 1000)])
+        except (RedisError, OSError) as exc:
+            log.warning("session slots unavailable (%s): failing %s", type(exc).__name__, "open" if self.fail_open else "closed")
+            return Decision(allowed=self.fail_open, degraded=True)
+        return Decision(allowed=bool(ok))
+
+    async def release(self, key_id: int, session: str) -> None:
+        try:
+            await self._redis.zrem(f"samvad:live:{key_id}", session)
+        except (RedisError, OSError):
+            pass  # the lease lapses by itself
+
+    async def close(self) -> None:
+        await self._redis.aclose()

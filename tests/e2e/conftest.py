@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
+from pathlib import Path
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -15,20 +15,47 @@ import pytest
 from samvad.settings import REPO_ROOT
 from samvad.storage.repository import Repository
 from tests import aio
-from tests.servers import postgres, redis_url
+from samvad.storage import embedded
 
 PORT = 8765
+INGRESS_REPLICAS = 2
 IDLE_SECONDS = 4  # session actors exit after this much idle time (short, so a test can watch it)
+
+
+class Servers:
+    """PostgreSQL and Redis owned by the e2e session (embedded, in a temp folder), so the fault
+    tests may stop and restart them. The machine's servers are exercised by URL in the
+    integration tests."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.dsn = embedded.start_postgres(folder)
+        self.redis_url = embedded.start_redis(folder)
+
+    def stop_postgres(self) -> None:
+        embedded.stop_postgres(self.folder)
+
+    def start_postgres(self) -> None:
+        assert embedded.start_postgres(self.folder) == self.dsn
+
+    def stop_redis(self) -> None:
+        embedded.stop_redis(self.folder)
+
+    def start_redis(self) -> None:
+        assert embedded.start_redis(self.folder) == self.redis_url
+
+    def close(self) -> None:
+        embedded.stop_redis(self.folder)
+        embedded.stop_postgres(self.folder)
 
 
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("servers")
-    with postgres(tmp) as dsn, redis_url(tmp) as rurl:
-        import redis
-
-        redis.Redis.from_url(rurl).flushdb()
-        yield dsn, rurl
+    s = Servers(tmp_path_factory.mktemp("servers"))
+    try:
+        yield s
+    finally:
+        s.close()
 
 
 @pytest.fixture(scope="session")
@@ -38,19 +65,25 @@ def serve_app(servers, tmp_path_factory):
 
     from deployments.app import build_app, deployment_options
 
-    dsn, rurl = servers
     os.environ["SAMVAD_RAG__INDEX_DIR"] = str(tmp_path_factory.mktemp("e2e") / "index")
     os.environ["SAMVAD_SERVICE__SESSION_IDLE_SECONDS"] = str(IDLE_SECONDS)
+    # Every test request comes from 127.0.0.1: the per-IP bucket is raised so that the fuzzing
+    # and load tests measure the per-key limits (the IP bucket is the same script, tested apart).
+    os.environ["SAMVAD_LIMITS__IP_REQUESTS_PER_MINUTE"] = "1000000"
     ray.init(
         address="local", num_cpus=2, include_dashboard=False, namespace="samvad", log_to_driver=False,
         runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled"}},
+        _system_config={"metrics_report_interval_ms": 1000},  # metrics reach the agent within a second
     )
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
+    options = deployment_options(str(REPO_ROOT / "serve_config.yaml"))
+    # Two live ingress replicas, as on a scaled cluster: limits and sessions must hold across them.
+    options["Ingress"] = {k: v for k, v in options["Ingress"].items() if k != "autoscaling_config"} | {"num_replicas": INGRESS_REPLICAS}
     serve.run(
-        build_app({"database_url": dsn, "redis_url": rurl, "deployment_options": deployment_options(str(REPO_ROOT / "serve_config.yaml"))}),
+        build_app({"database_url": servers.dsn, "redis_url": servers.redis_url, "deployment_options": options}),
         name="samvad", route_prefix="/",
     )
-    yield dsn
+    yield servers.dsn
     serve.shutdown()
     ray.shutdown()
 

@@ -32,11 +32,29 @@ def test_rayservice_matches_serve_config():
 
 def test_prometheus_and_grafana():
     scrape = yaml.safe_load((REPO_ROOT / "deploy/prometheus/scrape.yml").read_text())
-    assert {j["job_name"] for j in scrape["scrape_configs"]} == {"ray", "samvad-ingress"}
+    assert {j["job_name"] for j in scrape["scrape_configs"]} == {"ray", "ray-pods"}
     dash = json.loads((REPO_ROOT / "deploy/grafana/samvad.json").read_text())
-    ours = {m._name for m in vars(metrics).values() if hasattr(m, "_name")}
+    used = set()
     for panel in dash["panels"]:
+        assert panel["targets"], panel["title"]
         for target in panel["targets"]:
-            for name in re.findall(r"\b(samvad_[a-z_]+)", target["expr"]):
-                base = re.sub(r"_(total|bucket|count|sum)$", "", name)
-                assert base in ours, f"{panel['title']}: unknown metric {name}"
+            for name in re.findall(r"\b(ray_samvad_[a-z_]+)", target["expr"]):
+                base = re.sub(r"_(bucket|count|sum)$", "", name.removeprefix("ray_"))
+                assert base in metrics.SPECS, f"{panel['title']}: unknown metric {name}"
+                used.add(base)
+    # The series the operations issue asks for are all on the dashboard.
+    assert {"samvad_turns_total", "samvad_first_audio_ms", "samvad_stage_ms", "samvad_provider_calls_total",
+            "samvad_cache_total", "samvad_circuit_state", "samvad_live_voice_sessions", "samvad_cost_total",
+            "samvad_guardrail_actions_total"} <= used
+
+
+def test_select_families_keeps_whole_families():
+    text = "\n".join([
+        "# HELP ray_samvad_turns_total turns", "# TYPE ray_samvad_turns_total counter",
+        'ray_samvad_turns_total{outcome="complete"} 3.0',
+        "# HELP ray_node_cpu cpu", "# TYPE ray_node_cpu gauge", "ray_node_cpu 1.0",
+        "# TYPE ray_serve_num_router_requests_total counter", "ray_serve_num_router_requests_total 2.0",
+    ])
+    out = metrics.select_families(text)
+    assert 'ray_samvad_turns_total{outcome="complete"} 3.0' in out and "ray_serve_num_router_requests_total 2.0" in out
+    assert "ray_node_cpu" not in out

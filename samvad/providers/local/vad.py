@@ -38,6 +38,7 @@ class SpeechStarted:
 class SpeechEnded:
     at: float
     audio: np.ndarray  # the utterance, padded, float32 at the VAD's rate
+    silence_ms: float = 0.0  # silence heard before the end was declared (the endpointing delay)
 
 
 class Endpointer:
@@ -115,6 +116,7 @@ class Endpointer:
         if self._silence_run * self._frame_ms >= s.min_silence_ms:
             trailing = max(0, self._silence_run - self._pad_frames)
             audio = np.concatenate(self._utterance[: len(self._utterance) - trailing])
+            silence_ms = self._silence_run * self._frame_ms
             self._in_speech, self._utterance, self._speech_run, self._silence_run = False, [], 0, 0
-            return SpeechEnded(at=self._now(), audio=audio)
+            return SpeechEnded(at=self._now(), audio=audio, silence_ms=silence_ms)
         return None
