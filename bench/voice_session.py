@@ -18,12 +18,12 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import psutil  # noqa: E402
 import websockets  # noqa: E402
@@ -32,43 +32,8 @@ from rich.console import Console  # noqa: E402
 from rich.progress import track  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-PORT = 8798
+from bench_common import PORT, serve_up  # noqa: E402
 console = Console()
-
-
-def serve_up(config: str):
-    import ray
-    from ray import serve
-
-    from deployments.app import build_app, deployment_options
-    from samvad.settings import load_settings
-    from samvad.storage import embedded
-    from samvad.storage.repository import Repository
-
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    data = Path(tempfile.mkdtemp(prefix="samvad-bench-"))
-    dsn, redis_url = embedded.start_postgres(data), embedded.start_redis(data)
-    ray.init(num_cpus=2, include_dashboard=False, namespace="samvad", log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}})
-    serve.start(http_options={"host": "127.0.0.1", "port": PORT})
-    serve.run(build_app({"config": config, "database_url": dsn, "redis_url": redis_url,
-                         "deployment_options": deployment_options(str(ROOT / "serve_config.yaml"))}),
-              name="samvad", route_prefix="/")
-
-    async def key():
-        repo = await Repository.connect(dsn, load_settings(config).service.key_secret, max_size=1)
-        try:
-            return (await repo.create_key("bench"))[1]
-        finally:
-            await repo.close()
-
-    def down():
-        serve.shutdown()
-        ray.shutdown()
-        embedded.stop_redis(data)
-        embedded.stop_postgres(data)
-
-    return asyncio.run(key()), down
 
 
 async def open_ws(key: str):

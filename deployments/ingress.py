@@ -385,9 +385,8 @@ class Ingress:
             language=session["language"], mode=session["mode"], interrupted_turn=interrupted,
         ).model_dump_json())
 
-        async def transcribe(audio, lang):
-            transcript, _ = await self.asr.transcribe.remote(audio, lang)
-            return transcript.text
+        async def transcribe(audio, language):  # early ASR and backchannels, straight to the ASR stage
+            return await self.asr.transcribe.remote(audio, language)
 
         call = VoiceCall(
             ws, self.settings, session, start,

@@ -194,9 +194,13 @@ class VoiceSettings(BaseModel):
         "mr-IN": ["हो", "बरं", "ठीक आहे", "ok", "ho"],
     }
     playback_lead_s: float = 0.5  # audio is sent at most this far ahead of real-time playback
+    # Early ASR: after this much silence (less than vad.min_silence_ms) the utterance so far is
+    # transcribed while endpointing still waits; if the caller goes on speaking it is discarded.
+    # Saves most of the ASR time from the end of speech to the answer. 0 turns it off.
+    early_asr_ms: int = 150
     idle_timeout_s: float = 60.0
     max_session_s: float = 1800.0
-    max_sessions_per_key: int = 20  # per ingress replica
+    max_sessions_per_key: int = 20  # across every ingress replica (counted in Redis when configured)
     max_binary_bytes: int = 64 * 1024
     max_text_bytes: int = 16 * 1024
     audio_burst_s: float = 2.0  # audio may arrive this far ahead of real time before reading slows

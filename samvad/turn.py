@@ -84,6 +84,9 @@ class TurnRequest(BaseModel):
     output_script: str | None = None  # e.g. "roman" for romanised Hindi (Sarvam translate)
     history: list[ChatMessage] = Field(default_factory=list)
     speak: bool = True  # False: text answer only (no TTS)
+    # Or a transcript made before the turn (the voice session's early ASR), with its calls.
+    transcript: Transcript | None = None
+    transcript_calls: list[ProviderCall] = Field(default_factory=list)
 
 
 @dataclass
@@ -114,8 +117,10 @@ class TurnRunner:
         if request.language not in s.languages:
             known = ", ".join(sorted(s.languages))
             raise InputError(f"unknown language {request.language!r}; use one of: {known}", code="unknown_language")
-        if (request.audio is None) == (request.text is None):
+        if sum(x is not None for x in (request.audio, request.text, request.transcript)) != 1:
             raise InputError("send exactly one of audio or text", code="invalid_input")
+        if request.transcript is not None:
+            return PreparedTurn(request, None, None)
         if request.text is not None:
             text = request.text.strip()
             if not text:
@@ -200,7 +205,10 @@ class TurnRunner:
 
         history = req.history[-self.settings.llm.history_turns :] if self.settings.llm.history_turns else []
         try:
-            if prepared.audio is not None:
+            if req.transcript is not None:
+                transcript = req.transcript
+                calls.extend(req.transcript_calls)
+            elif prepared.audio is not None:
                 transcript = await e.stt.transcribe(prepared.audio, req.language, calls)
             else:
                 transcript = Transcript(text=prepared.text or "", language_code=req.language, confidence=1.0)

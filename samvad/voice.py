@@ -22,6 +22,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from samvad import metrics
 from samvad.audio import Audio, float_to_pcm16, pcm16_to_float, wav_bytes
+from samvad.contracts import ProviderCall, Transcript
 from samvad.events import AudioEvent, ErrorEvent, ResponseDeltaEvent, TurnDoneEvent
 from samvad.protocol import (
     CLOSE_IDLE,
@@ -46,7 +47,8 @@ log = logging.getLogger("samvad.voice")
 
 StartTurn = Callable[[TurnRequest], AsyncIterator]
 Interrupt = Callable[[str, str], Awaitable[None]]
-Transcribe = Callable[[Audio, str], Awaitable[str]]
+# Audio -> (transcript, the provider calls made): an ASR call from the ingress, not the actor.
+Transcribe = Callable[[Audio, str], Awaitable[tuple[Transcript, list[ProviderCall]]]]
 
 
 @dataclass
@@ -69,6 +71,15 @@ class _Playing:
         return " ".join(self.sentences[i] for i in sorted(self.complete) if i in self.sentences)
 
 
+@dataclass
+class _Early:
+    """ASR started on the utterance so far after a short silence, before the end was declared.
+    Valid only for the same speech (`speech_frames`): if the caller went on, it is discarded."""
+
+    speech_frames: int
+    task: asyncio.Task
+
+
 def _normalise(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
 
@@ -84,6 +95,7 @@ class VoiceCall:
         self._start_turn, self._interrupt, self._transcribe = start_turn, interrupt, transcribe
         self.vad = Endpointer(SileroVad(16000), settings.vad)
         self.playing: _Playing | None = None
+        self.early: _Early | None = None
         self.received_seconds = 0.0
         self.opened = time.monotonic()
         self._send_lock = asyncio.Lock()
@@ -122,6 +134,7 @@ class VoiceCall:
         except WebSocketDisconnect:
             return
         finally:
+            self._drop_early()
             await self._cancel(reason="client", notify=False)
             for t in list(self._tasks):
                 t.cancel()
@@ -188,6 +201,7 @@ class VoiceCall:
             elif isinstance(event, SpeechEnded):
                 await self.send(VadEvent(type="vad.speech_end", at=round(event.at, 3)))
                 await self._utterance(event)
+        self._maybe_start_early_asr()
         if self.vad.in_speech and self._answer_playing() and self.vad.voiced_ms >= self.v.barge_in_min_ms:
             await self._cancel(reason="barge_in")
 
@@ -195,19 +209,59 @@ class VoiceCall:
         p = self.playing
         return p is not None and (not p.done or time.monotonic() < p.playing_until())
 
+    def _maybe_start_early_asr(self) -> None:
+        """After `early_asr_ms` of silence, transcribe the utterance so far while endpointing
+        waits for `vad.min_silence_ms`; speech that resumes makes it stale (discarded)."""
+        if not self.v.early_asr_ms or not self.vad.in_speech or self.vad.silence_ms < self.v.early_asr_ms:
+            return
+        frames = self.vad.speech_frames
+        if self.early is not None and self.early.speech_frames == frames:
+            return  # already transcribing exactly this speech
+        self._drop_early()
+        audio = self.vad.utterance_so_far()
+        if len(audio) / 16000 < self.s.audio.min_seconds:
+            return
+        self.early = _Early(frames, asyncio.create_task(self._transcribe(Audio(audio, 16000), self.session["language"])))
+
+    def _drop_early(self) -> None:
+        if self.early is not None:
+            self.early.task.cancel()
+            self.early = None
+
+    async def _recognised(self, ended: SpeechEnded) -> tuple[Transcript, list[ProviderCall]] | None:
+        """The early transcript of exactly this utterance, if there is one and it worked."""
+        early, self.early = self.early, None
+        if early is None:
+            return None
+        if early.speech_frames != ended.speech_frames:
+            early.task.cancel()
+            return None
+        try:
+            return await early.task
+        except Exception:  # noqa: BLE001 - fall back to ASR inside the turn
+            log.warning("early ASR failed; transcribing in the turn", exc_info=True)
+            return None
+
     async def _utterance(self, ended: SpeechEnded) -> None:
         voiced = self.vad.voiced_ms
+        early = await self._recognised(ended)
         if self._answer_playing() and voiced < self.v.barge_in_min_ms:
             # Short speech during an answer: a blip, or a backchannel ("haan", "ok") unless the
             # transcript says it is a real (short) request such as "stop" or "no".
-            text = "" if voiced < self.v.min_interrupt_ms else await self._transcribe(Audio(ended.audio, 16000), self.session["language"])
+            text = ""
+            if voiced >= self.v.min_interrupt_ms:
+                early = early or await self._transcribe(Audio(ended.audio, 16000), self.session["language"])
+                text = early[0].text
             if not text.strip() or _normalise(text) in self._backchannels():
                 await self.send(Backchannel(text=text))
                 return
         await self._cancel(reason="barge_in")
-        wav = wav_bytes(float_to_pcm16(ended.audio), 16000)
-        self._begin_turn(TurnRequest(turn_id=uuid.uuid4().hex, audio=wav, **self._turn_fields()),
-                         speech_ended_at=time.monotonic() - ended.silence_ms / 1000)
+        turn_id, fields = uuid.uuid4().hex, self._turn_fields()
+        if early is not None:
+            request = TurnRequest(turn_id=turn_id, transcript=early[0], transcript_calls=early[1], **fields)
+        else:
+            request = TurnRequest(turn_id=turn_id, audio=wav_bytes(float_to_pcm16(ended.audio), 16000), **fields)
+        self._begin_turn(request, speech_ended_at=time.monotonic() - ended.silence_ms / 1000)
 
     def _backchannels(self) -> set[str]:
         words = self.v.backchannels.get(self.session["language"], []) + self.v.backchannels.get("en-IN", [])

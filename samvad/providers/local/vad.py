@@ -39,6 +39,7 @@ class SpeechEnded:
     at: float
     audio: np.ndarray  # the utterance, padded, float32 at the VAD's rate
     silence_ms: float = 0.0  # silence heard before the end was declared (the endpointing delay)
+    speech_frames: int = 0  # frames up to the last one with speech: same value = same speech
 
 
 class Endpointer:
@@ -75,6 +76,21 @@ class Endpointer:
     def voiced_ms(self) -> float:
         """Voiced time in the current (or just ended) utterance: pauses and padding excluded."""
         return self._voiced * self._frame_ms
+
+    @property
+    def silence_ms(self) -> float:
+        """Silence since the caller last spoke, while an utterance is open (0 otherwise)."""
+        return self._silence_run * self._frame_ms if self._in_speech else 0.0
+
+    @property
+    def speech_frames(self) -> int:
+        """Frames of the open utterance up to its last speech: unchanged while only silence follows."""
+        return len(self._utterance) - self._silence_run
+
+    def utterance_so_far(self) -> np.ndarray:
+        """The open utterance as it would end now (trailing silence cut to the padding)."""
+        trailing = max(0, self._silence_run - self._pad_frames)
+        return np.concatenate(self._utterance[: len(self._utterance) - trailing])
 
     def reset(self) -> None:
         self._clear()
@@ -116,7 +132,7 @@ class Endpointer:
         if self._silence_run * self._frame_ms >= s.min_silence_ms:
             trailing = max(0, self._silence_run - self._pad_frames)
             audio = np.concatenate(self._utterance[: len(self._utterance) - trailing])
-            silence_ms = self._silence_run * self._frame_ms
+            silence_ms, speech_frames = self._silence_run * self._frame_ms, self.speech_frames
             self._in_speech, self._utterance, self._speech_run, self._silence_run = False, [], 0, 0
-            return SpeechEnded(at=self._now(), audio=audio, silence_ms=silence_ms)
+            return SpeechEnded(at=self._now(), audio=audio, silence_ms=silence_ms, speech_frames=speech_frames)
         return None

@@ -1,0 +1,56 @@
+"""What the Serve benchmarks share: the real graph started in this process on embedded
+PostgreSQL and Redis in a temp folder (loopback only), and an API key for it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PORT = 8798
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * (len(s) - 1) + 0.5))] if s else float("nan")
+
+
+def serve_up(config: str, options: dict | None = None):
+    """Start the graph with serve_config.yaml's deployment options (`options` override them by
+    deployment); returns (API key, a function that stops everything)."""
+    import ray
+    from ray import serve
+
+    from deployments.app import build_app, deployment_options
+    from samvad.settings import load_settings
+    from samvad.storage import embedded
+    from samvad.storage.repository import Repository
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    data = Path(tempfile.mkdtemp(prefix="samvad-bench-"))
+    dsn, redis_url = embedded.start_postgres(data), embedded.start_redis(data)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, namespace="samvad", log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}})
+    serve.start(http_options={"host": "127.0.0.1", "port": PORT})
+    serve.run(build_app({"config": config, "database_url": dsn, "redis_url": redis_url,
+                         "deployment_options": deployment_options(str(ROOT / "serve_config.yaml")) | (options or {})}),
+              name="samvad", route_prefix="/")
+
+    async def key():
+        repo = await Repository.connect(dsn, load_settings(config).service.key_secret, max_size=1)
+        try:
+            return (await repo.create_key("bench", requests_per_minute=10_000_000, max_voice_sessions=100_000))[1]
+        finally:
+            await repo.close()
+
+    def down():
+        serve.shutdown()
+        ray.shutdown()
+        embedded.stop_redis(data)
+        embedded.stop_postgres(data)
+
+    return asyncio.run(key()), down
+
+
