@@ -153,10 +153,13 @@ def main() -> None:
     ap.add_argument("--steps", default="8,16,32,64")
     ap.add_argument("--hold", type=float, default=20.0)
     ap.add_argument("--every", type=float, default=3.0)
+    ap.add_argument("--early-asr-ms", type=int, default=None, help="override voice.early_asr_ms (0 = off)")
     args = ap.parse_args()
     config = str(ROOT / "configs" / ("default.yaml" if args.mode == "latency" else "stub.yaml"))
     if args.mode == "capacity":  # measure the machine, not the per-key limit
         os.environ.setdefault("SAMVAD_VOICE__MAX_SESSIONS_PER_KEY", "100000")
+    if args.early_asr_ms is not None:
+        os.environ["SAMVAD_VOICE__EARLY_ASR_MS"] = str(args.early_asr_ms)
     key, down = serve_up(config)
     try:
         if args.mode == "latency":

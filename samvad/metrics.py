@@ -37,6 +37,8 @@ SPECS: dict[str, tuple[str, str, tuple[str, ...], list[float] | None]] = {
     "samvad_rate_limited_total": ("counter", "requests refused by a rate limit", ("scope",), None),
     "samvad_rate_limit_degraded_total": ("counter", "rate-limit checks decided by the failure policy (Redis down)",
                                          ("policy",), None),
+    "samvad_early_asr_total": ("counter", "voice-session early ASR runs: used for the turn or discarded (caller went on)",
+                               ("result",), None),
     "samvad_store_buffered_writes": ("gauge", "writes waiting for PostgreSQL in a Store replica", (), None),
     "samvad_store_write_failures_total": ("counter", "database writes that failed and were buffered or retried",
                                           ("action",), None),

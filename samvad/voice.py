@@ -227,17 +227,20 @@ class VoiceCall:
         if self.early is not None:
             self.early.task.cancel()
             self.early = None
+            metrics.inc("samvad_early_asr_total", result="discarded")
 
     async def _recognised(self, ended: SpeechEnded) -> tuple[Transcript, list[ProviderCall]] | None:
         """The early transcript of exactly this utterance, if there is one and it worked."""
+        if self.early is None:
+            return None
+        if self.early.speech_frames != ended.speech_frames:
+            self._drop_early()
+            return None
         early, self.early = self.early, None
-        if early is None:
-            return None
-        if early.speech_frames != ended.speech_frames:
-            early.task.cancel()
-            return None
         try:
-            return await early.task
+            result = await early.task
+            metrics.inc("samvad_early_asr_total", result="used")
+            return result
         except Exception:  # noqa: BLE001 - fall back to ASR inside the turn
             log.warning("early ASR failed; transcribing in the turn", exc_info=True)
             return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 from samvad.settings import load_settings
@@ -24,3 +25,16 @@ def count_messages(db, sid: str, role: str | None = None) -> int:
     if role is None:
         return db("SELECT count(*) AS n FROM messages WHERE session_id = $1", uuid.UUID(sid))[0]["n"]
     return db("SELECT count(*) AS n FROM messages WHERE session_id = $1 AND role = $2", uuid.UUID(sid), role)[0]["n"]
+
+
+def metric_lines(client, family: str, *labels: str, timeout: float = 30.0) -> list[str]:
+    """Lines of `family` at /metrics carrying every one of `labels` (e.g. 'result="hit"'),
+    polled: Ray's agent exports what the processes record about once a second."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = client.get("/metrics").text
+        lines = [line for line in text.splitlines()
+                 if line.startswith(family + "{") and all(label in line for label in labels)]
+        if lines or time.monotonic() > deadline:
+            return lines
+        time.sleep(1.0)

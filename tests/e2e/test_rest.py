@@ -10,6 +10,7 @@ import soundfile as sf
 
 from samvad.providers.local.espeak import EspeakTTS
 from samvad.settings import load_settings
+from tests.e2e.helpers import metric_lines
 from tests.speech import speak_wav, wer
 
 pytestmark = pytest.mark.e2e
@@ -65,8 +66,7 @@ def test_tts_second_identical_call_is_a_cache_hit(client):
     assert first.headers["X-Cache"] == "miss" and second.headers["X-Cache"] == "hit"
     assert first.content == second.content
     _assert_playable(second.content)
-    metrics = client.get("/metrics").text
-    assert "samvad_tts_cache_total{result=\"hit\"}" in metrics, [l for l in metrics.splitlines() if "samvad" in l]
+    assert metric_lines(client, "ray_samvad_cache_total", 'result="hit"', 'stage="tts_api"')
 
 
 def test_asr_route(client, tts):
@@ -152,9 +152,8 @@ def test_aadhaar_is_answered_but_never_stored_logged_or_counted(client, db):
     rows = db("SELECT content, guardrail_flags::text AS flags FROM messages WHERE session_id = $1", uuid.UUID(out["session_id"]))
     stored = " ".join(r["content"] + r["flags"] for r in rows)
     assert "[AADHAAR]" in stored and "6789" not in stored.replace(" ", "")
-    metrics_text = client.get("/metrics").text
-    assert "6789" not in metrics_text
-    assert 'samvad_guardrail_actions_total{action="redact",check="pii"}' in metrics_text
+    assert metric_lines(client, "ray_samvad_guardrail_actions_total", 'action="redact"', 'check="pii"')
+    assert "6789" not in client.get("/metrics").text
     for path in glob.glob("/tmp/ray/session_latest/logs/**/*", recursive=True):
         try:
             with open(path, errors="ignore") as f:

@@ -14,7 +14,10 @@ import websockets
 from samvad.audio import decode_audio, float_to_pcm16
 from samvad.providers.local.espeak import EspeakTTS
 from samvad.settings import load_settings
+import httpx
+
 from tests.e2e.conftest import PORT
+from tests.e2e.helpers import metric_lines
 from tests.speech import speak_wav, wer
 
 pytestmark = pytest.mark.e2e
@@ -79,6 +82,15 @@ async def test_spoken_question_in_real_time_gives_ordered_events_and_audio(api_k
     assert all(e["turn_id"] == seen[-1]["turn_id"] for e in seen if e["type"] in ("audio", "response.delta"))
     rows = db("SELECT role, status FROM messages WHERE session_id = $1 ORDER BY id", uuid.UUID(started["session_id"]))
     assert [(r["role"], r["status"]) for r in rows] == [("user", "complete"), ("assistant", "complete")]
+    # The question was transcribed early (during the endpointing silence) by the ingress; the
+    # ASR call still rides with the turn, so its cost and timing are recorded.
+    done = seen[-1]
+    assert [c["provider"] for c in done["calls"] if c["stage"] == "asr"] == ["whisper"]
+    calls = db("SELECT stage, audio_seconds FROM provider_calls WHERE session_id = $1 AND stage = 'asr'",
+               uuid.UUID(started["session_id"]))
+    assert len(calls) == 1 and calls[0]["audio_seconds"] > 1
+    with httpx.Client(base_url=f"http://127.0.0.1:{PORT}") as client:
+        assert metric_lines(client, "ray_samvad_early_asr_total", 'result="used"')
 
 
 async def test_barge_in_interrupts_and_keeps_only_what_was_sent(api_key, tts, db):
