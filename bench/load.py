@@ -138,10 +138,19 @@ def main() -> None:
     ap.add_argument("--http-users", type=int, default=16)
     ap.add_argument("--ws-users", type=int, default=4)
     ap.add_argument("--config", default=str(ROOT / "configs" / "stub.yaml"))
+    ap.add_argument("--ingress-target", type=int, default=None,
+                    help="override the ingress autoscaling target_ongoing_requests (and react in 5 s) to watch it scale")
     args = ap.parse_args()
     # One client IP for every simulated user: measure the service, not the per-IP limit.
     os.environ["SAMVAD_LIMITS__IP_REQUESTS_PER_MINUTE"] = "100000000"
-    key, down = serve_up(args.config)
+    options = {}
+    if args.ingress_target is not None:
+        from deployments.app import deployment_options
+
+        ingress = deployment_options(str(ROOT / "serve_config.yaml"))["Ingress"]
+        options["Ingress"] = ingress | {"autoscaling_config": ingress["autoscaling_config"] | {
+            "target_ongoing_requests": args.ingress_target, "upscale_delay_s": 5, "downscale_delay_s": 30}}
+    key, down = serve_up(args.config, options)
     try:
         r, events, elapsed = asyncio.run(run(key, args.duration, args.http_users, args.ws_users))
         final = replica_counts()

@@ -41,3 +41,31 @@ def test_endpointer_ignores_short_noise(settings):
     click = np.zeros(16000, dtype=np.float32)
     click[8000:8100] = rng.uniform(-0.8, 0.8, 100)
     assert ep.feed(click) == []
+
+
+def test_early_view_of_an_utterance_matches_its_end(settings, tts):
+    """What early ASR transcribes (the utterance so far, after a short silence) is the same
+    speech the endpointer then reports, and speech that resumes changes the marker."""
+    wav = speak_wav(tts, "Please tell me my account balance.", lead_silence=0.5, tail_silence=1.0)
+    audio = decode_audio(wav, target_rate=16000, max_seconds=60)
+    ep = Endpointer(SileroVad(16000), settings.vad)
+    early, ended = None, None
+    for i in range(0, len(audio.samples), 320):
+        for event in ep.feed(audio.samples[i : i + 320]):
+            if isinstance(event, SpeechEnded):
+                ended = event
+        if early is None and ep.in_speech and ep.silence_ms >= 150:
+            early = (ep.speech_frames, ep.utterance_so_far())
+    assert early is not None and ended is not None
+    assert ended.speech_frames == early[0]  # no speech in between: the early transcript stands
+    assert abs(len(early[1]) - len(ended.audio)) <= 16000 * 0.2  # differs by padding only
+    assert ended.silence_ms >= settings.vad.min_silence_ms
+    # A pause inside a sentence: the marker moves on when speech resumes.
+    ep.reset()
+    twice = np.concatenate([audio.samples[: len(audio.samples) // 2], np.zeros(3200, np.float32), audio.samples])
+    markers = set()
+    for i in range(0, len(twice), 320):
+        ep.feed(twice[i : i + 320])
+        if ep.in_speech and ep.silence_ms >= 150:
+            markers.add(ep.speech_frames)
+    assert len(markers) >= 2
