@@ -59,6 +59,15 @@ class SessionActor:
 
     async def run_turn(self, request: TurnRequest) -> AsyncIterator[TurnEvent]:
         self._start_reaper()
+        # The turn id (the REST request's X-Request-ID) becomes the Serve request id of every
+        # stage call this turn makes, so each stage's log lines carry it. The context variable is
+        # scoped to this call's task. (Serve has no public setter for it.)
+        try:
+            from ray.serve.context import _set_request_context
+
+            _set_request_context(request_id=request.turn_id)
+        except ImportError:  # pragma: no cover - a Serve without it: stage logs get their own ids
+            pass
         self._active += 1
         try:
             async for event in self._conversation.turn(request):

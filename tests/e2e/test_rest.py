@@ -215,3 +215,7 @@ def test_one_json_log_line_per_turn_with_the_request_id(client):
     assert line is not None, "no JSON turn line with the request id"
     assert line["event"] == "turn" and line["outcome"] == "complete" and line["session_id"] == r.json()["session_id"]
     assert "llm:extractive" in line["providers"] and "retrieval" in line["stages_ms"]
+    # The same id is the Serve request id of the turn's stage calls: in each stage's log lines.
+    for stage in ["Retriever", "LLM", "Store", "Ingress"]:
+        logs = "".join(open(p, errors="ignore").read() for p in glob.glob(f"/tmp/ray/session_latest/logs/serve/replica_samvad_{stage}_*.log"))
+        assert rid in logs, stage
