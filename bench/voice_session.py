@@ -6,7 +6,7 @@
             ramped in steps until errors appear or the steps run out; errors, turn latency and
             memory per session actor at each step.
 
-    python bench/voice_session.py latency [--turns 20]
+    python bench/voice_session.py latency [--turns 20] [--early-asr-ms 0,150]
     python bench/voice_session.py capacity [--steps 8,16,32,64] [--hold 20]
 """
 
@@ -45,7 +45,7 @@ async def open_ws(key: str):
     return ws, started
 
 
-async def latency(key: str, turns: int) -> None:
+async def latency(key: str, turns: int) -> list[float]:
     from samvad.audio import decode_audio, float_to_pcm16
     from samvad.providers.local.espeak import EspeakTTS
     from samvad.settings import load_settings
@@ -81,12 +81,18 @@ async def latency(key: str, turns: int) -> None:
         await feeder
         results.append((first_audio - end_of_speech) * 1000)
     await ws.close()
-    results.sort()
-    t = Table(title=f"end of speech -> first audio byte, {turns} spoken turns, offline engines (ms)")
-    for c in ("p50", "p95", "min", "max", "endpointing silence (config)"):
+    return sorted(results)
+
+
+def latency_table(rows: list[tuple[str, list[float]]], turns: int) -> None:
+    from samvad.settings import load_settings
+
+    t = Table(title=f"end of speech -> first audio byte, {turns} spoken turns per row, offline engines (ms)")
+    for c in ("voice.early_asr_ms", "p50", "p95", "min", "max", "endpointing silence (config)"):
         t.add_column(c)
-    t.add_row(f"{statistics.median(results):.0f}", f"{results[int(0.95 * (len(results) - 1))]:.0f}", f"{results[0]:.0f}",
-              f"{results[-1]:.0f}", f"{s.vad.min_silence_ms} ms")
+    for label, r in rows:
+        t.add_row(label, f"{statistics.median(r):.0f}", f"{r[int(0.95 * (len(r) - 1))]:.0f}", f"{r[0]:.0f}", f"{r[-1]:.0f}",
+                  f"{load_settings().vad.min_silence_ms} ms")
     console.print(t)
 
 
@@ -153,21 +159,28 @@ def main() -> None:
     ap.add_argument("--steps", default="8,16,32,64")
     ap.add_argument("--hold", type=float, default=20.0)
     ap.add_argument("--every", type=float, default=3.0)
-    ap.add_argument("--early-asr-ms", type=int, default=None, help="override voice.early_asr_ms (0 = off)")
+    ap.add_argument("--early-asr-ms", default=None,
+                    help="latency: voice.early_asr_ms values to compare in this run, e.g. 0,150 (0 = off)")
     args = ap.parse_args()
     config = str(ROOT / "configs" / ("default.yaml" if args.mode == "latency" else "stub.yaml"))
     if args.mode == "capacity":  # measure the machine, not the per-key limit
         os.environ.setdefault("SAMVAD_VOICE__MAX_SESSIONS_PER_KEY", "100000")
-    if args.early_asr_ms is not None:
-        os.environ["SAMVAD_VOICE__EARLY_ASR_MS"] = str(args.early_asr_ms)
-    key, down = serve_up(config)
-    try:
-        if args.mode == "latency":
-            asyncio.run(latency(key, args.turns))
-        else:
+        key, down = serve_up(config)
+        try:
             asyncio.run(capacity(key, [int(x) for x in args.steps.split(",")], args.hold, args.every))
-    finally:
-        down()
+        finally:
+            down()
+        return
+    rows = []
+    for value in (args.early_asr_ms.split(",") if args.early_asr_ms else [None]):
+        if value is not None:  # one service per setting, one after the other, in this run
+            os.environ["SAMVAD_VOICE__EARLY_ASR_MS"] = value
+        key, down = serve_up(config)
+        try:
+            rows.append((value or "config", asyncio.run(latency(key, args.turns))))
+        finally:
+            down()
+    latency_table(rows, args.turns)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from samvad import metrics
 from samvad.audio import Audio, float_to_pcm16, pcm16_to_float, wav_bytes
 from samvad.contracts import ProviderCall, Transcript
-from samvad.events import AudioEvent, ErrorEvent, ResponseDeltaEvent, TurnDoneEvent
+from samvad.events import AudioEvent, ErrorEvent, ResponseDeltaEvent, TranscriptEvent, TurnDoneEvent
 from samvad.protocol import (
     CLOSE_IDLE,
     CLOSE_SESSION_TOO_LONG,
@@ -77,7 +77,9 @@ class _Early:
     Valid only for the same speech (`speech_frames`): if the caller went on, it is discarded."""
 
     speech_frames: int
-    task: asyncio.Task
+    turn_id: str  # the turn it becomes, so that the partial and final transcripts share it
+    task: asyncio.Task | None = None
+    stale: bool = False  # the caller went on speaking
 
 
 def _normalise(text: str) -> str:
@@ -221,10 +223,19 @@ class VoiceCall:
         audio = self.vad.utterance_so_far()
         if len(audio) / 16000 < self.s.audio.min_seconds:
             return
-        self.early = _Early(frames, asyncio.create_task(self._transcribe(Audio(audio, 16000), self.session["language"])))
+        early = _Early(frames, uuid.uuid4().hex)
+        early.task = asyncio.create_task(self._early_asr(early, Audio(audio, 16000)))
+        self.early = early
+
+    async def _early_asr(self, early: _Early, audio: Audio) -> tuple[Transcript, list[ProviderCall]]:
+        result = await self._transcribe(audio, self.session["language"])
+        if not early.stale and not self._answer_playing():  # still valid: show it as a partial
+            await self.send(TranscriptEvent(turn_id=early.turn_id, transcript=result[0], final=False))
+        return result
 
     def _drop_early(self) -> None:
         if self.early is not None:
+            self.early.stale = True
             self.early.task.cancel()
             self.early = None
             metrics.inc("samvad_early_asr_total", result="discarded")
@@ -247,6 +258,7 @@ class VoiceCall:
 
     async def _utterance(self, ended: SpeechEnded) -> None:
         voiced = self.vad.voiced_ms
+        turn_id = self.early.turn_id if self.early is not None else uuid.uuid4().hex
         early = await self._recognised(ended)
         if self._answer_playing() and voiced < self.v.barge_in_min_ms:
             # Short speech during an answer: a blip, or a backchannel ("haan", "ok") unless the
@@ -259,7 +271,7 @@ class VoiceCall:
                 await self.send(Backchannel(text=text))
                 return
         await self._cancel(reason="barge_in")
-        turn_id, fields = uuid.uuid4().hex, self._turn_fields()
+        fields = self._turn_fields()
         if early is not None:
             request = TurnRequest(turn_id=turn_id, transcript=early[0], transcript_calls=early[1], **fields)
         else:

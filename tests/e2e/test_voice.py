@@ -70,12 +70,16 @@ async def test_spoken_question_in_real_time_gives_ordered_events_and_audio(api_k
     seen = []
     await until(ws, "turn.done", seen)
     await ws.close()
-    types = [e["type"] for e in seen]
+    types = [e["type"] + (".partial" if e.get("final") is False else "") for e in seen]
     order = ["vad.speech_start", "vad.speech_end", "transcript", "retrieval", "response.delta", "audio", "turn.done"]
+    # Early ASR showed a partial transcript first, with the id of the turn it became.
+    partials = [e for e in seen if e["type"] == "transcript" and e["final"] is False]
+    assert partials and partials[0]["turn_id"] == seen[-1]["turn_id"]
+    assert types.index("transcript.partial") < types.index("transcript")
     assert [t for t in types if t in order and (types.index(t) == types.index(t))] and all(
         types.index(a) < types.index(b) for a, b in zip(order, order[1:])
     ), types
-    transcript = next(e for e in seen if e["type"] == "transcript")["transcript"]["text"]
+    transcript = next(e for e in seen if e["type"] == "transcript" and e["final"])["transcript"]["text"]
     assert wer(question, transcript) <= 0.25
     pcm = b"".join(base64.b64decode(e["audio"]) for e in seen if e["type"] == "audio")
     assert np.abs(np.frombuffer(pcm, dtype="<i2")).max() > 1000
@@ -217,7 +221,7 @@ async def test_telephony_mulaw_8khz_audio(api_key, tts):
     seen = []
     await until(ws, "turn.done", seen)
     await ws.close()
-    transcript = next(e for e in seen if e["type"] == "transcript")["transcript"]["text"]
+    transcript = next(e for e in seen if e["type"] == "transcript" and e["final"])["transcript"]["text"]
     assert wer("How can I block my stolen debit card?", transcript) <= 0.35, transcript
 
 
