@@ -324,13 +324,13 @@ class Ingress:
             await ws.close(CLOSE_UNAUTHORIZED, "missing or invalid API key")
             return
         key_id = key_row.id
-        slot = uuid.uuid4().hex
-        if not await self._admit(key_id, slot, key_row.max_voice_sessions or self.settings.voice.max_sessions_per_key):
+        slot, limit = uuid.uuid4().hex, key_row.max_voice_sessions or self.settings.voice.max_sessions_per_key
+        if not await self._admit(key_id, slot, limit):
             await ws.close(CLOSE_TOO_MANY_SESSIONS, "too many live sessions for this API key")
             return
         self._live[key_id] = self._live.get(key_id, 0) + 1
         metrics.gauge("samvad_live_voice_sessions", sum(self._live.values()))
-        renew = asyncio.create_task(self._renew_slot(key_id, slot, key_row.max_voice_sessions or self.settings.voice.max_sessions_per_key))
+        renew = asyncio.create_task(self._renew_slot(key_id, slot, limit))
         try:
             await self._voice_call(ws, start, key_id)
         finally:
