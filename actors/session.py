@@ -17,6 +17,7 @@ from typing import Any
 import ray
 from ray import serve
 
+from actors import telemetry
 from actors.conversation import Conversation
 from actors.remote import RemoteLLM, RemoteRetriever, RemoteSTT, RemoteStore, RemoteTranslator, RemoteTTS
 from samvad.events import TurnEvent
@@ -33,6 +34,7 @@ def actor_name(session_id: str) -> str:
 @ray.remote(num_cpus=0, max_restarts=0)
 class SessionActor:
     def __init__(self, session_id: str, settings: dict[str, Any]) -> None:
+        telemetry.install()
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))  # turn lines are JSON already
         turn_log = logging.getLogger("samvad.session")

@@ -29,6 +29,7 @@ from fastapi.responses import JSONResponse, Response
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from actors import telemetry
 from actors.session import get_or_create
 from deployments.api_models import AudioOut, ErrorOut, SessionBody, TtsBody, TurnBody, TurnOut
 from samvad.audio import decode_audio, wav_bytes
@@ -154,6 +155,7 @@ def _cors_headers(origin: str) -> dict[str, str]:
 @serve.ingress(api)
 class Ingress:
     def __init__(self, settings: dict[str, Any], asr, llm, retriever, translation, tts, store) -> None:
+        telemetry.install()
         self.settings = Settings.model_validate(settings)
         self._settings_dict = settings
         self.asr, self.tts, self.store = asr, tts, store

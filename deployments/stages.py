@@ -1,17 +1,23 @@
-"""One thin deployment per stage: `serve.deployment` applied to the plain stage service.
-Replica counts, CPU fractions and autoscaling come from serve_config.yaml."""
+"""One thin deployment per stage: `serve.deployment` over the plain stage service, whose
+replicas record Samvad's metrics through Ray. Replica counts, CPU fractions and autoscaling
+come from serve_config.yaml."""
 
 from ray import serve
 
+from actors import telemetry
 from rag_index.stage import RetrievalStage
 from samvad.stages import AsrStage, LlmStage, TranslationStage, TtsStage
 from samvad.storage.service import StoreStage
 
-ASR = serve.deployment(name="ASR")(AsrStage)
-LLM = serve.deployment(name="LLM")(LlmStage)
-Translation = serve.deployment(name="Translation")(TranslationStage)
-TTS = serve.deployment(name="TTS")(TtsStage)
-Retriever = serve.deployment(name="Retriever")(RetrievalStage)
+
+def _deployment(name: str, core: type):
+    class Stage(core):
+        def __init__(self, *args, **kwargs) -> None:
+            telemetry.install()
+            super().__init__(*args, **kwargs)
+
+    Stage.__name__ = Stage.__qualname__ = name
+    return serve.deployment(name=name)(Stage)
 
 
 class _Store(StoreStage):
@@ -19,4 +25,9 @@ class _Store(StoreStage):
         await self.close()
 
 
-Store = serve.deployment(name="Store")(_Store)
+ASR = _deployment("ASR", AsrStage)
+LLM = _deployment("LLM", LlmStage)
+Translation = _deployment("Translation", TranslationStage)
+TTS = _deployment("TTS", TtsStage)
+Retriever = _deployment("Retriever", RetrievalStage)
+Store = _deployment("Store", _Store)

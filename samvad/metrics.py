@@ -1,17 +1,18 @@
-"""Samvad's metrics, recorded with `ray.util.metrics`.
+"""Samvad's metrics: names, kinds, tags, and the calls that record them.
 
-Ray's metrics agent on each node exports the series of every process on it (ingress replicas,
-stage replicas, session actors), prefixed `ray_` and labelled with the worker; Prometheus sums
-them (`sum by (outcome) (rate(ray_samvad_turns_total[5m]))`). `GET /metrics` on the API relays
-the node's export. A plain prometheus_client metric would only be seen in its own process.
-
-Metric objects are made lazily, once per process, and recording outside a Ray worker (unit
-tests, the CLI) does nothing.
+The core does not import Ray: the process that hosts it installs a factory (`use`) that makes
+the metric objects. Under Ray that is `actors.telemetry`, which makes `ray.util.metrics`
+objects: Ray's metrics agent on each node then exports the series of every process on it
+(ingress and stage replicas, session actors), prefixed `ray_` and labelled with the worker, and
+Prometheus sums them (`sum by (outcome) (rate(ray_samvad_turns_total[5m]))`). A plain
+prometheus_client metric would only be seen in its own process. Without a factory (unit tests,
+the CLI) recording does nothing.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -45,26 +46,26 @@ SPECS: dict[str, tuple[str, str, tuple[str, ...], list[float] | None]] = {
 }
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
 
+# (kind, name, description, tag keys, boundaries) -> an object with inc / observe / set
+Factory = Callable[[str, str, str, tuple[str, ...], list[float] | None], Any]
+_factory: Factory | None = None
 _made: dict[str, Any] = {}
+
+
+def use(factory: Factory | None) -> None:
+    """Install the metric factory of this process (None: record nothing)."""
+    global _factory
+    _factory = factory
+    _made.clear()
 
 
 def _metric(name: str):
     metric = _made.get(name)
     if metric is None:
-        import ray
-
-        if not ray.is_initialized():
+        if _factory is None:
             return None
-        from ray.util import metrics as rm
-
         kind, description, tags, bounds = SPECS[name]
-        if kind == "counter":
-            metric = rm.Counter(name, description, tag_keys=tags)
-        elif kind == "gauge":
-            metric = rm.Gauge(name, description, tag_keys=tags)
-        else:
-            metric = rm.Histogram(name, description, boundaries=bounds, tag_keys=tags)
-        _made[name] = metric
+        metric = _made[name] = _factory(kind, name, description, tags, bounds)
     return metric
 
 
