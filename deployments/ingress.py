@@ -506,8 +506,9 @@ class Ingress:
             voice=body.voice or session.voice, output_script=body.output_script or session.output_script,
             speak=body.speak,
         )
+        t0 = time.perf_counter()
         events = await self._run_turn(session.id, turn)
-        return self._turn_out(session.id, turn, events)
+        return self._turn_out(session.id, turn, events, (time.perf_counter() - t0) * 1000)
 
     async def _run_turn(self, session_id: str, turn: TurnRequest) -> list:
         # Nothing has reached the client yet: if the session actor dies mid-turn, the whole turn
@@ -521,7 +522,7 @@ class Ingress:
                                       code="session_unavailable") from None
         raise AssertionError("unreachable")
 
-    def _turn_out(self, session_id: str, turn: TurnRequest, events: list) -> TurnOut:
+    def _turn_out(self, session_id: str, turn: TurnRequest, events: list, elapsed_ms: float) -> TurnOut:
         done = next((e for e in events if isinstance(e, TurnDoneEvent)), None)
         error = next((e for e in events if isinstance(e, ErrorEvent)), None)
         if done is None:
@@ -532,7 +533,7 @@ class Ingress:
                 exc.status = error.status
                 raise exc
             raise SamvadError("the turn ended without a result", code="turn_incomplete")
-        metrics.count_turn(done, "rest")
+        metrics.count_turn(done, "rest", elapsed_ms)
         chunks = [e for e in events if isinstance(e, AudioEvent)]
         audio = None
         if chunks:

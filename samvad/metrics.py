@@ -22,7 +22,7 @@ _MS = [5, 10, 25, 50, 100, 250, 500, 750, 1000, 1500, 2500, 5000, 10000, 30000]
 # name -> (kind, description, tag keys, histogram boundaries in ms)
 SPECS: dict[str, tuple[str, str, tuple[str, ...], list[float] | None]] = {
     "samvad_turns_total": ("counter", "turns by outcome", ("outcome", "channel"), None),
-    "samvad_turn_ms": ("histogram", "whole turn latency", ("channel",), _MS),
+    "samvad_turn_ms": ("histogram", "whole turn, wall time from its start to turn.done", ("channel",), _MS),
     "samvad_first_audio_ms": ("histogram", "end of speech (voice) or turn start (REST) to the first audio byte",
                               ("measure",), _MS),
     "samvad_stage_ms": ("histogram", "provider call latency by stage and provider; part=ttfb|total",
@@ -91,15 +91,15 @@ def gauge(name: str, value: float, **tags: str) -> None:
     _record(name, "set", value, tags)
 
 
-def count_turn(done, channel: str) -> None:
-    """Everything one finished turn (a TurnDoneEvent) says: outcome, guardrail findings, and per
-    provider call its latency, outcome, retries, cache result and cost. Flags carry check names
-    and kinds only, never the text that triggered them."""
+def count_turn(done, channel: str, elapsed_ms: float) -> None:
+    """Everything one finished turn (a TurnDoneEvent, `elapsed_ms` after it started) says:
+    outcome, guardrail findings, and per provider call its latency, outcome, retries, cache
+    result and cost. Flags carry check names and kinds only, never the text that triggered them."""
     inc("samvad_turns_total", outcome=done.outcome, channel=channel)
     if done.first_audio_ms is not None and channel == "rest":
         observe("samvad_first_audio_ms", done.first_audio_ms, measure="turn_start")
-    total = sum(s.total_ms for s in done.stages.values())
-    observe("samvad_turn_ms", total, channel=channel)
+    # Wall time, not the sum of stage times: stages overlap (TTS speaks while the LLM writes).
+    observe("samvad_turn_ms", elapsed_ms, channel=channel)
     for flag in done.response.guardrail_flags:
         inc("samvad_guardrail_actions_total", check=flag.check, action=flag.action)
     for c in done.calls:

@@ -295,6 +295,7 @@ class VoiceCall:
         playing.task.add_done_callback(self._tasks.discard)
 
     async def _play(self, request: TurnRequest, p: _Playing) -> None:
+        started = time.perf_counter()
         try:
             async for event in self._start_turn(request):
                 if isinstance(event, ResponseDeltaEvent):
@@ -305,7 +306,7 @@ class VoiceCall:
                 elif isinstance(event, TurnDoneEvent):
                     p.complete.update(p.sentences)
                     p.done = True
-                    metrics.count_turn(event, "voice")
+                    metrics.count_turn(event, "voice", (time.perf_counter() - started) * 1000)
                 await self.send(event)
         except asyncio.CancelledError:
             raise
