@@ -1,8 +1,10 @@
-"""One conversation's state machine, plain Python (the Ray actor in `session.py` wraps it).
+"""One conversation as a virtual actor's state, plain Python (a `SessionHost` holds many).
 
-It serialises turns, keeps the recent history, and persists every user and assistant message
-and every provider call before it reports the turn done. A fresh instance rehydrates its
-history from the store, so a lost actor loses nothing.
+Its own state (recent history, the fencing epoch of this activation), its own mailbox (turns
+and settlements run one at a time, in arrival order) and its own lifecycle: built when a host
+activates it, rehydrated from PostgreSQL (`load`), dropped when passivated. Every user and
+assistant message and every provider call is committed before the turn reports done, and each
+write carries the epoch, so a host that lost the conversation cannot change it any more.
 """
 
 from __future__ import annotations
@@ -15,61 +17,62 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from samvad.contracts import ChatMessage, GuardrailFlag, ProviderCall
-from samvad.errors import SamvadError, database_down
-from samvad.events import ErrorEvent, GuardrailEvent, ResponseDeltaEvent, TranscriptEvent, TurnDoneEvent, TurnEvent
+from samvad.errors import SamvadError
+from samvad.events import ErrorEvent, GuardrailEvent, TranscriptEvent, TurnDoneEvent, TurnEvent
 from samvad.guardrails.pii import redact
 from samvad.storage.repository import MessageRow
 from samvad.turn import TurnRequest, TurnRunner
+from samvad.turn_result import TurnOut, turn_out
 
 log = logging.getLogger("samvad.session")
 
 
-class MessageStore(Protocol):
+class ConversationStore(Protocol):
     async def add_message(
         self, session_id: str, turn_id: str, role: str, content: str, language: str, status: str,
-        flags: list[GuardrailFlag] | None = None,
+        flags: list[GuardrailFlag] | None = None, *, epoch: int | None = None,
     ) -> None: ...
 
     async def record_turn(
         self, session_id: str, turn_id: str, calls: list[ProviderCall], content: str, language: str, status: str,
-        flags: list[GuardrailFlag] | None = None,
+        flags: list[GuardrailFlag] | None = None, *, epoch: int | None = None, response: str | None = None,
     ) -> None: ...
+
+    async def settle(self, session_id: str, turn_id: str, content: str, status: str, epoch: int | None = None) -> bool: ...
 
     async def messages(self, session_id: str, limit: int = 1000) -> list[MessageRow]: ...
 
+    async def idempotent_response(self, session_id: str, turn_id: str) -> str | None: ...
+
 
 class Conversation:
-    def __init__(self, session_id: str, runner: TurnRunner, store: MessageStore, history_limit: int = 50) -> None:
+    __slots__ = ("session_id", "epoch", "runner", "store", "history", "_limit", "_lock", "last_active", "turns")
+
+    def __init__(self, session_id: str, epoch: int, runner: TurnRunner, store: ConversationStore,
+                 history_limit: int = 50) -> None:
         self.session_id = session_id
-        self.runner = runner
+        self.epoch = epoch
+        self.runner = runner  # shared by every conversation of the host
         self.store = store
-        self.history: list[ChatMessage] = []
-        self._history_limit = history_limit
-        self._loaded = False
-        self._lock = asyncio.Lock()
+        # (turn id, role, text) of what was said and heard, oldest first
+        self.history: list[tuple[str, str, str]] = []
+        self._limit = history_limit
+        self._lock = asyncio.Lock()  # the mailbox: FIFO, one turn or settlement at a time
         self.last_active = time.monotonic()
         self.turns = 0
 
-    async def _load(self, turn_id: str) -> None:
-        if self._loaded:
-            return
-        try:
-            rows = await self.store.messages(self.session_id, limit=self._history_limit)
-        except Exception as exc:
-            if not database_down(exc):
-                raise
-            # The database is restarting: answer now without the earlier context rather than
-            # not at all; the history is loaded on a later turn (writes meanwhile are queued).
-            log.warning("session %s: history unavailable (database down); answering without it", self.session_id)
-            return
-        # Only what the caller actually heard or said is context (failed turns are not), and not
-        # this turn's own question if it is being run again after the previous actor died.
-        self.history = [ChatMessage(role=r.role, content=r.content) for r in rows
-                        if r.status != "failed" and r.content and r.turn_id != turn_id]
-        self._loaded = True
+    @property
+    def busy(self) -> bool:
+        return self._lock.locked()
 
+    async def load(self) -> None:
+        """Rehydrate: the recent messages the caller said or heard (failed turns are not context)."""
+        rows = await self.store.messages(self.session_id, limit=self._limit)
+        self.history = [(r.turn_id, r.role, r.content) for r in rows if r.status != "failed" and r.content]
+
+    # turns --------------------------------------------------------------------------------------
     async def turn(self, request: TurnRequest) -> AsyncIterator[TurnEvent]:
-        async with self._lock:  # one turn at a time per conversation
+        async with self._lock:
             self.last_active = time.monotonic()
             try:
                 async for event in self._turn(request):
@@ -77,84 +80,109 @@ class Conversation:
             finally:
                 self.last_active = time.monotonic()
 
+    async def answer(self, request: TurnRequest) -> TurnOut:
+        """A REST turn's whole answer. With an Idempotency-Key, a turn already answered (its
+        answer committed with it) is answered again from the store, not run twice."""
+        async with self._lock:
+            self.last_active = time.monotonic()
+            if request.idempotent and (stored := await self.store.idempotent_response(self.session_id, request.turn_id)):
+                return TurnOut.model_validate_json(stored)
+            events = [event async for event in self._turn(request)]
+            self.last_active = time.monotonic()
+        return turn_out(self.session_id, request.turn_id, events)
+
     async def _turn(self, request: TurnRequest) -> AsyncIterator[TurnEvent]:
-        await self._load(request.turn_id)
         tid = request.turn_id
         try:
-            prepared = self.runner.prepare(request.model_copy(update={"history": list(self.history)}))
+            prepared = self.runner.prepare(request.model_copy(update={"history": self._context(tid)}))
         except SamvadError as exc:
             yield ErrorEvent(turn_id=tid, code=exc.code, message=exc.message, status=exc.status)
             return
-        # Accepted text is persisted before any work is done; identifiers never reach storage.
+        # Accepted text is committed before any work is done; identifiers never reach storage.
         user_text = redact(prepared.text) if prepared.text is not None else None
         if user_text is not None:
-            await self.store.add_message(self.session_id, tid, "user", user_text, request.language, "complete")
-        heard: list[str] = []  # sentences whose audio was completely handed to the caller
-        current: str | None = None
+            await self._write_user(request, user_text, "complete")
+        events: list[TurnEvent] = []  # a REST turn's events, for its stored answer
         finished = False
         try:
             async for event in self.runner.run_prepared(prepared):
                 if isinstance(event, TranscriptEvent) and user_text is None and not event.transcript.text.strip():
                     user_text = ""
-                    await self.store.add_message(self.session_id, tid, "user", "", request.language, "failed")
+                    await self._write_user(request, "", "failed")
                 elif isinstance(event, GuardrailEvent) and user_text is None:
                     user_text = event.redacted_text  # the transcript as stored: identifiers redacted
-                    await self.store.add_message(self.session_id, tid, "user", user_text, request.language, "complete")
-                elif isinstance(event, ResponseDeltaEvent):
-                    if current is not None:  # the previous sentence's audio is all out
-                        heard.append(current)
-                    current = event.text
+                    await self._write_user(request, user_text, "complete")
                 elif isinstance(event, TurnDoneEvent):
-                    if current is not None and event.outcome == "complete":
-                        heard.append(current)
-                    status = "complete" if event.outcome == "complete" else "failed"
-                    await self._persist_reply(
-                        request, user_text, " ".join(heard), status, event.response.guardrail_flags, event.calls
-                    )
+                    if request.idempotent:
+                        events.append(event)
+                        response = turn_out(self.session_id, tid, events).model_dump_json()
+                    else:
+                        response = None
+                    await self._record(request, user_text, event, response)
                     finished = True
-                    self._log_turn(event)
+                    self._log_turn(request, event)
+                if request.idempotent:
+                    events.append(event)
                 yield event
         finally:
-            if not finished:  # cancelled (barge-in, dropped client): store only what was heard
-                if user_text is None:
-                    await self.store.add_message(self.session_id, tid, "user", "", request.language, "failed")
-                await self._persist_reply(request, user_text, " ".join(heard), "interrupted", [])
+            if not finished:  # cancelled (barge-in, a dropped client): the caller heard nothing of it yet
+                await asyncio.shield(self._cut_off(request, user_text))
 
-    async def mark_interrupted(self, turn_id: str, heard_text: str) -> None:
-        """The caller cut this turn's answer short: keep only what they heard (the ingress knows
-        what audio it sent), in the store and in the context of the next turn."""
-        async with self._lock:
-            rows = await self.store.messages(self.session_id, limit=4)
-            previous = next((r for r in rows if r.turn_id == turn_id and r.role == "assistant"), None)
-            language = previous.language if previous else "en-IN"
-            await self.store.add_message(self.session_id, turn_id, "assistant", heard_text, language, "interrupted")
-            if previous and previous.content and self.history and self.history[-1].role == "assistant":
-                if self.history[-1].content == previous.content:
-                    if heard_text:
-                        self.history[-1] = ChatMessage(role="assistant", content=heard_text)
-                    else:
-                        self.history.pop()
-            elif heard_text and self.history and self.history[-1].role == "user":
-                self.history.append(ChatMessage(role="assistant", content=heard_text))
+    def _context(self, turn_id: str) -> list[ChatMessage]:
+        # Not this turn's own question if it is being run again (a retry after a host died).
+        return [ChatMessage(role=role, content=text) for tid, role, text in self.history if tid != turn_id]
 
-    async def _persist_reply(
-        self, request: TurnRequest, user_text: str | None, text: str, status: str, flags: list[GuardrailFlag],
-        calls: list[ProviderCall] | None = None,
-    ) -> None:
-        await self.store.record_turn(self.session_id, request.turn_id, calls or [], text, request.language, status, flags)
-        if status != "failed" and user_text:
-            self.history.append(ChatMessage(role="user", content=user_text))
-            if text:
-                self.history.append(ChatMessage(role="assistant", content=text))
-            del self.history[: -self._history_limit]
+    async def _write_user(self, request: TurnRequest, text: str, status: str) -> None:
+        await self.store.add_message(self.session_id, request.turn_id, "user", text, request.language, status,
+                                     epoch=self.epoch)
+
+    async def _record(self, request: TurnRequest, user_text: str | None, done: TurnDoneEvent, response: str | None) -> None:
+        text = done.response.response_text
+        ok = done.outcome == "complete"
+        # A spoken answer is stored as heard only once the voice call says what was played
+        # (`settle`); until then it counts as cut off with nothing heard.
+        status, stored = ("complete", text) if ok and request.channel == "rest" else ("interrupted", "") if ok else ("failed", text)
+        await self.store.record_turn(self.session_id, request.turn_id, done.calls, stored, request.language, status,
+                                     done.response.guardrail_flags, epoch=self.epoch, response=response)
         self.turns += 1
+        if ok and user_text:
+            self._remember(request.turn_id, "user", user_text)
+            if status == "complete" and text:
+                self._remember(request.turn_id, "assistant", text)
 
-    def _log_turn(self, done: TurnDoneEvent) -> None:
-        """One JSON line per turn. The turn id is the request's correlation id (X-Request-ID)
-        for REST turns; no caller text is logged, flags carry check names only."""
+    async def _cut_off(self, request: TurnRequest, user_text: str | None) -> None:
+        try:
+            if user_text is None:
+                await self._write_user(request, "", "failed")
+            await self.store.record_turn(self.session_id, request.turn_id, [], "", request.language, "interrupted",
+                                         epoch=self.epoch)
+            if user_text:
+                self._remember(request.turn_id, "user", user_text)
+        except Exception:  # noqa: BLE001 - the host may be losing the conversation: the next owner rehydrates
+            log.warning("session %s: cut-off turn %s not recorded", self.session_id, request.turn_id, exc_info=True)
+
+    # what the caller heard ---------------------------------------------------------------------
+    async def settle(self, turn_id: str, heard_text: str, complete: bool) -> None:
+        """What the caller heard of a spoken answer, decided by the voice call (it knows what
+        audio was played): the whole answer (`complete`) or the part before a barge-in."""
+        async with self._lock:
+            status = "complete" if complete else "interrupted"
+            await self.store.settle(self.session_id, turn_id, heard_text, status, self.epoch)
+            self.history = [h for h in self.history if not (h[0] == turn_id and h[1] == "assistant")]
+            if heard_text:
+                self._remember(turn_id, "assistant", heard_text)
+
+    def _remember(self, turn_id: str, role: str, text: str) -> None:
+        self.history.append((turn_id, role, text))
+        del self.history[: -self._limit]
+
+    def _log_turn(self, request: TurnRequest, done: TurnDoneEvent) -> None:
+        """One JSON line per turn with its correlation id (the client's X-Request-ID for REST);
+        no caller text is logged, flags carry check names only."""
         log.info(json.dumps({
-            "event": "turn", "request_id": done.turn_id, "session_id": self.session_id, "outcome": done.outcome,
-            "language": done.language_code, "first_audio_ms": None if done.first_audio_ms is None else round(done.first_audio_ms, 1),
+            "event": "turn", "request_id": request.request_id, "turn_id": done.turn_id, "session_id": self.session_id,
+            "channel": request.channel, "outcome": done.outcome, "language": done.language_code,
+            "first_audio_ms": None if done.first_audio_ms is None else round(done.first_audio_ms, 1),
             "stages_ms": {k: round(v.total_ms, 1) for k, v in done.stages.items()},
             "providers": sorted({f"{c.stage}:{c.provider}" for c in done.calls if c.outcome == "ok"}),
             "retries": sum(c.retries for c in done.calls), "cost": done.cost,

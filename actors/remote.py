@@ -1,9 +1,11 @@
 """Stage interfaces over Ray Serve deployment handles, so the core `TurnRunner` runs unchanged
-inside the session actor. Each call's `ProviderCall` records come back with its result.
+inside a session host. Each call's `ProviderCall` records come back with its result.
 
-A replica that dies (a crash, a lost node) is replaced by Serve; a call that hit it is sent
-again, to a live replica, for up to `REPLICA_RETRY_S` (every stage call is idempotent). A stream
-is only repeated if nothing of it came out yet: repeating one half-way would say words twice.
+The one retry policy for every call to a deployment (from the ingress and from the session
+hosts alike): a replica that dies (a crash, a lost node) is replaced by Serve; a call that hit
+it is sent again, to a live replica, for up to `REPLICA_RETRY_S` (every stage call is
+idempotent; a session-host call is, by its turn id). A stream is only repeated if nothing of it
+came out yet: repeating one half-way would say words twice.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from ray.exceptions import RayActorError
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
 from samvad.audio import Audio
 from samvad.contracts import Passage, Transcript
@@ -26,36 +28,54 @@ T = TypeVar("T")
 REPLICA_RETRY_S = 30.0  # a replacement replica (model load included) starts well within this
 
 
-def _retrying() -> AsyncRetrying:
-    return AsyncRetrying(retry=retry_if_exception_type(RayActorError), stop=stop_after_delay(REPLICA_RETRY_S),
-                         wait=wait_exponential_jitter(initial=0.1, max=2.0), reraise=True)
+# Deployment calls made by this process (a session host reports it: hops per turn).
+hops = 0
 
 
-async def _call(fn: Callable[[], Awaitable[T]]) -> T:
-    async for attempt in _retrying():
+def _replaced(exc: BaseException) -> bool:
+    """The replica is gone (dead, or its conversation moved to another host): send it again."""
+    return isinstance(exc, RayActorError) or getattr(exc, "code", None) == "session_moved" \
+        or getattr(getattr(exc, "cause", None), "code", None) == "session_moved"
+
+
+async def call(fn: Callable[[], Awaitable[T]]) -> T:
+    """`fn` (one deployment call), sent again while its replica is being replaced."""
+    global hops
+    async for attempt in AsyncRetrying(retry=retry_if_exception(_replaced), stop=stop_after_delay(REPLICA_RETRY_S),
+                                       wait=wait_exponential_jitter(initial=0.1, max=2.0), reraise=True):
         with attempt:
+            hops += 1
             return await fn()
     raise AssertionError("unreachable")
 
 
-async def _stream(handle, method: str, arg: Any, calls: CallLog) -> AsyncIterator[Any]:
+async def stream(open_stream: Callable[[], AsyncIterator[Any]]) -> AsyncIterator[Any]:
+    """The items of a deployment stream, opened again while its replica is being replaced,
+    only as long as nothing of it came out yet."""
     # A plain loop, not tenacity: a retry wrapper around `yield` would swallow GeneratorExit.
+    global hops
     deadline, delay = time.monotonic() + REPLICA_RETRY_S, 0.1
     while True:
         started = False
         try:
-            async for item in getattr(handle.options(stream=True), method).remote(arg):
-                if isinstance(item, StageReport):
-                    calls.extend(item.calls)
-                else:
-                    started = True
-                    yield item
+            hops += 1
+            async for item in open_stream():
+                started = True
+                yield item
             return
-        except RayActorError:
-            if started or time.monotonic() > deadline:
+        except Exception as exc:
+            if not _replaced(exc) or started or time.monotonic() > deadline:
                 raise
         await asyncio.sleep(delay)
         delay = min(2 * delay, 2.0)
+
+
+async def _stream(handle, method: str, arg: Any, calls: CallLog) -> AsyncIterator[Any]:
+    async for item in stream(lambda: getattr(handle.options(stream=True), method).remote(arg)):
+        if isinstance(item, StageReport):
+            calls.extend(item.calls)
+        else:
+            yield item
 
 
 class RemoteSTT:
@@ -63,7 +83,7 @@ class RemoteSTT:
         self._h = handle
 
     async def transcribe(self, audio: Audio, language: str | None, calls: CallLog) -> Transcript:
-        transcript, made = await _call(lambda: self._h.transcribe.remote(audio, language))
+        transcript, made = await call(lambda: self._h.transcribe.remote(audio, language))
         calls.extend(made)
         return transcript
 
@@ -81,7 +101,7 @@ class RemoteTranslator:
         self._h = handle
 
     async def translate(self, request: TranslationRequest, calls: CallLog) -> TranslationResult:
-        result, made = await _call(lambda: self._h.translate.remote(request))
+        result, made = await call(lambda: self._h.translate.remote(request))
         calls.extend(made)
         return result
 
@@ -98,21 +118,5 @@ class RemoteRetriever:
     def __init__(self, handle) -> None:
         self._h = handle
 
-    async def asearch(self, query: str, k: int) -> list[Passage]:
-        return await _call(lambda: self._h.search.remote(query, k))
-
-    async def asimilarity(self, text: str, phrases: list[str]) -> float:
-        return await _call(lambda: self._h.similarity.remote(text, phrases))
-
-
-class RemoteStore:
-    """The `MessageStore` (and more) of the Store deployment."""
-
-    def __init__(self, handle) -> None:
-        self._h = handle
-
-    def __getattr__(self, method: str):
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            return await _call(lambda: self._h.call.remote(method, *args, **kwargs))
-
-        return call
+    async def alookup(self, text: str, phrases: list[str], k: int) -> tuple[float, list[Passage]]:
+        return await call(lambda: self._h.lookup.remote(text, phrases, k))

@@ -6,8 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from samvad.contracts import LLMResponse, ProviderCall, Transcript
-from samvad.events import StageTiming
+from samvad.turn_result import AudioOut, TurnOut  # noqa: F401 - the turn's answer, built where it runs
 
 Mode = Literal["formal", "modern-colloquial", "classic-colloquial", "code-mixed"]
 
@@ -41,27 +40,6 @@ class TurnBody(_Body):
     voice: str | None = Field(None, max_length=64)
     output_script: OutputScript | None = None
     speak: bool = Field(True, description="false: answer as text only")
-
-
-class AudioOut(BaseModel):
-    format: Literal["wav"] = "wav"
-    sample_rate: int
-    seconds: float
-    base64: str
-
-
-class TurnOut(BaseModel):
-    session_id: str
-    turn_id: str
-    outcome: str
-    transcript: Transcript | None
-    response: LLMResponse
-    audio: AudioOut | None
-    stages: dict[str, StageTiming]
-    first_audio_ms: float | None
-    cost: dict[str, float]
-    flags: list[str]
-    calls: list[ProviderCall]
 
 
 class ErrorBody(BaseModel):

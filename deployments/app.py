@@ -7,8 +7,11 @@ from pydantic import BaseModel
 from ray.serve import Application
 
 from deployments.ingress import Ingress
-from deployments.stages import ASR, LLM, TTS, Retriever, Store, Translation
+from deployments.sessions import Sessions
+from deployments.stages import ASR, LLM, TTS, Retriever, Translation
 from samvad.settings import load_settings
+
+SESSION_ROUTER = "actors.router:SessionRouter"
 
 
 class AppArgs(BaseModel):
@@ -26,12 +29,18 @@ def build_app(args: dict) -> Application:
     # Python mode, not JSON: JSON masks SecretStr values, and the replicas need the real keys.
     settings = load_settings(a.config, **overrides).model_dump()
 
-    def node(deployment):
-        return deployment.options(**a.deployment_options.get(deployment.name, {})).bind(settings)
+    def options(deployment) -> dict:
+        return a.deployment_options.get(deployment.name, {})
 
-    return Ingress.options(**a.deployment_options.get("Ingress", {})).bind(
-        settings, node(ASR), node(LLM), node(Retriever), node(Translation), node(TTS), node(Store)
+    def node(deployment):
+        return deployment.options(**options(deployment)).bind(settings)
+
+    asr, tts = node(ASR), node(TTS)
+    # Every call for a conversation goes to the replica hosting it (rendezvous hashing).
+    sessions = Sessions.options(**({"request_router_config": {"request_router_class": SESSION_ROUTER}} | options(Sessions))).bind(
+        settings, asr, node(LLM), node(Retriever), node(Translation), tts
     )
+    return Ingress.options(**options(Ingress)).bind(settings, asr, tts, sessions)
 
 
 def deployment_options(serve_config: str) -> dict[str, dict]:

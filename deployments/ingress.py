@@ -1,47 +1,43 @@
-"""HTTP ingress: auth, validation, request ids, JSON errors, and the REST routes.
+"""HTTP ingress: auth, validation, request ids, JSON errors, and the REST and WebSocket routes.
 
-Turns go to the conversation's session actor (one per session, created when the session
-opens); TTS and ASR calls go straight to their stage deployments.
+A turn goes to the Sessions replica that hosts its conversation (routed by session id); TTS and
+ASR calls go straight to their stage deployments; reads and session creation go to PostgreSQL
+through this replica's own small pool. Who may call and how much is `samvad.api.gate`.
 """
 
-
+import asyncio
 import base64
 import binascii
+import hashlib
+import hmac
+import json
 import logging
+import math
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
 import ray
-import asyncio
-import hashlib
-import math
-import hmac
-import json
-from pathlib import Path
-
-from pydantic import BaseModel
-from fastapi import FastAPI, File, Form, Request, UploadFile, WebSocket
-from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
+from fastapi import FastAPI, File, Form, Header, Request, UploadFile, WebSocket
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from actors import telemetry
-from actors.session import get_or_create
-from deployments.api_models import AudioOut, ErrorOut, SessionBody, TtsBody, TurnBody, TurnOut
-from samvad.audio import decode_audio, wav_bytes
+from actors import remote, telemetry
+from deployments.api_models import ErrorOut, SessionBody, TtsBody, TurnBody, TurnOut
 from samvad import metrics
-from samvad.errors import database_down, InputError, NotFoundError, RateLimitedError, SamvadError
-from samvad.events import AudioEvent, ErrorEvent, TranscriptEvent, TurnDoneEvent
+from samvad.api.gate import Gate
+from samvad.audio import decode_audio, wav_bytes
+from samvad.errors import InputError, NotFoundError, RateLimitedError, SamvadError
 from samvad.providers.base import SpeechRequest
 from samvad.settings import Settings
 from samvad.stages import StageReport
-from samvad.storage.cache import Cache, cache_key
-from samvad.storage.ratelimit import RateLimiter, SessionSlots
-from samvad.storage.repository import ApiKeyRow, MessageRow, SessionRow
+from samvad.storage.database import Database
+from samvad.events import ErrorEvent
+from samvad.storage.repository import MessageRow, SessionRow
 from samvad.protocol import (
     CLOSE_BAD_START,
     CLOSE_FORBIDDEN,
@@ -59,12 +55,10 @@ STATIC = Path(__file__).resolve().parent / "static"
 log = logging.getLogger("samvad.ingress")
 
 ERRORS = {400: ErrorOut, 401: ErrorOut, 404: ErrorOut, 413: ErrorOut, 415: ErrorOut, 422: ErrorOut}
+RESPONSES = {k: {"model": v} for k, v in ERRORS.items()}
+IDEMPOTENCY = Header(None, alias="Idempotency-Key", max_length=255,
+                     description="the same key returns the same result: retry safely after a dropped connection")
 api = FastAPI(title="Samvad", version="0.1.0", description="Voice assistant backend for Indian-language customer conversations")
-
-
-class AuthError(SamvadError):
-    code = "unauthorized"
-    status = 401
 
 
 def _error(request: Request, status: int, code: str, message: str) -> JSONResponse:
@@ -146,90 +140,34 @@ def _origin_allowed(origin: str, host: str, app) -> bool:
 def _cors_headers(origin: str) -> dict[str, str]:
     return {
         "Access-Control-Allow-Origin": origin, "Vary": "Origin",
-        "Access-Control-Allow-Methods": "GET, POST", "Access-Control-Allow-Headers": "X-API-Key, Content-Type, X-Request-ID",
+        "Access-Control-Allow-Methods": "GET, POST", "Access-Control-Allow-Headers": "X-API-Key, Content-Type, X-Request-ID, Idempotency-Key",
         "Access-Control-Max-Age": "600",
     }
+
+
+def _idempotency_hash(route: str, body: dict) -> str:
+    return hashlib.sha256(json.dumps([route, body], sort_keys=True, default=str).encode()).hexdigest()
 
 
 @serve.deployment(name="Ingress")
 @serve.ingress(api)
 class Ingress:
-    def __init__(self, settings: dict[str, Any], asr, llm, retriever, translation, tts, store) -> None:
+    def __init__(self, settings: dict[str, Any], asr, tts, sessions) -> None:
         telemetry.install()
         self.settings = Settings.model_validate(settings)
-        self._settings_dict = settings
-        self.asr, self.tts, self.store = asr, tts, store
-        self._actors: dict[str, Any] = {}
-        # Session rows seen recently: a turn on a known session skips a Store round trip.
-        self._sessions: dict[str, tuple[float, SessionRow]] = {}
-        self._keys: dict[str, tuple[float, ApiKeyRow]] = {}  # key -> (expires, row): avoids a DB hit per request
-        rurl, fail_open = self.settings.redis_url, self.settings.limits.fail_open
-        self.limiter = RateLimiter(rurl, fail_open=fail_open) if rurl else None
-        self.slots = SessionSlots(rurl, fail_open=fail_open) if rurl else None
-        self.rows = Cache(rurl, {"row": 600}) if rurl else None
+        self.asr, self.tts, self.sessions = asr, tts, sessions
+        self.db = Database(self.settings)
+        self.gate = Gate(self.settings, self.db)
         api.state.max_body_bytes = self.settings.service.max_body_bytes
         api.state.cors_origins = self.settings.service.cors_origins
         api.state.replica = serve.get_replica_context().replica_id.unique_id
-        self._live: dict[int, int] = {}  # API key id -> open voice sessions on this replica
         self._metrics_export: str | None = None  # this node's Ray metrics agent
 
     # plumbing ---------------------------------------------------------------------------------
     async def _auth(self, request: Request) -> int:
-        """The caller's key id, after the key's and the client IP's rate limits."""
         key = request.headers.get("x-api-key") or request.query_params.get("api_key")
-        if not key:
-            raise AuthError("missing API key: send it in the X-API-Key header")
-        row = await self._key_row(key)
-        if row is None:
-            raise AuthError("invalid or revoked API key")
-        limits = self.settings.limits
-        ip = request.client.host if request.client else "unknown"
-        await self._take("key", f"key:{row.id}", row.requests_per_minute or limits.requests_per_minute)
-        await self._take("ip", f"ip:{ip}", limits.ip_requests_per_minute)
+        row = await self.gate.admit(key, request.client.host if request.client else "unknown")
         return row.id
-
-    async def _take(self, scope: str, bucket: str, per_minute: int) -> None:
-        if self.limiter is None:
-            return
-        decision = await self.limiter.take(bucket, per_minute)
-        if decision.degraded:
-            metrics.inc("samvad_rate_limit_degraded_total", policy="open" if decision.allowed else "closed")
-        if not decision.allowed:
-            metrics.inc("samvad_rate_limited_total", scope=scope)
-            raise RateLimitedError(f"rate limit of {per_minute} requests per minute per {scope} reached; retry later",
-                                   decision.retry_after_s)
-
-    async def _key_row(self, key: str | None) -> ApiKeyRow | None:
-        if not key:
-            return None
-        cached = self._keys.get(key)
-        if cached and cached[0] > time.monotonic():
-            return cached[1]
-        row = await self._last_known("apikey", key, ApiKeyRow, lambda: self.store.call.remote("verify_key", key))
-        if row is not None:
-            self._keys[key] = (time.monotonic() + 30.0, row)
-        return row
-
-    async def _last_known(self, kind: str, ident: str, model: type[BaseModel], read):
-        """A row read through the Store, remembered in Redis (under a hash of its id): while the
-        database is down, e.g. restarting, the last known row keeps auth and session lookups
-        working instead of failing every request. A key found revoked is forgotten at once."""
-        ck = cache_key(f"row:{kind}", ident)
-        try:
-            row = await read()
-        except Exception as exc:
-            if self.rows is None or not database_down(exc):
-                raise
-            raw = await self.rows.get(ck)
-            if raw is None:
-                raise
-            return model.model_validate_json(raw)
-        if self.rows is not None:
-            if row is None:
-                await self.rows.delete(ck)
-            else:
-                await self.rows.set("row", ck, row.model_dump_json().encode())
-        return row
 
     def _language(self, language: str) -> str:
         if language not in self.settings.languages:
@@ -237,59 +175,13 @@ class Ingress:
                              code="unknown_language")
         return language
 
-    def _actor(self, session_id: str):
-        if session_id not in self._actors:
-            self._actors[session_id] = get_or_create(session_id, self._settings_dict)
-        return self._actors[session_id]
-
-    async def _session(self, session_id: str, *, fresh: bool = False) -> SessionRow:
-        cached = self._sessions.get(session_id)
-        if cached and not fresh and cached[0] > time.monotonic():
-            return cached[1]
-        row = await self._last_known("session", session_id, SessionRow,
-                                     lambda: self.store.call.remote("get_session", session_id))
-        if len(self._sessions) > 10_000:  # bounded: drop the oldest entries
-            for sid in list(self._sessions)[:1000]:
-                del self._sessions[sid]
-        self._sessions[session_id] = (time.monotonic() + 60.0, row)
-        return row
+    def _host(self, session_id: str, *, stream: bool = False):
+        """The handle that reaches the Sessions replica hosting this conversation."""
+        return self.sessions.options(multiplexed_model_id=session_id, stream=stream)
 
     def resume_token(self, session_id: str) -> str:
         secret = self.settings.service.key_secret.encode()
         return hmac.new(secret, f"resume:{session_id}".encode(), hashlib.sha256).hexdigest()[:32]
-
-    async def _on_actor(self, session_id: str, method: str, *args: Any) -> Any:
-        """Call a session-actor method; an actor that is gone (idle exit, crash) is re-created
-        once and rehydrates from PostgreSQL."""
-        for attempt in (1, 2):
-            try:
-                return await getattr(self._actor(session_id), method).remote(*args)
-            except ray.exceptions.RayActorError:
-                self._actors.pop(session_id, None)
-                if attempt == 2:
-                    raise
-
-    async def _start_turn(self, session_id: str, request: TurnRequest):
-        for attempt in (1, 2):
-            gen = self._actor(session_id).run_turn.options(num_returns="streaming").remote(request)
-            finished, produced = False, False
-            try:
-                async for ref in gen:
-                    event = await ref
-                    produced = True
-                    yield event
-                finished = True
-                return
-            except ray.exceptions.RayActorError:
-                self._actors.pop(session_id, None)
-                if produced or attempt == 2:
-                    raise
-            finally:
-                if not finished:  # barge-in or hang-up: stop the turn in the actor and downstream
-                    try:
-                        ray.cancel(gen)
-                    except Exception:  # noqa: BLE001 - the actor may already be gone
-                        pass
 
     # routes -----------------------------------------------------------------------------------
     @api.get("/", include_in_schema=False)
@@ -321,40 +213,20 @@ class Ingress:
                                           message="the first message must be a valid session.start").model_dump_json())
             await ws.close(CLOSE_BAD_START, "expected session.start")
             return
-        key_row = await self._key_row(ws.headers.get("x-api-key") or ws.query_params.get("api_key") or start.api_key)
-        if key_row is None:
+        key = await self.gate.key(ws.headers.get("x-api-key") or ws.query_params.get("api_key") or start.api_key)
+        if key is None:
             await ws.close(CLOSE_UNAUTHORIZED, "missing or invalid API key")
             return
-        key_id = key_row.id
-        slot, limit = uuid.uuid4().hex, key_row.max_voice_sessions or self.settings.voice.max_sessions_per_key
-        if not await self._admit(key_id, slot, limit):
+        slot = uuid.uuid4().hex
+        if not await self.gate.open_call(key, slot):
             await ws.close(CLOSE_TOO_MANY_SESSIONS, "too many live sessions for this API key")
             return
-        self._live[key_id] = self._live.get(key_id, 0) + 1
-        metrics.gauge("samvad_live_voice_sessions", sum(self._live.values()))
-        renew = asyncio.create_task(self._renew_slot(key_id, slot, limit))
+        renew = asyncio.create_task(self.gate.keep_call(key, slot))
         try:
-            await self._voice_call(ws, start, key_id)
+            await self._voice_call(ws, start, key.id)
         finally:
             renew.cancel()
-            self._live[key_id] -= 1
-            metrics.gauge("samvad_live_voice_sessions", sum(self._live.values()))
-            if self.slots is not None:
-                await self.slots.release(key_id, slot)
-
-    async def _admit(self, key_id: int, slot: str, limit: int) -> bool:
-        """A slot among the key's concurrent voice sessions, counted across replicas in Redis."""
-        if self.slots is None:
-            return self._live.get(key_id, 0) < limit
-        decision = await self.slots.admit(key_id, slot, limit)
-        if decision.degraded:
-            metrics.inc("samvad_rate_limit_degraded_total", policy="open" if decision.allowed else "closed")
-        return decision.allowed
-
-    async def _renew_slot(self, key_id: int, slot: str, limit: int) -> None:
-        while self.slots is not None:
-            await asyncio.sleep(self.slots.lease_s / 3)
-            await self.slots.admit(key_id, slot, limit)
+            await self.gate.close_call(key, slot)
 
     async def _voice_call(self, ws: WebSocket, start: SessionStart, key_id: int) -> None:
         language = start.language or self.settings.default_language
@@ -368,47 +240,58 @@ class Ingress:
                 await ws.close(CLOSE_FORBIDDEN, "a valid resume_token is needed to resume a session")
                 return
             try:
-                row = await self._session(sid, fresh=True)
-            except Exception:  # noqa: BLE001
+                row = await self.db.get_session(sid, key_id)  # another key's session is "unknown"
+            except SamvadError:
                 await ws.close(CLOSE_NOT_FOUND, "unknown session")
                 return
-            messages = await self.store.call.remote("messages", sid, 2)
+            messages = await self.db.messages(sid, 2)
             last = messages[-1] if messages else None
             interrupted = last.turn_id if last and last.role == "assistant" and last.status == "interrupted" else None
         else:
-            row = await self.store.call.remote("create_session", language, start.mode or "formal", start.voice, key_id,
-                                               start.output_script)
+            row = await self.db.create_session(language, start.mode or "formal", start.voice, key_id, start.output_script)
             sid = row.id
         session = {"language": start.language or row.language, "mode": start.mode or row.mode,
                    "voice": start.voice or row.voice, "output_script": start.output_script or row.output_script}
-        await self._on_actor(sid, "info")  # make sure it is up before the caller speaks
         await ws.send_text(SessionStarted(
             session_id=sid, resume_token=self.resume_token(sid), resumed=bool(ws.query_params.get("session_id")),
             language=session["language"], mode=session["mode"], interrupted_turn=interrupted,
         ).model_dump_json())
 
-        async def transcribe(audio, language):  # early ASR and backchannels, straight to the ASR stage
-            return await self.asr.transcribe.remote(audio, language)
+        async def start_turn(request):
+            async for batch in remote.stream(lambda: self._host(sid, stream=True).stream.remote(sid, request)):
+                for event in batch:
+                    yield event
 
-        call = VoiceCall(
-            ws, self.settings, session, start,
-            start_turn=lambda req: self._start_turn(sid, req),
-            interrupt=lambda turn_id, heard: self._on_actor(sid, "interrupt", turn_id, heard),
-            transcribe=transcribe,
-        )
-        await call.run()
+        async def settle(turn_id: str, heard: str, complete: bool) -> None:
+            await remote.call(lambda: self._host(sid).settle.remote(sid, turn_id, heard, complete))
+
+        async def transcribe(audio, language):  # early ASR and backchannels, straight to the ASR stage
+            return await remote.call(lambda: self.asr.transcribe.remote(audio, language))
+
+        await VoiceCall(ws, self.settings, session, start, start_turn=start_turn, settle=settle, transcribe=transcribe).run()
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, str]:
         return {"status": "ok"}
 
     @api.get("/readyz", responses={503: {"model": ErrorOut}})
-    async def readyz(self, request: Request) -> dict[str, str]:
+    async def readyz(self) -> dict[str, str]:
+        """Ready when the database answers: at once 503 while it is known to be down."""
         try:
-            await self.store.call.remote("ping")
+            if not self.db.up:
+                raise OSError("down at the last call")
+            await asyncio.wait_for(self.db.ping(), timeout=2.0)
         except Exception:  # noqa: BLE001
+            self.db.up = False
+            asyncio.get_running_loop().create_task(self._probe_db())
             raise SamvadError("the database is not reachable", code="not_ready") from None
         return {"status": "ready"}
+
+    async def _probe_db(self) -> None:
+        try:
+            await asyncio.wait_for(self.db.ping(), timeout=5.0)
+        except Exception:  # noqa: BLE001 - still down: the next /readyz probes again
+            return
 
     @api.get("/metrics", response_class=PlainTextResponse)
     async def metrics(self) -> Response:
@@ -430,15 +313,14 @@ class Ingress:
             self._metrics_export = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
         return self._metrics_export
 
-    @api.post("/api/v1/tts", responses={200: {"content": {"audio/wav": {}}}, **{k: {"model": v} for k, v in ERRORS.items()}})
+    @api.post("/api/v1/tts", responses={200: {"content": {"audio/wav": {}}}, **RESPONSES})
     async def tts_route(self, body: TtsBody, request: Request) -> Response:
         """Text to speech: returns a WAV file. `X-Cache: hit` when served from the Redis cache."""
         await self._auth(request)
         self._language(body.language)
         pcm, rate, hit = [], 0, False
-        async for item in self.tts.options(stream=True).stream.remote(
-            SpeechRequest(text=body.text, language=body.language, voice=body.voice)
-        ):
+        speech = SpeechRequest(text=body.text, language=body.language, voice=body.voice)
+        async for item in remote.stream(lambda: self.tts.options(stream=True).stream.remote(speech)):
             if isinstance(item, StageReport):
                 hit = item.cache_hit
             else:
@@ -447,7 +329,7 @@ class Ingress:
         metrics.inc("samvad_cache_total", stage="tts_api", result="hit" if hit else "miss")
         return Response(wav_bytes(b"".join(pcm), rate), media_type="audio/wav", headers={"X-Cache": "hit" if hit else "miss"})
 
-    @api.post("/api/v1/asr", responses={k: {"model": v} for k, v in ERRORS.items()})
+    @api.post("/api/v1/asr", responses=RESPONSES)
     async def asr_route(
         self, request: Request, file: UploadFile = File(..., description="WAV/FLAC/OGG audio"),
         language: str = Form("en-IN"),
@@ -457,33 +339,39 @@ class Ingress:
         self._language(language)
         a = self.settings.audio
         audio = decode_audio(await file.read(), target_rate=a.sample_rate, max_seconds=a.max_seconds, min_seconds=a.min_seconds)
-        transcript, _ = await self.asr.transcribe.remote(audio, language)
+        transcript, _ = await remote.call(lambda: self.asr.transcribe.remote(audio, language))
         return transcript.model_dump()
 
-    @api.post("/api/v1/sessions", status_code=201, responses={k: {"model": v} for k, v in ERRORS.items()})
-    async def create_session(self, body: SessionBody, request: Request) -> SessionRow:
-        """Open a session; its actor starts now, not on the first utterance."""
+    @api.post("/api/v1/sessions", status_code=201, responses=RESPONSES)
+    async def create_session(self, body: SessionBody, request: Request, idempotency_key: str | None = IDEMPOTENCY) -> SessionRow:
+        """Open a session (one database insert: its conversation is activated on first use)."""
         key_id = await self._auth(request)
-        row = await self.store.call.remote(
-            "create_session", self._language(body.language), body.mode, body.voice, key_id, body.output_script
-        )
-        await self._on_actor(row.id, "info")  # start it now (~1 s), off the caller's first turn
-        return row
+        args = {"language": self._language(body.language), "mode": body.mode, "voice": body.voice,
+                "output_script": body.output_script}
+        if idempotency_key is None:
+            return await self.db.create_session(**args, api_key_id=key_id)
+        claim = await self.db.claim(key_id, idempotency_key, "sessions", _idempotency_hash("sessions", args),
+                                    new_session=args)
+        return await self.db.get_session(claim.session_id, key_id)
 
-    @api.get("/api/v1/sessions/{session_id}", responses={k: {"model": v} for k, v in ERRORS.items()})
+    @api.get("/api/v1/sessions/{session_id}", responses=RESPONSES)
     async def get_session(self, session_id: str, request: Request) -> SessionRow:
-        await self._auth(request)
-        return await self._session(session_id, fresh=True)
+        key_id = await self._auth(request)
+        return await self.gate.session(session_id, key_id)
 
-    @api.get("/api/v1/sessions/{session_id}/messages", responses={k: {"model": v} for k, v in ERRORS.items()})
+    @api.get("/api/v1/sessions/{session_id}/messages", responses=RESPONSES)
     async def get_messages(self, session_id: str, request: Request) -> list[MessageRow]:
-        await self._auth(request)
-        await self._session(session_id)
-        return await self.store.call.remote("messages", session_id)
+        """Every message of the session. Turns are acknowledged only once committed, so this
+        shows every turn answered before it (read-your-writes)."""
+        key_id = await self._auth(request)
+        await self.gate.session(session_id, key_id)
+        return await self.db.messages(session_id)
 
-    @api.post("/api/v1/turn", responses={k: {"model": v} for k, v in ERRORS.items()})
-    async def turn(self, body: TurnBody, request: Request) -> TurnOut:
-        """One turn: audio or text in; transcript, grounded answer, audio (base64 WAV), timings, cost out."""
+    @api.post("/api/v1/turn", responses={**RESPONSES, 503: {"model": ErrorOut}})
+    async def turn(self, body: TurnBody, request: Request, idempotency_key: str | None = IDEMPOTENCY) -> TurnOut:
+        """One turn: audio or text in; transcript, grounded answer, audio (base64 WAV), timings, cost
+        out. Answered only once the turn is committed; with an `Idempotency-Key`, a retry returns
+        the stored answer instead of running the turn again."""
         key_id = await self._auth(request)
         if (body.text is None) == (body.audio_base64 is None):
             raise InputError("send exactly one of text or audio_base64", code="invalid_input")
@@ -493,57 +381,36 @@ class Ingress:
                 audio = base64.b64decode(body.audio_base64, validate=True)
             except (binascii.Error, ValueError):
                 raise InputError("audio_base64 is not valid base64", code="audio_unreadable") from None
-        if body.session_id:
-            session = await self._session(body.session_id)
+        new_session = None if body.session_id else {
+            "language": self._language(body.language or self.settings.default_language), "mode": body.mode or "formal",
+            "voice": body.voice, "output_script": body.output_script,
+        }
+        turn_id = uuid.uuid4().hex  # the server's: a client's id never names (or overwrites) a turn
+        session_id = body.session_id
+        if idempotency_key is not None:
+            claim = await self.db.claim(key_id, idempotency_key, "turn", _idempotency_hash("turn", body.model_dump()),
+                                        session_id=session_id, new_session=new_session, new_turn=True)
+            if claim.response is not None:
+                return TurnOut.model_validate_json(claim.response)
+            session_id, turn_id = claim.session_id, claim.turn_id
+            new_session = None
+        if new_session is not None:
+            session = await self.db.create_session(**new_session, api_key_id=key_id)
         else:
-            session = await self.store.call.remote(
-                "create_session", self._language(body.language or self.settings.default_language),
-                body.mode or "formal", body.voice, key_id, body.output_script,
-            )
+            session = await self.gate.session(session_id, key_id)
         turn = TurnRequest(
-            turn_id=request.state.request_id[:64], audio=audio, text=body.text,
-            language=self._language(body.language or session.language), mode=body.mode or session.mode,
-            voice=body.voice or session.voice, output_script=body.output_script or session.output_script,
-            speak=body.speak,
+            turn_id=turn_id, request_id=request.state.request_id, idempotent=idempotency_key is not None,
+            audio=audio, text=body.text, language=self._language(body.language or session.language),
+            mode=body.mode or session.mode, voice=body.voice or session.voice,
+            output_script=body.output_script or session.output_script, speak=body.speak,
         )
         t0 = time.perf_counter()
-        events = await self._run_turn(session.id, turn)
-        return self._turn_out(session.id, turn, events, (time.perf_counter() - t0) * 1000)
-
-    async def _run_turn(self, session_id: str, turn: TurnRequest) -> list:
-        # Nothing has reached the client yet: if the session actor dies mid-turn, the whole turn
-        # runs again in its replacement (same turn id: its writes are upserts, not duplicates).
-        for attempt in (1, 2):
-            try:
-                return [event async for event in self._start_turn(session_id, turn)]
-            except ray.exceptions.RayActorError:
-                if attempt == 2:
-                    raise SamvadError("the session could not be resumed; retry the request",
-                                      code="session_unavailable") from None
-        raise AssertionError("unreachable")
-
-    def _turn_out(self, session_id: str, turn: TurnRequest, events: list, elapsed_ms: float) -> TurnOut:
-        done = next((e for e in events if isinstance(e, TurnDoneEvent)), None)
-        error = next((e for e in events if isinstance(e, ErrorEvent)), None)
-        if done is None:
+        try:
+            # A host that dies mid-turn: the turn runs again on the conversation's next host,
+            # with the same turn id (its writes are upserts: nothing doubled).
+            out = await remote.call(lambda: self._host(session.id).answer.remote(session.id, turn))
+        except SamvadError:
             metrics.inc("samvad_turns_total", outcome="rejected", channel="rest")
-            if error is not None:
-                exc_type = InputError if 400 <= error.status < 500 else SamvadError
-                exc = exc_type(error.message, code=error.code)
-                exc.status = error.status
-                raise exc
-            raise SamvadError("the turn ended without a result", code="turn_incomplete")
-        metrics.count_turn(done, "rest", elapsed_ms)
-        chunks = [e for e in events if isinstance(e, AudioEvent)]
-        audio = None
-        if chunks:
-            pcm = b"".join(c.audio for c in chunks)
-            rate = chunks[0].sample_rate
-            audio = AudioOut(sample_rate=rate, seconds=round(len(pcm) / 2 / rate, 3),
-                             base64=base64.b64encode(wav_bytes(pcm, rate)).decode("ascii"))
-        transcript = next((e.transcript for e in events if isinstance(e, TranscriptEvent)), None)
-        return TurnOut(
-            session_id=session_id, turn_id=turn.turn_id, outcome=done.outcome, transcript=transcript,
-            response=done.response, audio=audio, stages=done.stages, first_audio_ms=done.first_audio_ms,
-            cost=done.cost, flags=done.flags + ([f"error:{error.code}"] if error else []), calls=done.calls,
-        )
+            raise
+        metrics.count_turn(out, "rest", (time.perf_counter() - t0) * 1000)
+        return out

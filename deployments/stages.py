@@ -7,7 +7,6 @@ from ray import serve
 from actors import telemetry
 from rag_index.stage import RetrievalStage
 from samvad.stages import AsrStage, LlmStage, TranslationStage, TtsStage
-from samvad.storage.service import StoreStage
 
 
 def _deployment(name: str, core: type):
@@ -20,14 +19,8 @@ def _deployment(name: str, core: type):
     return serve.deployment(name=name)(Stage)
 
 
-class _Store(StoreStage):
-    async def __del__(self) -> None:  # Serve awaits this when it stops the replica
-        await self.close()
-
-
 ASR = _deployment("ASR", AsrStage)
 LLM = _deployment("LLM", LlmStage)
 Translation = _deployment("Translation", TranslationStage)
 TTS = _deployment("TTS", TtsStage)
 Retriever = _deployment("Retriever", RetrievalStage)
-Store = _deployment("Store", _Store)

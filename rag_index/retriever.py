@@ -52,7 +52,9 @@ class Retriever:
     def search(self, query: str, k: int) -> list[Passage]:
         if not query.strip() or self._index.ntotal == 0:
             return []
-        vector = self._embedder.encode([query])
+        return self._search(self._embedder.encode([query]), k)
+
+    def _search(self, vector, k: int) -> list[Passage]:
         scores, ids = self._index.search(vector, min(k, self._index.ntotal))
         out = []
         for score, i in zip(scores[0], ids[0]):
@@ -69,10 +71,25 @@ class Retriever:
         """Best cosine between `text` and `phrases` (the phrase vectors are cached)."""
         if not phrases or not text.strip():
             return 0.0
+        return self._similarity(self._embedder.encode([text])[0], phrases)
+
+    def _similarity(self, vector, phrases: list[str]) -> float:
         key = tuple(phrases)
         if getattr(self, "_phrases", (None,))[0] != key:
             self._phrases = (key, self._embedder.encode(list(phrases)))
-        return float((self._phrases[1] @ self._embedder.encode([text])[0]).max())
+        return float((self._phrases[1] @ vector).max())
+
+    def lookup(self, text: str, phrases: list[str], k: int) -> tuple[float, list[Passage]]:
+        """The guardrail's attack similarity and the search, from one encoding of the text (one
+        call on the turn path instead of two)."""
+        if not text.strip():
+            return 0.0, []
+        vector = self._embedder.encode([text])
+        similarity = self._similarity(vector[0], phrases) if phrases else 0.0
+        return similarity, self._search(vector, k) if self._index.ntotal else []
+
+    async def alookup(self, text: str, phrases: list[str], k: int) -> tuple[float, list[Passage]]:
+        return await asyncio.to_thread(self.lookup, text, phrases, k)
 
     async def asimilarity(self, text: str, phrases: list[str]) -> float:
         return await asyncio.to_thread(self.similarity, text, phrases)

@@ -3,7 +3,7 @@
 The core does not import Ray: the process that hosts it installs a factory (`use`) that makes
 the metric objects. Under Ray that is `actors.telemetry`, which makes `ray.util.metrics`
 objects: Ray's metrics agent on each node then exports the series of every process on it
-(ingress and stage replicas, session actors), prefixed `ray_` and labelled with the worker, and
+(ingress, session-host and stage replicas), prefixed `ray_` and labelled with the worker, and
 Prometheus sums them (`sum by (outcome) (rate(ray_samvad_turns_total[5m]))`). A plain
 prometheus_client metric would only be seen in its own process. Without a factory (unit tests,
 the CLI) recording does nothing.
@@ -40,9 +40,11 @@ SPECS: dict[str, tuple[str, str, tuple[str, ...], list[float] | None]] = {
                                          ("policy",), None),
     "samvad_early_asr_total": ("counter", "voice-session early ASR runs: used for the turn or discarded (caller went on)",
                                ("result",), None),
-    "samvad_store_buffered_writes": ("gauge", "writes waiting for PostgreSQL in a Store replica", (), None),
-    "samvad_store_write_failures_total": ("counter", "database writes that failed and were buffered or retried",
+    "samvad_store_write_failures_total": ("counter", "database writes refused (the database unreachable): the request failed",
                                           ("action",), None),
+    "samvad_active_conversations": ("gauge", "conversations held in memory by a session host (sum over hosts)", (), None),
+    "samvad_conversation_activations_total": ("counter", "conversations activated (rehydrated) or passivated by a session host",
+                                              ("event",), None),
 }
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
 

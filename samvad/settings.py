@@ -206,6 +206,17 @@ class VoiceSettings(BaseModel):
     audio_burst_s: float = 2.0  # audio may arrive this far ahead of real time before reading slows
 
 
+class SessionTierSettings(BaseModel):
+    """Conversations hosted many per process by the Sessions replicas (virtual actors)."""
+
+    max_active: int = Field(50_000, ge=1)  # per host: beyond it the least recently used is passivated
+    idle_seconds: float = 600.0  # a conversation idle this long is passivated (its memory freed)
+    history_limit: int = 50  # messages kept in memory and rehydrated per conversation
+    lease_ttl_s: float = Field(6.0, gt=0)  # a dead host's conversations are taken over after this
+    handoff_wait_s: float = 15.0  # how long a host waits for another live host to hand one off
+    db_pool_size: int = 5  # per host
+
+
 class LimitSettings(BaseModel):
     """Token buckets in Redis, shared by every ingress replica."""
 
@@ -222,13 +233,12 @@ class ServiceSettings(BaseModel):
     # Other origins allowed to call the API from a browser. Empty: only the demo page served by
     # the ingress itself (same origin), for HTTP (CORS) and for the voice WebSocket (Origin check).
     cors_origins: list[str] = []
-    session_idle_seconds: float = 600.0  # an idle session actor persists and exits after this
-    db_pool_size: int = 5  # per Store replica: connections stay bounded however many sessions live
-    # A database outage: reads retry this long before a 503; writes retry this long, then wait
-    # in the Store replica's in-order queue (at most db_write_queue of them) until it is back.
+    db_pool_size: int = 4  # per ingress replica: connections grow with replicas, never with sessions
+    # A database outage: reads retry this long, writes this long, then the request fails with
+    # 503 database_unavailable. Nothing is acknowledged before it is committed.
     db_read_retry_s: float = 5.0
     db_write_retry_s: float = 2.0
-    db_write_queue: int = 10_000
+    idempotency_ttl_s: float = 86400.0  # Idempotency-Key records (and stored answers) are kept this long
     # HMAC secret for API-key hashes. The default is for development only: set SAMVAD_SERVICE__KEY_SECRET.
     key_secret: str = "samvad-dev-secret-change-me"
     cache_ttl_seconds: dict[str, int] = {"tts": 86400, "translation": 86400, "asr": 3600}
@@ -255,6 +265,7 @@ class Settings(BaseSettings):
     guardrails_file: Path = REPO_ROOT / "configs" / "guardrails.yaml"
     service: ServiceSettings = ServiceSettings()
     voice: VoiceSettings = VoiceSettings()
+    sessions: SessionTierSettings = SessionTierSettings()
     limits: LimitSettings = LimitSettings()
     providers: ProvidersSettings = ProvidersSettings()
     data_dir: Path = REPO_ROOT / "var"

@@ -15,7 +15,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -50,6 +50,7 @@ from samvad.providers.base import (
     SpeechToText,
     TextToSpeech,
     TranslationRequest,
+    TranslationResult,
     Translator,
 )
 from samvad.guardrails.policy import Guardrails
@@ -57,10 +58,13 @@ from samvad.sentences import SentenceAggregator
 from samvad.settings import Settings
 
 
-class PassageRetriever(Protocol):
-    async def asearch(self, query: str, k: int) -> list[Passage]: ...
+ANSWER_LANGUAGE = "en-IN"  # the language answers are written in (the knowledge base's), then translated
 
-    async def asimilarity(self, text: str, phrases: list[str]) -> float: ...
+
+class PassageRetriever(Protocol):
+    async def alookup(self, text: str, phrases: list[str], k: int) -> tuple[float, list[Passage]]:
+        """(best similarity of `text` to `phrases`, top-`k` passages for `text`) in one call."""
+        ...
 
 
 @dataclass
@@ -75,7 +79,10 @@ class Engines:
 class TurnRequest(BaseModel):
     """One turn: either audio (any libsndfile format) or text, plus the conversation so far."""
 
-    turn_id: str
+    turn_id: str  # made by the server (unique per turn); the client's X-Request-ID is `request_id`
+    request_id: str | None = None  # correlation id: in logs and in every stage call of the turn
+    channel: Literal["rest", "voice"] = "rest"  # voice: what the caller heard is settled by the call
+    idempotent: bool = False  # an Idempotency-Key stands for this turn: its answer is stored with it
     audio: bytes | None = None
     text: str | None = None
     language: str = "en-IN"
@@ -141,13 +148,16 @@ class TurnRunner:
     async def _speak(self, req: TurnRequest, sentence: str, state: _Spoken, calls: CallLog, flags: list[str]) -> AsyncIterator[TurnEvent]:
         """Translate one sentence into the caller's language and register, then synthesise it."""
         e = self.engines
-        tr = await e.translator.translate(
-            TranslationRequest(
-                text=sentence, source_language="en-IN", target_language=req.language, mode=req.mode,
-                output_script=req.output_script,
-            ),
-            calls,
-        )
+        if _base(req.language) == _base(ANSWER_LANGUAGE):  # already in the caller's language: no hop
+            tr = TranslationResult(text=sentence, language_code=req.language)
+        else:
+            tr = await e.translator.translate(
+                TranslationRequest(
+                    text=sentence, source_language=ANSWER_LANGUAGE, target_language=req.language, mode=req.mode,
+                    output_script=req.output_script,
+                ),
+                calls,
+            )
         flags.extend(f for f in tr.flags if f not in flags)
         index = len(state.texts)
         state.texts.append(tr.text)
@@ -219,19 +229,21 @@ class TurnRunner:
                 return
 
             verdict = self.guardrails.check_input(transcript.text)
-            if verdict.reply is None and (attacks := self.guardrails.input.injection.known_attacks):
-                similar = self.guardrails.check_attack_similarity(await e.retriever.asimilarity(verdict.text, attacks))
-                if similar is not None:
-                    verdict = similar.model_copy(update={"text": verdict.text, "flags": verdict.flags + similar.flags})
-            guard_flags.extend(verdict.flags)
-            yield GuardrailEvent(turn_id=tid, flags=verdict.flags, redacted_text=verdict.text, action=verdict.action)
             passages: list[Passage] = []
             if verdict.reply is None:
+                # One Retriever call: the attack-similarity check and the search share one encoding.
+                attacks = self.guardrails.input.injection.known_attacks
                 t_ret = time.perf_counter()
-                passages = await e.retriever.asearch(verdict.text, self.settings.rag.top_k)
+                similarity, passages = await e.retriever.alookup(verdict.text, attacks, self.settings.rag.top_k)
                 calls.append(
                     ProviderCall(stage="retrieval", provider="faiss", model="local", latency_ms=(time.perf_counter() - t_ret) * 1000)
                 )
+                if attacks and (similar := self.guardrails.check_attack_similarity(similarity)) is not None:
+                    verdict = similar.model_copy(update={"text": verdict.text, "flags": verdict.flags + similar.flags})
+                    passages = []
+            guard_flags.extend(verdict.flags)
+            yield GuardrailEvent(turn_id=tid, flags=verdict.flags, redacted_text=verdict.text, action=verdict.action)
+            if verdict.reply is None:
                 sources = list(dict.fromkeys(p.source for p in passages))
                 yield RetrievalEvent(turn_id=tid, passages=passages)
                 if (off_topic := self.guardrails.check_retrieval(passages)) is not None:
@@ -259,6 +271,10 @@ class TurnRunner:
             yield done("failed")
             return
         yield done("complete")
+
+
+def _base(language: str) -> str:
+    return language.split("-")[0].lower()
 
 
 async def _single(text: str) -> AsyncIterator[str]:

@@ -1,8 +1,9 @@
 """One live voice call over a WebSocket: VAD endpointing where the audio arrives, turns started
 on whole utterances, audio paced to real time, barge-in and backchannels.
 
-Plain Python over a Starlette WebSocket; the ingress injects how a turn is run, interrupted and
-how a short utterance is transcribed (session actor and ASR handles on Ray)."""
+Plain Python over a Starlette WebSocket; the ingress injects how a turn is run, how what the
+caller heard is settled, and how a short utterance is transcribed (Sessions and ASR handles on
+Ray). This call is the one place that decides what the caller heard: it knows what audio it sent."""
 
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ from samvad.turn import TurnRequest
 log = logging.getLogger("samvad.voice")
 
 StartTurn = Callable[[TurnRequest], AsyncIterator]
-Interrupt = Callable[[str, str], Awaitable[None]]
+# (turn id, heard text, complete): what the caller heard of a spoken answer, for the record.
+Settle = Callable[[str, str, bool], Awaitable[None]]
 # Audio -> (transcript, the provider calls made): an ASR call from the ingress, not the actor.
 Transcribe = Callable[[Audio, str], Awaitable[tuple[Transcript, list[ProviderCall]]]]
 
@@ -89,12 +91,12 @@ def _normalise(text: str) -> str:
 class VoiceCall:
     def __init__(
         self, ws: WebSocket, settings: Settings, session: dict, start: SessionStart,
-        start_turn: StartTurn, interrupt: Interrupt, transcribe: Transcribe,
+        start_turn: StartTurn, settle: Settle, transcribe: Transcribe,
     ) -> None:
         self.ws, self.s, self.v = ws, settings, settings.voice
         self.session = session  # language, mode, voice, output_script
         self.format: AudioFormat = start.audio
-        self._start_turn, self._interrupt, self._transcribe = start_turn, interrupt, transcribe
+        self._start_turn, self._settle, self._transcribe = start_turn, settle, transcribe
         self.vad = Endpointer(SileroVad(16000), settings.vad)
         self.playing: _Playing | None = None
         self.early: _Early | None = None
@@ -284,7 +286,8 @@ class VoiceCall:
 
     def _turn_fields(self) -> dict:
         s = self.session
-        return {"language": s["language"], "mode": s["mode"], "voice": s.get("voice"), "output_script": s.get("output_script")}
+        return {"language": s["language"], "mode": s["mode"], "voice": s.get("voice"), "output_script": s.get("output_script"),
+                "channel": "voice"}
 
     # turns out ----------------------------------------------------------------------------------
     def _begin_turn(self, request: TurnRequest, speech_ended_at: float | None = None) -> None:
@@ -305,6 +308,8 @@ class VoiceCall:
                     await self._pace(p, event)
                 elif isinstance(event, TurnDoneEvent):
                     p.complete.update(p.sentences)
+                    if event.outcome == "complete":  # every chunk was sent: the answer is recorded as heard
+                        await self._settle(p.turn_id, p.heard_text(), True)
                     p.done = True
                     metrics.count_turn(event, "voice", (time.perf_counter() - started) * 1000)
                 await self.send(event)
@@ -312,12 +317,12 @@ class VoiceCall:
             raise
         except Exception as exc:  # noqa: BLE001 - one failed turn must not end the call
             log.exception("turn %s failed", request.turn_id)
-            p.done = True
-            if self.playing is p:  # e.g. the session actor died: keep what was heard, as interrupted
+            if self.playing is p and not p.done:  # e.g. its host died: keep what was heard, as interrupted
                 try:
-                    await self._interrupt(p.turn_id, p.heard_text())
+                    await self._settle(p.turn_id, p.heard_text(), False)
                 except Exception:  # noqa: BLE001
                     log.exception("turn %s could not be marked interrupted", request.turn_id)
+            p.done = True
             await self.send(ErrorEvent(turn_id=request.turn_id, code="turn_failed", message=f"the turn failed ({type(exc).__name__})", status=502))
 
     async def _pace(self, p: _Playing, event: AudioEvent) -> None:
@@ -341,9 +346,11 @@ class VoiceCall:
         if not p.task.done():
             p.task.cancel()
             await asyncio.gather(p.task, return_exceptions=True)
-        elif p.done and time.monotonic() >= p.playing_until():
-            return  # already finished and played out: nothing to interrupt
+        if p.done and (reason == "client" or time.monotonic() >= p.playing_until()):
+            # Finished: every chunk was sent (turn.done), and it played out or the client went
+            # away after receiving it. A later close never rewrites a finished answer.
+            return
         heard = p.heard_text()
-        await self._interrupt(p.turn_id, heard)
+        await self._settle(p.turn_id, heard, False)
         if notify:
             await self.send(ResponseCancelled(turn_id=p.turn_id, reason=reason, heard_text=heard))

@@ -57,3 +57,6 @@ class StubRetriever:
 
     async def asimilarity(self, text: str, phrases: list[str]) -> float:
         return 0.0
+
+    async def alookup(self, text: str, phrases: list[str], k: int) -> tuple[float, list[Passage]]:
+        return 0.0, await self.asearch(text, k)

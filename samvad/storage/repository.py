@@ -1,5 +1,8 @@
-"""PostgreSQL repository (asyncpg). One bounded pool per process that owns a `Repository`;
-session actors never open their own: they write through the Store deployment."""
+"""PostgreSQL repository (asyncpg). One bounded pool per process that owns a `Repository`
+(an ingress replica, a session host): connections grow with replicas, never with sessions.
+
+Conversation writes carry the owner's fencing `epoch` (see `acquire`): a host that lost a
+conversation to another cannot change its rows any more."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import asyncpg
 from pydantic import BaseModel
 
 from samvad.contracts import GuardrailFlag, ProviderCall
-from samvad.errors import NotFoundError
+from samvad.errors import NotFoundError, SamvadError
 from samvad.storage.migrate import migrate
 
 
@@ -49,6 +52,29 @@ class ApiKeyRow(BaseModel):
     max_voice_sessions: int | None = None
 
 
+class FencedError(SamvadError):
+    """The conversation is owned by another session host now (a newer epoch): this host must
+    drop it. The request can be sent again; it is routed to the owner."""
+
+    code = "session_moved"
+    status = 503
+    retryable = True
+
+
+class IdempotencyMismatch(SamvadError):
+    code = "idempotency_key_reused"
+    status = 422
+
+
+class Claim(BaseModel):
+    """An Idempotency-Key's record: the session and turn it stands for, and the answer once made."""
+
+    session_id: str | None
+    turn_id: str | None
+    response: str | None
+    fresh: bool  # claimed by this request (False: a retry of an earlier one)
+
+
 def hash_key(key: str, secret: str) -> str:
     return hmac.new(secret.encode(), key.encode(), hashlib.sha256).hexdigest()
 
@@ -74,24 +100,70 @@ class Repository:
 
     # sessions -------------------------------------------------------------------------------
     async def create_session(
-        self, language: str, mode: str, voice: str | None, api_key_id: int | None = None, output_script: str | None = None
+        self, language: str, mode: str, voice: str | None, api_key_id: int | None = None, output_script: str | None = None,
+        *, conn: asyncpg.Connection | None = None,
     ) -> SessionRow:
-        row = await self._pool.fetchrow(
+        row = await (conn or self._pool).fetchrow(
             "INSERT INTO sessions (id, language, mode, voice, api_key_id, output_script)"
             " VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
             uuid.uuid4(), language, mode, voice, api_key_id, output_script,
         )
         return _session(row)
 
-    async def get_session(self, session_id: str) -> SessionRow:
+    async def get_session(self, session_id: str, api_key_id: int | None = None) -> SessionRow:
+        """The session; with `api_key_id`, only if that key owns it. Another key's session is
+        answered exactly like one that does not exist."""
         try:
             sid = uuid.UUID(session_id)
         except ValueError:
             raise NotFoundError(f"no session {session_id!r}", code="session_not_found") from None
         row = await self._pool.fetchrow("SELECT * FROM sessions WHERE id = $1", sid)
-        if row is None:
+        if row is None or (api_key_id is not None and row["api_key_id"] != api_key_id):
             raise NotFoundError(f"no session {session_id!r}", code="session_not_found")
         return _session(row)
+
+    # ownership (session hosts) ----------------------------------------------------------------
+    async def heartbeat(self, host_id: str, ttl_s: float) -> list[str]:
+        """Renew the host's lease; returns the conversations it owns that another host asked for."""
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO session_hosts (id, lease_until) VALUES ($1, now() + make_interval(secs => $2))"
+                " ON CONFLICT (id) DO UPDATE SET lease_until = EXCLUDED.lease_until", host_id, ttl_s,
+            )
+            rows = await conn.fetch("SELECT id FROM sessions WHERE owner = $1 AND handoff", host_id)
+        return [str(r["id"]) for r in rows]
+
+    async def acquire(self, session_id: str, host_id: str) -> int | None:
+        """Take ownership of a conversation: granted when nobody holds it, this host does, or its
+        holder's lease lapsed. Returns the new epoch (every later write carries it), or None while
+        another live host owns it (which is then asked to hand it off)."""
+        sid = uuid.UUID(session_id)
+        async with self._pool.acquire() as conn:
+            epoch = await conn.fetchval(
+                """UPDATE sessions s SET owner = $2, epoch = s.epoch + 1, handoff = false
+                   WHERE s.id = $1 AND (s.owner IS NULL OR s.owner = $2 OR NOT EXISTS (
+                       SELECT 1 FROM session_hosts h WHERE h.id = s.owner AND h.lease_until > now()))
+                   RETURNING s.epoch""", sid, host_id,
+            )
+            if epoch is not None:
+                return epoch
+            status = await conn.execute("UPDATE sessions SET handoff = true WHERE id = $1", sid)
+        if status.endswith(" 0"):
+            raise NotFoundError(f"no session {session_id!r}", code="session_not_found")
+        return None
+
+    async def release(self, session_ids: list[str], host_id: str) -> None:
+        """Give up conversations (passivated, handed off): another host may take them at once."""
+        if session_ids:
+            await self._pool.execute(
+                "UPDATE sessions SET owner = NULL, handoff = false WHERE id = ANY($1::uuid[]) AND owner = $2",
+                [uuid.UUID(s) for s in session_ids], host_id,
+            )
+
+    async def drop_host(self, host_id: str) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("UPDATE sessions SET owner = NULL, handoff = false WHERE owner = $1", host_id)
+            await conn.execute("DELETE FROM session_hosts WHERE id = $1", host_id)
 
     async def update_session(self, session_id: str, *, language: str, mode: str, voice: str | None) -> None:
         await self._pool.execute(
@@ -110,20 +182,26 @@ class Repository:
         status: str,
         flags: list[GuardrailFlag] | None = None,
         *,
+        epoch: int | None = None,
         conn: asyncpg.Connection | None = None,
     ) -> None:
-        """Idempotent per (session, turn, role): a retried write updates instead of duplicating."""
-        db = conn or self._pool
-        await db.execute(
-            """INSERT INTO messages (session_id, turn_id, role, content, language, status, guardrail_flags)
-               VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)
+        """Idempotent per (session, turn, role): a retried write updates instead of duplicating.
+        One statement: the session row is locked and its epoch checked, then the message written,
+        so a write from a host that lost the conversation changes nothing (`FencedError`)."""
+        written = await (conn or self._pool).fetchval(
+            """WITH s AS (UPDATE sessions SET updated_at = now() WHERE id = $1 AND ($8::bigint IS NULL OR epoch = $8)
+                          RETURNING id)
+               INSERT INTO messages (session_id, turn_id, role, content, language, status, guardrail_flags)
+               SELECT s.id, $2, $3, $4, $5, $6, $7::jsonb FROM s
                ON CONFLICT (session_id, turn_id, role)
                DO UPDATE SET content = EXCLUDED.content, status = EXCLUDED.status,
-                             guardrail_flags = EXCLUDED.guardrail_flags""",
+                             guardrail_flags = EXCLUDED.guardrail_flags
+               RETURNING 1""",
             uuid.UUID(session_id), turn_id, role, content, language, status,
-            json.dumps([f.model_dump() for f in flags or []]),
+            json.dumps([f.model_dump() for f in flags or []]), epoch,
         )
-        await db.execute("UPDATE sessions SET updated_at = now() WHERE id = $1", uuid.UUID(session_id))
+        if written is None:
+            raise FencedError(f"session {session_id} is owned by another host now")
 
     async def record_turn(
         self,
@@ -134,13 +212,79 @@ class Repository:
         language: str,
         status: str,
         flags: list[GuardrailFlag] | None = None,
+        *,
+        epoch: int | None = None,
+        response: str | None = None,
     ) -> None:
-        """The end of a turn in one round trip and one transaction: its provider calls and the
-        assistant message. Retry-safe: the calls of a turn are replaced, the message upserted."""
+        """The end of a turn in one transaction: the assistant message (fenced, first, so the
+        session row is locked), its provider calls and, for an Idempotency-Key, the answer.
+        Retry-safe: the calls of a turn are replaced, the message upserted."""
+        sid = uuid.UUID(session_id)
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute("DELETE FROM provider_calls WHERE session_id = $1 AND turn_id = $2", uuid.UUID(session_id), turn_id)
+            await self.add_message(session_id, turn_id, "assistant", content, language, status, flags, epoch=epoch, conn=conn)
+            await conn.execute("DELETE FROM provider_calls WHERE session_id = $1 AND turn_id = $2", sid, turn_id)
             await self.add_provider_calls(session_id, turn_id, calls, conn=conn)
-            await self.add_message(session_id, turn_id, "assistant", content, language, status, flags, conn=conn)
+            if response is not None:
+                await conn.execute("UPDATE idempotency_keys SET response = $3 WHERE session_id = $1 AND turn_id = $2",
+                                   sid, turn_id, response)
+
+    async def settle(self, session_id: str, turn_id: str, content: str, status: str, epoch: int | None = None) -> bool:
+        """What the caller heard of a spoken answer (the voice session knows): its text and status.
+        False when the turn has no assistant message (yet)."""
+        done = await self._pool.fetchval(
+            """WITH s AS (SELECT id FROM sessions WHERE id = $1 AND ($5::bigint IS NULL OR epoch = $5) FOR UPDATE)
+               UPDATE messages m SET content = $3, status = $4 FROM s
+               WHERE m.session_id = s.id AND m.turn_id = $2 AND m.role = 'assistant' RETURNING 1""",
+            uuid.UUID(session_id), turn_id, content, status, epoch,
+        )
+        if done is None and epoch is not None and not await self._pool.fetchval(
+            "SELECT 1 FROM sessions WHERE id = $1 AND epoch = $2", uuid.UUID(session_id), epoch
+        ):
+            raise FencedError(f"session {session_id} is owned by another host now")
+        return done is not None
+
+    # idempotency keys -------------------------------------------------------------------------
+    async def claim(
+        self, api_key_id: int, key: str, route: str, request_hash: str, *,
+        session_id: str | None = None, new_session: dict | None = None, new_turn: bool = False,
+    ) -> Claim:
+        """Record an Idempotency-Key, or find the earlier request that used it. A new claim
+        creates its session (`new_session`: create_session's arguments) in the same transaction,
+        so a retried request finds the very same session and turn."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT * FROM idempotency_keys WHERE api_key_id = $1 AND key = $2 FOR UPDATE", api_key_id, key
+            )
+            if row is not None:
+                if row["route"] != route or row["request_hash"] != request_hash:
+                    raise IdempotencyMismatch(
+                        "this Idempotency-Key was used for a different request; use a new key for a new request"
+                    )
+                return Claim(session_id=str(row["session_id"]) if row["session_id"] else None,
+                             turn_id=row["turn_id"], response=row["response"], fresh=False)
+            if new_session is not None:
+                session_id = (await self.create_session(**new_session, api_key_id=api_key_id, conn=conn)).id
+            turn_id = uuid.uuid4().hex if new_turn else None
+            inserted = await conn.fetchval(
+                "INSERT INTO idempotency_keys (api_key_id, key, route, request_hash, session_id, turn_id)"
+                " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING 1",
+                api_key_id, key, route, request_hash, uuid.UUID(session_id) if session_id else None, turn_id,
+            )
+        if inserted is None:  # a concurrent request with the same key won the race: take its claim
+            return await self.claim(api_key_id, key, route, request_hash, session_id=session_id)
+        return Claim(session_id=session_id, turn_id=turn_id, response=None, fresh=True)
+
+    async def idempotent_response(self, session_id: str, turn_id: str) -> str | None:
+        return await self._pool.fetchval(
+            "SELECT response FROM idempotency_keys WHERE session_id = $1 AND turn_id = $2 AND response IS NOT NULL",
+            uuid.UUID(session_id), turn_id,
+        )
+
+    async def expire_idempotency_keys(self, older_than_s: float) -> int:
+        status = await self._pool.execute(
+            "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)", older_than_s
+        )
+        return int(status.split()[-1])
 
     async def messages(self, session_id: str, limit: int = 1000) -> list[MessageRow]:
         rows = await self._pool.fetch(
@@ -204,5 +348,6 @@ class Repository:
 def _session(row: asyncpg.Record) -> SessionRow:
     d = dict(row)
     d["id"] = str(d["id"])
-    d.pop("api_key_id", None)
+    for private in ("api_key_id", "owner", "epoch", "handoff"):
+        d.pop(private, None)
     return SessionRow(**d)

@@ -104,34 +104,89 @@ def test_embedded_servers_start_without_system_services(tmp_path):
     assert not (tmp_path / "redis" / "redis.sock").exists()
 
 
-async def test_store_queues_writes_through_a_database_restart(tmp_path):
-    """PostgreSQL goes away between writes: reads fail clearly, writes wait in order and land
-    when it is back; nothing is lost or duplicated."""
-    from samvad.settings import Settings
+async def test_writes_are_acknowledged_only_once_committed(tmp_path):
+    """PostgreSQL goes away between writes: a write is refused with 503 (never queued in memory,
+    where a process death would lose it), reads fail clearly, and after the restart the pool
+    reconnects by itself; a repeated write does not duplicate."""
     from samvad.errors import DatabaseUnavailable
-    from samvad.storage.service import StoreStage
+    from samvad.settings import Settings
+    from samvad.storage.database import Database
 
     data = tmp_path / "var"
     dsn = embedded.start_postgres(data)
-    store = StoreStage(Settings(database_url=dsn, service={"db_write_retry_s": 0.3, "db_read_retry_s": 0.5}))
+    db = Database(Settings(database_url=dsn, service={"db_write_retry_s": 0.3, "db_read_retry_s": 0.5}))
     try:
-        s = await store.call("create_session", "en-IN", "formal", None)
-        await store.call("add_message", s.id, "t1", "user", "before", "en-IN", "complete")
+        s = await db.create_session("en-IN", "formal", None)
+        await db.add_message(s.id, "t1", "user", "before", "en-IN", "complete")
         embedded.stop_postgres(data)
-        await store.call("add_message", s.id, "t2", "user", "during", "en-IN", "complete")
-        await store.call("record_turn", s.id, "t2", [], "answer during", "en-IN", "complete")
-        assert store.queued == 2
         with pytest.raises(DatabaseUnavailable):
-            await store.call("messages", s.id)
+            await db.add_message(s.id, "t2", "user", "during", "en-IN", "complete")
+        with pytest.raises(DatabaseUnavailable):
+            await db.messages(s.id)
+        assert not db.up  # what /readyz answers from, at once
         assert embedded.start_postgres(data) == dsn
-        assert await store.flush(30)
-        # The pool's connections died with the old server: the next write reconnects by itself.
-        await store.call("add_message", s.id, "t3", "user", "after", "en-IN", "complete")
-        await store.call("add_message", s.id, "t2", "user", "during", "en-IN", "complete")  # a repeated write
-        rows = await store.call("messages", s.id)
-        assert [(m.turn_id, m.role, m.content) for m in rows] == [
-            ("t1", "user", "before"), ("t2", "user", "during"), ("t2", "assistant", "answer during"), ("t3", "user", "after"),
-        ]
+        await db.add_message(s.id, "t3", "user", "after", "en-IN", "complete")
+        await db.add_message(s.id, "t3", "user", "after", "en-IN", "complete")  # a repeated write
+        rows = await db.messages(s.id)
+        assert [(m.turn_id, m.role, m.content) for m in rows] == [("t1", "user", "before"), ("t3", "user", "after")]
+        assert db.up
     finally:
-        await store.close()
+        await db.close()
         embedded.stop_postgres(data)
+
+
+async def test_one_owner_per_conversation_and_fenced_writes(dsn):
+    """Host A owns a conversation; B is refused while A's lease holds (and A is asked to hand it
+    off); once A's lease lapses B takes it with a newer epoch and A's writes change nothing."""
+    from samvad.storage.repository import FencedError
+
+    repo = await Repository.connect(dsn, "k", max_size=2)
+    try:
+        s = await repo.create_session("en-IN", "formal", None)
+        await repo.heartbeat("A", 30)
+        await repo.heartbeat("B", 30)
+        a = await repo.acquire(s.id, "A")
+        assert a is not None
+        assert await repo.acquire(s.id, "B") is None
+        assert await repo.heartbeat("A", 30) == [s.id]  # A is asked to hand it off
+        await repo.add_message(s.id, "t1", "user", "from A", "en-IN", "complete", epoch=a)
+        await repo.heartbeat("A", 0)  # A's lease lapses (a dead host)
+        b = await repo.acquire(s.id, "B")
+        assert b is not None and b > a
+        with pytest.raises(FencedError):
+            await repo.add_message(s.id, "t2", "user", "late write from A", "en-IN", "complete", epoch=a)
+        with pytest.raises(FencedError):
+            await repo.record_turn(s.id, "t1", [], "late answer from A", "en-IN", "complete", epoch=a)
+        await repo.record_turn(s.id, "t1", [], "answer from B", "en-IN", "complete", epoch=b)
+        assert [m.content for m in await repo.messages(s.id)] == ["from A", "answer from B"]
+        await repo.release([s.id], "B")  # passivated: anyone takes it at once
+        assert await repo.acquire(s.id, "A") == b + 1
+        with pytest.raises(NotFoundError):
+            await repo.acquire("00000000-0000-0000-0000-000000000000", "A")
+    finally:
+        await repo.close()
+
+
+async def test_idempotency_claims(dsn):
+    from samvad.storage.repository import IdempotencyMismatch
+
+    repo = await Repository.connect(dsn, "k", max_size=2)
+    try:
+        args = {"language": "en-IN", "mode": "formal", "voice": None, "output_script": None}
+        first = await repo.claim(7, "key-1", "turn", "h1", new_session=args, new_turn=True)
+        assert first.fresh and first.session_id and first.turn_id and first.response is None
+        again = await repo.claim(7, "key-1", "turn", "h1", new_session=args, new_turn=True)
+        assert (again.fresh, again.session_id, again.turn_id) == (False, first.session_id, first.turn_id)
+        assert (await repo.get_session(first.session_id, 7)).id == first.session_id
+        with pytest.raises(NotFoundError):  # another key's session is not found
+            await repo.get_session(first.session_id, 8)
+        with pytest.raises(IdempotencyMismatch):
+            await repo.claim(7, "key-1", "turn", "another body", new_turn=True)
+        other_key = await repo.claim(8, "key-1", "turn", "h1", session_id=first.session_id, new_turn=True)
+        assert other_key.fresh and other_key.turn_id != first.turn_id  # keys are per API key
+        await repo.add_message(first.session_id, first.turn_id, "user", "q", "en-IN", "complete")
+        await repo.record_turn(first.session_id, first.turn_id, [], "a", "en-IN", "complete", response='{"x": 1}')
+        assert await repo.idempotent_response(first.session_id, first.turn_id) == '{"x": 1}'
+        assert (await repo.claim(7, "key-1", "turn", "h1")).response == '{"x": 1}'
+    finally:
+        await repo.close()

@@ -25,7 +25,7 @@ def test_rayservice_matches_serve_config():
     for group in [cluster["headGroupSpec"]] + cluster["workerGroupSpecs"]:
         assert group["rayStartParams"]["metrics-export-port"] == "8080"
     names = {d["name"] for d in local["applications"][0]["deployments"]}
-    assert names == {"Ingress", "ASR", "LLM", "Retriever", "Translation", "TTS", "Store"}
+    assert names == {"Ingress", "ASR", "LLM", "Retriever", "Translation", "TTS", "Sessions"}
     for d in local["applications"][0]["deployments"]:
         assert {"autoscaling_config", "max_ongoing_requests", "ray_actor_options", "graceful_shutdown_timeout_s"} <= set(d)
 
