@@ -19,7 +19,9 @@ from samvad.storage import embedded
 
 PORT = 8765
 INGRESS_REPLICAS = 2
-IDLE_SECONDS = 4  # session actors exit after this much idle time (short, so a test can watch it)
+SESSIONS_REPLICAS = 2
+IDLE_SECONDS = 4  # conversations are passivated after this much idle time (short, so a test can watch it)
+LEASE_TTL_S = 3  # a dead Sessions replica's conversations are taken over after this
 
 
 class Servers:
@@ -66,7 +68,8 @@ def serve_app(servers, tmp_path_factory):
     from deployments.app import build_app, deployment_options
 
     os.environ["SAMVAD_RAG__INDEX_DIR"] = str(tmp_path_factory.mktemp("e2e") / "index")
-    os.environ["SAMVAD_SERVICE__SESSION_IDLE_SECONDS"] = str(IDLE_SECONDS)
+    os.environ["SAMVAD_SESSIONS__IDLE_SECONDS"] = str(IDLE_SECONDS)
+    os.environ["SAMVAD_SESSIONS__LEASE_TTL_S"] = str(LEASE_TTL_S)
     # Every test request comes from 127.0.0.1: the per-IP bucket is raised so that the fuzzing
     # and load tests measure the per-key limits (the IP bucket is the same script, tested apart).
     os.environ["SAMVAD_LIMITS__IP_REQUESTS_PER_MINUTE"] = "1000000"
@@ -79,6 +82,7 @@ def serve_app(servers, tmp_path_factory):
     options = deployment_options(str(REPO_ROOT / "serve_config.yaml"))
     # Two live ingress replicas, as on a scaled cluster: limits and sessions must hold across them.
     options["Ingress"] = {k: v for k, v in options["Ingress"].items() if k != "autoscaling_config"} | {"num_replicas": INGRESS_REPLICAS}
+    options["Sessions"] = {k: v for k, v in options["Sessions"].items() if k != "autoscaling_config"} | {"num_replicas": SESSIONS_REPLICAS}
     serve.run(
         build_app({"database_url": servers.dsn, "redis_url": servers.redis_url, "deployment_options": options}),
         name="samvad", route_prefix="/",

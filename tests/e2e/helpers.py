@@ -38,3 +38,19 @@ def metric_lines(client, family: str, *labels: str, timeout: float = 30.0) -> li
         if lines or time.monotonic() > deadline:
             return lines
         time.sleep(1.0)
+
+
+def host_of(db, sid: str) -> str | None:
+    """The Ray actor name of the Sessions replica that owns a conversation (its lease holder)."""
+    rows = db("SELECT owner FROM sessions WHERE id = $1", uuid.UUID(sid))
+    owner = rows[0]["owner"] if rows else None
+    return None if owner is None else f"SERVE_REPLICA::samvad#Sessions#{owner.rsplit('-', 1)[0]}"
+
+
+def kill_host_of(db, sid: str) -> str:
+    import ray
+
+    name = host_of(db, sid)
+    assert name is not None, "the conversation has no owner"
+    ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
+    return name

@@ -239,3 +239,34 @@ async def test_foreign_origins_are_refused(api_key):
         assert pre.status_code == 403 and "access-control-allow-origin" not in pre.headers
         same = c.options("/api/v1/turn", headers={"Origin": f"http://127.0.0.1:{PORT}", "Access-Control-Request-Method": "POST"})
         assert same.status_code == 204 and same.headers["access-control-allow-origin"] == f"http://127.0.0.1:{PORT}"
+
+
+async def test_closing_right_after_turn_done_keeps_the_answer_complete(api_key, db):
+    """A finished turn is never rewritten by a later close (it used to become 'interrupted')."""
+    for _ in range(2):
+        ws, started = await open_session(api_key)
+        await ws.send(json.dumps({"type": "text.input", "text": "How do I block my lost debit card?"}))
+        done = await until(ws, "turn.done", [])
+        await ws.close()  # at once, while the last half second may still be playing
+        assert done["outcome"] == "complete"
+        await asyncio.sleep(1.5)  # the ingress has seen the close
+        rows = db("SELECT role, status FROM messages WHERE session_id = $1 ORDER BY id", uuid.UUID(started["session_id"]))
+        assert [(r["role"], r["status"]) for r in rows] == [("user", "complete"), ("assistant", "complete")]
+        query = {"session_id": started["session_id"], "resume_token": started["resume_token"]}
+        ws, again = await open_session(api_key, query=query)
+        await ws.close()
+        assert again["interrupted_turn"] is None
+
+
+async def test_resuming_another_keys_session_is_not_found(api_key, serve_app):
+    from tests.e2e.helpers import make_key
+
+    ws, started = await open_session(api_key)
+    await ws.close()
+    other = make_key(serve_app, "voice-other-tenant")
+    query = f"?session_id={started['session_id']}&resume_token={started['resume_token']}"
+    ws = await websockets.connect(URL + query, additional_headers={"X-API-Key": other})
+    await ws.send(json.dumps({"type": "session.start"}))
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await recv(ws)
+    assert closed.value.rcvd.code == 4404

@@ -80,9 +80,10 @@ async def test_event_order_and_turn_done(runner):
     seqs = [e.seq for e in events if isinstance(e, AudioEvent)]
     assert seqs == list(range(len(seqs)))
     done = events[-1]
-    assert set(done.stages) >= {"retrieval", "llm", "translation", "tts"}
+    assert set(done.stages) >= {"retrieval", "llm", "tts"}
     assert done.first_audio_ms is not None and done.first_audio_ms > 0
-    assert {c.stage for c in done.calls} >= {"llm", "translation", "tts"}
+    # The answer is already in the caller's language (English): no translation call at all.
+    assert {c.stage for c in done.calls} >= {"llm", "tts"} and "translation" not in done.stages
     assert all(c.outcome == "ok" for c in done.calls)
     assert done.response.metadata.sources[0] == "cards/debit-card-block.md"
 
@@ -90,7 +91,7 @@ async def test_event_order_and_turn_done(runner):
 async def test_non_english_target_is_flagged_and_spoken_in_english(runner):
     events = await run_turn(runner, text="How do I block my debit card?", language="hi-IN")
     done = events[-1]
-    assert "translation_unavailable:hi-IN" in done.flags
+    assert "translation_unavailable:hi-IN" in done.flags and "translation" in done.stages
     deltas = [e for e in events if isinstance(e, ResponseDeltaEvent)]
     assert deltas and all(d.language_code == "en-IN" for d in deltas)
     assert any(isinstance(e, AudioEvent) for e in events)
