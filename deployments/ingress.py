@@ -31,7 +31,7 @@ from deployments.api_models import ErrorOut, SessionBody, TtsBody, TurnBody, Tur
 from samvad import metrics
 from samvad.api.gate import Gate
 from samvad.audio import decode_audio, wav_bytes
-from samvad.errors import InputError, NotFoundError, RateLimitedError, SamvadError
+from samvad.errors import DatabaseUnavailable, InputError, NotFoundError, RateLimitedError, SamvadError
 from samvad.providers.base import SpeechRequest
 from samvad.settings import Settings
 from samvad.stages import StageReport
@@ -284,7 +284,7 @@ class Ingress:
         except Exception:  # noqa: BLE001
             self.db.up = False
             asyncio.get_running_loop().create_task(self._probe_db())
-            raise SamvadError("the database is not reachable", code="not_ready") from None
+            raise DatabaseUnavailable("the database is not reachable", code="not_ready") from None
         return {"status": "ready"}
 
     async def _probe_db(self) -> None:
