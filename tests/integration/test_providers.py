@@ -205,7 +205,7 @@ def test_every_provider_down_still_persists_the_user_message(fake, runner, tmp_p
         try:
             session = await repo.create_session("en-IN", "formal", None)
             turn = TurnRunner(Engines(e.stt, e.retriever, e.llm, e.translator, registry.build_tts(s)), runner.settings)
-            conv = Conversation(session.id, turn, repo)
+            conv = Conversation(session.id, await _own(repo, session.id), turn, repo)
             events = [ev async for ev in conv.turn(TurnRequest(turn_id="t1", text="How do I block my card?"))]
             assert events[-2].type == "error" and events[-1].outcome == "failed"
             msgs = await repo.messages(session.id)
@@ -300,7 +300,7 @@ def test_hindi_code_mixed_session_end_to_end_against_the_fake(fake, runner, tmp_
         repo = await Repository.connect(dsn, "k")
         try:
             session = await repo.create_session("hi-IN", "code-mixed", None)
-            conv = Conversation(session.id, turn, repo)
+            conv = Conversation(session.id, await _own(repo, session.id), turn, repo)
             events = [ev async for ev in conv.turn(TurnRequest(turn_id="t1", audio=audio, language="hi-IN", mode="code-mixed"))]
             return events, await repo.provider_calls(session.id), await repo.messages(session.id)
         finally:
@@ -347,3 +347,9 @@ async def test_turn_succeeds_with_redis_down(runner):
     events = [ev async for ev in turn.run(TurnRequest(turn_id="t", text="How do I block my debit card?"))]
     assert events[-1].outcome == "complete" and any(ev.type == "audio" for ev in events)
     assert dead.errors >= 2 and dead.hits == 0  # every lookup and store failed, quietly
+
+
+async def _own(repo, session_id: str) -> int:
+    """Take the conversation as a session host would: its epoch fences every write."""
+    await repo.heartbeat("test-host", 60)
+    return await repo.acquire(session_id, "test-host")
