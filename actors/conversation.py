@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from samvad.contracts import ChatMessage, GuardrailFlag, ProviderCall
-from samvad.errors import SamvadError
-from samvad.events import ErrorEvent, GuardrailEvent, TranscriptEvent, TurnDoneEvent, TurnEvent
+from samvad.errors import DatabaseUnavailable, SamvadError
+from samvad.events import ErrorEvent, GuardrailEvent, ResponseDeltaEvent, TranscriptEvent, TurnDoneEvent, TurnEvent
 from samvad.guardrails.pii import redact
 from samvad.storage.repository import MessageRow
 from samvad.turn import TurnRequest, TurnRunner
@@ -98,14 +98,18 @@ class Conversation:
         except SamvadError as exc:
             yield ErrorEvent(turn_id=tid, code=exc.code, message=exc.message, status=exc.status)
             return
-        # Accepted text is committed before any work is done; identifiers never reach storage.
+        # Accepted text is committed before any answer goes out; identifiers never reach storage.
+        # The write overlaps the turn's first stage (retrieval has no effect to undo) and is
+        # awaited before the first sentence of the answer is given out.
         user_text = redact(prepared.text) if prepared.text is not None else None
-        if user_text is not None:
-            await self._write_user(request, user_text, "complete")
+        written = asyncio.ensure_future(self._write_user(request, user_text, "complete")) if user_text is not None else None
         events: list[TurnEvent] = []  # a REST turn's events, for its stored answer
         finished = False
         try:
             async for event in self.runner.run_prepared(prepared):
+                if written is not None and isinstance(event, (ResponseDeltaEvent, TurnDoneEvent, ErrorEvent)):
+                    await written  # raises if the question could not be stored: nothing is answered
+                    written = None
                 if isinstance(event, TranscriptEvent) and user_text is None and not event.transcript.text.strip():
                     user_text = ""
                     await self._write_user(request, "", "failed")
@@ -126,7 +130,7 @@ class Conversation:
                 yield event
         finally:
             if not finished:  # cancelled (barge-in, a dropped client): the caller heard nothing of it yet
-                await asyncio.shield(self._cut_off(request, user_text))
+                await self._cut_off(request, user_text)
 
     def _context(self, turn_id: str) -> list[ChatMessage]:
         # Not this turn's own question if it is being run again (a retry after a host died).

@@ -11,6 +11,7 @@ came out yet: repeating one half-way would say words twice.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -30,6 +31,10 @@ REPLICA_RETRY_S = 30.0  # a replacement replica (model load included) starts wel
 
 # Deployment calls made by this process (a session host reports it: hops per turn).
 hops = 0
+# Set for a turn answered all at once (REST): the LLM and TTS are called unary, one hop each,
+# instead of streamed. A context variable, so it holds for exactly the task running that turn
+# (and the tasks it starts), whatever else the host runs at the same time.
+UNARY: contextvars.ContextVar[bool] = contextvars.ContextVar("samvad_unary_stages", default=False)
 
 
 def _replaced(exc: BaseException) -> bool:
@@ -78,6 +83,13 @@ async def _stream(handle, method: str, arg: Any, calls: CallLog) -> AsyncIterato
             yield item
 
 
+async def _unary(method, arg: Any, calls: CallLog) -> AsyncIterator[Any]:
+    items, report = await call(lambda: method.remote(arg))
+    calls.extend(report.calls)
+    for item in items:
+        yield item
+
+
 class RemoteSTT:
     def __init__(self, handle) -> None:
         self._h = handle
@@ -93,7 +105,7 @@ class RemoteLLM:
         self._h = handle
 
     def stream(self, request: ChatRequest, calls: CallLog) -> AsyncIterator[str]:
-        return _stream(self._h, "stream", request, calls)
+        return _unary(self._h.complete, request, calls) if UNARY.get() else _stream(self._h, "stream", request, calls)
 
 
 class RemoteTranslator:
@@ -111,7 +123,7 @@ class RemoteTTS:
         self._h = handle
 
     def stream(self, request: SpeechRequest, calls: CallLog) -> AsyncIterator[AudioChunk]:
-        return _stream(self._h, "stream", request, calls)
+        return _unary(self._h.synthesize, request, calls) if UNARY.get() else _stream(self._h, "stream", request, calls)
 
 
 class RemoteRetriever:

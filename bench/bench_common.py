@@ -23,7 +23,7 @@ def serve_up(config: str, options: dict | None = None):
     import ray
     from ray import serve
 
-    from deployments.app import build_app, deployment_options
+    from deployments.app import build_app, deployment_options, replica_env
     from samvad.settings import load_settings
     from samvad.storage import embedded
     from samvad.storage.repository import Repository
@@ -32,7 +32,7 @@ def serve_up(config: str, options: dict | None = None):
     data = Path(tempfile.mkdtemp(prefix="samvad-bench-"))
     dsn, redis_url = embedded.start_postgres(data), embedded.start_redis(data)
     ray.init(address="local", num_cpus=2, include_dashboard=False, namespace="samvad", log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}})
+             runtime_env={"env_vars": replica_env(str(ROOT / "serve_config.yaml")) | {"PYTHONPATH": str(ROOT)}})
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     serve.run(build_app({"config": config, "database_url": dsn, "redis_url": redis_url,
                          "deployment_options": deployment_options(str(ROOT / "serve_config.yaml")) | (options or {})}),

@@ -1,7 +1,8 @@
 """What Ray Serve costs per turn: the same turn with zero-cost stub engines (configs/stub.yaml)
 run (a) in one process through the core TurnRunner and (b) through the Ray Serve graph over
-HTTP (ingress -> session actor -> stage deployments -> Store -> PostgreSQL), side by side in one
-run, at concurrency 1 and 16. Loopback only; bounded request counts.
+HTTP (proxy -> ingress -> the conversation's Sessions replica -> stage deployments, PostgreSQL),
+side by side in one run, at concurrency 1 and 16, with the cross-process calls (Serve requests,
+from Serve's own router counters) per turn. Loopback only; bounded request counts.
 
     python bench/overhead.py [--requests 200] [--throughput-optimized]
 """
@@ -67,7 +68,22 @@ async def in_process(requests: int, progress: Progress) -> dict[int, list[float]
     return {c: await measure(one, requests, c, progress, f"in-process c={c}") for c in (1, 16)}
 
 
-async def over_serve(requests: int, progress: Progress, dsn: str, redis_url: str) -> dict[int, list[float]]:
+def serve_requests(text: str) -> dict[str, float]:
+    """Serve requests routed so far, by deployment (from the relayed router counters)."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("ray_serve_num_router_requests_total{") and 'application="samvad"' in line:
+            deployment = line.split('deployment="')[1].split('"')[0]
+            out[deployment] = out.get(deployment, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+async def metrics_text(client: httpx.AsyncClient) -> str:
+    await asyncio.sleep(2.5)  # Ray's agent exports what the processes record about once a second
+    return (await client.get("/metrics")).text
+
+
+async def over_serve(requests: int, progress: Progress, dsn: str, redis_url: str) -> tuple[dict[int, list[float]], dict[str, float]]:
     from samvad.storage.repository import Repository
     from samvad.settings import load_settings
 
@@ -82,9 +98,15 @@ async def over_serve(requests: int, progress: Progress, dsn: str, redis_url: str
             r = await client.post("/api/v1/turn", json={"session_id": sessions[i % 16], "text": "what is the stub answer"})
             r.raise_for_status()
 
+        hops: dict[str, float] = {}
         for c in (1, 16):
+            before = serve_requests(text=await metrics_text(client)) if c == 1 else None
             out[c] = await measure(one, requests, c, progress, f"Serve over HTTP c={c}")
-    return out
+            if before is not None:
+                after = serve_requests(text=await metrics_text(client))
+                turns = requests + min(8, requests)  # the warm-up turns count too
+                hops = {d: (after.get(d, 0) - before.get(d, 0)) / turns for d in after}
+    return out, hops
 
 
 def main() -> None:
@@ -100,7 +122,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from deployments.app import build_app, deployment_options
+    from deployments.app import build_app, deployment_options, replica_env
     from samvad.storage import embedded
 
     data = Path(tempfile.mkdtemp(prefix="samvad-bench-"))
@@ -109,13 +131,14 @@ def main() -> None:
     with Progress(console=console) as progress:
         local = asyncio.run(in_process(args.requests, progress))
         ray.init(num_cpus=2, include_dashboard=False, namespace="samvad", log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+                 runtime_env={"env_vars": replica_env(str(ROOT / "serve_config.yaml")) | {"PYTHONPATH": str(ROOT)}},
+                 _system_config={"metrics_report_interval_ms": 1000})
         serve.start(http_options={"host": "127.0.0.1", "port": PORT})
         serve.run(build_app({"config": CONFIG, "database_url": dsn, "redis_url": redis_url,
                              "deployment_options": deployment_options(str(ROOT / "serve_config.yaml"))}),
                   name="samvad", route_prefix="/")
         try:
-            remote = asyncio.run(over_serve(args.requests, progress, dsn, redis_url))
+            remote, hops = asyncio.run(over_serve(args.requests, progress, dsn, redis_url))
         finally:
             serve.shutdown()
             ray.shutdown()
@@ -129,10 +152,20 @@ def main() -> None:
         table.add_column(col)
     for c in (1, 16):
         a, b = local[c], remote[c]
-        throughput = len(b) / (sum(b) / 1000 / c)
+        throughput = len(b) / (sum(b) / 1000 / c)  # completed turns per second of wall time
         table.add_row(str(c), f"{statistics.median(a):.2f}", f"{pct(a, 0.99):.2f}", f"{statistics.median(b):.1f}",
                       f"{pct(b, 0.99):.1f}", f"{statistics.median(b) / statistics.median(a):.0f}x", f"{throughput:.0f}")
     console.print(table)
+    console.print("Serve minus in-process at c=1, p50: "
+                  f"{statistics.median(remote[1]) - statistics.median(local[1]):.1f} ms")
+    hop_table = Table(title="cross-process calls per REST turn (Serve requests by deployment, c=1 run)")
+    for col in ("deployment", "calls per turn"):
+        hop_table.add_column(col)
+    for d, n in sorted(hops.items(), key=lambda kv: -kv[1]):
+        if n > 0.005:
+            hop_table.add_row(d, f"{n:.2f}")
+    hop_table.add_row("total", f"{sum(hops.values()):.2f}")
+    console.print(hop_table)
 
 
 if __name__ == "__main__":

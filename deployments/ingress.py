@@ -357,7 +357,7 @@ class Ingress:
     @api.get("/api/v1/sessions/{session_id}", responses=RESPONSES)
     async def get_session(self, session_id: str, request: Request) -> SessionRow:
         key_id = await self._auth(request)
-        return await self.gate.session(session_id, key_id)
+        return await self.gate.session(session_id, key_id, fresh=True)
 
     @api.get("/api/v1/sessions/{session_id}/messages", responses=RESPONSES)
     async def get_messages(self, session_id: str, request: Request) -> list[MessageRow]:

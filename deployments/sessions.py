@@ -66,6 +66,7 @@ class Sessions:
 
     async def answer(self, session_id: str, request: TurnRequest) -> TurnOut:
         _correlate(request)
+        remote.UNARY.set(True)  # answered all at once: no stage needs to stream
         return await (await self._ready()).answer(session_id, request)
 
     async def stream(self, session_id: str, request: TurnRequest) -> AsyncIterator[list[TurnEvent]]:

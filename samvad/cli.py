@@ -398,9 +398,10 @@ def run(
     import ray
     from ray import serve
 
-    from deployments.app import build_app, deployment_options
+    from deployments.app import build_app, deployment_options, replica_env
 
-    ray.init(include_dashboard=True, dashboard_host="127.0.0.1", namespace="samvad", log_to_driver=False)
+    ray.init(include_dashboard=True, dashboard_host="127.0.0.1", namespace="samvad", log_to_driver=False,
+             runtime_env={"env_vars": replica_env(str(serve_config))})
     serve.start(http_options={"host": s.service.host, "port": s.service.port})
     serve.run(
         build_app({

@@ -51,6 +51,13 @@ class LlmStage:
             yield delta
         yield StageReport(calls=calls)
 
+    async def complete(self, request: ChatRequest) -> tuple[list[str], StageReport]:
+        """The whole answer in one call: for a turn answered all at once (REST), one unary hop
+        is cheaper than a stream."""
+        calls: list[ProviderCall] = []
+        deltas = [delta async for delta in self.engine.stream(request, calls)]
+        return deltas, StageReport(calls=calls)
+
 
 class TranslationStage:
     def __init__(self, settings: Settings | dict[str, Any]) -> None:
@@ -73,4 +80,14 @@ class TtsStage:
         calls: list[ProviderCall] = []
         async for chunk in self.engine.stream(request, calls):
             yield chunk
-        yield StageReport(calls=calls, cache_hit=bool(calls) and all(c.cache_hit for c in calls if c.outcome == "ok"))
+        yield _tts_report(calls)
+
+    async def synthesize(self, request: SpeechRequest) -> tuple[list[AudioChunk], StageReport]:
+        """All of a sentence's audio in one call (REST turns: nothing is played before the end)."""
+        calls: list[ProviderCall] = []
+        chunks = [chunk async for chunk in self.engine.stream(request, calls)]
+        return chunks, _tts_report(calls)
+
+
+def _tts_report(calls: list[ProviderCall]) -> StageReport:
+    return StageReport(calls=calls, cache_hit=bool(calls) and all(c.cache_hit for c in calls if c.outcome == "ok"))

@@ -21,6 +21,7 @@ from samvad.storage.ratelimit import RateLimiter, SessionSlots
 from samvad.storage.repository import ApiKeyRow, SessionRow
 
 KEY_CACHE_S = 30.0
+SESSION_CACHE_S = 60.0  # a session row's fields change only by its own turns' settings
 
 
 class AuthError(SamvadError):
@@ -37,6 +38,7 @@ class Gate:
         self.slots = SessionSlots(rurl, fail_open=fail_open) if rurl else None
         self.rows = Cache(rurl, {"row": 600}) if rurl else None
         self._keys: dict[str, tuple[float, ApiKeyRow]] = {}
+        self._sessions: dict[tuple[int, str], tuple[float, SessionRow]] = {}
         self._live: dict[int, int] = {}  # API key id -> open voice calls on this replica
 
     # keys ---------------------------------------------------------------------------------------
@@ -48,10 +50,7 @@ class Gate:
             return cached[1]
         row = await self.last_known("apikey", key, ApiKeyRow, lambda: self.db.verify_key(key))
         if row is not None:
-            if len(self._keys) > 10_000:  # bounded: drop the oldest entries
-                for k in list(self._keys)[:1000]:
-                    del self._keys[k]
-            self._keys[key] = (time.monotonic() + KEY_CACHE_S, row)
+            _bounded(self._keys)[key] = (time.monotonic() + KEY_CACHE_S, row)
         return row
 
     async def admit(self, key: str | None, ip: str) -> ApiKeyRow:
@@ -62,8 +61,10 @@ class Gate:
         if row is None:
             raise AuthError("invalid or revoked API key")
         limits = self.s.limits
-        await self._take("key", f"key:{row.id}", row.requests_per_minute or limits.requests_per_minute)
-        await self._take("ip", f"ip:{ip}", limits.ip_requests_per_minute)
+        await asyncio.gather(  # both buckets at once: one Redis round trip of waiting, not two
+            self._take("key", f"key:{row.id}", row.requests_per_minute or limits.requests_per_minute),
+            self._take("ip", f"ip:{ip}", limits.ip_requests_per_minute),
+        )
         return row
 
     async def _take(self, scope: str, bucket: str, per_minute: int) -> None:
@@ -78,11 +79,16 @@ class Gate:
                                    decision.retry_after_s)
 
     # sessions -----------------------------------------------------------------------------------
-    async def session(self, session_id: str, key_id: int) -> SessionRow:
+    async def session(self, session_id: str, key_id: int, *, fresh: bool = False) -> SessionRow:
         """The session if this key owns it; any other is `session_not_found`, exactly like one
-        that does not exist."""
-        return await self.last_known("session", f"{key_id}:{session_id}", SessionRow,
-                                     lambda: self.db.get_session(session_id, key_id))
+        that does not exist. Kept for a minute per process: a turn on a known session reads nothing."""
+        cached = self._sessions.get((key_id, session_id))
+        if cached and not fresh and cached[0] > time.monotonic():
+            return cached[1]
+        row = await self.last_known("session", f"{key_id}:{session_id}", SessionRow,
+                                    lambda: self.db.get_session(session_id, key_id))
+        _bounded(self._sessions)[(key_id, session_id)] = (time.monotonic() + SESSION_CACHE_S, row)
+        return row
 
     async def last_known(self, kind: str, ident: str, model: type[BaseModel], read):
         """A row read from the database and remembered in Redis (under a hash of its id): while
@@ -133,3 +139,11 @@ class Gate:
         metrics.gauge("samvad_live_voice_sessions", sum(self._live.values()))
         if self.slots is not None:
             await self.slots.release(key.id, slot)
+
+
+def _bounded(cache: dict, limit: int = 10_000) -> dict:
+    """`cache`, its oldest entries dropped once it holds `limit`."""
+    if len(cache) >= limit:
+        for k in list(cache)[: limit // 10]:
+            del cache[k]
+    return cache

@@ -216,17 +216,37 @@ class Repository:
         epoch: int | None = None,
         response: str | None = None,
     ) -> None:
-        """The end of a turn in one transaction: the assistant message (fenced, first, so the
-        session row is locked), its provider calls and, for an Idempotency-Key, the answer.
-        Retry-safe: the calls of a turn are replaced, the message upserted."""
-        sid = uuid.UUID(session_id)
-        async with self._pool.acquire() as conn, conn.transaction():
-            await self.add_message(session_id, turn_id, "assistant", content, language, status, flags, epoch=epoch, conn=conn)
-            await conn.execute("DELETE FROM provider_calls WHERE session_id = $1 AND turn_id = $2", sid, turn_id)
-            await self.add_provider_calls(session_id, turn_id, calls, conn=conn)
-            if response is not None:
-                await conn.execute("UPDATE idempotency_keys SET response = $3 WHERE session_id = $1 AND turn_id = $2",
-                                   sid, turn_id, response)
+        """The end of a turn in one statement (one round trip, atomic): the assistant message
+        (fenced: the session row is locked and its epoch checked), its provider calls and, for
+        an Idempotency-Key, the answer. Retry-safe: the turn's calls are replaced, the message
+        upserted (the statement's DELETE sees only rows from before it)."""
+        written = await self._pool.fetchval(
+            """WITH s AS (UPDATE sessions SET updated_at = now() WHERE id = $1 AND ($8::bigint IS NULL OR epoch = $8)
+                          RETURNING id),
+               m AS (INSERT INTO messages (session_id, turn_id, role, content, language, status, guardrail_flags)
+                     SELECT s.id, $2, 'assistant', $3, $4, $5, $6::jsonb FROM s
+                     ON CONFLICT (session_id, turn_id, role)
+                     DO UPDATE SET content = EXCLUDED.content, status = EXCLUDED.status,
+                                   guardrail_flags = EXCLUDED.guardrail_flags
+                     RETURNING 1),
+               d AS (DELETE FROM provider_calls WHERE session_id IN (SELECT id FROM s) AND turn_id = $2),
+               c AS (INSERT INTO provider_calls (session_id, turn_id, stage, provider, model, audio_seconds, characters,
+                         input_tokens, output_tokens, cached_tokens, cost, currency, ttfb_ms, latency_ms, outcome, error, retries)
+                     SELECT s.id, $2, x.stage, x.provider, x.model, x.audio_seconds, x.characters, x.input_tokens,
+                            x.output_tokens, x.cached_tokens, x.cost, x.currency, x.ttfb_ms, x.latency_ms, x.outcome,
+                            x.error, x.retries
+                     FROM s, jsonb_to_recordset($7::jsonb) AS x(stage text, provider text, model text,
+                         audio_seconds double precision, characters integer, input_tokens integer, output_tokens integer,
+                         cached_tokens integer, cost numeric, currency text, ttfb_ms double precision,
+                         latency_ms double precision, outcome text, error text, retries integer)),
+               i AS (UPDATE idempotency_keys SET response = $9 WHERE $9::text IS NOT NULL
+                         AND session_id IN (SELECT id FROM s) AND turn_id = $2)
+               SELECT count(*) FROM m""",
+            uuid.UUID(session_id), turn_id, content, language, status,
+            json.dumps([f.model_dump() for f in flags or []]), json.dumps([_call_row(c) for c in calls]), epoch, response,
+        )
+        if not written:
+            raise FencedError(f"session {session_id} is owned by another host now")
 
     async def settle(self, session_id: str, turn_id: str, content: str, status: str, epoch: int | None = None) -> bool:
         """What the caller heard of a spoken answer (the voice session knows): its text and status.
@@ -343,6 +363,14 @@ class Repository:
 
     async def list_keys(self) -> list[ApiKeyRow]:
         return [ApiKeyRow(**dict(r)) for r in await self._pool.fetch("SELECT * FROM api_keys ORDER BY id")]
+
+
+def _call_row(c: ProviderCall) -> dict:
+    u = c.usage
+    return {"stage": c.stage, "provider": c.provider, "model": c.model, "audio_seconds": u.audio_seconds,
+            "characters": u.characters, "input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
+            "cached_tokens": u.cached_tokens, "cost": c.cost, "currency": c.currency, "ttfb_ms": c.ttfb_ms,
+            "latency_ms": c.latency_ms, "outcome": c.outcome, "error": c.error, "retries": c.retries}
 
 
 def _session(row: asyncpg.Record) -> SessionRow:

@@ -65,7 +65,7 @@ def serve_app(servers, tmp_path_factory):
     import ray
     from ray import serve
 
-    from deployments.app import build_app, deployment_options
+    from deployments.app import build_app, deployment_options, replica_env
 
     os.environ["SAMVAD_RAG__INDEX_DIR"] = str(tmp_path_factory.mktemp("e2e") / "index")
     os.environ["SAMVAD_SESSIONS__IDLE_SECONDS"] = str(IDLE_SECONDS)
@@ -75,7 +75,8 @@ def serve_app(servers, tmp_path_factory):
     os.environ["SAMVAD_LIMITS__IP_REQUESTS_PER_MINUTE"] = "1000000"
     ray.init(
         address="local", num_cpus=2, include_dashboard=False, namespace="samvad", log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled"}},
+        runtime_env={"env_vars": replica_env(str(REPO_ROOT / "serve_config.yaml"))
+                     | {"PYTHONPATH": str(REPO_ROOT), "RAY_AUTH_MODE": "disabled"}},
         _system_config={"metrics_report_interval_ms": 1000},  # metrics reach the agent within a second
     )
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
