@@ -17,9 +17,10 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * (len(s) - 1) + 0.5))] if s else float("nan")
 
 
-def serve_up(config: str, options: dict | None = None):
+def serve_up(config: str, options: dict | None = None, *, with_dsn: bool = False):
     """Start the graph with serve_config.yaml's deployment options (`options` override them by
-    deployment); returns (API key, a function that stops everything)."""
+    deployment); returns (API key, a function that stops everything[, the database URL]).
+    Every request comes from 127.0.0.1: the per-IP limit is lifted so the machine is measured."""
     import ray
     from ray import serve
 
@@ -29,6 +30,7 @@ def serve_up(config: str, options: dict | None = None):
     from samvad.storage.repository import Repository
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("SAMVAD_LIMITS__IP_REQUESTS_PER_MINUTE", "1000000000")
     data = Path(tempfile.mkdtemp(prefix="samvad-bench-"))
     dsn, redis_url = embedded.start_postgres(data), embedded.start_redis(data)
     ray.init(address="local", num_cpus=2, include_dashboard=False, namespace="samvad", log_to_driver=False,
@@ -51,6 +53,6 @@ def serve_up(config: str, options: dict | None = None):
         embedded.stop_redis(data)
         embedded.stop_postgres(data)
 
-    return asyncio.run(key()), down
+    return (asyncio.run(key()), down, dsn) if with_dsn else (asyncio.run(key()), down)
 
 

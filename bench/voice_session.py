@@ -2,12 +2,13 @@
 
   latency   end of speech -> first audio byte over >= 20 spoken turns (offline engines), the
             question streamed at real-time pace; p50/p95, endpointing silence included.
-  capacity  live sessions with zero-cost stub engines, each asking a question every few seconds,
-            ramped in steps until errors appear or the steps run out; errors, turn latency and
-            memory per session actor at each step.
+  capacity  live calls with zero-cost stub engines, each streaming audio like the demo page (a
+            recorded question paced in real time, silence between questions), ramped in steps
+            until errors appear or the steps run out; errors, latency from the end of speech,
+            frames per second, and where the CPU goes (proxy, ingress, sessions, stages).
 
     python bench/voice_session.py latency [--turns 20] [--early-asr-ms 0,150]
-    python bench/voice_session.py capacity [--steps 8,16,32,64] [--hold 20]
+    python bench/voice_session.py capacity [--steps 25,50,100,125] [--hold 30] [--frame-ms 100]
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import statistics
 import sys
 import time
@@ -32,7 +34,7 @@ from rich.console import Console  # noqa: E402
 from rich.progress import track  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from bench_common import PORT, serve_up  # noqa: E402
+from bench_common import PORT, pct, serve_up  # noqa: E402
 console = Console()
 
 
@@ -96,69 +98,180 @@ def latency_table(rows: list[tuple[str, list[float]]], turns: int) -> None:
     console.print(t)
 
 
-async def capacity(key: str, steps: list[int], hold: float, every: float) -> None:
-    import ray
+def _question_pcm(text: str = "What is the UPI limit per day?") -> bytes:
+    """A recorded question (eSpeak), 16 kHz PCM16, ending at its last voiced sample."""
+    from samvad.audio import decode_audio, float_to_pcm16
+    from samvad.providers.local.espeak import EspeakTTS
+    from samvad.settings import load_settings
+    from tests.speech import speak_wav
 
-    sessions: list = []
-    rows = []
+    s = load_settings()
+    speech = decode_audio(speak_wav(EspeakTTS(s.tts.espeak, s.languages), text), target_rate=16000, max_seconds=60)
+    return float_to_pcm16(speech.samples)
+
+
+def _quiet_line(samples: int) -> bytes:
+    """A quiet line between questions: -70 dBFS noise, not digital zeros."""
+    import numpy as np
+
+    from samvad.audio import float_to_pcm16
+
+    return float_to_pcm16((np.random.default_rng(0).standard_normal(samples) * 10 ** (-70 / 20)).astype(np.float32))
+
+
+class Caller:
+    """One live call, like the demo page: audio frames every `frame_ms`, always (silence between
+    questions too); a question every `every` seconds; turn latency from its end of speech."""
+
+    def __init__(self, ws, question: bytes, frame_ms: int, every: float) -> None:
+        self.ws, self.question, self.every = ws, question, every
+        self.step = 16 * frame_ms * 2
+        self.frame_s = frame_ms / 1000
+        self.silence = _quiet_line(self.step // 2)
+        self.spoke_at: float | None = None  # end of speech of the pending question
+        self.next_question = float("inf")
+        self.first_audio: list[float] = []
+        self.speech_end: list[float] = []  # when the service declared the end of speech
+        self.turns: list[float] = []
+        self.errors = 0
+        self.frames = 0
+
+    async def send(self, stop_at: float) -> None:
+        t = time.perf_counter()
+        self.next_question = t + random.uniform(0, self.every)
+        pending: list[bytes] = []
+        while t < stop_at:
+            if not pending and self.spoke_at is None and t >= self.next_question:
+                pending = [self.question[i : i + self.step].ljust(self.step, b"\x00")
+                           for i in range(0, len(self.question), self.step)]
+                self.next_question = float("inf")  # the next one once this one is answered
+            await self.ws.send(pending.pop(0) if pending else self.silence)
+            self.frames += 1
+            if not pending and self.next_question == float("inf") and self.spoke_at is None:
+                self.spoke_at = time.perf_counter()  # the question's last frame went out
+            t += self.frame_s  # paced on an absolute clock: no drift
+            await asyncio.sleep(max(0.0, t - time.perf_counter()))
+
+    async def receive(self) -> None:
+        while True:
+            ev = json.loads(await self.ws.recv())
+            if ev["type"] == "error":
+                self.errors += 1
+            elif ev["type"] == "vad.speech_end" and self.spoke_at is not None:
+                self.speech_end.append((time.perf_counter() - self.spoke_at) * 1000)
+            elif ev["type"] == "audio" and self.spoke_at is not None and len(self.first_audio) == len(self.turns):
+                self.first_audio.append((time.perf_counter() - self.spoke_at) * 1000)
+            elif ev["type"] == "turn.done" and self.spoke_at is not None:
+                self.turns.append((time.perf_counter() - self.spoke_at) * 1000)
+                self.spoke_at = None
+                self.next_question = time.perf_counter() + self.every
+
+
+def _processes() -> dict[str, list[psutil.Process]]:
+    """Ray's worker processes on this node by kind, from their titles (`ray::ServeReplica:samvad:
+    Ingress`, `ray::ProxyActor`, ...): proxy, ingress, sessions, stages, other Ray."""
+    kinds: dict[str, list[psutil.Process]] = {}
+    for p in psutil.process_iter(["cmdline"]):
+        title = " ".join(p.info["cmdline"] or [])
+        if not title.startswith("ray::"):
+            continue
+        kind = ("proxy" if "ProxyActor" in title else "ingress" if ":Ingress" in title else
+                "sessions" if ":Sessions" in title else "stages" if "ServeReplica" in title else "ray other")
+        kinds.setdefault(kind, []).append(p)
+    return kinds
+
+
+def _cpu(kinds: dict[str, list[psutil.Process]]) -> dict[str, float]:
+    out = {}
+    for kind, procs in kinds.items():
+        total = 0.0
+        for p in procs:
+            try:
+                c = p.cpu_times()
+                total += c.user + c.system
+            except psutil.NoSuchProcess:
+                pass
+        out[kind] = total
+    return out
+
+
+async def capacity(key: str, steps: list[int], hold: float, every: float, frame_ms: int) -> None:
+    question = _question_pcm()
+    me = psutil.Process()
+    callers: list[Caller] = []
+    receivers: list[asyncio.Task] = []
+    rows, cpu_rows = [], []
     for target in steps:
         try:
-            while len(sessions) < target:
-                sessions.append(await open_ws(key))
+            while len(callers) < target:
+                ws, _ = await open_ws(key)
+                c = Caller(ws, question, frame_ms, every)
+                callers.append(c)
+                receivers.append(asyncio.create_task(c.receive()))
         except Exception as exc:  # noqa: BLE001
-            rows.append((target, len(sessions), 0, 0, f"open failed: {type(exc).__name__}", "", ""))
+            rows.append((target, len(callers), "-", "-", f"open failed: {type(exc).__name__}", "", "", "", ""))
             break
-        latencies, errors = [], 0
-
-        async def caller(ws, stop_at):
-            nonlocal errors
-            while time.monotonic() < stop_at:
-                t0 = time.perf_counter()
-                try:
-                    await ws.send(json.dumps({"type": "text.input", "text": "what is the stub answer"}))
-                    while True:
-                        ev = json.loads(await asyncio.wait_for(ws.recv(), 30))
-                        if ev["type"] == "error":
-                            errors += 1
-                        if ev["type"] == "turn.done":
-                            break
-                    latencies.append((time.perf_counter() - t0) * 1000)
-                except Exception:  # noqa: BLE001
-                    errors += 1
-                    return
-                await asyncio.sleep(every)
-
-        stop_at = time.monotonic() + hold
-        await asyncio.gather(*(caller(ws, stop_at) for ws, _ in sessions))
-        pss = []
-        for _, started in sessions[:8]:
-            info = ray.get(ray.get_actor(f"session:{started['session_id']}", namespace="samvad").info.remote())
-            pss.append(info["pss_bytes"] / 2**20)
-        avail = psutil.virtual_memory().available / 2**30
-        latencies.sort()
-        rows.append((target, len(sessions), len(latencies), errors,
-                     f"{statistics.median(latencies):.0f}/{latencies[int(0.95 * (len(latencies) - 1))]:.0f}" if latencies else "-",
-                     f"{statistics.median(pss):.0f}", f"{avail:.1f}"))
-        console.print(f"step {target}: {len(latencies)} turns, {errors} errors")
+        for c in callers:
+            c.first_audio, c.turns, c.speech_end, c.errors, c.frames = [], [], [], 0, 0
+        kinds = _processes()
+        cpu0, mine0, t0 = _cpu(kinds), sum(me.cpu_times()[:2]), time.perf_counter()
+        stop_at = time.perf_counter() + hold
+        await asyncio.gather(*(c.send(stop_at) for c in callers))
+        await asyncio.sleep(2.0)  # the last answers arrive
+        elapsed = time.perf_counter() - t0
+        cpu1, mine1 = _cpu(kinds), sum(me.cpu_times()[:2])
+        turns = sorted(x for c in callers for x in c.turns)
+        first = sorted(x for c in callers for x in c.first_audio)
+        ends = sorted(x for c in callers for x in c.speech_end)
+        errors = sum(c.errors for c in callers) + sum(1 for r in receivers if r.done())
+        frames = sum(c.frames for c in callers)
+        rows.append((target, len(callers), len(turns), errors,
+                     f"{pct(ends, 0.5):.0f}/{pct(ends, 0.95):.0f}" if ends else "-",
+                     f"{pct(first, 0.5):.0f}/{pct(first, 0.95):.0f}" if first else "-",
+                     f"{pct(turns, 0.5):.0f}/{pct(turns, 0.95):.0f}" if turns else "-",
+                     f"{frames / hold:.0f}", f"{psutil.virtual_memory().available / 2**30:.1f}"))
+        cpu_rows.append((target, {k: (cpu1.get(k, 0) - cpu0.get(k, 0)) / elapsed for k in cpu1} | {"load client": (mine1 - mine0) / elapsed}))
+        console.print(f"step {target}: {len(turns)} turns, {errors} errors")
         if errors:
             break
-    for ws, _ in sessions:
-        await ws.close()
-    t = Table(title=f"live sessions with stub engines, a question every {every:.0f} s, {hold:.0f} s per step")
-    for c in ("target", "open", "turns", "errors", "turn p50/p95 ms", "actor PSS MB (p50)", "free GiB"):
-        t.add_column(c)
+    for c in callers:
+        await c.ws.close()
+    for r in receivers:
+        r.cancel()
+    t = Table(title=f"live calls streaming {frame_ms} ms audio frames, stub engines, a question every ~{every:.0f} s, "
+                    f"{hold:.0f} s per step (latency from the end of speech, ms)")
+    for col in ("target", "open", "turns", "errors", "speech_end p50/p95", "first audio p50/p95", "turn.done p50/p95",
+                "frames/s sent", "free GiB"):
+        t.add_column(col)
     for r in rows:
         t.add_row(*map(str, r))
     console.print(t)
+    if cpu_rows:
+        target, cpu = cpu_rows[-1]
+        t = Table(title=f"where the CPU goes at {target} calls (cores busy, of 2)")
+        for col in ("process kind", "cores"):
+            t.add_column(col)
+        for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]):
+            t.add_row(k, f"{v:.2f}")
+        console.print(t)
+
+
+def demo_page_frame_ms() -> int:
+    """The frame size the demo page sends (its capture worklet's frame length at 16 kHz)."""
+    import re
+
+    js = (ROOT / "deployments" / "static" / "pcm-worklet.js").read_text()
+    return int(re.search(r"new Int16Array\((\d+)\)", js).group(1)) // 16
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("mode", choices=["latency", "capacity"])
     ap.add_argument("--turns", type=int, default=20)
-    ap.add_argument("--steps", default="8,16,32,64")
-    ap.add_argument("--hold", type=float, default=20.0)
-    ap.add_argument("--every", type=float, default=3.0)
+    ap.add_argument("--steps", default="25,50,100,125")
+    ap.add_argument("--hold", type=float, default=30.0)
+    ap.add_argument("--every", type=float, default=4.0, help="capacity: seconds between a caller's questions")
+    ap.add_argument("--frame-ms", type=int, default=None, help="capacity: audio frame size (default: the demo page's)")
     ap.add_argument("--early-asr-ms", default=None,
                     help="latency: voice.early_asr_ms values to compare in this run, e.g. 0,150 (0 = off)")
     args = ap.parse_args()
@@ -167,7 +280,8 @@ def main() -> None:
         os.environ.setdefault("SAMVAD_VOICE__MAX_SESSIONS_PER_KEY", "100000")
         key, down = serve_up(config)
         try:
-            asyncio.run(capacity(key, [int(x) for x in args.steps.split(",")], args.hold, args.every))
+            asyncio.run(capacity(key, [int(x) for x in args.steps.split(",")], args.hold, args.every,
+                                 args.frame_ms or demo_page_frame_ms()))
         finally:
             down()
         return

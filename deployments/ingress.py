@@ -42,8 +42,10 @@ from samvad.protocol import (
     CLOSE_BAD_START,
     CLOSE_FORBIDDEN,
     CLOSE_NOT_FOUND,
+    CLOSE_SERVICE_RESTART,
     CLOSE_TOO_MANY_SESSIONS,
     CLOSE_UNAUTHORIZED,
+    SessionClosing,
     SessionStart,
     SessionStarted,
 )
@@ -162,6 +164,8 @@ class Ingress:
         api.state.cors_origins = self.settings.service.cors_origins
         api.state.replica = serve.get_replica_context().replica_id.unique_id
         self._metrics_export: str | None = None  # this node's Ray metrics agent
+        self._closing = asyncio.Event()  # set by `drain`: live calls end, new ones are refused
+        self._calls = 0
 
     # plumbing ---------------------------------------------------------------------------------
     async def _auth(self, request: Request) -> int:
@@ -178,6 +182,16 @@ class Ingress:
     def _host(self, session_id: str, *, stream: bool = False):
         """The handle that reaches the Sessions replica hosting this conversation."""
         return self.sessions.options(multiplexed_model_id=session_id, stream=stream)
+
+    async def drain(self, on: bool = True) -> int:
+        """Shutdown (`samvad run` on SIGINT/SIGTERM, broadcast to every replica): live calls end
+        after the answer playing, told how to resume (`session.closing`, close 1012); new calls
+        are refused with 1012. `drain(False)` takes new calls again. Returns the live calls."""
+        if on:
+            self._closing.set()
+        elif self._closing.is_set():
+            self._closing = asyncio.Event()
+        return self._calls
 
     def resume_token(self, session_id: str) -> str:
         secret = self.settings.service.key_secret.encode()
@@ -213,6 +227,9 @@ class Ingress:
                                           message="the first message must be a valid session.start").model_dump_json())
             await ws.close(CLOSE_BAD_START, "expected session.start")
             return
+        if self._closing.is_set():
+            await ws.close(CLOSE_SERVICE_RESTART, "server restarting: connect again shortly")
+            return
         key = await self.gate.key(ws.headers.get("x-api-key") or ws.query_params.get("api_key") or start.api_key)
         if key is None:
             await ws.close(CLOSE_UNAUTHORIZED, "missing or invalid API key")
@@ -222,9 +239,11 @@ class Ingress:
             await ws.close(CLOSE_TOO_MANY_SESSIONS, "too many live sessions for this API key")
             return
         renew = asyncio.create_task(self.gate.keep_call(key, slot))
+        self._calls += 1
         try:
             await self._voice_call(ws, start, key.id)
         finally:
+            self._calls -= 1
             renew.cancel()
             await self.gate.close_call(key, slot)
 
@@ -268,7 +287,9 @@ class Ingress:
         async def transcribe(audio, language):  # early ASR and backchannels, straight to the ASR stage
             return await remote.call(lambda: self.asr.transcribe.remote(audio, language))
 
-        await VoiceCall(ws, self.settings, session, start, start_turn=start_turn, settle=settle, transcribe=transcribe).run()
+        goodbye = SessionClosing(session_id=sid, resume_token=self.resume_token(sid))
+        await VoiceCall(ws, self.settings, session, start, start_turn=start_turn, settle=settle, transcribe=transcribe,
+                        closing=self._closing, goodbye=goodbye).run()
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, str]:

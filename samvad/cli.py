@@ -424,6 +424,7 @@ def run(
     signal.signal(signal.SIGINT, _stop)
     while not stop:
         time.sleep(0.5)
+    _drain(s)
     console.print("shutting down")
     serve.shutdown()
     ray.shutdown()
@@ -434,6 +435,25 @@ def run(
         embedded.stop_redis(s.data_dir)
     if not _settings(config).database_url:
         embedded.stop_postgres(s.data_dir)
+
+
+def _drain(s: Settings) -> None:
+    """Before Serve stops: every ingress replica ends its live calls after the answer playing,
+    telling callers how to resume; waits for them up to `voice.drain_s` (and a margin)."""
+    import time
+
+    from ray import serve
+
+    ingress = serve.get_deployment_handle("Ingress", app_name=s.service.app_name)
+    try:
+        live = sum(ingress.broadcast("drain", True).results())
+        deadline = time.monotonic() + s.voice.drain_s + 5
+        while live and time.monotonic() < deadline:
+            console.print(f"draining {live} live call(s)")
+            time.sleep(1.0)
+            live = sum(ingress.broadcast("drain", True).results())
+    except Exception as exc:  # noqa: BLE001 - shutting down regardless
+        console.print(f"[yellow]drain incomplete:[/yellow] {type(exc).__name__}")
 
 
 def main() -> None:

@@ -84,6 +84,17 @@ class Backchannel(BaseModel):
     text: str
 
 
+class SessionClosing(BaseModel):
+    """The server is shutting down: the call is closed (code 1012) after the answer playing now.
+    Reconnect to resume it: `?session_id=…&resume_token=…` reaches another replica."""
+
+    type: Literal["session.closing"] = "session.closing"
+    reason: Literal["shutdown"] = "shutdown"
+    session_id: str
+    resume_token: str
+    retry_after_s: float = 1.0
+
+
 class Pong(BaseModel):
     type: Literal["pong"] = "pong"
 
@@ -96,3 +107,4 @@ CLOSE_IDLE = 4408
 CLOSE_TOO_MANY_SESSIONS = 4429
 CLOSE_SESSION_TOO_LONG = 4410
 CLOSE_BAD_START = 4400
+CLOSE_SERVICE_RESTART = 1012  # the server is going away: resume the session on a new connection

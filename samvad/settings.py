@@ -37,6 +37,9 @@ class VadSettings(BaseModel):
     min_speech_ms: int = 200
     min_silence_ms: int = 400  # endpointing: speech ends after this much silence
     speech_pad_ms: int = 160
+    # Frames quieter than this (RMS, dB full scale) are silence without running the model; a
+    # quiet room or a noise-suppressed microphone sits below it, speech far above. None: off.
+    energy_floor_dbfs: float | None = Field(-60.0, le=-20)
 
 
 class WhisperSettings(BaseModel):
@@ -204,6 +207,7 @@ class VoiceSettings(BaseModel):
     max_binary_bytes: int = 64 * 1024
     max_text_bytes: int = 16 * 1024
     audio_burst_s: float = 2.0  # audio may arrive this far ahead of real time before reading slows
+    drain_s: float = 30.0  # on shutdown, a live call's answer may finish playing this long before it is closed
 
 
 class SessionTierSettings(BaseModel):

@@ -27,6 +27,7 @@ from samvad.contracts import ProviderCall, Transcript
 from samvad.events import AudioEvent, ErrorEvent, ResponseDeltaEvent, TranscriptEvent, TurnDoneEvent
 from samvad.protocol import (
     CLOSE_IDLE,
+    CLOSE_SERVICE_RESTART,
     CLOSE_SESSION_TOO_LONG,
     AudioFormat,
     Backchannel,
@@ -34,6 +35,7 @@ from samvad.protocol import (
     Pong,
     ResponseCancel,
     ResponseCancelled,
+    SessionClosing,
     SessionStart,
     SessionUpdate,
     TextInput,
@@ -92,6 +94,7 @@ class VoiceCall:
     def __init__(
         self, ws: WebSocket, settings: Settings, session: dict, start: SessionStart,
         start_turn: StartTurn, settle: Settle, transcribe: Transcribe,
+        closing: asyncio.Event | None = None, goodbye: SessionClosing | None = None,
     ) -> None:
         self.ws, self.s, self.v = ws, settings, settings.voice
         self.session = session  # language, mode, voice, output_script
@@ -104,6 +107,8 @@ class VoiceCall:
         self.opened = time.monotonic()
         self._send_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()
+        # Set when the server shuts down: the call ends after the answer playing, with `goodbye`.
+        self.closing, self.goodbye = closing, goodbye
 
     # sending ------------------------------------------------------------------------------------
     async def send(self, event: BaseModel) -> None:
@@ -115,6 +120,9 @@ class VoiceCall:
 
     # the loop -----------------------------------------------------------------------------------
     async def run(self) -> None:
+        if self.closing is not None:
+            watcher = asyncio.create_task(self._close_when_draining())
+            self._tasks.add(watcher)
         try:
             while True:
                 remaining = self.v.max_session_s - (time.monotonic() - self.opened)
@@ -142,6 +150,17 @@ class VoiceCall:
             await self._cancel(reason="client", notify=False)
             for t in list(self._tasks):
                 t.cancel()
+
+    async def _close_when_draining(self) -> None:
+        """Shutdown: finish the answer playing (within `voice.drain_s`), tell the caller how to
+        resume, and close with 1012, so nothing the caller heard is cut or lost."""
+        await self.closing.wait()
+        deadline = time.monotonic() + self.v.drain_s
+        while self._answer_playing() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        if self.goodbye is not None:
+            await self.send(self.goodbye)
+        await self.ws.close(CLOSE_SERVICE_RESTART, "server restarting: resume this session on a new connection")
 
     async def _text(self, raw: str) -> bool | None:
         if len(raw.encode()) > self.v.max_text_bytes:
@@ -291,6 +310,8 @@ class VoiceCall:
 
     # turns out ----------------------------------------------------------------------------------
     def _begin_turn(self, request: TurnRequest, speech_ended_at: float | None = None) -> None:
+        if self.closing is not None and self.closing.is_set():
+            return  # shutting down: the caller resumes on another replica and asks there
         playing = _Playing(turn_id=request.turn_id, speech_ended_at=speech_ended_at)
         playing.task = asyncio.create_task(self._play(request, playing))
         self.playing = playing

@@ -1,10 +1,13 @@
-// Captures microphone audio, downsamples to 16 kHz mono PCM16 and posts 20 ms frames.
+// Captures microphone audio, downsamples to 16 kHz mono PCM16 and posts 100 ms frames: every
+// frame costs a relay through the Serve proxy, so fewer, larger frames let one box hold many
+// more live calls (bench/voice_session.py capacity), for at most 100 ms more to notice the end
+// of speech (which waits 400 ms of silence anyway).
 class PcmCapture extends AudioWorkletProcessor {
   constructor() {
     super();
     this.ratio = sampleRate / 16000;
     this.pos = 0;
-    this.frame = new Int16Array(320);
+    this.frame = new Int16Array(1600);
     this.n = 0;
   }
   process(inputs) {

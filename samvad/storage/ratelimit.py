@@ -2,7 +2,10 @@
 
 One Lua script refills and takes a token atomically on the server (using Redis' clock, not the
 replicas'), which is what makes the limit exact under concurrent replicas. When Redis is
-unreachable the limiter fails open or closed as configured, and counts it."""
+unreachable the limiter fails open or closed as configured, and counts it. A slow Redis is not a
+down one: a connection that cannot be made fails within `CONNECT_TIMEOUT_S`, but an answer is
+waited for up to `READ_TIMEOUT_S` (a saturated box answers late, and failing open then would
+lift every limit exactly when the service is busiest)."""
 
 from __future__ import annotations
 
@@ -13,6 +16,13 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 log = logging.getLogger("samvad.ratelimit")
+
+CONNECT_TIMEOUT_S = 0.5
+READ_TIMEOUT_S = 5.0
+
+
+def _client(url: str) -> aioredis.Redis:
+    return aioredis.Redis.from_url(url, socket_timeout=READ_TIMEOUT_S, socket_connect_timeout=CONNECT_TIMEOUT_S)
 
 # KEYS[1] bucket; ARGV: capacity, refill per second. Returns {allowed, retry_after_ms}.
 _SCRIPT = """
@@ -47,7 +57,7 @@ class Decision:
 
 class RateLimiter:
     def __init__(self, url: str, *, fail_open: bool = True) -> None:
-        self._redis = aioredis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._redis = _client(url)
         self._script = self._redis.register_script(_SCRIPT)
         self.fail_open = fail_open
 
@@ -86,7 +96,7 @@ class SessionSlots:
     `lease_s / 3` while it lives, and `release` frees it at once when it ends."""
 
     def __init__(self, url: str, *, fail_open: bool = True, lease_s: float = 30.0) -> None:
-        self._redis = aioredis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._redis = _client(url)
         self._script = self._redis.register_script(_ADMIT)
         self.fail_open = fail_open
         self.lease_s = lease_s

@@ -270,3 +270,37 @@ async def test_resuming_another_keys_session_is_not_found(api_key, serve_app):
     with pytest.raises(websockets.ConnectionClosed) as closed:
         await recv(ws)
     assert closed.value.rcvd.code == 4404
+
+
+async def test_shutdown_drains_live_calls_and_tells_them_how_to_resume(api_key, db):
+    """What `samvad run` does on SIGINT/SIGTERM before Serve stops: the answer playing finishes,
+    the caller gets `session.closing` with its resume token and a 1012 close, new calls are
+    refused; the conversation resumes on a new connection with nothing lost."""
+    from ray import serve
+
+    ingress = serve.get_deployment_handle("Ingress", app_name="samvad")
+    ws, started = await open_session(api_key)
+    await ws.send(json.dumps({"type": "text.input", "text": "What happens if I do not keep the minimum balance?"}))
+    seen: list = []
+    await until(ws, "audio", seen)
+    try:
+        await asyncio.to_thread(lambda: ingress.broadcast("drain", True).results())
+        closing = await until(ws, "session.closing", seen, timeout=60)
+        assert [e["type"] for e in seen].index("turn.done") < len(seen) - 1  # the answer finished first
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await recv(ws)
+        assert closed.value.rcvd.code == 1012
+        assert closing["session_id"] == started["session_id"] and closing["resume_token"] == started["resume_token"]
+        refused = await websockets.connect(URL, additional_headers={"X-API-Key": api_key})
+        await refused.send(json.dumps({"type": "session.start"}))
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await recv(refused)
+        assert closed.value.rcvd.code == 1012
+    finally:
+        await asyncio.to_thread(lambda: ingress.broadcast("drain", False).results())
+    rows = db("SELECT role, status FROM messages WHERE session_id = $1 ORDER BY id", uuid.UUID(started["session_id"]))
+    assert [(r["role"], r["status"]) for r in rows] == [("user", "complete"), ("assistant", "complete")]
+    query = {"session_id": closing["session_id"], "resume_token": closing["resume_token"]}
+    ws, again = await open_session(api_key, query=query)
+    await ws.close()
+    assert again["resumed"] and again["interrupted_turn"] is None

@@ -58,3 +58,24 @@ def test_redis_down_fails_open_or_closed_as_configured():
     a, b = asyncio.run(scenario())
     assert a.allowed and a.degraded
     assert not b.allowed and b.degraded and b.retry_after_s > 0
+
+
+def test_a_slow_redis_is_not_a_down_redis(tmp_path):
+    """Redis up but answering late (CPU saturated; here: all clients paused for 1.2 s): the
+    bucket still decides. The limit must not open exactly when the box is busiest."""
+    with redis_url(tmp_path) as url:
+        admin = redis.Redis.from_url(url)
+        admin.flushdb()
+
+        async def scenario():
+            rl = RateLimiter(url, fail_open=True)
+            try:
+                assert (await rl.take("key:slow", per_minute=1)).allowed  # the one token
+                admin.execute_command("CLIENT", "PAUSE", 1200)
+                late = await rl.take("key:slow", per_minute=1)
+                return late
+            finally:
+                await rl.close()
+
+        late = asyncio.run(scenario())
+        assert not late.degraded and not late.allowed  # decided by the bucket, not the failure policy

@@ -69,3 +69,32 @@ def test_early_view_of_an_utterance_matches_its_end(settings, tts):
         if ep.in_speech and ep.silence_ms >= 150:
             markers.add(ep.speech_frames)
     assert len(markers) >= 2
+
+
+class _CountingVad(SileroVad):
+    def __init__(self) -> None:
+        super().__init__(16000)
+        self.calls = 0
+
+    def probability(self, frame):
+        self.calls += 1
+        return super().probability(frame)
+
+
+def test_quiet_frames_skip_the_model_and_speech_still_ends(settings, tts):
+    """A quiet line (-70 dBFS noise) never reaches the model; speech around it is found as before."""
+    rng = np.random.default_rng(1)
+    quiet = (rng.standard_normal(16000 * 2) * 10 ** (-70 / 20)).astype(np.float32)
+    vad = _CountingVad()
+    ep = Endpointer(vad, settings.vad)
+    assert ep.feed(quiet) == [] and vad.calls == 0
+    speech = decode_audio(speak_wav(tts, "Please block my card."), target_rate=16000, max_seconds=60).samples
+    events = []
+    for chunk in (speech, quiet):
+        for i in range(0, len(chunk), 320):
+            events += ep.feed(chunk[i : i + 320])
+    assert [type(e) for e in events] == [SpeechStarted, SpeechEnded]
+    assert 0 < vad.calls < len(speech) // 512 + 5  # the model ran on the speech, not on the quiet
+    off = Endpointer(_CountingVad(), settings.vad.model_copy(update={"energy_floor_dbfs": None}))
+    off.feed(quiet)
+    assert off._vad.calls == len(quiet) // 512

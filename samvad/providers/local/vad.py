@@ -56,6 +56,10 @@ class Endpointer:
         rate, frame = vad.sample_rate, vad.frame_samples
         self._frame_ms = 1000 * frame / rate
         self._pad_frames = max(1, round(settings.speech_pad_ms / self._frame_ms))
+        # Mean square below this is silence without asking the model: a call is mostly the caller
+        # listening, and the model is the ingress's largest per-frame cost (~0.13 ms per frame).
+        floor = settings.energy_floor_dbfs
+        self._floor = None if floor is None else 10 ** (floor / 10)
         self._clear()
 
     def _clear(self) -> None:
@@ -103,7 +107,8 @@ class Endpointer:
         while len(self._pending) >= n:
             frame, self._pending = self._pending[:n], self._pending[n:]
             self._frames_seen += 1
-            event = self._step(frame, self._vad.probability(frame))
+            quiet = self._floor is not None and float(np.dot(frame, frame)) / n < self._floor
+            event = self._step(frame, 0.0 if quiet else self._vad.probability(frame))
             if event is not None:
                 events.append(event)
         return events
