@@ -79,8 +79,11 @@ class Sessions:
 
     async def info(self) -> dict[str, Any]:
         mem = psutil.Process(os.getpid()).memory_full_info()
-        return (await self._ready()).info() | {"pid": os.getpid(), "rss_bytes": mem.rss,
-                                               "pss_bytes": getattr(mem, "pss", None), "hops": remote.hops}
+        import ray
+
+        return (await self._ready()).info() | {"pid": os.getpid(), "rss_bytes": mem.rss, "hops": remote.hops,
+                                               "pss_bytes": getattr(mem, "pss", None),
+                                               "node_id": ray.get_runtime_context().get_node_id()}
 
     async def check_health(self) -> None:
         if self._started is not None and self._started.done() and self._started.exception() is not None:
