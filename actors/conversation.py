@@ -172,11 +172,14 @@ class Conversation:
         async with self._lock:
             status = "complete" if complete else "interrupted"
             await self.store.settle(self.session_id, turn_id, heard_text, status, self.epoch)
-            self.history = [h for h in self.history if not (h[0] == turn_id and h[1] == "assistant")]
             if heard_text:
                 self._remember(turn_id, "assistant", heard_text)
+            else:
+                self.history = [h for h in self.history if (h[0], h[1]) != (turn_id, "assistant")]
 
     def _remember(self, turn_id: str, role: str, text: str) -> None:
+        # A turn run again (its first host died) may already be in the rehydrated history.
+        self.history = [h for h in self.history if (h[0], h[1]) != (turn_id, role)]
         self.history.append((turn_id, role, text))
         del self.history[: -self._limit]
 

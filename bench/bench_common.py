@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,10 +19,19 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * (len(s) - 1) + 0.5))] if s else float("nan")
 
 
-def serve_up(config: str, options: dict | None = None, *, with_dsn: bool = False):
+@dataclass
+class Graph:
+    key: str
+    down: Callable[[], None]
+    dsn: str
+    data: Path  # the embedded PostgreSQL and Redis live here (stop/start them for faults)
+
+
+def serve_up(config: str, options: dict | None = None, *, graph: bool = False):
     """Start the graph with serve_config.yaml's deployment options (`options` override them by
-    deployment); returns (API key, a function that stops everything[, the database URL]).
-    Every request comes from 127.0.0.1: the per-IP limit is lifted so the machine is measured."""
+    deployment); returns (API key, a function that stops everything), or a `Graph` with
+    `graph=True`. Every request comes from 127.0.0.1: the per-IP limit is lifted so the
+    machine is measured."""
     import ray
     from ray import serve
 
@@ -53,6 +64,7 @@ def serve_up(config: str, options: dict | None = None, *, with_dsn: bool = False
         embedded.stop_redis(data)
         embedded.stop_postgres(data)
 
-    return (asyncio.run(key()), down, dsn) if with_dsn else (asyncio.run(key()), down)
+    made = asyncio.run(key())
+    return Graph(made, down, dsn, data) if graph else (made, down)
 
 

@@ -115,11 +115,11 @@ def main() -> None:
     ap.add_argument("--conversations", type=int, default=10_000)
     ap.add_argument("--concurrency", type=int, default=16)
     args = ap.parse_args()
-    key, down, dsn = serve_up(str(ROOT / "configs" / "stub.yaml"), with_dsn=True)
+    g = serve_up(str(ROOT / "configs" / "stub.yaml"), graph=True)
     try:
-        asyncio.run(run(key, args.conversations, args.concurrency, dsn))
+        asyncio.run(run(g.key, args.conversations, args.concurrency, g.dsn))
     finally:
-        down()
+        g.down()
 
 
 if __name__ == "__main__":

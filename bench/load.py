@@ -6,6 +6,7 @@ requests, errors, throughput, p50/p99 latency; and every change in replica count
 autoscaler made while the load ran (serve_config.yaml's autoscaling settings).
 
     python bench/load.py [--duration 60] [--http-users 16] [--ws-users 4] [--config configs/stub.yaml]
+    python bench/load.py --soak [--duration 600] [--http-users 8] [--fault-every 60]   # see bench/soak.py
 """
 
 from __future__ import annotations
@@ -140,7 +141,12 @@ def main() -> None:
     ap.add_argument("--config", default=str(ROOT / "configs" / "stub.yaml"))
     ap.add_argument("--ingress-target", type=int, default=None,
                     help="override the ingress autoscaling target_ongoing_requests (and react in 5 s) to watch it scale")
+    ap.add_argument("--soak", action="store_true", help="long run with faults on a schedule and a database check")
+    ap.add_argument("--fault-every", type=float, default=60.0, help="soak: seconds between faults")
+    ap.add_argument("--new-session-share", type=float, default=0.2, help="soak: share of turns that open a session")
     args = ap.parse_args()
+    if args.soak:
+        return soak_main(args)
     # One client IP for every simulated user: measure the service, not the per-IP limit.
     os.environ["SAMVAD_LIMITS__IP_REQUESTS_PER_MINUTE"] = "100000000"
     options = {}
@@ -172,6 +178,29 @@ def main() -> None:
     for e in events:
         console.print("  " + e)
     console.print(f"replicas at the end: {final}")
+
+
+def soak_main(args) -> None:
+    import soak
+
+    g = serve_up(args.config, graph=True)
+    try:
+        s = asyncio.run(soak.run(g, args.duration, args.http_users, args.fault_every, args.new_session_share))
+        lost, duplicated = asyncio.run(soak.check(g.dsn, s))
+    finally:
+        g.down()
+    kinds = sorted({k for _, mem, *_ in s.samples for k in mem})
+    t = Table(title=f"soak: {args.http_users} users (Idempotency-Key retries), {args.duration:.0f} s, a fault every "
+                    f"{args.fault_every:.0f} s, {args.new_session_share:.0%} new sessions; memory PSS MiB by process kind")
+    for c in ["t (s)", *kinds, "turns in window", "turn p95 ms", "failed attempts"]:
+        t.add_column(c)
+    for at, mem, n, p95, failed in s.samples:
+        t.add_row(f"{at:.0f}", *(f"{mem.get(k, 0):.0f}" for k in kinds), str(n), f"{p95:.0f}", str(failed))
+    console.print(t)
+    for f in s.faults:
+        console.print("  " + f)
+    console.print(f"acknowledged turns: {len(s.acknowledged)}; never answered within the retry budget: {s.gave_up}; "
+                  f"lost: {lost}; duplicated: {duplicated}")
 
 
 if __name__ == "__main__":

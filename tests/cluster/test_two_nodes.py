@@ -15,5 +15,5 @@ def test_a_node_removed_mid_conversation_loses_nothing():
     script = Path(__file__).with_name("two_nodes.py")
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    seen = json.loads(next(line for line in done.stdout.splitlines() if line.startswith('{"conversations"')))
     assert seen["on_removed_node"] >= 1 and seen["rows"] == 6 * seen["conversations"]

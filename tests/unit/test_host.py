@@ -238,3 +238,21 @@ async def test_memory_per_active_conversation(stub_runner):
     per = grown / (len(sessions) - 1)
     assert host.info()["active"] == 300
     assert per < 100 * 1024, per  # a conversation in memory costs kilobytes, not a process
+
+
+async def test_a_turn_run_again_on_a_new_host_is_not_remembered_twice(stub_runner):
+    """The first host stored a turn and died before answering the caller; the retry runs the same
+    turn id on the next host, which rehydrated that turn: the context holds it once."""
+    store = FakeStore()
+    sid = store.new_session()
+    first = _host(stub_runner, store, "h1")
+    await first.start()
+    turn = _turn()
+    await first.answer(sid, turn)
+    store.leases["h1"] = 0  # h1 dies
+    second = _host(stub_runner, store, "h2")
+    await second.start()
+    await second.answer(sid, turn)  # the ingress's retry: same turn id
+    out = await second.answer(sid, _turn())
+    assert out.response.metadata.context_messages == 2
+    assert len(await store.messages(sid)) == 4
