@@ -68,3 +68,30 @@ def serve_up(config: str, options: dict | None = None, *, graph: bool = False):
     return Graph(made, down, dsn, data) if graph else (made, down)
 
 
+def processes_by_kind() -> dict[str, list]:
+    """Ray's worker processes on this node by kind, from their titles (`ray::ServeReplica:samvad:
+    Ingress`, `ray::ProxyActor`, ...): proxy, ingress, sessions, stages, other Ray."""
+    import psutil
+
+    kinds: dict[str, list] = {}
+    for p in psutil.process_iter(["cmdline"]):
+        title = " ".join(p.info["cmdline"] or [])
+        if not title.startswith("ray::"):
+            continue
+        kind = ("proxy" if "ProxyActor" in title else "ingress" if ":Ingress" in title else
+                "sessions" if ":Sessions" in title else "stages" if "ServeReplica" in title else "ray other")
+        kinds.setdefault(kind, []).append(p)
+    return kinds
+
+
+def pss_mib(processes: list) -> float:
+    """Proportional set size of `processes` together (shared pages counted once), in MiB."""
+    import psutil
+
+    total = 0.0
+    for p in processes:
+        try:
+            total += p.memory_full_info().pss / 2**20
+        except psutil.NoSuchProcess:
+            pass
+    return total

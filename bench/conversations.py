@@ -20,32 +20,18 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import httpx  # noqa: E402
-import psutil  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from bench_common import PORT, pct, serve_up  # noqa: E402
+from bench_common import PORT, pct, processes_by_kind, pss_mib, serve_up  # noqa: E402
 
 console = Console()
 
 
 def memory_by_kind() -> dict[str, tuple[int, float]]:
-    """(processes, PSS MiB) of Ray's worker processes by kind, from their titles."""
-    out: dict[str, tuple[int, float]] = {}
-    for p in psutil.process_iter(["cmdline"]):
-        title = " ".join(p.info["cmdline"] or [])
-        if not title.startswith("ray::"):
-            continue
-        kind = ("proxy" if "ProxyActor" in title else "ingress" if ":Ingress" in title else
-                "sessions" if ":Sessions" in title else "stages" if "ServeReplica" in title else "ray other")
-        try:
-            pss = p.memory_full_info().pss / 2**20
-        except psutil.NoSuchProcess:
-            continue
-        n, total = out.get(kind, (0, 0.0))
-        out[kind] = (n + 1, total + pss)
-    return out
+    """(processes, PSS MiB) of Ray's worker processes by kind."""
+    return {kind: (len(procs), pss_mib(procs)) for kind, procs in processes_by_kind().items()}
 
 
 async def run(key: str, n: int, concurrency: int, dsn: str) -> None:

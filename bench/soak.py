@@ -18,10 +18,9 @@ import uuid
 from dataclasses import dataclass, field
 
 import httpx
-import psutil
 import ray
 
-from bench_common import PORT, Graph, pct
+from bench_common import PORT, Graph, pct, processes_by_kind, pss_mib
 
 QUESTIONS = ["How do I block my lost debit card?", "What is the UPI limit per day?", "How do I open a fixed deposit?",
              "Can I close my fixed deposit early?", "How do I reset my UPI PIN?"]
@@ -43,7 +42,7 @@ async def user(client: httpx.AsyncClient, stop_at: float, s: Soak, new_session_s
     sid = (await client.post("/api/v1/sessions", json={})).json()["id"]
     while time.monotonic() < stop_at:
         key = uuid.uuid4().hex
-        body = {"text": rng.choice(QUESTIONS), "speak": False}
+        body = {"text": rng.choice(QUESTIONS), "speak": rng.random() < 0.5}
         if rng.random() >= new_session_share:
             body["session_id"] = sid
         t0 = time.perf_counter()
@@ -110,18 +109,7 @@ async def faults(g: Graph, stop_at: float, every: float, s: Soak, start: float) 
 
 
 def memory_by_kind() -> dict[str, float]:
-    out: dict[str, float] = {}
-    for p in psutil.process_iter(["cmdline"]):
-        title = " ".join(p.info["cmdline"] or [])
-        if not title.startswith("ray::"):
-            continue
-        kind = ("proxy" if "ProxyActor" in title else "ingress" if ":Ingress" in title else
-                "sessions" if ":Sessions" in title else "stages" if "ServeReplica" in title else "ray other")
-        try:
-            out[kind] = out.get(kind, 0.0) + p.memory_full_info().pss / 2**20
-        except psutil.NoSuchProcess:
-            pass
-    return out
+    return {kind: pss_mib(procs) for kind, procs in processes_by_kind().items()}
 
 
 async def sampler(stop_at: float, s: Soak, start: float, period: float = 30.0) -> None:

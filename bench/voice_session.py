@@ -34,7 +34,7 @@ from rich.console import Console  # noqa: E402
 from rich.progress import track  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from bench_common import PORT, pct, serve_up  # noqa: E402
+from bench_common import PORT, pct, processes_by_kind, serve_up  # noqa: E402
 console = Console()
 
 
@@ -167,20 +167,6 @@ class Caller:
                 self.next_question = time.perf_counter() + self.every
 
 
-def _processes() -> dict[str, list[psutil.Process]]:
-    """Ray's worker processes on this node by kind, from their titles (`ray::ServeReplica:samvad:
-    Ingress`, `ray::ProxyActor`, ...): proxy, ingress, sessions, stages, other Ray."""
-    kinds: dict[str, list[psutil.Process]] = {}
-    for p in psutil.process_iter(["cmdline"]):
-        title = " ".join(p.info["cmdline"] or [])
-        if not title.startswith("ray::"):
-            continue
-        kind = ("proxy" if "ProxyActor" in title else "ingress" if ":Ingress" in title else
-                "sessions" if ":Sessions" in title else "stages" if "ServeReplica" in title else "ray other")
-        kinds.setdefault(kind, []).append(p)
-    return kinds
-
-
 def _cpu(kinds: dict[str, list[psutil.Process]]) -> dict[str, float]:
     out = {}
     for kind, procs in kinds.items():
@@ -213,7 +199,7 @@ async def capacity(key: str, steps: list[int], hold: float, every: float, frame_
             break
         for c in callers:
             c.first_audio, c.turns, c.speech_end, c.errors, c.frames = [], [], [], 0, 0
-        kinds = _processes()
+        kinds = processes_by_kind()
         cpu0, mine0, t0 = _cpu(kinds), sum(me.cpu_times()[:2]), time.perf_counter()
         stop_at = time.perf_counter() + hold
         await asyncio.gather(*(c.send(stop_at) for c in callers))

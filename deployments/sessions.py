@@ -56,13 +56,25 @@ class Sessions:
         self.db = Database(s, s.sessions.db_pool_size)
         host_id = f"{serve.get_replica_context().replica_id.unique_id}-{uuid.uuid4().hex[:8]}"
         self.host = SessionHost(host_id, TurnRunner(engines, s), self.db, s.sessions)
+        self._idempotency_ttl_s = s.service.idempotency_ttl_s
         self._started: asyncio.Task | None = None
+        self._janitor: asyncio.Task | None = None
 
     async def _ready(self) -> SessionHost:
         if self._started is None:
             self._started = asyncio.get_running_loop().create_task(self.host.start())
+            self._janitor = asyncio.get_running_loop().create_task(self._expire_idempotency_keys())
         await asyncio.shield(self._started)
         return self.host
+
+    async def _expire_idempotency_keys(self) -> None:
+        """Idempotency-Key records (and their stored answers) older than the TTL go, every 10 minutes."""
+        while True:
+            try:
+                await self.db.expire_idempotency_keys(self._idempotency_ttl_s)
+            except Exception:  # noqa: BLE001 - the database may be away: next round
+                logging.getLogger("samvad.host").warning("idempotency keys not expired", exc_info=True)
+            await asyncio.sleep(600)
 
     async def answer(self, session_id: str, request: TurnRequest) -> TurnOut:
         _correlate(request)

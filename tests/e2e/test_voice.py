@@ -304,3 +304,33 @@ async def test_shutdown_drains_live_calls_and_tells_them_how_to_resume(api_key, 
     ws, again = await open_session(api_key, query=query)
     await ws.close()
     assert again["resumed"] and again["interrupted_turn"] is None
+
+
+async def test_ingress_death_mid_answer_stores_what_was_heard(api_key, db):
+    """The ingress carrying a call dies while the answer plays: the answer is stored as cut off
+    (never `complete`), and resuming reports it as the interrupted turn."""
+    import ray
+
+    from tests.e2e.test_faults import _replicas, _wait_healthy
+
+    ws, started = await open_session(api_key)
+    await ws.send(json.dumps({"type": "text.input", "text": "What happens if I do not keep the minimum balance in my account?"}))
+    done = []
+    await until(ws, "audio", done)
+    for name in _replicas("Ingress"):  # whichever one carries this call
+        ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
+    with pytest.raises((websockets.ConnectionClosed, asyncio.TimeoutError)):
+        while True:
+            await recv(ws, timeout=30)
+    await asyncio.to_thread(_wait_healthy)
+    rows = db("SELECT turn_id, role, status FROM messages WHERE session_id = $1 ORDER BY id", uuid.UUID(started["session_id"]))
+    assert [(r["role"], r["status"]) for r in rows] == [("user", "complete"), ("assistant", "interrupted")]
+    query = {"session_id": started["session_id"], "resume_token": started["resume_token"]}
+    for _ in range(20):  # the proxy learns of the new replicas
+        try:
+            ws, again = await open_session(api_key, query=query)
+            break
+        except (AssertionError, websockets.ConnectionClosed, OSError):
+            await asyncio.sleep(0.5)
+    await ws.close()
+    assert again["interrupted_turn"] == rows[1]["turn_id"]

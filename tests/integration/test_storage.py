@@ -188,5 +188,8 @@ async def test_idempotency_claims(dsn):
         await repo.record_turn(first.session_id, first.turn_id, [], "a", "en-IN", "complete", response='{"x": 1}')
         assert await repo.idempotent_response(first.session_id, first.turn_id) == '{"x": 1}'
         assert (await repo.claim(7, "key-1", "turn", "h1")).response == '{"x": 1}'
+        assert await repo.expire_idempotency_keys(3600) == 0  # young records stay
+        assert await repo.expire_idempotency_keys(0) == 2
+        assert (await repo.claim(7, "key-1", "turn", "h1", new_turn=True)).fresh  # the key may be used anew
     finally:
         await repo.close()
