@@ -1,11 +1,13 @@
 """Routes every call for a conversation to the Sessions replica that hosts it.
 
-Rendezvous (highest-random-weight) hashing of the session id — sent as the request's
-`multiplexed_model_id` — over the live replicas: every ingress replica picks the same host
+Rendezvous (highest-random-weight) hashing of the session id — the first argument of every
+Sessions method — over the live replicas: every ingress replica picks the same host
 with no shared state, and when a replica joins or leaves only the conversations that hashed to
 it move. Chosen over Serve's model multiplexing, which would broadcast every replica's list of
 loaded ids to every handle at each activation: at 10,000 conversations per replica that list
-is ~400 KB per change. Routing only proposes; single ownership is the lease in PostgreSQL
+is ~400 KB per change. (The id is not sent as `multiplexed_model_id` either: Serve 2.60's router
+indexes pending requests by that id and only a multiplexing router ever prunes the index, so
+every request, arguments and all, would stay in the caller's memory.) Routing only proposes; single ownership is the lease in PostgreSQL
 (`actors.host`), which holds while replicas come and go.
 """
 
@@ -28,8 +30,8 @@ class SessionRouter(RequestRouter):
     ) -> list[list[RunningReplica]]:
         if not candidate_replicas:
             return []
-        key = pending_request.metadata.multiplexed_model_id if pending_request is not None else ""
-        if not key:  # not a conversation's call (e.g. info): any replica
+        key = pending_request.args[0] if pending_request is not None and pending_request.args else None
+        if not isinstance(key, str) or not key:  # not a conversation's call: any replica
             return [[random.choice(candidate_replicas)]]
         by_id = {r.replica_id.unique_id: r for r in candidate_replicas}
         # Only the owner: if it is busy the request waits for it rather than going elsewhere.

@@ -157,7 +157,10 @@ class Ingress:
     def __init__(self, settings: dict[str, Any], asr, tts, sessions) -> None:
         telemetry.install()
         self.settings = Settings.model_validate(settings)
+        # Every Sessions call's first argument, the session id, picks the replica hosting that
+        # conversation (actors.router.SessionRouter).
         self.asr, self.tts, self.sessions = asr, tts, sessions
+        self._sessions_stream = sessions.options(stream=True)
         self.db = Database(self.settings)
         self.gate = Gate(self.settings, self.db)
         api.state.max_body_bytes = self.settings.service.max_body_bytes
@@ -178,10 +181,6 @@ class Ingress:
             raise InputError(f"unknown language {language!r}; use one of: {', '.join(sorted(self.settings.languages))}",
                              code="unknown_language")
         return language
-
-    def _host(self, session_id: str, *, stream: bool = False):
-        """The handle that reaches the Sessions replica hosting this conversation."""
-        return self.sessions.options(multiplexed_model_id=session_id, stream=stream)
 
     async def drain(self, on: bool = True) -> int:
         """Shutdown (`samvad run` on SIGINT/SIGTERM, broadcast to every replica): live calls end
@@ -277,12 +276,12 @@ class Ingress:
         ).model_dump_json())
 
         async def start_turn(request):
-            async for batch in remote.stream(lambda: self._host(sid, stream=True).stream.remote(sid, request)):
+            async for batch in remote.stream(lambda: self._sessions_stream.stream.remote(sid, request)):
                 for event in batch:
                     yield event
 
         async def settle(turn_id: str, heard: str, complete: bool) -> None:
-            await remote.call(lambda: self._host(sid).settle.remote(sid, turn_id, heard, complete))
+            await remote.call(lambda: self.sessions.settle.remote(sid, turn_id, heard, complete))
 
         async def transcribe(audio, language):  # early ASR and backchannels, straight to the ASR stage
             return await remote.call(lambda: self.asr.transcribe.remote(audio, language))
@@ -429,7 +428,7 @@ class Ingress:
         try:
             # A host that dies mid-turn: the turn runs again on the conversation's next host,
             # with the same turn id (its writes are upserts: nothing doubled).
-            out = await remote.call(lambda: self._host(session.id).answer.remote(session.id, turn))
+            out = await remote.call(lambda: self.sessions.answer.remote(session.id, turn))
         except SamvadError:
             metrics.inc("samvad_turns_total", outcome="rejected", channel="rest")
             raise

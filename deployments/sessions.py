@@ -89,7 +89,8 @@ class Sessions:
     async def settle(self, session_id: str, turn_id: str, heard_text: str, complete: bool) -> None:
         await (await self._ready()).settle(session_id, turn_id, heard_text, complete)
 
-    async def info(self) -> dict[str, Any]:
+    async def info(self, session_id: str = "") -> dict[str, Any]:
+        """This replica's figures; with a session id, those of the replica hosting it."""
         mem = psutil.Process(os.getpid()).memory_full_info()
         import ray
 

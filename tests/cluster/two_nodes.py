@@ -82,7 +82,7 @@ async def scenario(dsn: str, cluster: Cluster, worker) -> dict:
         ids = [client.post("/api/v1/sessions", json={}).json()["id"] for _ in range(CONVERSATIONS)]
         for sid in ids:
             assert ask(sid, "what is the stub answer").status_code == 200
-        nodes = {sid: (await sessions.options(multiplexed_model_id=sid).info.remote())["node_id"] for sid in ids}
+        nodes = {sid: (await sessions.info.remote(sid))["node_id"] for sid in ids}
         worker_id = worker.node_id
         on_worker = [sid for sid in ids if nodes[sid] == worker_id]
         assert on_worker and len(on_worker) < len(ids), f"conversations did not spread over both nodes: {nodes}"
@@ -97,7 +97,7 @@ async def scenario(dsn: str, cluster: Cluster, worker) -> dict:
         assert all(r.status_code == 200 for r in third), [r.text for r in third if r.status_code != 200]
         contexts = [r.json()["response"]["metadata"]["context_messages"] for r in third]
         assert contexts == [4] * len(ids), contexts  # the whole history, on the head node
-        after = {(await sessions.options(multiplexed_model_id=sid).info.remote())["node_id"] for sid in on_worker}
+        after = {(await sessions.info.remote(sid))["node_id"] for sid in on_worker}
         assert after == {cluster.head_node.node_id}, after
     conn = await asyncpg.connect(dsn)
     try:
