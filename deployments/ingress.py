@@ -98,38 +98,59 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return _error(request, 500, "internal_error", "an internal error occurred; quote the request id when reporting it")
 
 
-@api.middleware("http")
-async def _request_context(request: Request, call_next):
-    rid = request.headers.get("x-request-id") or uuid.uuid4().hex
-    if len(rid) > 128 or not rid.isprintable():
-        rid = uuid.uuid4().hex
-    request.state.request_id = rid
-    origin = request.headers.get("origin")
-    allowed = origin is not None and _origin_allowed(origin, request.headers.get("host", ""), request.app)
-    if request.method == "OPTIONS" and origin is not None:  # CORS preflight
-        if not allowed:
-            return _error(request, 403, "origin_not_allowed", f"origin {origin} may not call this API")
-        return Response(status_code=204, headers=_cors_headers(origin))
-    limit = request.app.state.max_body_bytes if hasattr(request.app.state, "max_body_bytes") else 8 << 20
-    length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > limit):
-        return _error(request, 413, "payload_too_large", f"the request body is larger than {limit} bytes")
-    t0 = time.perf_counter()
-    try:
-        response = await call_next(request)
-    except Exception:  # noqa: BLE001 - the handler above renders it; never a traceback to the client
-        log.exception("unhandled error request_id=%s", rid)
-        response = _error(request, 500, "internal_error", "an internal error occurred")
-    route = request.scope.get("route")
-    metrics.observe("samvad_http_ms", (time.perf_counter() - t0) * 1000, route=getattr(route, "path", "unmatched"),
-                    status=str(response.status_code))
-    if allowed:
-        response.headers.update(_cors_headers(origin))
-    # Which ingress replica answered (an opaque id): for ops tracing a request across replicas.
-    response.headers["X-Samvad-Replica"] = getattr(request.app.state, "replica", "")
-    # No X-Request-ID here: Serve's proxy passes the client's id (or one it made) to us and sets
-    # the same id on every response; adding ours would send the header twice.
-    return response
+class RequestContext:
+    """Request id, CORS, the body-size budget, latency metric and replica header for every HTTP
+    request. Plain ASGI rather than `@app.middleware("http")` (Starlette's BaseHTTPMiddleware
+    runs each request through an extra task and stream): this is on every turn's path."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+        if len(rid) > 128 or not rid.isprintable():
+            rid = uuid.uuid4().hex
+        request.state.request_id = rid
+        origin = request.headers.get("origin")
+        state = scope["app"].state
+        allowed = origin is not None and _origin_allowed(origin, request.headers.get("host", ""), scope["app"])
+        if request.method == "OPTIONS" and origin is not None:  # CORS preflight
+            response = (_error(request, 403, "origin_not_allowed", f"origin {origin} may not call this API") if not allowed
+                        else Response(status_code=204, headers=_cors_headers(origin)))
+            await response(scope, receive, send)
+            return
+        limit = getattr(state, "max_body_bytes", 8 << 20)
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            await _error(request, 413, "payload_too_large", f"the request body is larger than {limit} bytes")(scope, receive, send)
+            return
+        extra = [(b"x-samvad-replica", getattr(state, "replica", "").encode())]  # which replica answered (ops)
+        if allowed:
+            extra += [(k.lower().encode(), v.encode()) for k, v in _cors_headers(origin).items()]
+        t0, status = time.perf_counter(), 500
+
+        async def send_with_headers(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = list(message.get("headers", [])) + extra
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            route = scope.get("route")
+            metrics.observe("samvad_http_ms", (time.perf_counter() - t0) * 1000,
+                            route=getattr(route, "path", "unmatched"), status=str(status))
+        # No X-Request-ID here: Serve's proxy passes the client's id (or one it made) to us and sets
+        # the same id on every response; adding ours would send the header twice.
+
+
+api.add_middleware(RequestContext)
 
 
 def _origin_allowed(origin: str, host: str, app) -> bool:
