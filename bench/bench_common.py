@@ -12,6 +12,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PORT = 8798
+# Tables keep every column whole when the output goes to a file, not a terminal (rich reads this).
+os.environ.setdefault("COLUMNS", "160")
 
 
 def pct(values: list[float], q: float) -> float:
