@@ -119,7 +119,9 @@ class SessionHost:
         finally:
             if not task.done():  # barge-in or a dropped caller: stop the turn (it records the cut-off)
                 task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+                # Shielded: when the caller died, Serve may cancel this call again while the turn
+                # records its cut-off; the turn keeps its conversation's mailbox until it has.
+                await asyncio.shield(asyncio.gather(task, return_exceptions=True))
 
     async def settle(self, session_id: str, turn_id: str, heard_text: str, complete: bool) -> None:
         conversation = await self.conversation(session_id)
