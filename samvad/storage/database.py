@@ -80,6 +80,10 @@ class Database:
         self.up = True
         return result
 
+    async def ping_once(self) -> bool:
+        """One ping, no retries (readiness probes)."""
+        return await (await self.repo()).ping()
+
     def __getattr__(self, method: str):
         if method.startswith("_") or not hasattr(Repository, method):
             raise AttributeError(method)

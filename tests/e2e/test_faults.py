@@ -143,12 +143,13 @@ def test_postgres_down_nothing_acknowledged_is_lost(client, db, servers):
     owner = host_of(db, sid)  # read now: the database is about to go away
     servers.stop_postgres()
     try:
-        t = time.perf_counter()
-        ready = client.get("/readyz")
-        assert ready.status_code == 503 and ready.json()["error"]["code"] == "not_ready"
+        for _ in range(3):  # whichever replica answers: 503 within its 2 s probe, at once once known down
+            t = time.perf_counter()
+            ready = client.get("/readyz")
+            assert ready.status_code == 503 and ready.json()["error"]["code"] == "not_ready"
+            assert time.perf_counter() - t < 4
         r = client.get(f"/api/v1/sessions/{sid}/messages")
         assert r.status_code == 503 and r.json()["error"]["code"] == "database_unavailable"
-        assert client.get("/readyz").status_code == 503 and time.perf_counter() - t < 15
         during = [_ask(client, sid, "How do I reset my UPI PIN?", speak=False) for _ in range(3)]
         for r in during:
             assert r.status_code == 503 and r.json()["error"]["code"] == "database_unavailable", r.text
