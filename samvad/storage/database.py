@@ -27,7 +27,7 @@ from samvad.storage.repository import Repository
 log = logging.getLogger("samvad.db")
 
 WRITES = frozenset({
-    "add_message", "record_turn", "settle", "update_session", "add_provider_calls", "create_session", "claim",
+    "add_message", "record_turn", "settle", "update_session", "create_session", "claim",
     "acquire", "release", "heartbeat", "drop_host", "expire_idempotency_keys",
 })
 

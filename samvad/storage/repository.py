@@ -315,25 +315,6 @@ class Repository:
             MessageRow(**{**dict(r), "guardrail_flags": json.loads(r["guardrail_flags"])}) for r in rows
         ]
 
-    async def add_provider_calls(
-        self, session_id: str, turn_id: str, calls: list[ProviderCall], *, conn: asyncpg.Connection | None = None
-    ) -> None:
-        if not calls:
-            return
-        await (conn or self._pool).executemany(
-            """INSERT INTO provider_calls (session_id, turn_id, stage, provider, model, audio_seconds, characters,
-                   input_tokens, output_tokens, cached_tokens, cost, currency, ttfb_ms, latency_ms, outcome, error, retries)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)""",
-            [
-                (
-                    uuid.UUID(session_id), turn_id, c.stage, c.provider, c.model, c.usage.audio_seconds,
-                    c.usage.characters, c.usage.input_tokens, c.usage.output_tokens, c.usage.cached_tokens,
-                    c.cost, c.currency, c.ttfb_ms, c.latency_ms, c.outcome, c.error, c.retries,
-                )
-                for c in calls
-            ],
-        )
-
     async def provider_calls(self, session_id: str) -> list[dict]:
         rows = await self._pool.fetch("SELECT * FROM provider_calls WHERE session_id = $1 ORDER BY id", uuid.UUID(session_id))
         return [dict(r) for r in rows]

@@ -48,9 +48,11 @@ async def test_repository_roundtrip(dsn):
         msgs = await repo.messages(s.id)
         assert [(m.role, m.status) for m in msgs] == [("user", "complete"), ("assistant", "interrupted")]
         assert msgs[1].guardrail_flags == [flag]
-        await repo.add_provider_calls(s.id, "t1", [ProviderCall(stage="tts", provider="espeak", model="m", usage=Usage(characters=7), latency_ms=3, cost=0.5)])
+        tts = ProviderCall(stage="tts", provider="espeak", model="m", usage=Usage(characters=7), latency_ms=3, cost=0.5)
+        for _ in range(2):  # the end of the turn, written twice (a retry): its calls are replaced, not added
+            await repo.record_turn(s.id, "t1", [tts], "partial", "hi-IN", "interrupted", [flag])
         (call,) = await repo.provider_calls(s.id)
-        assert call["characters"] == 7 and float(call["cost"]) == 0.5
+        assert call["characters"] == 7 and float(call["cost"]) == 0.5 and call["ttfb_ms"] is None
         with pytest.raises(NotFoundError):
             await repo.get_session("not-a-uuid")
         with pytest.raises(NotFoundError):
