@@ -117,11 +117,7 @@ class Conversation:
                     user_text = event.redacted_text  # the transcript as stored: identifiers redacted
                     await self._write_user(request, user_text, "complete")
                 elif isinstance(event, TurnDoneEvent):
-                    if request.idempotent:
-                        events.append(event)
-                        response = turn_out(self.session_id, tid, events).model_dump_json()
-                    else:
-                        response = None
+                    response = turn_out(self.session_id, tid, [*events, event]).model_dump_json() if request.idempotent else None
                     await self._record(request, user_text, event, response)
                     finished = True
                     self._log_turn(request, event)

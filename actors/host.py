@@ -19,6 +19,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
@@ -177,19 +178,13 @@ class SessionHost:
         metrics.gauge("samvad_active_conversations", len(self._active))
         return conversation
 
+    @contextmanager
     def _fenced(self, conversation: Conversation):
-        host = self
-
-        class _Guard:
-            def __enter__(self):
-                return self
-
-            def __exit__(self, kind, exc, tb):
-                if isinstance(exc, FencedError):  # another host owns it now: never write for it again
-                    host._forget([conversation.session_id], release=False)
-                return False
-
-        return _Guard()
+        try:
+            yield
+        except FencedError:  # another host owns it now: never write for it again
+            self._forget([conversation.session_id], release=False)
+            raise
 
     # passivation --------------------------------------------------------------------------------
     def _passivate_over_limit(self) -> None:
