@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PORT = 8798
 # Tables keep every column whole when the output goes to a file, not a terminal (rich reads this).
 os.environ.setdefault("COLUMNS", "160")
+# A benchmark's service is throwaway: it gets its own secrets (there are no defaults).
+for _name in ("KEY", "RESUME"):
+    os.environ.setdefault(f"SAMVAD_SERVICE__{_name}_SECRET", secrets.token_urlsafe(32))
 
 
 def pct(values: list[float], q: float) -> float:
@@ -38,7 +42,7 @@ def serve_up(config: str, options: dict | None = None, *, graph: bool = False):
     from ray import serve
 
     from deployments.app import build_app, deployment_options, replica_env
-    from samvad.settings import load_settings
+    from samvad.settings import load_settings, secret
     from samvad.storage import embedded
     from samvad.storage.repository import Repository
 
@@ -54,7 +58,7 @@ def serve_up(config: str, options: dict | None = None, *, graph: bool = False):
               name="samvad", route_prefix="/")
 
     async def key():
-        repo = await Repository.connect(dsn, load_settings(config).service.key_secret, max_size=1)
+        repo = await Repository.connect(dsn, secret(load_settings(config).service, "key"), max_size=1)
         try:
             return (await repo.create_key("bench", requests_per_minute=10_000_000, max_voice_sessions=100_000))[1]
         finally:

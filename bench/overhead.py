@@ -20,6 +20,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+for _name in ("KEY", "RESUME"):  # a throwaway service gets its own secrets (there are no defaults)
+    os.environ.setdefault(f"SAMVAD_SERVICE__{_name}_SECRET", __import__("secrets").token_urlsafe(32))
 
 import httpx  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -56,7 +58,7 @@ async def measure(one_turn, requests: int, concurrency: int, progress: Progress,
 
 async def in_process(requests: int, progress: Progress) -> dict[int, list[float]]:
     from rag_index.pipeline import local_runner
-    from samvad.settings import load_settings
+    from samvad.settings import load_settings, secret
     from samvad.turn import TurnRequest
 
     runner = local_runner(load_settings(CONFIG))
@@ -87,7 +89,7 @@ async def over_serve(requests: int, progress: Progress, dsn: str, redis_url: str
     from samvad.storage.repository import Repository
     from samvad.settings import load_settings
 
-    repo = await Repository.connect(dsn, load_settings(CONFIG).service.key_secret, max_size=1)
+    repo = await Repository.connect(dsn, secret(load_settings(CONFIG).service, "key"), max_size=1)
     _, key = await repo.create_key("bench")
     await repo.close()
     out = {}

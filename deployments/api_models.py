@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from samvad.protocol import Voice
 from samvad.turn_result import AudioOut, TurnOut  # noqa: F401 - the turn's answer, built where it runs
 
 Mode = Literal["formal", "modern-colloquial", "classic-colloquial", "code-mixed"]
@@ -18,7 +19,7 @@ class _Body(BaseModel):
 class TtsBody(_Body):
     text: str = Field(min_length=1, max_length=2500)
     language: str = "en-IN"
-    voice: str | None = Field(None, max_length=64)
+    voice: Voice | None = None
 
 
 OutputScript = Literal["roman", "fully-native", "spoken-form-in-native"]
@@ -27,7 +28,7 @@ OutputScript = Literal["roman", "fully-native", "spoken-form-in-native"]
 class SessionBody(_Body):
     language: str = "en-IN"
     mode: Mode = "formal"
-    voice: str | None = Field(None, max_length=64)
+    voice: Voice | None = None
     output_script: OutputScript | None = None
 
 
@@ -37,7 +38,7 @@ class TurnBody(_Body):
     audio_base64: str | None = Field(None, description="the question as a base64 WAV/FLAC/OGG file")
     language: str | None = Field(None, description="caller's language (default: the session's)")
     mode: Mode | None = None
-    voice: str | None = Field(None, max_length=64)
+    voice: Voice | None = None
     output_script: OutputScript | None = None
     speak: bool = Field(True, description="false: answer as text only")
 

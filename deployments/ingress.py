@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 import ray
-from fastapi import FastAPI, File, Form, Header, Request, UploadFile, WebSocket
+from fastapi import FastAPI, File, Form, Header, HTTPException, Request, UploadFile, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 from ray import serve
@@ -29,15 +29,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from actors import remote, telemetry
 from deployments.api_models import ErrorOut, SessionBody, TtsBody, TurnBody, TurnOut
 from samvad import metrics
-from samvad.api.gate import Gate
+from samvad.api import tokens
+from samvad.api.gate import Gate, LimiterUnavailable
 from samvad.audio import decode_audio, wav_bytes
-from samvad.errors import DatabaseUnavailable, InputError, NotFoundError, RateLimitedError, SamvadError
+from samvad.errors import DatabaseUnavailable, InputError, NotFoundError, ProviderError, RateLimitedError, SamvadError
 from samvad.providers.base import SpeechRequest
-from samvad.settings import Settings
+from samvad.settings import Settings, secret
 from samvad.stages import StageReport
 from samvad.storage.database import Database
 from samvad.events import ErrorEvent
-from samvad.storage.repository import MessageRow, SessionRow
+from samvad.storage.repository import ApiKeyRow, MessageRow, SessionRow
 from samvad.protocol import (
     CLOSE_BAD_START,
     CLOSE_FORBIDDEN,
@@ -56,7 +57,8 @@ STATIC = Path(__file__).resolve().parent / "static"
 
 log = logging.getLogger("samvad.ingress")
 
-ERRORS = {400: ErrorOut, 401: ErrorOut, 404: ErrorOut, 413: ErrorOut, 415: ErrorOut, 422: ErrorOut}
+ERRORS = {400: ErrorOut, 401: ErrorOut, 404: ErrorOut, 409: ErrorOut, 413: ErrorOut, 415: ErrorOut, 422: ErrorOut,
+          429: ErrorOut}
 RESPONSES = {k: {"model": v} for k, v in ERRORS.items()}
 IDEMPOTENCY = Header(None, alias="Idempotency-Key", max_length=255,
                      description="the same key returns the same result: retry safely after a dropped connection")
@@ -73,8 +75,13 @@ async def _samvad_error(request: Request, exc: SamvadError) -> JSONResponse:
     # An error raised in another replica arrives wrapped by Ray; its `cause` is the original.
     cause = getattr(exc, "cause", None)
     exc = cause if isinstance(cause, SamvadError) else exc
-    response = _error(request, exc.status, exc.code, exc.message)
-    if isinstance(exc, RateLimitedError):
+    message = exc.message
+    if isinstance(exc, ProviderError) and exc.status >= 500:
+        # A provider's own error text (its internals, sometimes its request) stays in the log.
+        log.warning("provider error request_id=%s: %s", getattr(request.state, "request_id", None), exc.message)
+        message = f"the {getattr(exc, 'stage', 'provider')} stage failed; retry shortly"
+    response = _error(request, exc.status, exc.code, message)
+    if isinstance(exc, (RateLimitedError, LimiterUnavailable)):
         response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     return response
 
@@ -98,10 +105,19 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return _error(request, 500, "internal_error", "an internal error occurred; quote the request id when reporting it")
 
 
+OPS_PATHS = frozenset({"/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+
+
+class BodyTooLarge(HTTPException):  # FastAPI's own: its body parser re-raises it as it is
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is larger than {limit} bytes")
+
+
 class RequestContext:
-    """Request id, CORS, the body-size budget, latency metric and replica header for every HTTP
-    request. Plain ASGI rather than `@app.middleware("http")` (Starlette's BaseHTTPMiddleware
-    runs each request through an extra task and stream): this is on every turn's path."""
+    """Request id, CORS, the body-size budget, the admin key on operations routes, latency metric
+    and replica header for every HTTP request. Plain ASGI rather than `@app.middleware("http")`
+    (Starlette's BaseHTTPMiddleware runs each request through an extra task and stream): this is
+    on every turn's path."""
 
     def __init__(self, app) -> None:
         self.app = app
@@ -128,6 +144,22 @@ class RequestContext:
         if length is not None and (not length.isdigit() or int(length) > limit):
             await _error(request, 413, "payload_too_large", f"the request body is larger than {limit} bytes")(scope, receive, send)
             return
+        admin = getattr(state, "admin_key", None)
+        if admin and scope["path"] in OPS_PATHS and not hmac.compare_digest(
+                request.headers.get("x-admin-key", "").encode(), admin.encode()):
+            await _error(request, 401, "admin_key_required", "this operations route needs the X-Admin-Key header")(scope, receive, send)
+            return
+        received = 0
+        inner_receive = receive
+
+        async def receive():  # the budget holds for the bytes that arrive, chunked uploads included
+            nonlocal received
+            message = await inner_receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
         extra = [(b"x-samvad-replica", getattr(state, "replica", "").encode())]  # which replica answered (ops)
         if allowed:
             extra += [(k.lower().encode(), v.encode()) for k, v in _cors_headers(origin).items()]
@@ -168,6 +200,11 @@ def _cors_headers(origin: str) -> dict[str, str]:
     }
 
 
+class SessionClosed(SamvadError):
+    code = "session_closed"
+    status = 409
+
+
 def _idempotency_hash(route: str, body: dict) -> str:
     return hashlib.sha256(json.dumps([route, body], sort_keys=True, default=str).encode()).hexdigest()
 
@@ -183,19 +220,38 @@ class Ingress:
         self.asr, self.tts, self.sessions = asr, tts, sessions
         self._sessions_stream = sessions.options(stream=True)
         self.db = Database(self.settings)
+        self._resume_secret = secret(self.settings.service, "resume")
         self.gate = Gate(self.settings, self.db)
+        self.gate.on_revoked(self._revoked)
+        self._watch: asyncio.Task | None = None
+        self._live: dict[int, set[VoiceCall]] = {}  # API key id -> its calls on this replica
+        self._ready: tuple[float, bool] = (0.0, False)  # /readyz: (checked at, ok), one ping per second
+        self._ready_lock = asyncio.Lock()
         api.state.max_body_bytes = self.settings.service.max_body_bytes
         api.state.cors_origins = self.settings.service.cors_origins
+        admin = self.settings.service.admin_key
+        api.state.admin_key = admin.get_secret_value() if admin else None
         api.state.replica = serve.get_replica_context().replica_id.unique_id
         self._metrics_export: str | None = None  # this node's Ray metrics agent
         self._closing = asyncio.Event()  # set by `drain`: live calls end, new ones are refused
         self._calls = 0
 
     # plumbing ---------------------------------------------------------------------------------
-    async def _auth(self, request: Request) -> int:
-        key = request.headers.get("x-api-key") or request.query_params.get("api_key")
-        row = await self.gate.admit(key, request.client.host if request.client else "unknown")
-        return row.id
+    def _ip(self, conn: Request | WebSocket) -> str:
+        return self.gate.ip(conn.client.host if conn.client else None, conn.headers.get("x-forwarded-for"))
+
+    async def _auth(self, request: Request) -> ApiKeyRow:
+        """The caller's key, from the X-API-Key header only (a key in a URL ends up in logs)."""
+        self._watch_revocations()
+        return await self.gate.admit(request.headers.get("x-api-key"), self._ip(request))
+
+    def _watch_revocations(self) -> None:
+        if self._watch is None or self._watch.done():
+            self._watch = asyncio.get_running_loop().create_task(self.gate.watch_revocations())
+
+    def _revoked(self, key_id: int) -> None:
+        for call in list(self._live.get(key_id, ())):
+            call.end(CLOSE_UNAUTHORIZED, "API key revoked")
 
     def _language(self, language: str) -> str:
         if language not in self.settings.languages:
@@ -213,9 +269,8 @@ class Ingress:
             self._closing = asyncio.Event()
         return self._calls
 
-    def resume_token(self, session_id: str) -> str:
-        secret = self.settings.service.key_secret.encode()
-        return hmac.new(secret, f"resume:{session_id}".encode(), hashlib.sha256).hexdigest()[:32]
+    def resume_token(self, session_id: str, key_id: int) -> str:
+        return tokens.make(self._resume_secret, session_id, key_id, self.settings.service.resume_token_ttl_s)
 
     # routes -----------------------------------------------------------------------------------
     @api.get("/", include_in_schema=False)
@@ -231,28 +286,58 @@ class Ingress:
 
     @api.websocket("/api/v1/voice-session")
     async def voice_session(self, ws: WebSocket) -> None:
-        """Streaming voice session: see docs/voice-session.md."""
-        await ws.accept()
+        """Streaming voice session: see docs/voice-session.md. Admission, cheapest check first:
+        origin, the client IP's request bucket and failed-key budget, its open-socket cap, then
+        `session.start` within `service.ws_auth_timeout_s` with the key (header or message),
+        the key's rate limit, its live-call cap."""
+        self._watch_revocations()
         origin = ws.headers.get("origin")
         if origin is not None and not _origin_allowed(origin, ws.headers.get("host", ""), api):
             # Browsers do not apply CORS to WebSockets: another site's page could open one with
-            # the user's query token, so foreign origins are refused here.
+            # the user's key, so foreign origins are refused here.
             await ws.close(CLOSE_FORBIDDEN, "origin not allowed")
             return
+        ip = self._ip(ws)
         try:
-            raw = await asyncio.wait_for(ws.receive_text(), timeout=10)
+            await self.gate.admit_ip(ip)
+        except SamvadError as exc:
+            await ws.close(CLOSE_TOO_MANY_SESSIONS if exc.status == 429 else CLOSE_SERVICE_RESTART, exc.message[:120])
+            return
+        socket = uuid.uuid4().hex
+        if not await self.gate.open_socket(ip, socket):
+            await ws.close(CLOSE_TOO_MANY_SESSIONS, "too many open sockets from this address")
+            return
+        keep = asyncio.create_task(self.gate.keep_socket(ip, socket))
+        try:
+            await self._admit_call(ws, ip)
+        finally:
+            keep.cancel()
+            await self.gate.close_socket(ip, socket)
+
+    async def _admit_call(self, ws: WebSocket, ip: str) -> None:
+        await ws.accept()
+        try:
+            raw = await asyncio.wait_for(ws.receive_text(), timeout=self.settings.service.ws_auth_timeout_s)
+            if len(raw) > self.settings.voice.max_text_bytes:
+                raise ValueError("session.start too big")
             start = SessionStart.model_validate(json.loads(raw))
-        except Exception:  # noqa: BLE001 - any malformed opening ends the connection with a reason
+        except Exception:  # noqa: BLE001 - a late, malformed or missing opening ends the connection
             await ws.send_text(ErrorEvent(turn_id="", code="bad_start", status=400,
-                                          message="the first message must be a valid session.start").model_dump_json())
+                                          message="the first message must be a valid session.start, sent at once").model_dump_json())
             await ws.close(CLOSE_BAD_START, "expected session.start")
             return
         if self._closing.is_set():
             await ws.close(CLOSE_SERVICE_RESTART, "server restarting: connect again shortly")
             return
-        key = await self.gate.key(ws.headers.get("x-api-key") or ws.query_params.get("api_key") or start.api_key)
+        key = await self.gate.key(ws.headers.get("x-api-key") or start.api_key)
         if key is None:
+            await self.gate.failed(ip)
             await ws.close(CLOSE_UNAUTHORIZED, "missing or invalid API key")
+            return
+        try:
+            await self.gate.charge(key)  # connecting counts as a request
+        except SamvadError as exc:
+            await ws.close(CLOSE_TOO_MANY_SESSIONS, exc.message[:120])
             return
         slot = uuid.uuid4().hex
         if not await self.gate.open_call(key, slot):
@@ -261,13 +346,13 @@ class Ingress:
         renew = asyncio.create_task(self.gate.keep_call(key, slot))
         self._calls += 1
         try:
-            await self._voice_call(ws, start, key.id)
+            await self._voice_call(ws, start, key)
         finally:
             self._calls -= 1
             renew.cancel()
             await self.gate.close_call(key, slot)
 
-    async def _voice_call(self, ws: WebSocket, start: SessionStart, key_id: int) -> None:
+    async def _voice_call(self, ws: WebSocket, start: SessionStart, key: ApiKeyRow) -> None:
         language = start.language or self.settings.default_language
         if language not in self.settings.languages:
             await ws.close(CLOSE_BAD_START, f"unknown language {language}"[:120])
@@ -275,24 +360,35 @@ class Ingress:
         sid = ws.query_params.get("session_id")
         interrupted = None
         if sid:
-            if not hmac.compare_digest(ws.query_params.get("resume_token", ""), self.resume_token(sid)):
+            # Checked before the database is asked: a wrong, expired or another key's token costs nothing.
+            if not tokens.valid(self._resume_secret, ws.query_params.get("resume_token"), sid, key.id):
                 await ws.close(CLOSE_FORBIDDEN, "a valid resume_token is needed to resume a session")
                 return
             try:
-                row = await self.db.get_session(sid, key_id)  # another key's session is "unknown"
+                row = await self.db.get_session(sid, key.id)  # another key's session is "unknown"
             except SamvadError:
                 await ws.close(CLOSE_NOT_FOUND, "unknown session")
+                return
+            if row.closed_at is not None:
+                await ws.close(CLOSE_NOT_FOUND, "the session is closed")
                 return
             messages = await self.db.messages(sid, 2)
             last = messages[-1] if messages else None
             interrupted = last.turn_id if last and last.role == "assistant" and last.status == "interrupted" else None
         else:
-            row = await self.db.create_session(language, start.mode or "formal", start.voice, key_id, start.output_script)
+            try:
+                caps = await self.gate.new_session(key)
+                row = await self.db.create_session(language, start.mode or "formal", start.voice, key.id, start.output_script,
+                                                   **caps)
+            except SamvadError as exc:
+                await ws.close(CLOSE_TOO_MANY_SESSIONS if exc.status == 429 else CLOSE_SERVICE_RESTART, exc.message[:120])
+                return
             sid = row.id
         session = {"language": start.language or row.language, "mode": start.mode or row.mode,
-                   "voice": start.voice or row.voice, "output_script": start.output_script or row.output_script}
+                   "voice": start.voice or row.voice, "output_script": start.output_script or row.output_script,
+                   "tenant": str(key.id)}
         await ws.send_text(SessionStarted(
-            session_id=sid, resume_token=self.resume_token(sid), resumed=bool(ws.query_params.get("session_id")),
+            session_id=sid, resume_token=self.resume_token(sid, key.id), resumed=bool(ws.query_params.get("session_id")),
             language=session["language"], mode=session["mode"], interrupted_turn=interrupted,
         ).model_dump_json())
 
@@ -307,9 +403,20 @@ class Ingress:
         async def transcribe(audio, language):  # early ASR and backchannels, straight to the ASR stage
             return await remote.call(lambda: self.asr.transcribe.remote(audio, language))
 
-        goodbye = SessionClosing(session_id=sid, resume_token=self.resume_token(sid))
-        await VoiceCall(ws, self.settings, session, start, start_turn=start_turn, settle=settle, transcribe=transcribe,
-                        closing=self._closing, goodbye=goodbye).run()
+        async def charge() -> None:
+            await self.gate.charge(key)
+
+        goodbye = SessionClosing(session_id=sid, resume_token=self.resume_token(sid, key.id))
+        call = VoiceCall(ws, self.settings, session, start, start_turn=start_turn, settle=settle, transcribe=transcribe,
+                         closing=self._closing, goodbye=goodbye, charge=charge)
+        live = self._live.setdefault(key.id, set())
+        live.add(call)
+        try:
+            await call.run()
+        finally:
+            live.discard(call)
+            if not live:
+                self._live.pop(key.id, None)
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, str]:
@@ -318,13 +425,20 @@ class Ingress:
     @api.get("/readyz", responses={503: {"model": ErrorOut}})
     async def readyz(self) -> dict[str, str]:
         """Ready when the database answers one ping: within 2 s, or 0.5 s while it is known to
-        be down (a stopped server refuses at once; a hung one must not hold the probe)."""
-        try:
-            await asyncio.wait_for(self.db.ping_once(), timeout=2.0 if self.db.up else 0.5)
-        except Exception:  # noqa: BLE001
-            self.db.up = False
-            raise DatabaseUnavailable("the database is not reachable", code="not_ready") from None
-        self.db.up = True
+        be down (a stopped server refuses at once; a hung one must not hold the probe). Asked
+        without a key, so the answer is reused for a second: a flood of probes is one ping."""
+        async with self._ready_lock:
+            checked, ok = self._ready
+            if time.monotonic() - checked >= 1.0:
+                try:
+                    await asyncio.wait_for(self.db.ping_once(), timeout=2.0 if self.db.up else 0.5)
+                    ok = True
+                except Exception:  # noqa: BLE001
+                    ok = False
+                self.db.up = ok
+                self._ready = (time.monotonic(), ok)
+        if not ok:
+            raise DatabaseUnavailable("the database is not reachable", code="not_ready")
         return {"status": "ready"}
 
     @api.get("/metrics", response_class=PlainTextResponse)
@@ -350,10 +464,10 @@ class Ingress:
     @api.post("/api/v1/tts", responses={200: {"content": {"audio/wav": {}}}, **RESPONSES})
     async def tts_route(self, body: TtsBody, request: Request) -> Response:
         """Text to speech: returns a WAV file. `X-Cache: hit` when served from the Redis cache."""
-        await self._auth(request)
+        key = await self._auth(request)
         self._language(body.language)
         pcm, rate, hit = [], 0, False
-        speech = SpeechRequest(text=body.text, language=body.language, voice=body.voice)
+        speech = SpeechRequest(text=body.text, language=body.language, voice=body.voice, tenant=str(key.id))
         async for item in remote.stream(lambda: self.tts.options(stream=True).stream.remote(speech)):
             if isinstance(item, StageReport):
                 hit = item.cache_hit
@@ -379,26 +493,37 @@ class Ingress:
     @api.post("/api/v1/sessions", status_code=201, responses=RESPONSES)
     async def create_session(self, body: SessionBody, request: Request, idempotency_key: str | None = IDEMPOTENCY) -> SessionRow:
         """Open a session (one database insert: its conversation is activated on first use)."""
-        key_id = await self._auth(request)
+        key = await self._auth(request)
         args = {"language": self._language(body.language), "mode": body.mode, "voice": body.voice,
                 "output_script": body.output_script}
+        caps = await self.gate.new_session(key)
         if idempotency_key is None:
-            return await self.db.create_session(**args, api_key_id=key_id)
-        claim = await self.db.claim(key_id, idempotency_key, "sessions", _idempotency_hash("sessions", args),
-                                    new_session=args)
-        return await self.db.get_session(claim.session_id, key_id)
+            return await self.db.create_session(**args, api_key_id=key.id, **caps)
+        claim = await self.db.claim(key.id, idempotency_key, "sessions", _idempotency_hash("sessions", args),
+                                    new_session=args | caps)
+        return await self.db.get_session(claim.session_id, key.id)
 
     @api.get("/api/v1/sessions/{session_id}", responses=RESPONSES)
     async def get_session(self, session_id: str, request: Request) -> SessionRow:
-        key_id = await self._auth(request)
-        return await self.gate.session(session_id, key_id, fresh=True)
+        key = await self._auth(request)
+        return await self.gate.session(session_id, key.id, fresh=True)
+
+    @api.delete("/api/v1/sessions/{session_id}", status_code=204, responses=RESPONSES)
+    async def close_session(self, session_id: str, request: Request) -> Response:
+        """Close a session: it no longer counts against the key's open sessions, and takes no
+        more turns (resuming it is refused)."""
+        key = await self._auth(request)
+        if not await self.db.close_session(session_id, key.id):
+            raise NotFoundError(f"no session {session_id[:64]!r}", code="session_not_found")
+        self.gate.forget_session(session_id, key.id)
+        return Response(status_code=204)
 
     @api.get("/api/v1/sessions/{session_id}/messages", responses=RESPONSES)
     async def get_messages(self, session_id: str, request: Request) -> list[MessageRow]:
         """Every message of the session. Turns are acknowledged only once committed, so this
         shows every turn answered before it (read-your-writes)."""
-        key_id = await self._auth(request)
-        await self.gate.session(session_id, key_id)
+        key = await self._auth(request)
+        await self.gate.session(session_id, key.id)
         return await self.db.messages(session_id)
 
     @api.post("/api/v1/turn", responses={**RESPONSES, 503: {"model": ErrorOut}})
@@ -406,7 +531,8 @@ class Ingress:
         """One turn: audio or text in; transcript, grounded answer, audio (base64 WAV), timings, cost
         out. Answered only once the turn is committed; with an `Idempotency-Key`, a retry returns
         the stored answer instead of running the turn again."""
-        key_id = await self._auth(request)
+        key = await self._auth(request)
+        key_id = key.id
         if (body.text is None) == (body.audio_base64 is None):
             raise InputError("send exactly one of text or audio_base64", code="invalid_input")
         audio = None
@@ -421,6 +547,8 @@ class Ingress:
         }
         turn_id = uuid.uuid4().hex  # the server's: a client's id never names (or overwrites) a turn
         session_id = body.session_id
+        if new_session is not None:
+            new_session |= await self.gate.new_session(key)
         if idempotency_key is not None:
             claim = await self.db.claim(key_id, idempotency_key, "turn", _idempotency_hash("turn", body.model_dump()),
                                         session_id=session_id, new_session=new_session, new_turn=True)
@@ -432,8 +560,11 @@ class Ingress:
             session = await self.db.create_session(**new_session, api_key_id=key_id)
         else:
             session = await self.gate.session(session_id, key_id)
+            if session.closed_at is not None:
+                raise SessionClosed("the session is closed: open a new one")
         turn = TurnRequest(
             turn_id=turn_id, request_id=request.state.request_id, idempotent=idempotency_key is not None,
+            tenant=str(key_id),
             audio=audio, text=body.text, language=self._language(body.language or session.language),
             mode=body.mode or session.mode, voice=body.voice or session.voice,
             output_script=body.output_script or session.output_script, speak=body.speak,

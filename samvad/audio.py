@@ -25,37 +25,60 @@ class Audio:
         return len(self.samples) / self.sample_rate
 
 
+MAX_CHANNELS = 2
+MIN_RATE, MAX_RATE = 8000, 48000
+BLOCK_SECONDS = 1.0  # decoded and checked against the budget one second at a time
+UNKNOWN_LENGTH = 2**63 - 1  # libsndfile's frame count for a stream that does not say (a FLAC with no total)
+
+
 def decode_audio(data: bytes, *, target_rate: int, max_seconds: float, min_seconds: float = 0.0) -> Audio:
     """Decode an uploaded file (WAV, FLAC, OGG: anything libsndfile reads) to mono `target_rate`.
 
     Other sample rates are resampled; stereo is mixed down. Raises `InputError` with a stable
     code for empty, unreadable, too long or too short audio.
+
+    Budgets are checked before any sample is decoded (channels, sample rate, the length the
+    header claims), and again while decoding, a second at a time: a header that lies about its
+    length (a FLAC with no total, an OGG of a few KB that expands to hours) stops at the budget,
+    so a decode never holds more than `max_seconds` of audio.
     """
     if not data:
         raise InputError("the audio is empty: send a WAV file (PCM16 mono 16 kHz preferred)", code="audio_empty")
     try:
-        info = sf.info(io.BytesIO(data))
-    except (sf.LibsndfileError, RuntimeError, TypeError):
+        f = sf.SoundFile(io.BytesIO(data))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
         raise InputError(
             "the audio could not be decoded: send a WAV, FLAC or OGG file (PCM16 mono 16 kHz preferred)",
             code="audio_unreadable",
         ) from None
-    # Check the length from the header before decoding, so a 10-minute upload costs nothing.
-    if info.frames and info.samplerate and info.frames / info.samplerate > max_seconds:
-        raise InputError(
-            f"the audio is {info.frames / info.samplerate:.1f} s long; the limit is {max_seconds:g} s",
-            code="audio_too_long",
-        )
-    try:
-        samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError):
-        raise InputError("the audio data is truncated or corrupt", code="audio_unreadable") from None
-    mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
+    with f:
+        if not 1 <= f.channels <= MAX_CHANNELS:
+            raise InputError(f"the audio has {f.channels} channels; send mono or stereo", code="audio_channels")
+        if not MIN_RATE <= f.samplerate <= MAX_RATE:
+            raise InputError(f"the audio's sample rate is {f.samplerate} Hz; send {MIN_RATE}-{MAX_RATE} Hz",
+                             code="audio_sample_rate")
+        budget = int(max_seconds * f.samplerate)  # frames
+        if budget < f.frames < UNKNOWN_LENGTH:
+            raise InputError(f"the audio is {f.frames / f.samplerate:.1f} s long; the limit is {max_seconds:g} s",
+                             code="audio_too_long")
+        blocks, total = [], 0
+        block = max(1, int(f.samplerate * BLOCK_SECONDS))
+        try:
+            while True:
+                chunk = f.read(min(block, budget + 1 - total), dtype="float32", always_2d=True)
+                if not len(chunk):
+                    break
+                total += len(chunk)
+                if total > budget:
+                    raise InputError(f"the audio is longer than the limit of {max_seconds:g} s", code="audio_too_long")
+                blocks.append(chunk.mean(axis=1) if chunk.shape[1] > 1 else chunk[:, 0])
+        except (sf.LibsndfileError, RuntimeError):
+            raise InputError("the audio data is truncated or corrupt", code="audio_unreadable") from None
+        rate = f.samplerate
+    mono = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
     if rate != target_rate:
         mono = soxr.resample(mono, rate, target_rate).astype(np.float32)
     audio = Audio(np.ascontiguousarray(mono, dtype=np.float32), target_rate)
-    if audio.duration > max_seconds:
-        raise InputError(f"the audio is {audio.duration:.1f} s long; the limit is {max_seconds:g} s", code="audio_too_long")
     if audio.duration < max(min_seconds, 1e-9):
         raise InputError(
             f"the audio is {audio.duration:.2f} s long; send at least {max(min_seconds, 0.01):g} s of speech",

@@ -285,7 +285,10 @@ def _servers(s: Settings) -> Settings:
     from samvad.storage import embedded
 
     updates = {}
-    if not s.database_url:
+    if not s.database_url:  # development: secrets are generated and kept in var/ (dev_secrets)
+        from samvad.dev_secrets import with_dev_secrets
+
+        s = with_dev_secrets(s)
         console.print(f"starting embedded PostgreSQL in {s.data_dir / 'postgres'}")
         updates["database_url"] = embedded.start_postgres(s.data_dir)
     if not s.redis_url:
@@ -297,7 +300,14 @@ def _servers(s: Settings) -> Settings:
 async def _repo(s: Settings):
     from samvad.storage.repository import Repository
 
-    return await Repository.connect(s.database_url, s.service.key_secret, max_size=2)
+    from samvad.settings import ConfigError, secret
+
+    try:
+        key_secret = secret(s.service, "key")
+    except ConfigError as exc:
+        console.print(f"[red]config error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    return await Repository.connect(s.database_url, key_secret, max_size=2)
 
 
 def _repo_call(s: Settings, method: str, *args):
@@ -338,19 +348,30 @@ def keys_create(
     name: Annotated[str, typer.Argument(help="who the key is for")],
     rpm: Annotated[Optional[int], typer.Option("--rpm", min=1, help="requests per minute (default: limits.requests_per_minute)")] = None,
     max_sessions: Annotated[Optional[int], typer.Option("--max-sessions", min=1, help="concurrent voice sessions")] = None,
+    max_open: Annotated[Optional[int], typer.Option("--max-open-sessions", min=1,
+                                                    help="open conversations (default: limits.max_open_sessions)")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Create an API key (shown once; only its hash is stored) with optional limits of its own."""
-    row, key = _repo_call(_servers(_settings(config)), "create_key", name, rpm, max_sessions)
+    row, key = _repo_call(_servers(_settings(config)), "create_key", name, rpm, max_sessions, max_open)
     console.print(f"key {row.id} ({row.name}): [bold]{key}[/bold]")
 
 
 @keys_app.command("revoke")
 def keys_revoke(key_id: int, config: ConfigOpt = None) -> None:
-    """Revoke an API key by id."""
-    if not _repo_call(_servers(_settings(config)), "revoke_key", key_id):
+    """Revoke an API key by id: refused at once by every replica, its live calls closed."""
+    from samvad.api.gate import publish_revocation
+
+    s = _servers(_settings(config))
+    if not _repo_call(s, "revoke_key", key_id):
         console.print(f"[red]no active key with id {key_id}[/red]")
         raise typer.Exit(1)
+    try:
+        asyncio.run(publish_revocation(s.redis_url, key_id))
+    except Exception as exc:  # noqa: BLE001 - the database already refuses it; caches expire within 30 s
+        console.print(f"[yellow]revoked in the database, but Redis could not be told ({type(exc).__name__}): "
+                      "replicas refuse the key within 30 s[/yellow]")
+        raise typer.Exit(1) from None
     console.print(f"revoked key {key_id}")
 
 

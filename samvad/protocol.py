@@ -9,6 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 Mode = Literal["formal", "modern-colloquial", "classic-colloquial", "code-mixed"]
 OutputScript = Literal["roman", "fully-native", "spoken-form-in-native"]
+# A voice name or id: letters, digits, "_", "-", "+" (eSpeak variants). No "/", "." or "%": a
+# voice never reaches a file path or URL unchecked; each TTS also checks its own allow-list.
+Voice = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_+\-]{0,63}$", description="a voice name or id")]
 
 
 class _Msg(BaseModel):
@@ -24,7 +27,7 @@ class SessionStart(_Msg):
     type: Literal["session.start"]
     language: str | None = None
     mode: Mode | None = None
-    voice: str | None = Field(None, max_length=64)
+    voice: Voice | None = None
     output_script: OutputScript | None = None
     audio: AudioFormat = AudioFormat()
     api_key: str | None = Field(None, max_length=256)  # for browsers, which cannot set headers
@@ -34,7 +37,7 @@ class SessionUpdate(_Msg):
     type: Literal["session.update"]
     language: str | None = None
     mode: Mode | None = None
-    voice: str | None = Field(None, max_length=64)
+    voice: Voice | None = None
     output_script: OutputScript | None = None
 
 

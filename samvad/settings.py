@@ -222,11 +222,23 @@ class SessionTierSettings(BaseModel):
 
 
 class LimitSettings(BaseModel):
-    """Token buckets in Redis, shared by every ingress replica."""
+    """Token buckets in Redis, shared by every ingress replica (docs/security.md)."""
 
     requests_per_minute: int = 600  # per API key, unless the key has its own limit
-    ip_requests_per_minute: int = 1200  # per client IP
-    fail_open: bool = True  # Redis unreachable: let requests through (True) or refuse them (False)
+    ip_requests_per_minute: int = 1200  # per client IP, taken before the key is looked up
+    sessions_per_minute: int = 60  # new conversations per API key (REST and voice)
+    max_open_sessions: int = 1000  # conversations open at once per key, unless the key has its own
+    # A conversation with no turn for this long no longer counts as open (DELETE closes one at once).
+    session_open_s: float = 3600.0
+    # Failed API-key lookups per client IP per minute; beyond it, requests from that IP are refused
+    # before any lookup (a key-guessing client costs one Redis call, not a database query).
+    auth_failures_per_minute: int = 30
+    max_sockets_per_ip: int = 50  # open voice WebSockets per client IP, across replicas
+    # Redis unreachable: the per-key limits and call slots fail closed (503 with Retry-After: a
+    # tenant's contract is not lifted by an outage); the per-IP limit fails open (it is a shield,
+    # and refusing every caller because Redis restarts would take the service down with it).
+    fail_open: bool = False  # per-key limits, new-session limits and voice call slots
+    ip_fail_open: bool = True
 
 
 class ServiceSettings(BaseModel):
@@ -243,9 +255,40 @@ class ServiceSettings(BaseModel):
     db_read_retry_s: float = 5.0
     db_write_retry_s: float = 2.0
     idempotency_ttl_s: float = 86400.0  # Idempotency-Key records (and stored answers) are kept this long
-    # HMAC secret for API-key hashes. The default is for development only: set SAMVAD_SERVICE__KEY_SECRET.
-    key_secret: str = "samvad-dev-secret-change-me"
+    # Secrets have no working defaults: set SAMVAD_SERVICE__KEY_SECRET (HMAC of API-key hashes)
+    # and SAMVAD_SERVICE__RESUME_SECRET (resume tokens), 32+ random bytes each. Only `samvad run`
+    # and `samvad keys` on embedded servers (development) generate and keep them in var/.
+    key_secret: SecretStr | None = None
+    resume_secret: SecretStr | None = None
+    resume_token_ttl_s: float = Field(86400.0, gt=0)  # a resume token expires after this long
+    # Client IPs or CIDRs of proxies in front of the service: only from these is X-Forwarded-For
+    # believed (the right-most address not itself a trusted proxy is the client).
+    trusted_proxies: list[str] = []
+    # When set, /metrics, /docs, /redoc and /openapi.json need `X-Admin-Key` (or are for an
+    # internal network only if left unset: docs/security.md).
+    admin_key: SecretStr | None = None
+    ws_auth_timeout_s: float = Field(2.0, gt=0)  # session.start (with the key) must arrive within this
     cache_ttl_seconds: dict[str, int] = {"tts": 86400, "translation": 86400, "asr": 3600}
+
+
+class ConfigError(ValueError):
+    """The configuration cannot run as it is (a missing secret, say); the message says what to set."""
+
+
+WEAK_SECRETS = frozenset({"samvad-dev-secret-change-me", "changeme", "change-me", "secret", "test"})
+
+
+def secret(service: "ServiceSettings", which: Literal["key", "resume"]) -> str:
+    """`service.<which>_secret`, refused when missing, known or short: a default secret would let
+    anyone who read the source forge resume tokens or API-key hashes."""
+    value = getattr(service, f"{which}_secret")
+    raw = value.get_secret_value() if value is not None else ""
+    if not raw:
+        raise ConfigError(f"service.{which}_secret is not set: set SAMVAD_SERVICE__{which.upper()}_SECRET to 32+ random "
+                          "characters (python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+    if raw in WEAK_SECRETS or len(raw) < 16:
+        raise ConfigError(f"service.{which}_secret is a known or short value: use 32+ random characters")
+    return raw
 
 
 class Settings(BaseSettings):

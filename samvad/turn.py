@@ -83,6 +83,7 @@ class TurnRequest(BaseModel):
     request_id: str | None = None  # correlation id: in logs and in every stage call of the turn
     channel: Literal["rest", "voice"] = "rest"  # voice: what the caller heard is settled by the call
     idempotent: bool = False  # an Idempotency-Key stands for this turn: its answer is stored with it
+    tenant: str | None = None  # the API key's id: per-tenant caches
     audio: bytes | None = None
     text: str | None = None
     language: str = "en-IN"
@@ -165,7 +166,7 @@ class TurnRunner:
                                  source_text=sentence)
         if req.speak:
             voice = req.voice if tr.language_code == req.language else None
-            async for chunk in e.tts.stream(SpeechRequest(text=tr.text, language=tr.language_code, voice=voice), calls):
+            async for chunk in e.tts.stream(SpeechRequest(text=tr.text, language=tr.language_code, voice=voice, tenant=req.tenant), calls):
                 state.seq += 1
                 if state.first_audio_at is None:
                     state.first_audio_at = time.perf_counter()

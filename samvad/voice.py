@@ -24,6 +24,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from samvad import metrics
 from samvad.audio import Audio, float_to_pcm16, pcm16_to_float, wav_bytes
 from samvad.contracts import ProviderCall, Transcript
+from samvad.errors import SamvadError
 from samvad.events import AudioEvent, ErrorEvent, ResponseDeltaEvent, TranscriptEvent, TurnDoneEvent
 from samvad.protocol import (
     CLOSE_IDLE,
@@ -53,6 +54,8 @@ StartTurn = Callable[[TurnRequest], AsyncIterator]
 Settle = Callable[[str, str, bool], Awaitable[None]]
 # Audio -> (transcript, the provider calls made): an ASR call from the ingress, not the actor.
 Transcribe = Callable[[Audio, str], Awaitable[tuple[Transcript, list[ProviderCall]]]]
+# Charges one turn to the caller's rate limit; raises RateLimitedError (or another SamvadError).
+Charge = Callable[[], Awaitable[None]]
 
 
 @dataclass
@@ -94,13 +97,13 @@ class VoiceCall:
     def __init__(
         self, ws: WebSocket, settings: Settings, session: dict, start: SessionStart,
         start_turn: StartTurn, settle: Settle, transcribe: Transcribe,
-        closing: asyncio.Event | None = None, goodbye: SessionClosing | None = None,
+        closing: asyncio.Event | None = None, goodbye: SessionClosing | None = None, charge: Charge | None = None,
     ) -> None:
         self.ws, self.s, self.v = ws, settings, settings.voice
         self.session = session  # language, mode, voice, output_script
         self.format: AudioFormat = start.audio
-        self._start_turn, self._settle, self._transcribe = start_turn, settle, transcribe
-        self.vad = Endpointer(SileroVad(16000), settings.vad)
+        self._start_turn, self._settle, self._transcribe, self._charge = start_turn, settle, transcribe, charge
+        self.vad = Endpointer(SileroVad(16000), settings.vad, max_seconds=settings.audio.max_seconds)
         self.playing: _Playing | None = None
         self.early: _Early | None = None
         self.received_seconds = 0.0
@@ -117,6 +120,11 @@ class VoiceCall:
 
     async def error(self, code: str, message: str, status: int = 400) -> None:
         await self.send(ErrorEvent(turn_id="", code=code, message=message, status=status))
+
+    def end(self, code: int, reason: str) -> None:
+        """Close the call from outside (its API key was revoked): the loop then ends as on a hang-up."""
+        task = asyncio.ensure_future(self.ws.close(code, reason))
+        self._tasks.add(task)
 
     # the loop -----------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -306,7 +314,7 @@ class VoiceCall:
     def _turn_fields(self) -> dict:
         s = self.session
         return {"language": s["language"], "mode": s["mode"], "voice": s.get("voice"), "output_script": s.get("output_script"),
-                "channel": "voice"}
+                "channel": "voice", "tenant": s.get("tenant")}
 
     # turns out ----------------------------------------------------------------------------------
     def _begin_turn(self, request: TurnRequest, speech_ended_at: float | None = None) -> None:
@@ -320,6 +328,13 @@ class VoiceCall:
 
     async def _play(self, request: TurnRequest, p: _Playing) -> None:
         started = time.perf_counter()
+        if self._charge is not None:
+            try:
+                await self._charge()  # every turn counts against the key's rate limit
+            except SamvadError as exc:
+                p.done = True
+                await self.send(ErrorEvent(turn_id=request.turn_id, code=exc.code, message=exc.message, status=exc.status))
+                return
         try:
             async for event in self._start_turn(request):
                 if isinstance(event, ResponseDeltaEvent):
@@ -344,7 +359,9 @@ class VoiceCall:
                 except Exception:  # noqa: BLE001
                     log.exception("turn %s could not be marked interrupted", request.turn_id)
             p.done = True
-            await self.send(ErrorEvent(turn_id=request.turn_id, code="turn_failed", message=f"the turn failed ({type(exc).__name__})", status=502))
+            # The reason stays in the log (with the turn id): engine internals are not the caller's.
+            await self.send(ErrorEvent(turn_id=request.turn_id, code="turn_failed",
+                                       message="the turn failed; ask again (quote the turn id when reporting it)", status=502))
 
     async def _pace(self, p: _Playing, event: AudioEvent) -> None:
         """Send audio no further than `playback_lead_s` ahead of where playback is now, so that

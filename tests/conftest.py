@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import secrets
 from pathlib import Path
 
 import pytest
@@ -7,6 +9,11 @@ import pytest
 from samvad.settings import Settings, load_settings
 
 DATA = Path(__file__).parent / "data"
+
+# Secrets have no defaults (samvad.settings.secret): the test run makes its own, before any
+# settings are loaded, and every process it starts inherits them.
+for _name in ("KEY", "RESUME"):
+    os.environ.setdefault(f"SAMVAD_SERVICE__{_name}_SECRET", secrets.token_urlsafe(32))
 
 
 @pytest.fixture(scope="session")

@@ -1,17 +1,28 @@
-"""Who is calling and what they may do: API keys, rate limits and voice-call admission.
+"""Who is calling and what they may do: client addresses, API keys, rate limits, new-session
+limits and voice-call admission (docs/security.md).
 
-Keys are looked up in PostgreSQL (cached for 30 s per process); the last known row is also kept
-in Redis under a hash of the key, so auth keeps working while the database restarts. Rate limits
-are Redis token buckets shared by every ingress replica; concurrent voice calls per key are
-leases in Redis too. All of it is plain Python over a `Database` and Redis URLs.
+Order matters for cost: the client IP's bucket is taken first, and an IP that keeps presenting
+bad keys is refused before any lookup; a bad key is remembered briefly, so guessing costs a Redis
+call, not a database query. Keys are looked up in PostgreSQL (cached 30 s per process); the last
+known row is also kept in Redis under a hash of the key, so auth keeps working while the
+database restarts. A revoked key is published on a Redis channel: every replica forgets it at
+once, closes its live calls, and the last-known fallback refuses it too. Rate limits are Redis
+token buckets shared by every replica; concurrent voice calls per key and sockets per IP are
+leases in Redis. All of it is plain Python over a `Database` and Redis URLs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import ipaddress
+import logging
 import time
+from collections.abc import Callable
 
+import redis.asyncio as aioredis
 from pydantic import BaseModel
+from redis.exceptions import RedisError
 
 from samvad import metrics
 from samvad.errors import RateLimitedError, SamvadError, database_down
@@ -20,8 +31,13 @@ from samvad.storage.cache import Cache, cache_key
 from samvad.storage.ratelimit import RateLimiter, SessionSlots
 from samvad.storage.repository import ApiKeyRow, SessionRow
 
+log = logging.getLogger("samvad.gate")
+
 KEY_CACHE_S = 30.0
+BAD_KEY_CACHE_S = 10.0  # a key found invalid is not looked up again for this long
 SESSION_CACHE_S = 60.0  # a session row's fields change only by its own turns' settings
+REVOKED_CHANNEL = "samvad:revoked"
+REVOKED_SET = "samvad:revoked-keys"
 
 
 class AuthError(SamvadError):
@@ -29,54 +45,175 @@ class AuthError(SamvadError):
     status = 401
 
 
+class LimiterUnavailable(SamvadError):
+    """Redis is unreachable and the limit fails closed (`limits.fail_open: false`)."""
+
+    code = "rate_limiter_unavailable"
+    status = 503
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def client_ip(peer: str | None, forwarded_for: str | None, trusted: list[str]) -> str:
+    """The caller's address: the peer, unless the peer is a trusted proxy, in which case the
+    right-most X-Forwarded-For entry that is not itself a trusted proxy (entries to its left
+    were written by the client and prove nothing)."""
+    peer = peer or "unknown"
+    if not trusted or not forwarded_for or not _trusted(peer, trusted):
+        return peer
+    for hop in reversed([h.strip() for h in forwarded_for.split(",") if h.strip()]):
+        if not _trusted(hop, trusted):
+            return hop if _is_ip(hop) else peer
+    return peer
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        return False
+
+
+def _trusted(address: str, trusted: list[str]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(net, strict=False) for net in trusted)
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 class Gate:
     def __init__(self, settings: Settings, db) -> None:
         self.s = settings
         self.db = db
-        rurl, fail_open = settings.redis_url, settings.limits.fail_open
-        self.limiter = RateLimiter(rurl, fail_open=fail_open) if rurl else None
-        self.slots = SessionSlots(rurl, fail_open=fail_open) if rurl else None
+        rurl, limits = settings.redis_url, settings.limits
+        self.limiter = RateLimiter(rurl, fail_open=limits.fail_open) if rurl else None
+        self.slots = SessionSlots(rurl, fail_open=limits.fail_open) if rurl else None
         self.rows = Cache(rurl, {"row": 600}) if rurl else None
-        self._keys: dict[str, tuple[float, ApiKeyRow]] = {}
+        self._redis = aioredis.Redis.from_url(rurl, socket_connect_timeout=0.5, socket_timeout=2.0) if rurl else None
+        self._keys: dict[str, tuple[float, ApiKeyRow]] = {}  # sha256(key) -> (expiry, row)
+        self._bad: dict[str, float] = {}  # sha256(key) -> expiry
         self._sessions: dict[tuple[int, str], tuple[float, SessionRow]] = {}
         self._live: dict[int, int] = {}  # API key id -> open voice calls on this replica
+        self._on_revoked: list[Callable[[int], None]] = []
 
-    # keys ---------------------------------------------------------------------------------------
+    # client addresses and keys ------------------------------------------------------------------
+    def ip(self, peer: str | None, forwarded_for: str | None) -> str:
+        return client_ip(peer, forwarded_for, self.s.service.trusted_proxies)
+
     async def key(self, key: str | None) -> ApiKeyRow | None:
-        if not key or len(key) > 256:
+        if not key or len(key) > 256 or not key.isascii() or not key.isprintable():
             return None
-        cached = self._keys.get(key)
-        if cached and cached[0] > time.monotonic():
+        digest, now = _digest(key), time.monotonic()
+        cached = self._keys.get(digest)
+        if cached and cached[0] > now:
             return cached[1]
+        if self._bad.get(digest, 0) > now:
+            return None
         row = await self.last_known("apikey", key, ApiKeyRow, lambda: self.db.verify_key(key))
-        if row is not None:
-            _bounded(self._keys)[key] = (time.monotonic() + KEY_CACHE_S, row)
-        return row
+        if row is not None and row.revoked_at is None:
+            _bounded(self._keys)[digest] = (now + KEY_CACHE_S, row)
+            return row
+        _bounded(self._bad)[digest] = now + BAD_KEY_CACHE_S
+        return None
+
+    async def admit_ip(self, ip: str) -> None:
+        """The IP's request bucket, and whether it has used up its failed key lookups: one wait."""
+        limits = self.s.limits
+        await asyncio.gather(
+            self._take("ip", f"ip:{ip}", limits.ip_requests_per_minute, fail_open=limits.ip_fail_open),
+            self._take("auth_failures", f"authfail:{ip}", limits.auth_failures_per_minute, fail_open=limits.ip_fail_open,
+                       peek=True),
+        )
 
     async def admit(self, key: str | None, ip: str) -> ApiKeyRow:
-        """The caller's key, after the key's and the client IP's rate limits."""
+        """The caller's key, after the client IP's limits and then the key's."""
+        limits = self.s.limits
+        await self.admit_ip(ip)
         if not key:
             raise AuthError("missing API key: send it in the X-API-Key header")
         row = await self.key(key)
         if row is None:
+            await self.failed(ip)
             raise AuthError("invalid or revoked API key")
-        limits = self.s.limits
-        await asyncio.gather(  # both buckets at once: one Redis round trip of waiting, not two
-            self._take("key", f"key:{row.id}", row.requests_per_minute or limits.requests_per_minute),
-            self._take("ip", f"ip:{ip}", limits.ip_requests_per_minute),
-        )
+        await self._take("key", f"key:{row.id}", row.requests_per_minute or limits.requests_per_minute)
         return row
 
-    async def _take(self, scope: str, bucket: str, per_minute: int) -> None:
+    async def failed(self, ip: str) -> None:
+        """Count a failed key lookup against the IP (its `auth_failures_per_minute`)."""
+        metrics.inc("samvad_auth_failures_total")
+        if self.limiter is not None:
+            await self.limiter.take(f"authfail:{ip}", self.s.limits.auth_failures_per_minute, fail_open=True)
+
+    async def charge(self, row: ApiKeyRow) -> None:
+        """One request against the key's rate limit (a voice turn, say)."""
+        await self._take("key", f"key:{row.id}", row.requests_per_minute or self.s.limits.requests_per_minute)
+
+    async def new_session(self, row: ApiKeyRow) -> dict:
+        """Charge the key's new-session limit; returns the open-session cap for `create_session`."""
+        await self._take("new_session", f"newsession:{row.id}", self.s.limits.sessions_per_minute)
+        return {"max_open": row.max_open_sessions or self.s.limits.max_open_sessions,
+                "open_s": self.s.limits.session_open_s}
+
+    async def _take(self, scope: str, bucket: str, per_minute: int, *, fail_open: bool | None = None,
+                    peek: bool = False) -> None:
         if self.limiter is None:
             return
-        decision = await self.limiter.take(bucket, per_minute)
+        decision = await self.limiter.take(bucket, per_minute, fail_open=fail_open, peek=peek)
         if decision.degraded:
             metrics.inc("samvad_rate_limit_degraded_total", policy="open" if decision.allowed else "closed")
+            if not decision.allowed:
+                raise LimiterUnavailable(f"the {scope} rate limit cannot be checked right now; retry shortly",
+                                         decision.retry_after_s)
         if not decision.allowed:
             metrics.inc("samvad_rate_limited_total", scope=scope)
-            raise RateLimitedError(f"rate limit of {per_minute} requests per minute per {scope} reached; retry later",
-                                   decision.retry_after_s)
+            what = ("too many failed API-key attempts from this address" if scope == "auth_failures"
+                    else f"rate limit of {per_minute} per minute per {scope} reached")
+            raise RateLimitedError(f"{what}; retry later", decision.retry_after_s)
+
+    # revocation ---------------------------------------------------------------------------------
+    def on_revoked(self, callback: Callable[[int], None]) -> None:
+        self._on_revoked.append(callback)
+
+    def forget_key(self, key_id: int) -> None:
+        """Drop everything this process remembers of the key and tell the listeners (live calls)."""
+        for digest, (_, row) in list(self._keys.items()):
+            if row.id == key_id:
+                del self._keys[digest]
+        for k in [k for k in self._sessions if k[0] == key_id]:
+            del self._sessions[k]
+        for callback in self._on_revoked:
+            callback(key_id)
+
+    async def watch_revocations(self) -> None:
+        """Forever: apply revocations published by `samvad keys revoke` (any replica, any node)."""
+        while self._redis is not None:
+            try:
+                async with self._redis.pubsub() as pubsub:
+                    await pubsub.subscribe(REVOKED_CHANNEL)
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            self.forget_key(int(message["data"]))
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError, ValueError) as exc:
+                log.warning("revocation channel lost (%s); resubscribing", type(exc).__name__)
+                await asyncio.sleep(1.0)
+
+    async def _revoked(self, key_id: int) -> bool:
+        if self._redis is None:
+            return False
+        try:
+            return bool(await self._redis.sismember(REVOKED_SET, str(key_id)))
+        except (RedisError, OSError):
+            return True  # neither the database nor Redis can vouch for the key: refuse it
 
     # sessions -----------------------------------------------------------------------------------
     async def session(self, session_id: str, key_id: int, *, fresh: bool = False) -> SessionRow:
@@ -90,10 +227,13 @@ class Gate:
         _bounded(self._sessions)[(key_id, session_id)] = (time.monotonic() + SESSION_CACHE_S, row)
         return row
 
+    def forget_session(self, session_id: str, key_id: int) -> None:
+        self._sessions.pop((key_id, session_id), None)
+
     async def last_known(self, kind: str, ident: str, model: type[BaseModel], read):
         """A row read from the database and remembered in Redis (under a hash of its id): while
         the database is down, the last known row keeps auth and session lookups working. A key
-        found revoked is forgotten at once."""
+        found revoked is forgotten at once, and a remembered key revoked since is refused."""
         ck = cache_key(f"row:{kind}", ident)
         try:
             row = await read()
@@ -103,7 +243,10 @@ class Gate:
             raw = await self.rows.get(ck)
             if raw is None:
                 raise
-            return model.model_validate_json(raw)
+            row = model.model_validate_json(raw)
+            if isinstance(row, ApiKeyRow) and await self._revoked(row.id):
+                return None
+            return row
         if self.rows is not None:
             if row is None:
                 await self.rows.delete(ck)
@@ -112,6 +255,22 @@ class Gate:
         return row
 
     # voice calls --------------------------------------------------------------------------------
+    async def open_socket(self, ip: str, slot: str) -> bool:
+        """A slot among the IP's open voice sockets (`limits.max_sockets_per_ip`, across replicas)."""
+        if self.slots is None:
+            return True
+        decision = await self.slots.admit(f"ip:{ip}", slot, self.s.limits.max_sockets_per_ip, fail_open=self.s.limits.ip_fail_open)
+        return decision.allowed
+
+    async def keep_socket(self, ip: str, slot: str) -> None:
+        while self.slots is not None:
+            await asyncio.sleep(self.slots.lease_s / 3)
+            await self.slots.admit(f"ip:{ip}", slot, self.s.limits.max_sockets_per_ip, fail_open=True)
+
+    async def close_socket(self, ip: str, slot: str) -> None:
+        if self.slots is not None:
+            await self.slots.release(f"ip:{ip}", slot)
+
     async def open_call(self, key: ApiKeyRow, slot: str) -> bool:
         """A slot among the key's concurrent voice calls, counted across replicas in Redis."""
         limit = key.max_voice_sessions or self.s.voice.max_sessions_per_key
@@ -132,7 +291,7 @@ class Gate:
         limit = key.max_voice_sessions or self.s.voice.max_sessions_per_key
         while self.slots is not None:
             await asyncio.sleep(self.slots.lease_s / 3)
-            await self.slots.admit(key.id, slot, limit)
+            await self.slots.admit(key.id, slot, limit, fail_open=True)  # a held call is not cut by a Redis blip
 
     async def close_call(self, key: ApiKeyRow, slot: str) -> None:
         self._live[key.id] -= 1
@@ -147,3 +306,13 @@ def _bounded(cache: dict, limit: int = 10_000) -> dict:
         for k in list(cache)[: limit // 10]:
             del cache[k]
     return cache
+
+
+async def publish_revocation(redis_url: str, key_id: int) -> None:
+    """Tell every replica that `key_id` is revoked (`samvad keys revoke`, after the database)."""
+    client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2.0, socket_timeout=2.0)
+    try:
+        await client.sadd(REVOKED_SET, str(key_id))
+        await client.publish(REVOKED_CHANNEL, str(key_id))
+    finally:
+        await client.aclose()

@@ -164,6 +164,7 @@ class SpeechRequest(BaseModel):
     text: str
     language: str
     voice: str | None = None
+    tenant: str | None = None  # the API key it is for: caches are kept per tenant
 
 
 class AudioChunk(BaseModel):

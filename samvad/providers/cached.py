@@ -21,7 +21,7 @@ from samvad.providers.base import (
     TranslationResult,
     Translator,
 )
-from samvad.storage.cache import Cache, cache_key
+from samvad.storage.cache import Cache, cache_key, seal, sealed_key, unseal
 
 _CHUNK = 4096  # bytes per replayed audio chunk
 
@@ -43,7 +43,8 @@ class CachedTTS(_Cached):
 
     async def stream(self, request: SpeechRequest, calls: CallLog) -> AsyncIterator[AudioChunk]:
         started = time.perf_counter()
-        key = cache_key("tts", self.name, self.model, request.voice or "", request.language, request.text)
+        # Per tenant: a hit (X-Cache on /tts, or its speed) must not tell one tenant another's text.
+        key = cache_key("tts", request.tenant or "", self.name, self.model, request.voice or "", request.language, request.text)
         cached = await self.cache.get(key)
         if cached is not None and len(cached) > 4:
             rate = int.from_bytes(cached[:4], "little")
@@ -81,10 +82,12 @@ class CachedSTT(_Cached):
 
     async def transcribe(self, audio: Audio, language: str | None, calls: CallLog) -> Transcript:
         started = time.perf_counter()
-        key = cache_key("asr", self.name, self.model, language, str(audio.sample_rate), audio.samples.tobytes())
-        if (cached := await self.cache.get(key)) is not None:
+        # Transcripts hold what callers said (card and phone numbers): stored sealed with a key
+        # derived from the audio itself, so Redis never holds one readable.
+        key, secret = sealed_key("asr", self.name, self.model, language, str(audio.sample_rate), audio.samples.tobytes())
+        if (cached := await self.cache.get(key)) is not None and (plain := unseal(secret, cached)) is not None:
             self._hit(calls, started)
-            return Transcript.model_validate(json.loads(cached))
+            return Transcript.model_validate(json.loads(plain))
         result = await self.inner.transcribe(audio, language, calls)
-        await self.cache.set("asr", key, result.model_dump_json().encode())
+        await self.cache.set("asr", key, seal(secret, result.model_dump_json().encode()))
         return result

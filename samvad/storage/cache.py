@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -20,10 +21,44 @@ def cache_key(kind: str, *parts: str | bytes | None) -> str:
     return f"samvad:{kind}:{h.hexdigest()}"
 
 
+MAX_VALUE_BYTES = 1 << 20  # a larger value is not cached: one entry cannot fill Redis
+
+
+def sealed_key(kind: str, *parts: str | bytes | None) -> tuple[str, bytes]:
+    """For content-addressed values that must not sit in Redis readable (transcripts: spoken
+    card and phone numbers): the cache key and an AES key, both derived from the content
+    itself. Only a caller holding the same audio can find the entry or read it."""
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p if isinstance(p, bytes) else str(p).encode("utf-8"))
+        h.update(b"\0")
+    material = h.digest()
+    name = hashlib.sha256(b"samvad-cache-id\0" + material).hexdigest()
+    return f"samvad:{kind}:{name}", hashlib.sha256(b"samvad-cache-key\0" + material).digest()
+
+
+def seal(key: bytes, value: bytes) -> bytes:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    nonce = os.urandom(12)
+    return nonce + AESGCM(key).encrypt(nonce, value, None)
+
+
+def unseal(key: bytes, sealed: bytes) -> bytes | None:
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    try:
+        return AESGCM(key).decrypt(sealed[:12], sealed[12:], None)
+    except (InvalidTag, ValueError):
+        return None
+
+
 class Cache:
-    def __init__(self, url: str, ttl_seconds: dict[str, int]) -> None:
+    def __init__(self, url: str, ttl_seconds: dict[str, int], max_value_bytes: int = MAX_VALUE_BYTES) -> None:
         self._redis = aioredis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
         self._ttl = ttl_seconds
+        self.max_value_bytes = max_value_bytes
         self.hits = 0
         self.misses = 0
         self.errors = 0
@@ -42,6 +77,8 @@ class Cache:
         return value
 
     async def set(self, kind: str, key: str, value: bytes) -> None:
+        if len(value) > self.max_value_bytes:
+            return
         try:
             await self._redis.set(key, value, ex=self._ttl.get(kind, 3600))
         except (RedisError, OSError) as exc:

@@ -21,13 +21,13 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_e
 
 from samvad import metrics
 from samvad.errors import DatabaseUnavailable
-from samvad.settings import Settings
+from samvad.settings import Settings, secret
 from samvad.storage.repository import Repository
 
 log = logging.getLogger("samvad.db")
 
 WRITES = frozenset({
-    "add_message", "record_turn", "settle", "update_session", "create_session", "claim",
+    "add_message", "record_turn", "settle", "update_session", "create_session", "close_session", "claim",
     "acquire", "release", "heartbeat", "drop_host", "expire_idempotency_keys",
 })
 
@@ -45,6 +45,7 @@ class Database:
     def __init__(self, settings: Settings, pool_size: int | None = None) -> None:
         if not settings.database_url:
             raise ValueError("database_url is not set (samvad run starts an embedded server and sets it)")
+        secret(settings.service, "key")  # refuse to start without a real secret, not at the first request
         self._s = settings
         self._pool_size = pool_size or settings.service.db_pool_size
         self._repo: Repository | None = None
@@ -56,7 +57,7 @@ class Database:
             async with self._lock:
                 if self._repo is None:
                     self._repo = await Repository.connect(
-                        self._s.database_url, self._s.service.key_secret, max_size=self._pool_size
+                        self._s.database_url, secret(self._s.service, "key"), max_size=self._pool_size
                     )
         return self._repo
 

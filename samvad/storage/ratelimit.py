@@ -24,7 +24,8 @@ READ_TIMEOUT_S = 5.0
 def _client(url: str) -> aioredis.Redis:
     return aioredis.Redis.from_url(url, socket_timeout=READ_TIMEOUT_S, socket_connect_timeout=CONNECT_TIMEOUT_S)
 
-# KEYS[1] bucket; ARGV: capacity, refill per second. Returns {allowed, retry_after_ms}.
+# KEYS[1] bucket; ARGV: capacity, refill per second, cost (1 takes a token, 0 only looks).
+# Returns {allowed, retry_after_ms}.
 _SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -37,7 +38,7 @@ tokens = math.min(capacity, tokens + (now - ts) * rate)
 local allowed = 0
 local wait = 0
 if tokens >= 1 then
-  tokens = tokens - 1
+  tokens = tokens - tonumber(ARGV[3])
   allowed = 1
 else
   wait = math.ceil((1 - tokens) / rate)
@@ -61,13 +62,17 @@ class RateLimiter:
         self._script = self._redis.register_script(_SCRIPT)
         self.fail_open = fail_open
 
-    async def take(self, bucket: str, per_minute: int, burst: int | None = None) -> Decision:
-        """Take one token from `bucket`, refilled at `per_minute`, holding up to `burst`."""
+    async def take(self, bucket: str, per_minute: int, burst: int | None = None, *,
+                   fail_open: bool | None = None, peek: bool = False) -> Decision:
+        """Take one token from `bucket`, refilled at `per_minute`, holding up to `burst` (`peek`:
+        only say whether one is there). `fail_open` overrides the limiter's failure policy."""
         try:
-            allowed, wait_ms = await self._script(keys=[f"samvad:rl:{bucket}"], args=[burst or per_minute, per_minute / 60])
+            allowed, wait_ms = await self._script(keys=[f"samvad:rl:{bucket}"],
+                                                  args=[burst or per_minute, per_minute / 60, 0 if peek else 1])
         except (RedisError, OSError) as exc:
-            log.warning("rate limiter unavailable (%s): failing %s", type(exc).__name__, "open" if self.fail_open else "closed")
-            return Decision(allowed=self.fail_open, retry_after_s=0.0 if self.fail_open else 1.0, degraded=True)
+            opened = self.fail_open if fail_open is None else fail_open
+            log.warning("rate limiter unavailable (%s): failing %s", type(exc).__name__, "open" if opened else "closed")
+            return Decision(allowed=opened, retry_after_s=0.0 if opened else 1.0, degraded=True)
         return Decision(allowed=bool(allowed), retry_after_s=int(wait_ms) / 1000)
 
     async def close(self) -> None:
@@ -101,17 +106,19 @@ class SessionSlots:
         self.fail_open = fail_open
         self.lease_s = lease_s
 
-    async def admit(self, key_id: int, session: str, limit: int) -> Decision:
+    async def admit(self, owner: int | str, session: str, limit: int, *, fail_open: bool | None = None) -> Decision:
+        """A slot for `session` among `owner`'s (an API key id, or `ip:<address>`)."""
         try:
-            ok = await self._script(keys=[f"samvad:live:{key_id}"], args=[session, limit, int(self.lease_s * 1000)])
+            ok = await self._script(keys=[f"samvad:live:{owner}"], args=[session, limit, int(self.lease_s * 1000)])
         except (RedisError, OSError) as exc:
-            log.warning("session slots unavailable (%s): failing %s", type(exc).__name__, "open" if self.fail_open else "closed")
-            return Decision(allowed=self.fail_open, degraded=True)
+            opened = self.fail_open if fail_open is None else fail_open
+            log.warning("session slots unavailable (%s): failing %s", type(exc).__name__, "open" if opened else "closed")
+            return Decision(allowed=opened, retry_after_s=0.0 if opened else 1.0, degraded=True)
         return Decision(allowed=bool(ok))
 
-    async def release(self, key_id: int, session: str) -> None:
+    async def release(self, owner: int | str, session: str) -> None:
         try:
-            await self._redis.zrem(f"samvad:live:{key_id}", session)
+            await self._redis.zrem(f"samvad:live:{owner}", session)
         except (RedisError, OSError):
             pass  # the lease lapses by itself
 

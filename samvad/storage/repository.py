@@ -29,6 +29,7 @@ class SessionRow(BaseModel):
     output_script: str | None = None
     created_at: datetime
     updated_at: datetime
+    closed_at: datetime | None = None
 
 
 class MessageRow(BaseModel):
@@ -50,6 +51,12 @@ class ApiKeyRow(BaseModel):
     revoked_at: datetime | None
     requests_per_minute: int | None = None
     max_voice_sessions: int | None = None
+    max_open_sessions: int | None = None
+
+
+class TooManySessions(SamvadError):
+    code = "too_many_sessions"
+    status = 429
 
 
 class FencedError(SamvadError):
@@ -101,14 +108,44 @@ class Repository:
     # sessions -------------------------------------------------------------------------------
     async def create_session(
         self, language: str, mode: str, voice: str | None, api_key_id: int | None = None, output_script: str | None = None,
-        *, conn: asyncpg.Connection | None = None,
+        *, conn: asyncpg.Connection | None = None, max_open: int | None = None, open_s: float = 3600.0,
     ) -> SessionRow:
-        row = await (conn or self._pool).fetchrow(
+        """A new session. With `max_open`, refused (`TooManySessions`) while the key already has
+        that many open: not closed and with a turn in the last `open_s` seconds. The count and the
+        insert run under a per-key lock, so concurrent creations cannot overshoot."""
+        if max_open is None or api_key_id is None:
+            return await self._insert_session(conn or self._pool, language, mode, voice, api_key_id, output_script)
+        if conn is None:
+            async with self._pool.acquire() as own, own.transaction():
+                return await self.create_session(language, mode, voice, api_key_id, output_script, conn=own,
+                                                 max_open=max_open, open_s=open_s)
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('samvad.open_sessions'), $1::int)", api_key_id)
+        open_now = await conn.fetchval(
+            "SELECT count(*) FROM sessions WHERE api_key_id = $1 AND closed_at IS NULL"
+            " AND updated_at > now() - make_interval(secs => $2)", api_key_id, open_s,
+        )
+        if open_now >= max_open:
+            raise TooManySessions(f"this API key has {open_now} open sessions (the limit is {max_open}): "
+                                  "close one (DELETE /api/v1/sessions/{id}) or reuse it")
+        return await self._insert_session(conn, language, mode, voice, api_key_id, output_script)
+
+    async def _insert_session(self, conn, language, mode, voice, api_key_id, output_script) -> SessionRow:
+        row = await conn.fetchrow(
             "INSERT INTO sessions (id, language, mode, voice, api_key_id, output_script)"
             " VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
             uuid.uuid4(), language, mode, voice, api_key_id, output_script,
         )
         return _session(row)
+
+    async def close_session(self, session_id: str, api_key_id: int) -> bool:
+        """Mark the key's session closed (it stops counting as open); False if there is none."""
+        try:
+            sid = uuid.UUID(session_id)
+        except ValueError:
+            return False
+        status = await self._pool.execute(
+            "UPDATE sessions SET closed_at = coalesce(closed_at, now()) WHERE id = $1 AND api_key_id = $2", sid, api_key_id)
+        return status.endswith(" 1")
 
     async def get_session(self, session_id: str, api_key_id: int | None = None) -> SessionRow:
         """The session; with `api_key_id`, only if that key owns it. Another key's session is
@@ -321,14 +358,15 @@ class Repository:
 
     # API keys -------------------------------------------------------------------------------
     async def create_key(
-        self, name: str, requests_per_minute: int | None = None, max_voice_sessions: int | None = None
+        self, name: str, requests_per_minute: int | None = None, max_voice_sessions: int | None = None,
+        max_open_sessions: int | None = None,
     ) -> tuple[ApiKeyRow, str]:
         """Returns the row and the plaintext key; only its HMAC is stored."""
         key = "sk_samvad_" + secrets.token_urlsafe(24)
         row = await self._pool.fetchrow(
-            "INSERT INTO api_keys (name, prefix, key_hash, requests_per_minute, max_voice_sessions)"
-            " VALUES ($1, $2, $3, $4, $5) RETURNING *",
-            name, key[:14], hash_key(key, self._secret), requests_per_minute, max_voice_sessions,
+            "INSERT INTO api_keys (name, prefix, key_hash, requests_per_minute, max_voice_sessions, max_open_sessions)"
+            " VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+            name, key[:14], hash_key(key, self._secret), requests_per_minute, max_voice_sessions, max_open_sessions,
         )
         return ApiKeyRow(**dict(row)), key
 

@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import httpx
 import pytest
 
-from samvad.settings import REPO_ROOT
+from samvad.settings import REPO_ROOT, secret
 from samvad.storage.repository import Repository
 from tests import aio
 from samvad.storage import embedded
@@ -98,7 +98,7 @@ def api_key(serve_app) -> str:
     async def make():
         from samvad.settings import load_settings
 
-        repo = await Repository.connect(serve_app, load_settings().service.key_secret, max_size=1)
+        repo = await Repository.connect(serve_app, secret(load_settings().service, "key"), max_size=1)
         try:
             return (await repo.create_key("e2e"))[1]
         finally:

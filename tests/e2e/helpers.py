@@ -5,14 +5,14 @@ from __future__ import annotations
 import time
 import uuid
 
-from samvad.settings import load_settings
+from samvad.settings import load_settings, secret
 from samvad.storage.repository import Repository
 from tests import aio
 
 
 def make_key(dsn: str, name: str, requests_per_minute: int | None = None, max_voice_sessions: int | None = None) -> str:
     async def make():
-        repo = await Repository.connect(dsn, load_settings().service.key_secret, max_size=1)
+        repo = await Repository.connect(dsn, secret(load_settings().service, "key"), max_size=1)
         try:
             return (await repo.create_key(name, requests_per_minute, max_voice_sessions))[1]
         finally:

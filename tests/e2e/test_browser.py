@@ -37,7 +37,8 @@ def test_demo_page_talks_with_a_fake_microphone(api_key, tmp_path):
             page = browser.new_page()
             errors = []
             page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(f"http://127.0.0.1:{PORT}/?api_key={api_key}")
+            page.goto(f"http://127.0.0.1:{PORT}/#api_key={api_key}")
+            address = page.url  # the page moves the key into its form and out of the address bar
             page.click("#start")
             page.wait_for_selector("#conn.on", timeout=30_000)
             page.wait_for_selector("p.you", timeout=60_000)
@@ -50,5 +51,6 @@ def test_demo_page_talks_with_a_fake_microphone(api_key, tmp_path):
         finally:
             browser.close()
     assert not errors, errors
+    assert api_key not in address and "api_key" not in address, address
     assert "card" in transcript.lower(), transcript
     assert "block" in answer.lower(), answer

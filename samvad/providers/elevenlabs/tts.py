@@ -3,13 +3,18 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 from samvad.audio import whole_samples
+from samvad.errors import InputError
 from samvad.providers.base import AudioChunk, CallRecord, Capabilities, SpeechRequest, TextToSpeech
 from samvad.providers.http import HttpProvider
 from samvad.settings import ElevenLabsSettings
+
+
+VOICE_ID = re.compile(r"[A-Za-z0-9]{20}")
 
 
 def parse_error(body: Any) -> tuple[str, str | None, str | None]:
@@ -39,6 +44,8 @@ class ElevenLabsTTS(TextToSpeech):
         if self._s.model_id != "eleven_multilingual_v2":  # that model rejects language_code
             body["language_code"] = request.language.split("-")[0]
         voice = request.voice or self._s.voice_id
+        if not VOICE_ID.fullmatch(voice):  # it becomes a URL path segment: checked, never escaped-and-hoped
+            raise InputError(f"{voice[:64]!r} is not an ElevenLabs voice id (20 letters and digits)", code="unknown_voice")
         async with self._http.stream(
             rec, "POST", f"/v1/text-to-speech/{voice}/stream", params={"output_format": self._s.output_format}, json=body
         ) as response:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import threading
+from pathlib import Path
 from collections.abc import AsyncIterator
 
 from samvad.errors import InputError
@@ -80,6 +82,27 @@ class _Engine:
                 self._sink = None
 
 
+@functools.cache
+def known_voices() -> tuple[frozenset[str], frozenset[str]]:
+    """The voices and variants shipped in eSpeak's data (lower-case): the allow-list a caller's
+    `voice` must be in, so no caller text reaches eSpeak's voice-file lookup unchecked."""
+    import espeakng_loader
+
+    data = Path(espeakng_loader.get_data_path())
+    voices = frozenset(p.name.lower() for p in (data / "lang").rglob("*") if p.is_file())
+    variants = frozenset(p.name.lower() for p in (data / "voices" / "!v").iterdir() if p.is_file())
+    return voices, variants
+
+
+def check_voice(voice: str) -> str:
+    """`voice` ("name" or "name+variant") if eSpeak ships it; otherwise `unknown_voice`."""
+    voices, variants = known_voices()
+    name, _, variant = voice.lower().partition("+")
+    if name not in voices or (variant and variant not in variants):
+        raise InputError(f"eSpeak has no voice {voice[:64]!r} (e.g. en-us, hi, ta, en-us+f3)", code="unknown_voice")
+    return voice
+
+
 class EspeakTTS(TextToSpeech):
     name = "espeak"
 
@@ -93,7 +116,7 @@ class EspeakTTS(TextToSpeech):
 
     def voice_for(self, request: SpeechRequest) -> str:
         if request.voice:
-            return request.voice
+            return check_voice(request.voice)
         voice = self._voices.get(request.language)
         if voice is None:
             raise InputError(f"no offline voice for language {request.language!r}", code="unsupported_language")

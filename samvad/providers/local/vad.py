@@ -40,6 +40,7 @@ class SpeechEnded:
     audio: np.ndarray  # the utterance, padded, float32 at the VAD's rate
     silence_ms: float = 0.0  # silence heard before the end was declared (the endpointing delay)
     speech_frames: int = 0  # frames up to the last one with speech: same value = same speech
+    forced: bool = False  # cut at the utterance budget, not ended by silence
 
 
 class Endpointer:
@@ -47,15 +48,18 @@ class Endpointer:
 
     Speech starts after `min_speech_ms` of frames above the threshold and ends after
     `min_silence_ms` below `threshold - 0.15` (hysteresis, as Silero recommends). The
-    utterance keeps `speech_pad_ms` of audio on either side.
+    utterance keeps `speech_pad_ms` of audio on either side. An utterance that reaches
+    `max_seconds` is ended there (`forced`): what one utterance holds, and what ASR is sent, is
+    bounded however long the caller (or a noise source) goes on.
     """
 
-    def __init__(self, vad: SileroVad, settings: VadSettings) -> None:
+    def __init__(self, vad: SileroVad, settings: VadSettings, max_seconds: float = 60.0) -> None:
         self._vad = vad
         self._s = settings
         rate, frame = vad.sample_rate, vad.frame_samples
         self._frame_ms = 1000 * frame / rate
         self._pad_frames = max(1, round(settings.speech_pad_ms / self._frame_ms))
+        self._max_frames = max(1, int(max_seconds * 1000 / self._frame_ms))
         # Mean square below this is silence without asking the model: a call is mostly the caller
         # listening, and the model is the ingress's largest per-frame cost (~0.13 ms per frame).
         floor = settings.energy_floor_dbfs
@@ -134,10 +138,12 @@ class Endpointer:
         self._utterance.append(frame)
         self._voiced += prob >= s.threshold
         self._silence_run = self._silence_run + 1 if prob < s.threshold - 0.15 else 0
-        if self._silence_run * self._frame_ms >= s.min_silence_ms:
+        forced = len(self._utterance) >= self._max_frames
+        if forced or self._silence_run * self._frame_ms >= s.min_silence_ms:
             trailing = max(0, self._silence_run - self._pad_frames)
             audio = np.concatenate(self._utterance[: len(self._utterance) - trailing])
             silence_ms, speech_frames = self._silence_run * self._frame_ms, self.speech_frames
             self._in_speech, self._utterance, self._speech_run, self._silence_run = False, [], 0, 0
-            return SpeechEnded(at=self._now(), audio=audio, silence_ms=silence_ms, speech_frames=speech_frames)
+            return SpeechEnded(at=self._now(), audio=audio, silence_ms=silence_ms, speech_frames=speech_frames,
+                               forced=forced)
         return None
