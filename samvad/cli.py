@@ -350,10 +350,12 @@ def keys_create(
     max_sessions: Annotated[Optional[int], typer.Option("--max-sessions", min=1, help="concurrent voice sessions")] = None,
     max_open: Annotated[Optional[int], typer.Option("--max-open-sessions", min=1,
                                                     help="open conversations (default: limits.max_open_sessions)")] = None,
+    new_per_minute: Annotated[Optional[int], typer.Option("--sessions-per-minute", min=1,
+                                                          help="new conversations per minute (default: limits.sessions_per_minute)")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Create an API key (shown once; only its hash is stored) with optional limits of its own."""
-    row, key = _repo_call(_servers(_settings(config)), "create_key", name, rpm, max_sessions, max_open)
+    row, key = _repo_call(_servers(_settings(config)), "create_key", name, rpm, max_sessions, max_open, new_per_minute)
     console.print(f"key {row.id} ({row.name}): [bold]{key}[/bold]")
 
 

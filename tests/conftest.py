@@ -9,6 +9,7 @@ import pytest
 from samvad.settings import Settings, load_settings
 
 DATA = Path(__file__).parent / "data"
+pytest_plugins = ["tests.graph"]  # the real-graph fixtures, for tests/e2e and tests/security
 
 # Secrets have no defaults (samvad.settings.secret): the test run makes its own, before any
 # settings are loaded, and every process it starts inherits them.

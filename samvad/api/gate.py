@@ -158,7 +158,7 @@ class Gate:
 
     async def new_session(self, row: ApiKeyRow) -> dict:
         """Charge the key's new-session limit; returns the open-session cap for `create_session`."""
-        await self._take("new_session", f"newsession:{row.id}", self.s.limits.sessions_per_minute)
+        await self._take("new_session", f"newsession:{row.id}", row.sessions_per_minute or self.s.limits.sessions_per_minute)
         return {"max_open": row.max_open_sessions or self.s.limits.max_open_sessions,
                 "open_s": self.s.limits.session_open_s}
 

@@ -18,15 +18,17 @@ def make(secret: str, session_id: str, key_id: int, ttl_s: float, now: float | N
     return f"v1.{key_id}.{expiry}.{_mac(secret, session_id, key_id, expiry)}"
 
 
-def valid(secret: str, token: str | None, session_id: str, key_id: int, now: float | None = None) -> bool:
+def check(secret: str, token: str | None, session_id: str, key_id: int, now: float | None = None) -> str:
+    """"ok", "expired" (this key's genuine token, too old) or "invalid" (malformed, forged, for
+    another session or another key: indistinguishable from a session that does not exist)."""
     if not token or len(token) > MAX_LEN or not token.isascii():
-        return False
+        return "invalid"
     parts = token.split(".")
-    if len(parts) != 4 or parts[0] != "v1" or not parts[1].isdigit() or not parts[2].isdigit():
-        return False
-    if int(parts[1]) != key_id or int(parts[2]) < (now if now is not None else time.time()):
-        return False
-    return hmac.compare_digest(parts[3], _mac(secret, session_id, key_id, int(parts[2])))
+    if len(parts) != 4 or parts[0] != "v1" or not parts[1].isdigit() or not parts[2].isdigit() or len(parts[2]) > 12:
+        return "invalid"
+    if int(parts[1]) != key_id or not hmac.compare_digest(parts[3], _mac(secret, session_id, key_id, int(parts[2]))):
+        return "invalid"
+    return "expired" if int(parts[2]) < (now if now is not None else time.time()) else "ok"
 
 
 def _mac(secret: str, session_id: str, key_id: int, expiry: int) -> str:

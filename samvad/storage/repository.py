@@ -52,6 +52,7 @@ class ApiKeyRow(BaseModel):
     requests_per_minute: int | None = None
     max_voice_sessions: int | None = None
     max_open_sessions: int | None = None
+    sessions_per_minute: int | None = None
 
 
 class TooManySessions(SamvadError):
@@ -359,14 +360,16 @@ class Repository:
     # API keys -------------------------------------------------------------------------------
     async def create_key(
         self, name: str, requests_per_minute: int | None = None, max_voice_sessions: int | None = None,
-        max_open_sessions: int | None = None,
+        max_open_sessions: int | None = None, sessions_per_minute: int | None = None,
     ) -> tuple[ApiKeyRow, str]:
-        """Returns the row and the plaintext key; only its HMAC is stored."""
+        """Returns the row and the plaintext key; only its HMAC is stored. Limits left None
+        follow the service's `limits.*`."""
         key = "sk_samvad_" + secrets.token_urlsafe(24)
         row = await self._pool.fetchrow(
-            "INSERT INTO api_keys (name, prefix, key_hash, requests_per_minute, max_voice_sessions, max_open_sessions)"
-            " VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+            "INSERT INTO api_keys (name, prefix, key_hash, requests_per_minute, max_voice_sessions, max_open_sessions,"
+            " sessions_per_minute) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
             name, key[:14], hash_key(key, self._secret), requests_per_minute, max_voice_sessions, max_open_sessions,
+            sessions_per_minute,
         )
         return ApiKeyRow(**dict(row)), key
 

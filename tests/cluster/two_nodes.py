@@ -32,7 +32,7 @@ from ray import serve  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from deployments.app import build_app, deployment_options, replica_env  # noqa: E402
-from samvad.settings import load_settings  # noqa: E402
+from samvad.settings import load_settings, secret  # noqa: E402
 from samvad.storage import embedded  # noqa: E402
 from samvad.storage.repository import Repository  # noqa: E402
 
@@ -71,7 +71,7 @@ def main() -> None:
 
 
 async def scenario(dsn: str, cluster: Cluster, worker) -> dict:
-    repo = await Repository.connect(dsn, load_settings(CONFIG).service.key_secret, max_size=1)
+    repo = await Repository.connect(dsn, secret(load_settings(CONFIG).service, "key"), max_size=1)
     _, key = await repo.create_key("cluster")
     await repo.close()
     sessions = serve.get_deployment_handle("Sessions", app_name="samvad")

@@ -10,11 +10,13 @@ from samvad.storage.repository import Repository
 from tests import aio
 
 
-def make_key(dsn: str, name: str, requests_per_minute: int | None = None, max_voice_sessions: int | None = None) -> str:
+def make_key(dsn: str, name: str, requests_per_minute: int | None = None, max_voice_sessions: int | None = None,
+             **limits) -> str:
+    """A new API key; `limits`: max_open_sessions, sessions_per_minute (None: the service's)."""
     async def make():
         repo = await Repository.connect(dsn, secret(load_settings().service, "key"), max_size=1)
         try:
-            return (await repo.create_key(name, requests_per_minute, max_voice_sessions))[1]
+            return (await repo.create_key(name, requests_per_minute, max_voice_sessions, **limits))[1]
         finally:
             await repo.close()
 

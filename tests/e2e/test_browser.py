@@ -9,7 +9,7 @@ import pytest
 
 from samvad.providers.local.espeak import EspeakTTS
 from samvad.settings import REPO_ROOT, load_settings
-from tests.e2e.conftest import PORT
+from tests.graph import PORT
 from tests.speech import speak_wav
 
 pytestmark = pytest.mark.e2e

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode, checks
 
-from tests.e2e.conftest import PORT
+from tests.graph import PORT
 from tests.e2e.helpers import make_key
 
 pytestmark = pytest.mark.e2e

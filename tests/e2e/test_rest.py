@@ -173,18 +173,9 @@ def test_injection_is_refused_with_a_flag(client):
 def test_rate_limit_per_key_gives_429_with_retry_after(serve_app, client):
     import httpx
 
-    from samvad.settings import load_settings
-    from samvad.storage.repository import Repository
-    from tests import aio
+    from tests.e2e.helpers import make_key
 
-    async def make():
-        repo = await Repository.connect(serve_app, load_settings().service.key_secret, max_size=1)
-        try:
-            return (await repo.create_key("limited", 5))[1]
-        finally:
-            await repo.close()
-
-    key = aio.run(make)
+    key = make_key(serve_app, "limited", 5)
     with httpx.Client(base_url=str(client.base_url), headers={"X-API-Key": key}, timeout=30) as limited:
         codes = [limited.get(f"/api/v1/sessions/{uuid.uuid4()}").status_code for _ in range(7)]
         assert codes[:5] == [404] * 5 and codes[5:] == [429, 429]

@@ -9,7 +9,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.e2e.conftest import IDLE_SECONDS, INGRESS_REPLICAS, PORT, SESSIONS_REPLICAS
+from tests.graph import IDLE_SECONDS, INGRESS_REPLICAS, PORT, SESSIONS_REPLICAS
 from tests.e2e.helpers import host_of, kill_host_of
 
 pytestmark = pytest.mark.e2e

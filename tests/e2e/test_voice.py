@@ -16,7 +16,7 @@ from samvad.providers.local.espeak import EspeakTTS
 from samvad.settings import load_settings
 import httpx
 
-from tests.e2e.conftest import PORT
+from tests.graph import PORT
 from tests.e2e.helpers import metric_lines
 from tests.speech import speak_wav, wer
 
@@ -149,7 +149,7 @@ async def test_reconnect_with_the_same_session_continues(api_key):
     await ws.send(json.dumps({"type": "session.start"}))
     with pytest.raises(websockets.ConnectionClosed) as closed:
         await recv(ws)
-    assert closed.value.rcvd.code == 4403
+    assert closed.value.rcvd.code == 4404  # a forged token: as if the session did not exist
 
 
 async def test_a_dropped_socket_mid_turn_is_reported_as_interrupted(api_key, db):

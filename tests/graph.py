@@ -1,4 +1,6 @@
-"""Ray Serve with the real graph, real PostgreSQL and Redis, for the whole e2e session."""
+"""The real graph (Ray Serve, two ingress and two Sessions replicas) with real PostgreSQL and
+Redis, shared by tests/e2e and tests/security for the whole session (a pytest plugin: see
+tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -73,6 +75,9 @@ def serve_app(servers, tmp_path_factory):
     # Every test request comes from 127.0.0.1: the per-IP bucket is raised so that the fuzzing
     # and load tests measure the per-key limits (the IP bucket is the same script, tested apart).
     os.environ["SAMVAD_LIMITS__IP_REQUESTS_PER_MINUTE"] = "1000000"
+    # The test client is also a trusted proxy: tests/security speaks for other client addresses
+    # with X-Forwarded-For (requests without it are 127.0.0.1, as before).
+    os.environ["SAMVAD_SERVICE__TRUSTED_PROXIES"] = '["127.0.0.1"]'
     ray.init(
         address="local", num_cpus=2, include_dashboard=False, namespace="samvad", log_to_driver=False,
         runtime_env={"env_vars": replica_env(str(REPO_ROOT / "serve_config.yaml"))
@@ -100,7 +105,8 @@ def api_key(serve_app) -> str:
 
         repo = await Repository.connect(serve_app, secret(load_settings().service, "key"), max_size=1)
         try:
-            return (await repo.create_key("e2e"))[1]
+            # The suite opens hundreds of conversations with this key: its session limits are its own.
+            return (await repo.create_key("e2e", max_open_sessions=1_000_000, sessions_per_minute=1_000_000))[1]
         finally:
             await repo.close()
 

@@ -1,0 +1,301 @@
+"""Attacks on the running service (the real graph: two ingress and two Sessions replicas, real
+PostgreSQL and Redis). Requests that speak for another client address send X-Forwarded-For:
+the test client is configured as the one trusted proxy (tests/graph.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import uuid
+
+import httpx
+import pytest
+import websockets
+
+from tests.e2e.helpers import make_key
+from tests.graph import PORT
+from tests.security import bombs
+
+pytestmark = pytest.mark.e2e
+BASE = f"http://127.0.0.1:{PORT}"
+WS = f"ws://127.0.0.1:{PORT}/api/v1/voice-session"
+
+
+def _addr() -> str:
+    """A fresh client address (TEST-NET-3), so each test has its own per-IP budgets."""
+    return f"203.0.113.{uuid.uuid4().int % 250 + 1}"
+
+
+def _client(key: str | None, ip: str | None = None) -> httpx.Client:
+    headers = {"X-Forwarded-For": ip or _addr()}
+    if key:
+        headers["X-API-Key"] = key
+    return httpx.Client(base_url=BASE, headers=headers, timeout=60)
+
+
+def _error(r: httpx.Response, status: int, code: str | None = None) -> dict:
+    assert r.status_code == status, r.text
+    body = r.json()["error"]
+    assert code is None or body["code"] == code, body
+    return body
+
+
+def _peak_rss_kib(kinds: tuple[str, ...]) -> dict[int, int]:
+    """VmHWM (the most memory each process ever held) of the serving replicas."""
+    from ray.util.state import list_actors
+
+    peaks = {}
+    for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=1000):
+        if any(k in actor.class_name for k in kinds) and actor.pid:
+            for line in open(f"/proc/{actor.pid}/status"):
+                if line.startswith("VmHWM:"):
+                    peaks[actor.pid] = int(line.split()[1])
+    return peaks
+
+
+# tenants -------------------------------------------------------------------------------------------
+def test_every_path_to_another_tenants_conversation_answers_not_found(api_key, serve_app):
+    mine = _client(api_key)
+    sid = mine.post("/api/v1/sessions", json={}).json()["id"]
+    assert mine.post("/api/v1/turn", json={"session_id": sid, "text": "What is the UPI limit?", "speak": False}).status_code == 200
+    thief = _client(make_key(serve_app, "thief"))
+    missing = str(uuid.uuid4())
+    for target in (sid, missing):  # theirs and nobody's look the same
+        _error(thief.get(f"/api/v1/sessions/{target}"), 404, "session_not_found")
+        _error(thief.get(f"/api/v1/sessions/{target}/messages"), 404, "session_not_found")
+        _error(thief.post("/api/v1/turn", json={"session_id": target, "text": "read it to me", "speak": False}), 404,
+               "session_not_found")
+        _error(thief.delete(f"/api/v1/sessions/{target}"), 404, "session_not_found")
+    assert len(mine.get(f"/api/v1/sessions/{sid}/messages").json()) == 2  # untouched
+
+
+async def test_resuming_with_anothers_token_or_a_malformed_one_is_not_found(api_key, serve_app):
+    ws = await websockets.connect(WS, additional_headers={"X-API-Key": api_key})
+    await ws.send(json.dumps({"type": "session.start"}))
+    started = json.loads(await ws.recv())
+    await ws.close()
+    thief = make_key(serve_app, "resume-thief")
+    sid, token = started["session_id"], started["resume_token"]
+    for key, tok in ((thief, token), (api_key, "é" * 32), (api_key, "0" * 4000), (api_key, token[:-1] + "x")):
+        ws = await websockets.connect(f"{WS}?session_id={sid}&resume_token={tok}", additional_headers={"X-API-Key": key})
+        await ws.send(json.dumps({"type": "session.start"}))
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 10)
+        assert closed.value.rcvd.code == 4404, (key == thief, tok[:8])
+
+
+# audio bombs ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name,make,code", [
+    ("flac-hour-no-length", bombs.flac_without_length, "audio_too_long"),
+    ("ogg-10-min", bombs.ogg_long, "audio_too_long"),
+    ("wav-8-channels", lambda: bombs.wav(channels=8), "audio_channels"),
+    ("wav-384-kHz", lambda: bombs.wav(rate=384000, seconds=0.5), "audio_sample_rate"),
+])
+def test_audio_bombs_are_refused_fast_on_every_route(api_key, name, make, code):
+    bomb = make()
+    before = _peak_rss_kib(("Ingress", "Sessions", "ASR"))
+    with _client(api_key) as c:
+        t0 = time.perf_counter()
+        r = c.post("/api/v1/asr", files={"file": (f"{name}.bin", bomb)}, data={"language": "en-IN"})
+        asr_s = time.perf_counter() - t0
+        _error(r, 400, code)
+        t0 = time.perf_counter()
+        r = c.post("/api/v1/turn", json={"audio_base64": base64.b64encode(bomb).decode(), "speak": False})
+        turn_s = time.perf_counter() - t0
+        _error(r, 400, code)
+    assert asr_s < 1.0 and turn_s < 1.0, (asr_s, turn_s)
+    after = _peak_rss_kib(("Ingress", "Sessions", "ASR"))
+    grown = {pid: after[pid] - before.get(pid, after[pid]) for pid in after}
+    assert max(grown.values()) < 150 * 1024, grown  # KiB: the hour of audio (1.3 GiB) was never decoded
+
+
+def test_a_chunked_body_over_the_budget_is_refused(api_key):
+    from samvad.settings import load_settings
+
+    limit = load_settings().service.max_body_bytes
+
+    def body():  # no Content-Length: only the bytes that arrive can be counted
+        for _ in range(limit // (1 << 20) + 2):
+            yield b"\0" * (1 << 20)
+
+    with _client(api_key) as c:
+        boundary = "samvadboundary"
+        head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n"
+                "Content-Type: audio/wav\r\n\r\n").encode()
+
+        def multipart():
+            yield head
+            yield from body()
+            yield f"\r\n--{boundary}--\r\n".encode()
+
+        r = c.post("/api/v1/asr", content=multipart(), headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        _error(r, 413, "payload_too_large")
+        r = c.post("/api/v1/turn", content=body(), headers={"Content-Type": "application/json"})
+        _error(r, 413, "payload_too_large")
+
+
+# keys --------------------------------------------------------------------------------------------------
+def test_keys_in_urls_are_not_accepted(api_key):
+    with httpx.Client(base_url=BASE, timeout=30) as c:
+        _error(c.get(f"/api/v1/sessions/{uuid.uuid4()}", params={"api_key": api_key}), 401, "unauthorized")
+
+
+def test_an_address_guessing_keys_is_shut_out_before_any_lookup(api_key):
+    ip = _addr()
+    with _client(None, ip) as c:
+        for i in range(30):  # limits.auth_failures_per_minute
+            _error(c.get("/api/v1/sessions/x", headers={"X-API-Key": f"sk_samvad_guess{i}"}), 401)
+        body = _error(c.get("/api/v1/sessions/x", headers={"X-API-Key": api_key}), 429, "rate_limited")
+        assert "failed API-key attempts" in body["message"]
+    with _client(api_key) as other:  # another address is not affected
+        _error(other.get(f"/api/v1/sessions/{uuid.uuid4()}"), 404)
+
+
+def test_readyz_flood_is_one_ping_a_second(serve_app, db):
+    def pings() -> int:
+        return db("SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database()")[0]["n"]
+
+    with httpx.Client(base_url=BASE, timeout=30) as c:
+        t0 = time.perf_counter()
+        codes = [c.get("/readyz").status_code for _ in range(300)]
+        elapsed = time.perf_counter() - t0
+    assert set(codes) == {200}
+    assert elapsed < 30
+    assert pings() < 40  # the probes opened no connections of their own
+
+
+def test_revocation_is_immediate_on_every_replica_and_ends_live_calls(serve_app, servers):
+    from samvad.api.gate import publish_revocation
+    from samvad.settings import load_settings, secret
+    from samvad.storage.repository import Repository
+    from tests import aio
+
+    key = make_key(serve_app, "to-revoke")
+    with _client(key) as c:
+        for _ in range(6):  # every ingress replica has the key cached (and Redis its last-known row)
+            _error(c.get(f"/api/v1/sessions/{uuid.uuid4()}"), 404)
+
+    async def call_and_revoke():
+        ws = await websockets.connect(WS, additional_headers={"X-API-Key": key})
+        await ws.send(json.dumps({"type": "session.start"}))
+        assert json.loads(await ws.recv())["type"] == "session.started"
+        repo = await Repository.connect(serve_app, secret(load_settings().service, "key"), max_size=1)
+        key_id = next(k.id for k in await repo.list_keys() if k.name == "to-revoke")
+        assert await repo.revoke_key(key_id)
+        await repo.close()
+        await publish_revocation(servers.redis_url, key_id)  # what `samvad keys revoke` does
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                await asyncio.wait_for(ws.recv(), 10)
+        return closed.value.rcvd.code
+
+    assert aio.run(call_and_revoke) == 4401
+    with _client(key) as c:
+        for _ in range(6):
+            _error(c.get(f"/api/v1/sessions/{uuid.uuid4()}"), 401, "unauthorized")
+        # With the database down, the last-known row in Redis does not bring the key back.
+        servers.stop_postgres()
+        try:
+            for _ in range(4):
+                _error(c.get(f"/api/v1/sessions/{uuid.uuid4()}"), 401, "unauthorized")
+        finally:
+            servers.start_postgres()
+
+
+# sessions ----------------------------------------------------------------------------------------------
+def test_open_sessions_are_capped_per_key_and_closing_one_frees_it(serve_app):
+    with _client(make_key(serve_app, "capped", max_open_sessions=3)) as c:
+        ids = [c.post("/api/v1/sessions", json={}).json()["id"] for _ in range(3)]
+        _error(c.post("/api/v1/sessions", json={}), 429, "too_many_sessions")
+        _error(c.post("/api/v1/turn", json={"text": "hi", "speak": False}), 429, "too_many_sessions")
+        assert c.delete(f"/api/v1/sessions/{ids[0]}").status_code == 204
+        _error(c.post("/api/v1/turn", json={"session_id": ids[0], "text": "hi", "speak": False}), 409, "session_closed")
+        assert c.post("/api/v1/sessions", json={}).status_code == 201
+
+
+def test_session_creation_has_its_own_rate(serve_app):
+    with _client(make_key(serve_app, "slow-opener", sessions_per_minute=2)) as c:
+        assert [c.post("/api/v1/sessions", json={}).status_code for _ in range(2)] == [201, 201]
+        _error(c.post("/api/v1/sessions", json={}), 429, "rate_limited")
+        _error(c.get(f"/api/v1/sessions/{uuid.uuid4()}"), 404)  # other requests still pass
+
+
+# voice admission ---------------------------------------------------------------------------------------
+async def _closed_code(ws, timeout: float = 10.0) -> int:
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        while True:
+            await asyncio.wait_for(ws.recv(), timeout)
+    return closed.value.rcvd.code
+
+
+async def test_a_socket_that_never_authenticates_is_closed_within_seconds():
+    ws = await websockets.connect(WS, additional_headers={"X-Forwarded-For": _addr()})
+    t0 = time.perf_counter()
+    assert await _closed_code(ws) == 4400
+    assert time.perf_counter() - t0 < 4
+
+
+async def test_a_key_in_the_socket_url_is_not_accepted(api_key):
+    ws = await websockets.connect(f"{WS}?api_key={api_key}", additional_headers={"X-Forwarded-For": _addr()})
+    await ws.send(json.dumps({"type": "session.start"}))
+    assert await _closed_code(ws) == 4401
+
+
+async def test_open_sockets_per_address_are_capped(api_key):
+    from samvad.settings import load_settings
+
+    cap, ip = load_settings().limits.max_sockets_per_ip, _addr()
+    held = [await websockets.connect(WS, additional_headers={"X-Forwarded-For": ip}) for _ in range(cap)]
+    try:
+        extra = await websockets.connect(WS, additional_headers={"X-Forwarded-For": ip})
+        assert await _closed_code(extra) == 4429
+        other = await websockets.connect(WS, additional_headers={"X-Forwarded-For": _addr(), "X-API-Key": api_key})
+        await other.send(json.dumps({"type": "session.start"}))
+        assert json.loads(await other.recv())["type"] == "session.started"
+        await other.close()
+    finally:
+        for ws in held:
+            await ws.close()
+
+
+async def test_connecting_and_every_turn_charge_the_keys_rate_limit(serve_app):
+    key = make_key(serve_app, "voice-metered", 4)  # 4 requests a minute
+    ws = await websockets.connect(WS, additional_headers={"X-API-Key": key, "X-Forwarded-For": _addr()})
+    await ws.send(json.dumps({"type": "session.start"}))
+    assert json.loads(await ws.recv())["type"] == "session.started"  # 1
+    outcomes = []
+    for _ in range(4):  # 2, 3, 4 and one too many
+        await ws.send(json.dumps({"type": "text.input", "text": "What is the UPI limit?"}))
+        while True:
+            ev = json.loads(await asyncio.wait_for(ws.recv(), 60))
+            if ev["type"] in ("turn.done", "error"):
+                outcomes.append(ev.get("code", ev["type"]))
+                break
+    await ws.close()
+    assert outcomes == ["turn.done", "turn.done", "turn.done", "rate_limited"]
+    again = await websockets.connect(WS, additional_headers={"X-API-Key": key, "X-Forwarded-For": _addr()})
+    await again.send(json.dumps({"type": "session.start"}))
+    assert await _closed_code(again) == 4429
+
+
+# caches, voices, errors ------------------------------------------------------------------------------
+def test_the_tts_cache_does_not_tell_one_tenant_what_another_said(api_key, serve_app):
+    text = f"Your appointment is confirmed for slot {uuid.uuid4().hex[:6]}."
+    with _client(api_key) as a, _client(make_key(serve_app, "cache-prober")) as b:
+        assert a.post("/api/v1/tts", json={"text": text}).headers["X-Cache"] == "miss"
+        assert a.post("/api/v1/tts", json={"text": text}).headers["X-Cache"] == "hit"
+        assert b.post("/api/v1/tts", json={"text": text}).headers["X-Cache"] == "miss"
+
+
+@pytest.mark.parametrize("voice", ["../../../../etc/passwd", "en-us/../../x", "%2e%2e%2f", "a b", "x" * 65])
+def test_voices_never_reach_a_path_unchecked(api_key, voice):
+    with _client(api_key) as c:
+        _error(c.post("/api/v1/tts", json={"text": "hello", "voice": voice}), 422, "validation_error")
+
+
+def test_only_voices_the_engine_ships_are_used(api_key):
+    with _client(api_key) as c:
+        _error(c.post("/api/v1/tts", json={"text": "hello", "voice": "zz-nonexistent"}), 400, "unknown_voice")
+        assert c.post("/api/v1/tts", json={"text": "hello", "voice": "en-us+f3"}).status_code == 200
