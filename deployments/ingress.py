@@ -32,7 +32,9 @@ from samvad import metrics
 from samvad.api import tokens
 from samvad.api.gate import Gate, LimiterUnavailable
 from samvad.audio import decode_audio, wav_bytes
-from samvad.errors import DatabaseUnavailable, InputError, NotFoundError, ProviderError, RateLimitedError, SamvadError
+from samvad.errors import (
+    DatabaseUnavailable, InputError, NotFoundError, ProviderError, RateLimitedError, SamvadError, public_message,
+)
 from samvad.providers.base import SpeechRequest
 from samvad.settings import Settings, secret
 from samvad.stages import StageReport
@@ -75,12 +77,9 @@ async def _samvad_error(request: Request, exc: SamvadError) -> JSONResponse:
     # An error raised in another replica arrives wrapped by Ray; its `cause` is the original.
     cause = getattr(exc, "cause", None)
     exc = cause if isinstance(cause, SamvadError) else exc
-    message = exc.message
-    if isinstance(exc, ProviderError) and exc.status >= 500:
-        # A provider's own error text (its internals, sometimes its request) stays in the log.
+    if isinstance(exc, ProviderError):  # its own text stays in the log (errors.public_message)
         log.warning("provider error request_id=%s: %s", getattr(request.state, "request_id", None), exc.message)
-        message = f"the {getattr(exc, 'stage', 'provider')} stage failed; retry shortly"
-    response = _error(request, exc.status, exc.code, message)
+    response = _error(request, exc.status, exc.code, public_message(exc))
     if isinstance(exc, (RateLimitedError, LimiterUnavailable)):
         response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     return response
@@ -291,6 +290,7 @@ class Ingress:
         `session.start` within `service.ws_auth_timeout_s` with the key (header or message),
         the key's rate limit, its live-call cap."""
         self._watch_revocations()
+        await ws.accept()  # refusals below are close codes a client can act on, not a bare HTTP 403
         origin = ws.headers.get("origin")
         if origin is not None and not _origin_allowed(origin, ws.headers.get("host", ""), api):
             # Browsers do not apply CORS to WebSockets: another site's page could open one with
@@ -315,7 +315,6 @@ class Ingress:
             await self.gate.close_socket(ip, socket)
 
     async def _admit_call(self, ws: WebSocket, ip: str) -> None:
-        await ws.accept()
         try:
             raw = await asyncio.wait_for(ws.receive_text(), timeout=self.settings.service.ws_auth_timeout_s)
             if len(raw) > self.settings.voice.max_text_bytes:

@@ -86,3 +86,12 @@ class ProviderError(SamvadError):
         self.provider_status = status
         self.retryable = retryable
         self.request_id = request_id
+
+
+def public_message(exc: SamvadError) -> str:
+    """What a client is told: a provider's failure says which stage failed and that a retry may
+    help; the provider's own text (its internals, sometimes echoes of the request) and engine
+    exception names stay in the log and the provider-calls table."""
+    if isinstance(exc, ProviderError):
+        return f"the {exc.stage} stage failed" + ("; retry shortly" if exc.retryable else "")
+    return exc.message

@@ -12,6 +12,7 @@ they are the engines themselves, on Ray they are adapters over deployment handle
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from samvad.contracts import (
     Transcript,
 )
 from samvad.cost import price, totals
-from samvad.errors import InputError, SamvadError
+from samvad.errors import InputError, SamvadError, public_message
 from samvad.events import (
     AudioEvent,
     ErrorEvent,
@@ -60,6 +61,8 @@ from samvad.settings import Settings
 
 ANSWER_LANGUAGE = "en-IN"  # the language answers are written in (the knowledge base's), then translated
 
+
+log = logging.getLogger("samvad.turn")
 
 class PassageRetriever(Protocol):
     async def alookup(self, text: str, phrases: list[str], k: int) -> tuple[float, list[Passage]]:
@@ -133,6 +136,8 @@ class TurnRunner:
             text = request.text.strip()
             if not text:
                 raise InputError("the text is empty: send the caller's question", code="text_empty")
+            if "\x00" in text:  # PostgreSQL text cannot hold NUL: refuse it here, not as a 500 at the write
+                raise InputError("the text contains a NUL character", code="invalid_text")
             if len(text) > s.max_text_chars:
                 raise InputError(
                     f"the text has {len(text)} characters; the limit is {s.max_text_chars}", code="text_too_long"
@@ -268,7 +273,8 @@ class TurnRunner:
                 async for event in self._speak(req, self.guardrails.replies.fallback, spoken, calls, flags):
                     yield event
         except SamvadError as exc:
-            yield ErrorEvent(turn_id=tid, code=exc.code, message=exc.message, retryable=exc.retryable, status=exc.status)
+            log.warning("turn %s failed: %s: %s", tid, exc.code, exc.message)
+            yield ErrorEvent(turn_id=tid, code=exc.code, message=public_message(exc), retryable=exc.retryable, status=exc.status)
             yield done("failed")
             return
         yield done("complete")

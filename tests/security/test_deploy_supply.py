@@ -100,3 +100,15 @@ def test_operations_routes_need_the_admin_key_when_one_is_set():
         assert client.get(path, headers={"X-Admin-Key": "wrong"}).status_code == 401
         assert client.get(path, headers={"X-Admin-Key": app.state.admin_key}).status_code == 200, path
     assert client.get("/healthz").status_code == 200  # probes stay open
+
+
+def test_provider_internals_never_reach_the_client():
+    from samvad.errors import InputError, ProviderError, public_message
+
+    leaky = ProviderError("sarvam tts returned 500: upstream pod tts-7f9c OOMKilled at /srv/bulbul/infer.py:88",
+                          provider="sarvam", stage="tts", retryable=True)
+    said = public_message(leaky)
+    assert "tts" in said and "sarvam" not in said and "infer.py" not in said and "OOM" not in said
+    engine = ProviderError("whisper asr failed (RuntimeError)", provider="whisper", stage="asr")
+    assert "RuntimeError" not in public_message(engine)
+    assert public_message(InputError("send exactly one of text or audio")) == "send exactly one of text or audio"
