@@ -22,7 +22,7 @@ from samvad.events import ErrorEvent, GuardrailEvent, ResponseDeltaEvent, Transc
 from samvad.guardrails.pii import redact
 from samvad.storage.repository import MessageRow
 from samvad.turn import TurnRequest, TurnRunner
-from samvad.turn_result import TurnOut, turn_out
+from samvad.turn_result import TurnOut, stored_answer, turn_out
 
 log = logging.getLogger("samvad.session")
 
@@ -117,7 +117,7 @@ class Conversation:
                     user_text = event.redacted_text  # the transcript as stored: identifiers redacted
                     await self._write_user(request, user_text, "complete")
                 elif isinstance(event, TurnDoneEvent):
-                    response = turn_out(self.session_id, tid, [*events, event]).model_dump_json() if request.idempotent else None
+                    response = stored_answer(turn_out(self.session_id, tid, [*events, event])) if request.idempotent else None
                     await self._record(request, user_text, event, response)
                     finished = True
                     self._log_turn(request, event)

@@ -543,27 +543,27 @@ class Ingress:
                 audio = base64.b64decode(body.audio_base64, validate=True)
             except (binascii.Error, ValueError):
                 raise InputError("audio_base64 is not valid base64", code="audio_unreadable") from None
-        new_session = None if body.session_id else {
-            "language": self._language(body.language or self.settings.default_language), "mode": body.mode or "formal",
-            "voice": body.voice, "output_script": body.output_script,
-        }
+        if body.language is not None:
+            self._language(body.language)
         turn_id = uuid.uuid4().hex  # the server's: a client's id never names (or overwrites) a turn
-        session_id = body.session_id
-        if new_session is not None:
-            new_session |= await self.gate.new_session(key)
-        if idempotency_key is not None:
-            claim = await self.db.claim(key_id, idempotency_key, "turn", _idempotency_hash("turn", body.model_dump()),
-                                        session_id=session_id, new_session=new_session, new_turn=True)
-            if claim.response is not None:
-                return TurnOut.model_validate_json(claim.response)
-            session_id, turn_id = claim.session_id, claim.turn_id
-            new_session = None
-        if new_session is not None:
-            session = await self.db.create_session(**new_session, api_key_id=key_id)
-        else:
-            session = await self.gate.session(session_id, key_id)
+        session, new_session = None, None
+        if body.session_id:  # the caller's own open session, checked before anything is written for it
+            session = await self.gate.session(body.session_id, key_id)
             if session.closed_at is not None:
                 raise SessionClosed("the session is closed: open a new one")
+        else:
+            new_session = {"language": body.language or self.settings.default_language, "mode": body.mode or "formal",
+                           "voice": body.voice, "output_script": body.output_script} | await self.gate.new_session(key)
+        if idempotency_key is not None:
+            claim = await self.db.claim(key_id, idempotency_key, "turn", _idempotency_hash("turn", body.model_dump()),
+                                        session_id=session.id if session else None, new_session=new_session, new_turn=True)
+            if claim.response is not None:
+                return TurnOut.model_validate_json(claim.response)
+            turn_id = claim.turn_id
+            if session is None:  # made by the claim, in its transaction
+                session = await self.gate.session(claim.session_id, key_id)
+        elif new_session is not None:
+            session = await self.db.create_session(**new_session, api_key_id=key_id)
         turn = TurnRequest(
             turn_id=turn_id, request_id=request.state.request_id, idempotent=idempotency_key is not None,
             tenant=str(key_id),

@@ -60,3 +60,17 @@ def turn_out(session_id: str, turn_id: str, events: list[TurnEvent]) -> TurnOut:
         response=done.response, audio=audio, stages=done.stages, first_audio_ms=done.first_audio_ms,
         cost=done.cost, flags=done.flags + ([f"error:{error.code}"] if error else []), calls=done.calls,
     )
+
+
+# An Idempotency-Key keeps the turn's answer for a day; its audio is kept only while the answer
+# stays within this, so a client cannot fill the database with stored audio at its request rate.
+MAX_STORED_ANSWER_BYTES = 256 * 1024
+
+
+def stored_answer(out: TurnOut, max_bytes: int = MAX_STORED_ANSWER_BYTES) -> str:
+    """The answer as kept for a retry: whole, or without its audio (flagged `audio_not_stored`:
+    a retry gets the text and can ask /tts for the speech)."""
+    whole = out.model_dump_json()
+    if len(whole) <= max_bytes or out.audio is None:
+        return whole
+    return out.model_copy(update={"audio": None, "flags": [*out.flags, "audio_not_stored"]}).model_dump_json()

@@ -180,3 +180,21 @@ async def test_transcripts_sit_in_redis_sealed(redis_url):
     values = [await r.get(k) async for k in r.scan_iter("samvad:asr:*")]
     await r.aclose()
     assert values and not any(b"4111" in v or b"card" in v for v in values)
+
+
+def test_a_stored_idempotent_answer_keeps_its_audio_only_within_the_budget():
+    from samvad.contracts import LLMResponse
+    from samvad.turn_result import AudioOut, TurnOut, stored_answer
+
+    def answer(audio_bytes: int) -> TurnOut:
+        return TurnOut(session_id="s", turn_id="t", outcome="complete", transcript=None,
+                       response=LLMResponse(response_text="Your limit is one lakh."),
+                       audio=AudioOut(sample_rate=22050, seconds=1.0, base64="A" * audio_bytes),
+                       stages={}, first_audio_ms=None, cost={}, flags=[], calls=[])
+
+    small = TurnOut.model_validate_json(stored_answer(answer(10_000)))
+    assert small.audio is not None and "audio_not_stored" not in small.flags
+    big = TurnOut.model_validate_json(stored_answer(answer(5_000_000)))  # e.g. a long answer at 48 kHz
+    assert big.audio is None and "audio_not_stored" in big.flags
+    assert big.response.response_text == "Your limit is one lakh."
+    assert len(stored_answer(answer(5_000_000))) < 64 * 1024
