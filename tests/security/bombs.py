@@ -45,3 +45,14 @@ def wav_lying_about_length(seconds: float = 2.0) -> bytes:
     i = data.find(b"data")
     data[4:8] = data[i + 4 : i + 8] = (0xFFFFFFFF).to_bytes(4, "little")
     return bytes(data)
+
+
+def flac_wide(seconds: int = 59, rate: int = 655350, channels: int = 8) -> bytes:
+    """An honest header that is the bomb: 59 s (under the length limit) of 8-channel silence at
+    FLAC's highest sample rate, ~0.3 MB on the wire and ~1.2 GiB decoded to float32."""
+    buf = io.BytesIO()
+    block = np.zeros((rate, channels), dtype="int16")
+    with sf.SoundFile(buf, "w", rate, channels, format="FLAC", subtype="PCM_16") as f:
+        for _ in range(seconds):
+            f.write(block)
+    return buf.getvalue()

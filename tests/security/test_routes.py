@@ -93,6 +93,7 @@ async def test_resuming_with_anothers_token_or_a_malformed_one_is_not_found(api_
 
 # audio bombs ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name,make,code", [
+    ("flac-8ch-655kHz", bombs.flac_wide, "audio_channels"),
     ("flac-hour-no-length", bombs.flac_without_length, "audio_too_long"),
     ("ogg-10-min", bombs.ogg_long, "audio_too_long"),
     ("wav-8-channels", lambda: bombs.wav(channels=8), "audio_channels"),
