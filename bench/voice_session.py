@@ -1,7 +1,9 @@
 """Voice-session benchmark over the real Serve graph (loopback only, bounded):
 
-  latency   end of speech -> first audio byte over >= 20 spoken turns (offline engines), the
-            question streamed at real-time pace; p50/p95, endpointing silence included.
+  latency   from the real end of speech (the last voiced frame of the audio sent) to the first
+            answer audio, for questions in eSpeak voices and speeds the tests never use, with
+            natural trailing silence, each in a new session and all in one warm one; p50/p95/max
+            and the timeline (endpoint, partial and final transcript, first sentence).
   capacity  live calls with zero-cost stub engines, each streaming audio like the demo page (a
             recorded question paced in real time, silence between questions), ramped in steps
             until errors appear or the steps run out; errors, latency from the end of speech,
@@ -47,54 +49,123 @@ async def open_ws(key: str):
     return ws, started
 
 
-async def latency(key: str, turns: int) -> list[float]:
-    from samvad.audio import decode_audio, float_to_pcm16
+# Voices the tests never use (they speak en-us at 170 wpm): accents and speeds of eSpeak NG.
+VOICES = [("en-029", 150), ("en-gb-scotland", 175), ("en-gb-x-rp+f3", 160), ("en-us-nyc+m3", 190),
+          ("en-gb-x-gbclan", 140), ("en-us+f2", 200)]
+FRAME_MS = 20
+VOICED_DBFS = -40.0  # a 20 ms frame louder than this is speech (eSpeak's pauses sit far below)
+
+
+def _spoken(text: str, voice: str, wpm: int) -> bytes:
+    """The question in `voice` at `wpm`, 16 kHz PCM16, with 0.3 s before and ~0.4 s of natural
+    trailing silence after it (what a caller's line sends before endpointing can end the turn)."""
+    import numpy as np
+
+    from samvad.audio import decode_audio, float_to_pcm16, wav_bytes
+    from samvad.providers.base import SpeechRequest
     from samvad.providers.local.espeak import EspeakTTS
     from samvad.settings import load_settings
-    from tests.speech import speak_wav
+    from tests import aio
 
     s = load_settings()
-    tts = EspeakTTS(s.tts.espeak, s.languages)
-    questions = [q["question"] for q in yaml.safe_load((ROOT / "tests/data/heldout_questions.yaml").read_text())]
-    ws, _ = await open_ws(key)
-    results = []
-    for i in track(range(turns), description="spoken turns", console=console):
-        speech = decode_audio(speak_wav(tts, questions[i % len(questions)], lead_silence=0.3), target_rate=16000, max_seconds=60)
-        pcm, tail = float_to_pcm16(speech.samples), b"\x00\x00" * 16000 * 2
-        step = 640  # 20 ms
-        for j in range(0, len(pcm), step):
-            await ws.send(pcm[j : j + step])
-            await asyncio.sleep(0.02)
-        end_of_speech = time.perf_counter()
+    tts = EspeakTTS(s.tts.espeak.model_copy(update={"rate_wpm": wpm}), s.languages)
 
-        async def silence():
-            for j in range(0, len(tail), step):
-                await ws.send(tail[j : j + step])
-                await asyncio.sleep(0.02)
+    async def run():
+        chunks = [c async for c in tts.stream(SpeechRequest(text=text, language="en-IN", voice=voice), [])]
+        return b"".join(c.pcm16 for c in chunks), chunks[0].sample_rate
 
-        feeder = asyncio.create_task(silence())
-        first_audio = None
+    pcm, rate = aio.run(run)
+    samples = decode_audio(wav_bytes(pcm, rate), target_rate=16000, max_seconds=60).samples
+    quiet = (np.random.default_rng(1).standard_normal(16000) * 10 ** (-70 / 20)).astype(np.float32)
+    return float_to_pcm16(np.concatenate([quiet[:4800], samples, quiet[:6400]]))
+
+
+def _last_voiced_frame(pcm: bytes) -> int:
+    """Index of the last 20 ms frame with speech energy: the real end of speech, from the audio."""
+    import numpy as np
+
+    x = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768
+    n = 16 * FRAME_MS
+    frames = x[: len(x) // n * n].reshape(-1, n)
+    loud = np.nonzero(10 * np.log10(np.mean(frames ** 2, axis=1) + 1e-12) > VOICED_DBFS)[0]
+    return int(loud[-1])
+
+
+async def _ask(ws, pcm: bytes) -> dict[str, float]:
+    """Stream one question at real-time pace, then a quiet line until the answer's first audio;
+    returns the event timeline in ms from the last voiced frame's end."""
+    import numpy as np
+
+    step = 32 * FRAME_MS
+    last = _last_voiced_frame(pcm)
+    quiet = (np.random.default_rng(2).standard_normal(16 * FRAME_MS) * 10 ** (-70 / 20) * 32768).astype("<i2").tobytes()
+    eos, marks, done = None, {}, asyncio.Event()
+    t0 = time.perf_counter()
+
+    async def feed():
+        nonlocal eos
+        i = 0
+        while not done.is_set():
+            frame = pcm[i * step : (i + 1) * step] if i * step < len(pcm) else quiet
+            due = t0 + i * FRAME_MS / 1000
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            await ws.send(frame)
+            if i == last:
+                eos = due + FRAME_MS / 1000  # the frame's end, on the stream's clock
+            i += 1
+
+    feeder = asyncio.create_task(feed())
+    try:
         while True:
             ev = json.loads(await asyncio.wait_for(ws.recv(), 60))
-            if ev["type"] == "audio" and first_audio is None:
-                first_audio = time.perf_counter()
-            if ev["type"] == "turn.done":
+            now = time.perf_counter()
+            kind = {"vad.speech_end": "endpoint", "response.delta": "first sentence", "audio": "first audio"}.get(ev["type"])
+            if ev["type"] == "transcript":
+                kind = "transcript" if ev.get("final") else "partial transcript"
+            if kind and kind not in marks:
+                marks[kind] = now
+            if ev["type"] == "turn.done" or ev["type"] == "error":
                 break
+    finally:
+        done.set()
         await feeder
-        results.append((first_audio - end_of_speech) * 1000)
-    await ws.close()
-    return sorted(results)
+    return {k: (v - eos) * 1000 for k, v in marks.items()}
 
 
-def latency_table(rows: list[tuple[str, list[float]]], turns: int) -> None:
+async def latency(key: str, turns: int, fresh: bool) -> list[dict[str, float]]:
+    """`turns` spoken questions in the unseen voices; `fresh`: each in a new session (a new
+    caller), else all in one warm session."""
+    questions = [q["question"] for q in yaml.safe_load((ROOT / "tests/data/heldout_questions.yaml").read_text())]
+    audio = [_spoken(questions[i % len(questions)], *VOICES[i % len(VOICES)]) for i in range(turns)]
+    results = []
+    ws = None if fresh else (await open_ws(key))[0]
+    for i in track(range(turns), description=f"spoken turns ({'new sessions' if fresh else 'one session'})", console=console):
+        if fresh:
+            ws, _ = await open_ws(key)
+        results.append(await _ask(ws, audio[i]))
+        if fresh:
+            await ws.close()
+    if not fresh:
+        await ws.close()
+    return results
+
+
+TIMELINE = ("endpoint", "partial transcript", "transcript", "first sentence", "first audio")
+
+
+def latency_table(rows: list[tuple[str, list[dict[str, float]]]], turns: int) -> None:
     from samvad.settings import load_settings
 
-    t = Table(title=f"end of speech -> first audio byte, {turns} spoken turns per row, offline engines (ms)")
-    for c in ("voice.early_asr_ms", "p50", "p95", "min", "max", "endpointing silence (config)"):
+    s = load_settings()
+    t = Table(title=f"from the real end of speech (last voiced frame), {turns} questions per row in {len(VOICES)} unseen "
+                    f"eSpeak voices, offline engines; endpointing silence {s.vad.min_silence_ms} ms (ms)")
+    for c in ("setting", "sessions", "first audio p50", "p95", "max", "> 2 s", *(f"{k} p50" for k in TIMELINE[:-1])):
         t.add_column(c)
     for label, r in rows:
-        t.add_row(label, f"{statistics.median(r):.0f}", f"{r[int(0.95 * (len(r) - 1))]:.0f}", f"{r[0]:.0f}", f"{r[-1]:.0f}",
-                  f"{load_settings().vad.min_silence_ms} ms")
+        first = sorted(x["first audio"] for x in r if "first audio" in x)
+        cells = [f"{statistics.median([x[k] for x in r if k in x]):.0f}" if any(k in x for x in r) else "-" for k in TIMELINE[:-1]]
+        t.add_row(*label.split("|"), f"{statistics.median(first):.0f}", f"{pct(first, 0.95):.0f}", f"{first[-1]:.0f}",
+                  str(sum(v > 2000 for v in first)), *cells)
     console.print(t)
 
 
@@ -277,7 +348,9 @@ def main() -> None:
             os.environ["SAMVAD_VOICE__EARLY_ASR_MS"] = value
         key, down = serve_up(config)
         try:
-            rows.append((value or "config", asyncio.run(latency(key, args.turns))))
+            for fresh in (True, False):
+                rows.append((f"early_asr_ms={value or 'config'}|{'new' if fresh else 'warm'}",
+                             asyncio.run(latency(key, args.turns, fresh))))
         finally:
             down()
     latency_table(rows, args.turns)

