@@ -204,6 +204,10 @@ class VoiceSettings(BaseModel):
     # transcribed while endpointing still waits; if the caller goes on speaking it is discarded.
     # Saves most of the ASR time from the end of speech to the answer. 0 turns it off.
     early_asr_ms: int = 150
+    # End the utterance as soon as the early transcript reads as finished ("How do I block my
+    # card?") instead of waiting out vad.min_silence_ms; one that trails off ("my account number
+    # is …") still waits. Needs early ASR.
+    early_end: bool = True
     idle_timeout_s: float = 60.0
     max_session_s: float = 1800.0
     max_sessions_per_key: int = 20  # across every ingress replica (counted in Redis when configured)

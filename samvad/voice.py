@@ -89,6 +89,21 @@ class _Early:
     stale: bool = False  # the caller went on speaking
 
 
+# Words after which a caller is not done, however long the pause ("my account number is …").
+_CONTINUES = frozenset("""a an the and or but so because if of to for with my your our is are was am be
+    from in on at by as than then that which who um uh er hmm like please""".split())
+
+
+def sounds_complete(text: str) -> bool:
+    """The early transcript reads as a finished utterance: Whisper closed it with . ? or !, and it
+    does not stop on a word that needs more (or trail off with "...")."""
+    t = text.strip()
+    if not t or t.endswith(("...", "…", ",", "-")) or t[-1] not in ".?!":
+        return False
+    words = re.findall(r"[\w']+", t.lower())
+    return bool(words) and words[-1] not in _CONTINUES
+
+
 def _normalise(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
 
@@ -106,6 +121,7 @@ class VoiceCall:
         self.vad = Endpointer(SileroVad(16000), settings.vad, max_seconds=settings.audio.max_seconds)
         self.playing: _Playing | None = None
         self.early: _Early | None = None
+        self._end_early: int | None = None  # speech_frames of an utterance its words say is over
         self.received_seconds = 0.0
         self.opened = time.monotonic()
         self._send_lock = asyncio.Lock()
@@ -226,7 +242,14 @@ class VoiceCall:
         ahead = self.received_seconds - (time.monotonic() - self.opened) - self.v.audio_burst_s
         if ahead > 0:
             await asyncio.sleep(ahead)
-        for event in self.vad.feed(samples):
+        events = self.vad.feed(samples)
+        if self._end_early is not None:
+            if self.vad.in_speech and self.vad.speech_frames == self._end_early and self.vad.silence_ms > 0:
+                ended = self.vad.end_now()  # the words are done: no need to wait out min_silence_ms
+                if ended is not None:
+                    events.append(ended)
+            self._end_early = None
+        for event in events:
             if isinstance(event, SpeechStarted):
                 await self.send(VadEvent(type="vad.speech_start", at=round(event.at, 3)))
             elif isinstance(event, SpeechEnded):
@@ -260,6 +283,8 @@ class VoiceCall:
         result = await self._transcribe(audio, self.session["language"])
         if not early.stale and not self._answer_playing():  # still valid: show it as a partial
             await self.send(TranscriptEvent(turn_id=early.turn_id, transcript=result[0], final=False))
+            if self.v.early_end and sounds_complete(result[0].text):
+                self._end_early = early.speech_frames  # the next frame ends the utterance
         return result
 
     def _drop_early(self) -> None:

@@ -339,3 +339,29 @@ async def test_ingress_death_mid_answer_stores_what_was_heard(api_key, db):
             await asyncio.sleep(0.5)
     await ws.close()
     assert again["interrupted_turn"] == rows[1]["turn_id"]
+
+
+def _speech_end_s(pcm: bytes) -> float:
+    """Where the speech in `pcm` ends (the last 20 ms frame above -40 dBFS), in seconds."""
+    x = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768
+    frames = x[: len(x) // 320 * 320].reshape(-1, 320)
+    loud = np.nonzero(10 * np.log10(np.mean(frames**2, axis=1) + 1e-12) > -40)[0]
+    return (int(loud[-1]) + 1) * 0.02
+
+
+async def test_a_trailing_utterance_is_never_cut_early_and_a_finished_one_never_waits_longer(api_key, tts):
+    """Endpointing by the words (voice.early_end): "my account number is" must wait out the whole
+    vad.min_silence_ms however early its transcript arrives; "… debit card?" ends then at the
+    latest (earlier when the early transcript beats the silence, which depends on ASR speed)."""
+    silence_s = load_settings().vad.min_silence_ms / 1000
+    waits = {}
+    for text in ("How do I block my lost debit card?", "My account number is"):
+        ws, _ = await open_session(api_key)
+        pcm = pcm16k(tts, text, lead=0.3, tail=1.5)
+        sender = asyncio.create_task(stream_realtime(ws, pcm))
+        ended = await until(ws, "vad.speech_end", [])
+        waits[text] = ended["at"] - _speech_end_s(pcm)
+        await sender
+        await ws.close()
+    assert waits["My account number is"] >= silence_s - 0.05, waits
+    assert waits["How do I block my lost debit card?"] <= silence_s + 0.2, waits

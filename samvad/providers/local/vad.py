@@ -104,6 +104,17 @@ class Endpointer:
         self._clear()
         self._vad.reset()
 
+    def end_now(self) -> SpeechEnded | None:
+        """End the open utterance here, before `min_silence_ms` has passed (the words say the
+        caller is done); None if no utterance is open."""
+        if not self._in_speech:
+            return None
+        trailing = max(0, self._silence_run - self._pad_frames)
+        audio = np.concatenate(self._utterance[: len(self._utterance) - trailing])
+        silence_ms, speech_frames = self._silence_run * self._frame_ms, self.speech_frames
+        self._in_speech, self._utterance, self._speech_run, self._silence_run = False, [], 0, 0
+        return SpeechEnded(at=self._now(), audio=audio, silence_ms=silence_ms, speech_frames=speech_frames)
+
     def feed(self, samples: np.ndarray) -> list[SpeechStarted | SpeechEnded]:
         events: list[SpeechStarted | SpeechEnded] = []
         n = self._vad.frame_samples

@@ -18,6 +18,7 @@ from samvad.settings import WhisperSettings
 # window is the audio plus 2 s, rounded up to 5 s steps, at least 10 s (100 frames per second).
 # Shorter windows were faster still but made tiny.en repeat a 2 s question twice.
 SHORT_MAX_S = 28.0
+SHORT_MIN_S = 1.0  # below it (backchannels, "stop"), tiny.en needs the full window: "haan" became "I'm..."
 SHORT_MARGIN_FRAMES = 200
 SHORT_STEP_FRAMES = 500
 SHORT_MIN_FRAMES = 1000
@@ -67,7 +68,7 @@ class WhisperSTT(SpeechToText):
 
     def _run(self, audio: Audio, language: str | None, stop: threading.Event, short: bool = True) -> Transcript:
         lang = "en" if self._settings.english_only else (language.split("-")[0] if language else None)
-        if short and self._settings.short_window and lang and audio.duration <= SHORT_MAX_S:
+        if short and self._settings.short_window and lang and SHORT_MIN_S <= audio.duration <= SHORT_MAX_S:
             return self._short(audio, lang, stop)
         segments, info = self._whisper.transcribe(
             audio.samples,
