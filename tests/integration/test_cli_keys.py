@@ -28,6 +28,7 @@ def test_keys_lifecycle(tmp_path):
         key_id = re.search(r"key (\d+)", created.stdout).group(1)
         listing = _samvad(env, "keys", "list").stdout
         assert "ops-team" in listing and key not in listing  # the key itself is never shown again
-        assert _samvad(env, "keys", "revoke", key_id).returncode == 0
+        revoked = _samvad(env, "keys", "revoke", key_id)  # Redis is unreachable here: the database decides
+        assert revoked.returncode == 0 and "Redis could not be told" in revoked.stdout, revoked.stdout
         again = _samvad(env, "keys", "revoke", key_id)
         assert again.returncode == 1 and "no active key" in again.stdout
