@@ -199,6 +199,12 @@ def _cors_headers(origin: str) -> dict[str, str]:
     }
 
 
+async def _refuse(ws: WebSocket, exc: SamvadError) -> None:
+    """Close a call that a limit refused (4429) or that could not be checked now (1013, try again
+    later: Redis or the database is down), with the error's message as the reason."""
+    await ws.close(CLOSE_TOO_MANY_SESSIONS if exc.status == 429 else 1013, exc.message[:120])
+
+
 class SessionClosed(SamvadError):
     code = "session_closed"
     status = 409
@@ -301,7 +307,7 @@ class Ingress:
         try:
             await self.gate.admit_ip(ip)
         except SamvadError as exc:
-            await ws.close(CLOSE_TOO_MANY_SESSIONS if exc.status == 429 else CLOSE_SERVICE_RESTART, exc.message[:120])
+            await _refuse(ws, exc)
             return
         socket = uuid.uuid4().hex
         if not await self.gate.open_socket(ip, socket):
@@ -336,7 +342,7 @@ class Ingress:
         try:
             await self.gate.charge(key)  # connecting counts as a request
         except SamvadError as exc:
-            await ws.close(CLOSE_TOO_MANY_SESSIONS, exc.message[:120])
+            await _refuse(ws, exc)
             return
         slot = uuid.uuid4().hex
         if not await self.gate.open_call(key, slot):
@@ -383,7 +389,7 @@ class Ingress:
                 row = await self.db.create_session(language, start.mode or "formal", start.voice, key.id, start.output_script,
                                                    **caps)
             except SamvadError as exc:
-                await ws.close(CLOSE_TOO_MANY_SESSIONS if exc.status == 429 else CLOSE_SERVICE_RESTART, exc.message[:120])
+                await _refuse(ws, exc)
                 return
             sid = row.id
         session = {"language": start.language or row.language, "mode": start.mode or row.mode,

@@ -263,9 +263,7 @@ class Gate:
         return decision.allowed
 
     async def keep_socket(self, ip: str, slot: str) -> None:
-        while self.slots is not None:
-            await asyncio.sleep(self.slots.lease_s / 3)
-            await self.slots.admit(f"ip:{ip}", slot, self.s.limits.max_sockets_per_ip, fail_open=True)
+        await self._keep(f"ip:{ip}", slot, self.s.limits.max_sockets_per_ip)
 
     async def close_socket(self, ip: str, slot: str) -> None:
         if self.slots is not None:
@@ -287,11 +285,14 @@ class Gate:
         return allowed
 
     async def keep_call(self, key: ApiKeyRow, slot: str) -> None:
-        """Renew the call's lease while it lasts (a replica that dies stops holding its slots)."""
-        limit = key.max_voice_sessions or self.s.voice.max_sessions_per_key
+        await self._keep(key.id, slot, key.max_voice_sessions or self.s.voice.max_sessions_per_key)
+
+    async def _keep(self, owner: int | str, slot: str, limit: int) -> None:
+        """Renew a held slot's lease while it lasts (a replica that dies stops holding its slots);
+        a slot already held is not lost to a Redis blip."""
         while self.slots is not None:
             await asyncio.sleep(self.slots.lease_s / 3)
-            await self.slots.admit(key.id, slot, limit, fail_open=True)  # a held call is not cut by a Redis blip
+            await self.slots.admit(owner, slot, limit, fail_open=True)
 
     async def close_call(self, key: ApiKeyRow, slot: str) -> None:
         self._live[key.id] -= 1
