@@ -323,7 +323,7 @@ class Ingress:
     async def _admit_call(self, ws: WebSocket, ip: str) -> None:
         try:
             raw = await asyncio.wait_for(ws.receive_text(), timeout=self.settings.service.ws_auth_timeout_s)
-            if len(raw) > self.settings.voice.max_text_bytes:
+            if len(raw.encode()) > self.settings.voice.max_text_bytes:
                 raise ValueError("session.start too big")
             start = SessionStart.model_validate(json.loads(raw))
         except Exception:  # noqa: BLE001 - a late, malformed or missing opening ends the connection
@@ -523,7 +523,7 @@ class Ingress:
         key = await self._auth(request)
         if not await self.db.close_session(session_id, key.id):
             raise NotFoundError(f"no session {session_id[:64]!r}", code="session_not_found")
-        self.gate.forget_session(session_id, key.id)
+        await self.gate.session_closed(session_id, key.id)
         return Response(status_code=204)
 
     @api.get("/api/v1/sessions/{session_id}/messages", responses=RESPONSES)

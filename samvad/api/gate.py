@@ -36,7 +36,8 @@ log = logging.getLogger("samvad.gate")
 KEY_CACHE_S = 30.0
 BAD_KEY_CACHE_S = 10.0  # a key found invalid is not looked up again for this long
 SESSION_CACHE_S = 60.0  # a session row's fields change only by its own turns' settings
-REVOKED_CHANNEL = "samvad:revoked"
+# What every ingress replica must forget at once: "key <id>" (revoked), "session <key id> <id>" (closed).
+CHANNEL = "samvad:gate"
 REVOKED_SET = "samvad:revoked-keys"
 
 
@@ -192,15 +193,22 @@ class Gate:
         for callback in self._on_revoked:
             callback(key_id)
 
+    def _apply(self, message: str) -> None:
+        kind, *args = message.split()
+        if kind == "key":
+            self.forget_key(int(args[0]))
+        elif kind == "session":
+            self.forget_session(args[1], int(args[0]))
+
     async def watch_revocations(self) -> None:
-        """Forever: apply revocations published by `samvad keys revoke` (any replica, any node)."""
+        """Forever: apply what `samvad keys revoke` and closed sessions publish (any replica, node)."""
         while self._redis is not None:
             try:
                 async with self._redis.pubsub() as pubsub:
-                    await pubsub.subscribe(REVOKED_CHANNEL)
+                    await pubsub.subscribe(CHANNEL)
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
-                            self.forget_key(int(message["data"]))
+                            self._apply(message["data"].decode())
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError, ValueError) as exc:
@@ -229,6 +237,18 @@ class Gate:
 
     def forget_session(self, session_id: str, key_id: int) -> None:
         self._sessions.pop((key_id, session_id), None)
+
+    async def session_closed(self, session_id: str, key_id: int) -> None:
+        """Every replica drops its cached row of a session just closed (kept a minute otherwise),
+        and the last-known row in Redis goes too, so no replica takes another turn for it."""
+        self.forget_session(session_id, key_id)
+        if self._redis is None:
+            return
+        try:
+            await self._redis.delete(cache_key("row:session", f"{key_id}:{session_id}"))
+            await self._redis.publish(CHANNEL, f"session {key_id} {session_id}")
+        except (RedisError, OSError) as exc:
+            log.warning("closed session not broadcast (%s): other replicas see it within a minute", type(exc).__name__)
 
     async def last_known(self, kind: str, ident: str, model: type[BaseModel], read):
         """A row read from the database and remembered in Redis (under a hash of its id): while
@@ -314,6 +334,6 @@ async def publish_revocation(redis_url: str, key_id: int) -> None:
     client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2.0, socket_timeout=2.0)
     try:
         await client.sadd(REVOKED_SET, str(key_id))
-        await client.publish(REVOKED_CHANNEL, str(key_id))
+        await client.publish(CHANNEL, f"key {key_id}")
     finally:
         await client.aclose()

@@ -12,13 +12,17 @@ from redis.exceptions import RedisError
 log = logging.getLogger(__name__)
 
 
-def cache_key(kind: str, *parts: str | bytes | None) -> str:
-    """`samvad:<kind>:<sha256 of the parts>`; parts are provider, model, voice, language, mode, text/audio."""
+def _digest(parts: tuple[str | bytes | None, ...]) -> "hashlib._Hash":
     h = hashlib.sha256()
     for p in parts:
         h.update(p if isinstance(p, bytes) else str(p).encode("utf-8"))
         h.update(b"\0")
-    return f"samvad:{kind}:{h.hexdigest()}"
+    return h
+
+
+def cache_key(kind: str, *parts: str | bytes | None) -> str:
+    """`samvad:<kind>:<sha256 of the parts>`; parts are provider, model, voice, language, mode, text/audio."""
+    return f"samvad:{kind}:{_digest(parts).hexdigest()}"
 
 
 MAX_VALUE_BYTES = 1 << 20  # a larger value is not cached: one entry cannot fill Redis
@@ -28,11 +32,7 @@ def sealed_key(kind: str, *parts: str | bytes | None) -> tuple[str, bytes]:
     """For content-addressed values that must not sit in Redis readable (transcripts: spoken
     card and phone numbers): the cache key and an AES key, both derived from the content
     itself. Only a caller holding the same audio can find the entry or read it."""
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(p if isinstance(p, bytes) else str(p).encode("utf-8"))
-        h.update(b"\0")
-    material = h.digest()
+    material = _digest(parts).digest()
     name = hashlib.sha256(b"samvad-cache-id\0" + material).hexdigest()
     return f"samvad:{kind}:{name}", hashlib.sha256(b"samvad-cache-key\0" + material).digest()
 

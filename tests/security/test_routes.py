@@ -216,8 +216,11 @@ def test_open_sessions_are_capped_per_key_and_closing_one_frees_it(serve_app):
         ids = [c.post("/api/v1/sessions", json={}).json()["id"] for _ in range(3)]
         _error(c.post("/api/v1/sessions", json={}), 429, "too_many_sessions")
         _error(c.post("/api/v1/turn", json={"text": "hi", "speak": False}), 429, "too_many_sessions")
+        for _ in range(6):  # every ingress replica now has the session's row cached
+            assert c.get(f"/api/v1/sessions/{ids[0]}").status_code == 200
         assert c.delete(f"/api/v1/sessions/{ids[0]}").status_code == 204
-        _error(c.post("/api/v1/turn", json={"session_id": ids[0], "text": "hi", "speak": False}), 409, "session_closed")
+        for _ in range(4):  # whichever replica answers, the closed session takes no turn
+            _error(c.post("/api/v1/turn", json={"session_id": ids[0], "text": "hi", "speak": False}), 409, "session_closed")
         assert c.post("/api/v1/sessions", json={}).status_code == 201
 
 
