@@ -77,7 +77,6 @@ class WhisperSTT(SpeechToText):
             vad_filter=False,  # utterances arrive already endpointed
             condition_on_previous_text=False,
             initial_prompt=self._settings.prompt,
-            temperature=0.0,  # no fallback re-decoding: on the real-time path it cost seconds
         )
         raw = []
         for s in segments:  # decoded lazily, one 30 s window at a time: a cancelled call stops here
