@@ -317,7 +317,7 @@ def demo_page_frame_ms() -> int:
     """The frame size the demo page sends (its capture worklet's frame length at 16 kHz)."""
     import re
 
-    js = (ROOT / "deployments" / "static" / "pcm-worklet.js").read_text()
+    js = (ROOT / "samvad" / "api" / "static" / "pcm-worklet.js").read_text()
     return int(re.search(r"new Int16Array\((\d+)\)", js).group(1)) // 16
 
 

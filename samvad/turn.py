@@ -116,6 +116,36 @@ class PreparedTurn:
     text: str | None
 
 
+def prepare_turn(request: TurnRequest, s: Settings) -> PreparedTurn:
+    """Validate a turn's input and decode its audio; raises `InputError` with an actionable
+    message. Needs no engine: the ingress runs it before it creates a session for the turn."""
+    if request.language not in s.languages:
+        known = ", ".join(sorted(s.languages))
+        raise InputError(f"unknown language {request.language!r}; use one of: {known}", code="unknown_language")
+    if sum(x is not None for x in (request.audio, request.text, request.transcript)) != 1:
+        raise InputError("send exactly one of audio or text", code="invalid_input")
+    if request.transcript is not None:
+        return PreparedTurn(request, None, None)
+    if request.text is not None:
+        text = request.text.strip()
+        if not text:
+            raise InputError("the text is empty: send the caller's question", code="text_empty")
+        if "\x00" in text:  # PostgreSQL text cannot hold NUL: refuse it here, not as a 500 at the write
+            raise InputError("the text contains a NUL character", code="invalid_text")
+        if len(text) > s.max_text_chars:
+            raise InputError(
+                f"the text has {len(text)} characters; the limit is {s.max_text_chars}", code="text_too_long"
+            )
+        return PreparedTurn(request, None, text)
+    audio = decode_audio(
+        request.audio or b"",
+        target_rate=s.audio.sample_rate,
+        max_seconds=s.audio.max_seconds,
+        min_seconds=s.audio.min_seconds,
+    )
+    return PreparedTurn(request, audio, None)
+
+
 class TurnRunner:
     def __init__(self, engines: Engines, settings: Settings) -> None:
         self.engines = engines
@@ -124,32 +154,7 @@ class TurnRunner:
 
     def prepare(self, request: TurnRequest) -> PreparedTurn:
         """Validate the request; raises `InputError` with an actionable message."""
-        s = self.settings
-        if request.language not in s.languages:
-            known = ", ".join(sorted(s.languages))
-            raise InputError(f"unknown language {request.language!r}; use one of: {known}", code="unknown_language")
-        if sum(x is not None for x in (request.audio, request.text, request.transcript)) != 1:
-            raise InputError("send exactly one of audio or text", code="invalid_input")
-        if request.transcript is not None:
-            return PreparedTurn(request, None, None)
-        if request.text is not None:
-            text = request.text.strip()
-            if not text:
-                raise InputError("the text is empty: send the caller's question", code="text_empty")
-            if "\x00" in text:  # PostgreSQL text cannot hold NUL: refuse it here, not as a 500 at the write
-                raise InputError("the text contains a NUL character", code="invalid_text")
-            if len(text) > s.max_text_chars:
-                raise InputError(
-                    f"the text has {len(text)} characters; the limit is {s.max_text_chars}", code="text_too_long"
-                )
-            return PreparedTurn(request, None, text)
-        audio = decode_audio(
-            request.audio or b"",
-            target_rate=s.audio.sample_rate,
-            max_seconds=s.audio.max_seconds,
-            min_seconds=s.audio.min_seconds,
-        )
-        return PreparedTurn(request, audio, None)
+        return prepare_turn(request, self.settings)
 
     async def _speak(self, req: TurnRequest, sentence: str, state: _Spoken, calls: CallLog, flags: list[str]) -> AsyncIterator[TurnEvent]:
         """Translate one sentence into the caller's language and register, then synthesise it."""

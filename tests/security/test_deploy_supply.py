@@ -78,7 +78,7 @@ def test_operations_routes_need_the_admin_key_when_one_is_set():
     from fastapi import FastAPI
     from starlette.testclient import TestClient
 
-    from deployments.ingress import RequestContext
+    from samvad.api.context import RequestContext
 
     app = FastAPI()
     app.add_middleware(RequestContext)

@@ -26,8 +26,8 @@ OutputScript = Literal["roman", "fully-native", "spoken-form-in-native"]
 
 
 class SessionBody(_Body):
-    language: str = "en-IN"
-    mode: Mode = "formal"
+    language: str | None = Field(None, description="the caller's language (default: the service's `default_language`)")
+    mode: Mode | None = Field(None, description="the answer's register (default: the service's `translation.default_mode`)")
     voice: Voice | None = None
     output_script: OutputScript | None = None
 

@@ -1,0 +1,106 @@
+"""What every HTTP request goes through before its route: request id, CORS, the body budget, the
+admin key on operations routes, the latency metric and the replica header."""
+
+from __future__ import annotations
+
+import hmac
+import time
+import uuid
+from urllib.parse import urlsplit
+
+from fastapi import HTTPException, Request
+from fastapi.responses import Response
+
+from samvad import metrics
+from samvad.api.errors import error_response
+
+OPS_PATHS = frozenset({"/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+
+
+class BodyTooLarge(HTTPException):  # FastAPI's own: its body parser re-raises it as it is
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is larger than {limit} bytes")
+
+
+def origin_allowed(origin: str, host: str, app) -> bool:
+    """Same origin (the demo page is served here) or one of `service.cors_origins`."""
+    return urlsplit(origin).netloc == host or origin in getattr(app.state, "cors_origins", [])
+
+
+def cors_headers(origin: str) -> dict[str, str]:
+    return {
+        "Access-Control-Allow-Origin": origin, "Vary": "Origin",
+        "Access-Control-Allow-Methods": "GET, POST, DELETE",
+        "Access-Control-Allow-Headers": "X-API-Key, Content-Type, X-Request-ID, Idempotency-Key",
+        "Access-Control-Max-Age": "600",
+    }
+
+
+class RequestContext:
+    """Plain ASGI rather than `@app.middleware("http")` (Starlette's BaseHTTPMiddleware runs each
+    request through an extra task and stream): this is on every turn's path. Settings come from
+    `app.state` (max_body_bytes, cors_origins, admin_key, replica)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+        if len(rid) > 128 or not rid.isprintable():
+            rid = uuid.uuid4().hex
+        request.state.request_id = rid
+        origin = request.headers.get("origin")
+        state = scope["app"].state
+        allowed = origin is not None and origin_allowed(origin, request.headers.get("host", ""), scope["app"])
+        if request.method == "OPTIONS" and origin is not None:  # CORS preflight
+            response = (error_response(request, 403, "origin_not_allowed", f"origin {origin} may not call this API")
+                        if not allowed else Response(status_code=204, headers=cors_headers(origin)))
+            await response(scope, receive, send)
+            return
+        limit = getattr(state, "max_body_bytes", 8 << 20)
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            await error_response(request, 413, "payload_too_large",
+                                 f"the request body is larger than {limit} bytes")(scope, receive, send)
+            return
+        admin = getattr(state, "admin_key", None)
+        if admin and scope["path"] in OPS_PATHS and not hmac.compare_digest(
+                request.headers.get("x-admin-key", "").encode(), admin.encode()):
+            await error_response(request, 401, "admin_key_required",
+                                 "this operations route needs the X-Admin-Key header")(scope, receive, send)
+            return
+        received = 0
+        inner_receive = receive
+
+        async def receive():  # the budget holds for the bytes that arrive, chunked uploads included
+            nonlocal received
+            message = await inner_receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+        extra = [(b"x-samvad-replica", getattr(state, "replica", "").encode())]  # which replica answered (ops)
+        if allowed:
+            extra += [(k.lower().encode(), v.encode()) for k, v in cors_headers(origin).items()]
+        t0, status = time.perf_counter(), 500
+
+        async def send_with_headers(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = list(message.get("headers", [])) + extra
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            route = scope.get("route")
+            metrics.observe("samvad_http_ms", (time.perf_counter() - t0) * 1000,
+                            route=getattr(route, "path", "unmatched"), status=str(status))
+        # No X-Request-ID here: Serve's proxy passes the client's id (or one it made) to us and sets
+        # the same id on every response; adding ours would send the header twice.

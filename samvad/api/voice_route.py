@@ -1,0 +1,168 @@
+"""The voice WebSocket's admission and wiring (docs/voice-session.md); the call itself is
+`samvad.voice.VoiceCall`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+from fastapi import APIRouter, WebSocket
+
+from samvad.api.context import origin_allowed
+from samvad.api.frontend import Frontend
+from samvad.errors import SamvadError
+from samvad.events import ErrorEvent
+from samvad.protocol import (
+    CLOSE_BAD_START,
+    CLOSE_FORBIDDEN,
+    CLOSE_NOT_FOUND,
+    CLOSE_SERVICE_RESTART,
+    CLOSE_TOO_MANY_SESSIONS,
+    CLOSE_UNAUTHORIZED,
+    SessionClosing,
+    SessionStart,
+    SessionStarted,
+)
+from samvad.storage.repository import ApiKeyRow
+from samvad.voice import VoiceCall
+
+router = APIRouter()
+
+
+async def _refuse(ws: WebSocket, exc: SamvadError) -> None:
+    """Close a call that a limit refused (4429) or that could not be checked now (1013, try again
+    later: Redis or the database is down), with the error's message as the reason."""
+    await ws.close(CLOSE_TOO_MANY_SESSIONS if exc.status == 429 else 1013, exc.message[:120])
+
+
+@router.websocket("/api/v1/voice-session")
+async def voice_session(ws: WebSocket) -> None:
+    """Streaming voice session. Admission, cheapest check first: origin, the client IP's request
+    bucket and failed-key budget, its open-socket cap, then `session.start` within
+    `service.ws_auth_timeout_s` with the key (header or message), the key's rate limit, its
+    live-call cap."""
+    f: Frontend = ws.app.state.frontend
+    f.watch_revocations()
+    await ws.accept()  # refusals below are close codes a client can act on, not a bare HTTP 403
+    origin = ws.headers.get("origin")
+    if origin is not None and not origin_allowed(origin, ws.headers.get("host", ""), ws.app):
+        # Browsers do not apply CORS to WebSockets: another site's page could open one with the
+        # user's key, so foreign origins are refused here.
+        await ws.close(CLOSE_FORBIDDEN, "origin not allowed")
+        return
+    ip = f.ip(ws)
+    try:
+        await f.gate.admit_ip(ip)
+    except SamvadError as exc:
+        await _refuse(ws, exc)
+        return
+    socket = uuid.uuid4().hex
+    if not await f.gate.open_socket(ip, socket):
+        await ws.close(CLOSE_TOO_MANY_SESSIONS, "too many open sockets from this address")
+        return
+    keep = asyncio.create_task(f.gate.keep_socket(ip, socket))
+    try:
+        await _admit_call(f, ws, ip)
+    finally:
+        keep.cancel()
+        await f.gate.close_socket(ip, socket)
+
+
+async def _admit_call(f: Frontend, ws: WebSocket, ip: str) -> None:
+    try:
+        raw = await asyncio.wait_for(ws.receive_text(), timeout=f.settings.service.ws_auth_timeout_s)
+        if len(raw.encode()) > f.settings.voice.max_text_bytes:
+            raise ValueError("session.start too big")
+        start = SessionStart.model_validate(json.loads(raw))
+    except Exception:  # noqa: BLE001 - a late, malformed or missing opening ends the connection
+        await ws.send_text(ErrorEvent(turn_id="", code="bad_start", status=400,
+                                      message="the first message must be a valid session.start, sent at once").model_dump_json())
+        await ws.close(CLOSE_BAD_START, "expected session.start")
+        return
+    if f.closing.is_set():
+        await ws.close(CLOSE_SERVICE_RESTART, "server restarting: connect again shortly")
+        return
+    key = await f.gate.key(ws.headers.get("x-api-key") or start.api_key)
+    if key is None:
+        await f.gate.failed(ip)
+        await ws.close(CLOSE_UNAUTHORIZED, "missing or invalid API key")
+        return
+    try:
+        await f.gate.charge(key)  # connecting counts as a request
+    except SamvadError as exc:
+        await _refuse(ws, exc)
+        return
+    slot = uuid.uuid4().hex
+    if not await f.gate.open_call(key, slot):
+        await ws.close(CLOSE_TOO_MANY_SESSIONS, "too many live sessions for this API key")
+        return
+    renew = asyncio.create_task(f.gate.keep_call(key, slot))
+    f.calls += 1
+    try:
+        await _call(f, ws, start, key)
+    finally:
+        f.calls -= 1
+        renew.cancel()
+        await f.gate.close_call(key, slot)
+
+
+async def _call(f: Frontend, ws: WebSocket, start: SessionStart, key: ApiKeyRow) -> None:
+    s = f.settings
+    language = start.language or s.default_language
+    if language not in s.languages:
+        await ws.close(CLOSE_BAD_START, f"unknown language {language}"[:120])
+        return
+    sid = ws.query_params.get("session_id")
+    interrupted = None
+    if sid:
+        # Checked before the database is asked: a wrong, expired or another key's token costs
+        # nothing, and answers exactly like a session that does not exist.
+        verdict = f.check_resume(ws.query_params.get("resume_token"), sid, key.id)
+        if verdict != "ok":
+            await ws.close(*((CLOSE_FORBIDDEN, "resume token expired: start a new session") if verdict == "expired"
+                             else (CLOSE_NOT_FOUND, "unknown session")))
+            return
+        try:
+            row = await f.db.get_session(sid, key.id)  # another key's session is "unknown"
+        except SamvadError:
+            await ws.close(CLOSE_NOT_FOUND, "unknown session")
+            return
+        if row.closed_at is not None:
+            await ws.close(CLOSE_NOT_FOUND, "the session is closed")
+            return
+        messages = await f.db.messages(sid, 2)
+        last = messages[-1] if messages else None
+        interrupted = last.turn_id if last and last.role == "assistant" and last.status == "interrupted" else None
+    else:
+        try:
+            caps = await f.gate.new_session(key)
+            row = await f.db.create_session(language, start.mode or s.translation.default_mode, start.voice, key.id,
+                                            start.output_script, **caps)
+        except SamvadError as exc:
+            await _refuse(ws, exc)
+            return
+        sid = row.id
+    session = {"language": start.language or row.language, "mode": start.mode or row.mode,
+               "voice": start.voice or row.voice, "output_script": start.output_script or row.output_script,
+               "tenant": str(key.id)}
+    await ws.send_text(SessionStarted(
+        session_id=sid, resume_token=f.resume_token(sid, key.id), resumed=bool(ws.query_params.get("session_id")),
+        language=session["language"], mode=session["mode"], interrupted_turn=interrupted,
+    ).model_dump_json())
+    backend = f.backend
+
+    async def settle(turn_id: str, heard: str, complete: bool) -> None:
+        await backend.settle(sid, turn_id, heard, complete)
+
+    async def charge() -> None:
+        await f.gate.charge(key)
+
+    goodbye = SessionClosing(session_id=sid, resume_token=f.resume_token(sid, key.id))
+    call = VoiceCall(ws, s, session, start, start_turn=lambda request: backend.stream(sid, request), settle=settle,
+                     transcribe=backend.transcribe, closing=f.closing, goodbye=goodbye, charge=charge)
+    f.add_call(key.id, call)
+    try:
+        await call.run()
+    finally:
+        f.drop_call(key.id, call)

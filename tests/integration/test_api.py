@@ -1,0 +1,188 @@
+"""The HTTP and WebSocket API without Ray: `samvad.api` driven with Starlette's TestClient, on
+real PostgreSQL and Redis, with turns run by a session host in this process (the `Backend`
+the ingress deployment provides over Serve handles)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import uuid
+
+import asyncpg
+import pytest
+from starlette.testclient import TestClient
+
+from actors.host import SessionHost
+from samvad.api.app import build_api
+from samvad.api.frontend import Frontend
+from samvad.settings import REPO_ROOT, load_settings, secret
+from samvad.storage.database import Database
+from samvad.storage.repository import Repository
+from tests.servers import postgres, redis_url
+
+pytestmark = pytest.mark.integration
+
+
+class InProcessBackend:
+    """Turns run by a `SessionHost` in this process; stages called directly."""
+
+    def __init__(self, runner, db: Database, settings) -> None:
+        self.runner = runner
+        self.host = SessionHost(f"test-{uuid.uuid4().hex[:8]}", runner, db, settings.sessions)
+        self._started: asyncio.Task | None = None
+
+    async def _ready(self) -> SessionHost:
+        if self._started is None:
+            self._started = asyncio.get_running_loop().create_task(self.host.start())
+        await asyncio.shield(self._started)
+        return self.host
+
+    async def answer(self, session_id, request):
+        return await (await self._ready()).answer(session_id, request)
+
+    async def stream(self, session_id, request):
+        async for batch in (await self._ready()).stream(session_id, request):
+            for event in batch:
+                yield event
+
+    async def settle(self, session_id, turn_id, heard, complete):
+        await (await self._ready()).settle(session_id, turn_id, heard, complete)
+
+    async def transcribe(self, audio, language):
+        return await self.runner.engines.stt.transcribe(audio, language, [])
+
+    async def synthesize(self, speech):
+        async for chunk in self.runner.engines.tts.stream(speech, []):
+            yield chunk
+
+    def metrics_url(self) -> str:
+        return "http://127.0.0.1:9/metrics"  # nothing listens: /metrics answers 500 metrics_unavailable
+
+
+@pytest.fixture(scope="module")
+def dsn(tmp_path_factory):
+    with postgres(tmp_path_factory.mktemp("pg")) as d:
+        yield d
+
+
+@pytest.fixture(scope="module")
+def rurl(tmp_path_factory):
+    with redis_url(tmp_path_factory.mktemp("redis")) as u:
+        yield u
+
+
+@pytest.fixture(scope="module")
+def api_settings(dsn, rurl):
+    s = load_settings(REPO_ROOT / "configs" / "stub.yaml", database_url=dsn, redis_url=rurl)
+    # A register other than the built-in default, so a test can see the config is read.
+    return s.model_copy(update={"translation": s.translation.model_copy(update={"default_mode": "modern-colloquial"})})
+
+
+@pytest.fixture(scope="module")
+def key(dsn):
+    async def make() -> str:
+        repo = await Repository.connect(dsn, secret(load_settings().service, "key"))
+        try:
+            return (await repo.create_key(f"api-{uuid.uuid4().hex[:6]}"))[1]
+        finally:
+            await repo.close()
+
+    return asyncio.run(make())
+
+
+@pytest.fixture(scope="module")
+def client(api_settings, key):
+    from rag_index.pipeline import local_runner
+
+    db = Database(api_settings)
+    app = build_api()
+    Frontend(api_settings, db, InProcessBackend(local_runner(api_settings), db, api_settings)).configure(app)
+    with TestClient(app, headers={"X-API-Key": key}) as c:
+        yield c
+
+
+def _sessions(dsn) -> int:
+    async def count() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await conn.fetchval("SELECT count(*) FROM sessions")
+        finally:
+            await conn.close()
+
+    return asyncio.run(count())
+
+
+def test_a_conversation_answers_and_remembers(client):
+    one = client.post("/api/v1/turn", json={"text": "what is the stub answer", "speak": False})
+    assert one.status_code == 200, one.text
+    sid = one.json()["session_id"]
+    two = client.post("/api/v1/turn", json={"session_id": sid, "text": "and then?", "speak": False})
+    assert two.status_code == 200 and two.json()["session_id"] == sid
+    messages = client.get(f"/api/v1/sessions/{sid}/messages").json()
+    assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
+    assert client.get(f"/api/v1/sessions/{sid}").json()["mode"] == "modern-colloquial"  # the config's register
+
+
+def test_sessions_take_their_register_from_the_request_else_the_config(client):
+    assert client.post("/api/v1/sessions", json={}).json()["mode"] == "modern-colloquial"
+    assert client.post("/api/v1/sessions", json={"mode": "formal"}).json()["mode"] == "formal"
+
+
+@pytest.mark.parametrize("body,code", [
+    ({"text": "   "}, "text_empty"),
+    ({"audio_base64": base64.b64encode(b"RIFF....not audio").decode()}, "audio_unreadable"),
+    ({"audio_base64": "!!!"}, "audio_unreadable"),
+])
+def test_a_rejected_first_turn_creates_no_session(client, dsn, body, code):
+    before = _sessions(dsn)
+    r = client.post("/api/v1/turn", json=body)
+    assert r.status_code == 400 and r.json()["error"]["code"] == code
+    assert _sessions(dsn) == before
+
+
+def test_errors_say_what_and_where(client):
+    r = client.post("/api/v1/turn", content=b'{"text": "hi",, }', headers={"Content-Type": "application/json"})
+    assert r.status_code == 422
+    message = r.json()["error"]["message"]
+    assert "not valid JSON" in message and "character 14" in message, message
+    r = client.post("/api/v1/turn", content=b"text=hi", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported_media_type"
+    assert "application/json" in r.json()["error"]["message"]
+    r = client.post("/api/v1/asr", json={"language": "en-IN"})
+    assert r.status_code == 415 and "multipart/form-data" in r.json()["error"]["message"]
+    r = client.post("/api/v1/turn", json={"text": "hi", "speak": "loud"})
+    assert r.status_code == 422 and r.json()["error"]["message"].startswith("speak:")
+    r = client.post("/api/v1/turn", json={"text": "hi"}, headers={"X-API-Key": "sk_wrong"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+
+
+def test_the_docs_work_offline_and_can_send_the_key(client):
+    spec = client.get("/openapi.json").json()
+    assert spec["components"]["securitySchemes"]["ApiKey"] == {
+        "type": "apiKey", "in": "header", "name": "X-API-Key", "description": "an API key made with `samvad keys create`"}
+    assert {"ApiKey": []} in spec["paths"]["/api/v1/turn"]["post"]["security"]
+    assert "security" not in spec["paths"]["/healthz"]["get"]
+    assert "415" in spec["paths"]["/api/v1/turn"]["post"]["responses"]
+    page = client.get("/docs").text
+    assert "cdn" not in page.lower() and "/static-docs/swagger-ui-bundle.js" in page
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js"):
+        assert client.get(f"/static-docs/{asset}").status_code == 200, asset
+
+
+def test_a_voice_call_answers_a_typed_question(client, key):
+    with client.websocket_connect("/api/v1/voice-session") as ws:
+        ws.send_text(json.dumps({"type": "session.start", "api_key": key}))
+        started = json.loads(ws.receive_text())
+        assert started["type"] == "session.started" and started["mode"] == "modern-colloquial"
+        ws.send_text(json.dumps({"type": "text.input", "text": "what is the stub answer"}))
+        seen = []
+        while True:
+            message = ws.receive()
+            if "text" in message and message["text"]:
+                event = json.loads(message["text"])
+                seen.append(event["type"])
+                if event["type"] == "turn.done":
+                    assert event["outcome"] == "complete"
+                    break
+        assert "response.delta" in seen
