@@ -20,8 +20,6 @@ from samvad.settings import Settings
 from samvad.storage.database import Database
 from samvad.turn import TurnRequest
 
-api = build_api()
-
 
 class ServeBackend:
     """`samvad.api.frontend.Backend` over deployment handles."""
@@ -64,14 +62,20 @@ class ServeBackend:
 
 
 @serve.deployment(name="Ingress")
-@serve.ingress(api)
+@serve.ingress()  # the app is built in the replica (`__serve_build_asgi_app__`), with its frontend
 class Ingress:
     def __init__(self, settings: dict[str, Any], asr, tts, sessions) -> None:
         telemetry.install()
         s = Settings.model_validate(settings)
         self.frontend = Frontend(s, Database(s), ServeBackend(asr, tts, sessions),
                                  replica=serve.get_replica_context().replica_id.unique_id)
-        self.frontend.configure(api)
+
+    def __serve_build_asgi_app__(self):
+        # Built here rather than at import: Serve serves a pickled copy of an app given to
+        # `serve.ingress(app)`, so settings put on the module's app never reached the requests.
+        app = build_api()
+        self.frontend.configure(app)
+        return app
 
     async def drain(self, on: bool = True) -> int:
         """Shutdown (`samvad run` on SIGINT/SIGTERM, broadcast to every replica): live calls end

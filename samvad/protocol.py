@@ -102,12 +102,15 @@ class Pong(BaseModel):
     type: Literal["pong"] = "pong"
 
 
-# Close codes (besides 1000 normal, 1009 message too big, 1011 internal error).
+# Close codes (besides 1000 normal and 1011 internal error); every one is in docs/voice-session.md's
+# table (a test holds them equal).
+CLOSE_BAD_START = 4400
 CLOSE_UNAUTHORIZED = 4401
-CLOSE_FORBIDDEN = 4403  # bad resume token
+CLOSE_FORBIDDEN = 4403  # an expired resume token, or another site's page (origin)
 CLOSE_NOT_FOUND = 4404
 CLOSE_IDLE = 4408
-CLOSE_TOO_MANY_SESSIONS = 4429
 CLOSE_SESSION_TOO_LONG = 4410
-CLOSE_BAD_START = 4400
+CLOSE_TOO_MANY_SESSIONS = 4429
 CLOSE_SERVICE_RESTART = 1012  # the server is going away: resume the session on a new connection
+CLOSE_TOO_BIG = 1009  # a text message over voice.max_text_bytes
+CLOSE_TRY_LATER = 1013  # a limit could not be checked now (Redis or the database is down)

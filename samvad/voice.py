@@ -30,6 +30,7 @@ from samvad.protocol import (
     CLOSE_IDLE,
     CLOSE_SERVICE_RESTART,
     CLOSE_SESSION_TOO_LONG,
+    CLOSE_TOO_BIG,
     AudioFormat,
     Backchannel,
     Ping,
@@ -188,7 +189,7 @@ class VoiceCall:
 
     async def _text(self, raw: str) -> bool | None:
         if len(raw.encode()) > self.v.max_text_bytes:
-            await self.ws.close(1009, "text message too big")
+            await self.ws.close(CLOSE_TOO_BIG, "text message too big")
             return False
         try:
             message = client_message.validate_python(json.loads(raw))
@@ -415,5 +416,7 @@ class VoiceCall:
             return
         heard = p.heard_text()
         await self._settle(p.turn_id, heard, False)
+        if not p.done:  # cut off before its turn.done (which counts a finished turn): counted here
+            metrics.inc("samvad_turns_total", outcome="interrupted", channel="voice")
         if notify:
             await self.send(ResponseCancelled(turn_id=p.turn_id, reason=reason, heard_text=heard))

@@ -19,6 +19,7 @@ from samvad.protocol import (
     CLOSE_NOT_FOUND,
     CLOSE_SERVICE_RESTART,
     CLOSE_TOO_MANY_SESSIONS,
+    CLOSE_TRY_LATER,
     CLOSE_UNAUTHORIZED,
     SessionClosing,
     SessionStart,
@@ -33,7 +34,7 @@ router = APIRouter()
 async def _refuse(ws: WebSocket, exc: SamvadError) -> None:
     """Close a call that a limit refused (4429) or that could not be checked now (1013, try again
     later: Redis or the database is down), with the error's message as the reason."""
-    await ws.close(CLOSE_TOO_MANY_SESSIONS if exc.status == 429 else 1013, exc.message[:120])
+    await ws.close(CLOSE_TOO_MANY_SESSIONS if exc.status == 429 else CLOSE_TRY_LATER, exc.message[:120])
 
 
 @router.websocket("/api/v1/voice-session")

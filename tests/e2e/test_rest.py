@@ -107,7 +107,7 @@ def test_auth_errors(client):
     "method, path, kwargs, status, code",
     [
         ("post", "/api/v1/turn", {"content": b"{not json", "headers": {"content-type": "application/json"}}, 422, "validation_error"),
-        ("post", "/api/v1/turn", {"content": b"text=hi", "headers": {"content-type": "text/plain"}}, 422, "validation_error"),
+        ("post", "/api/v1/turn", {"content": b"text=hi", "headers": {"content-type": "text/plain"}}, 415, "unsupported_media_type"),
         ("post", "/api/v1/turn", {"json": {"text": "hi", "unknown_field": 1}}, 422, "validation_error"),
         ("post", "/api/v1/turn", {"json": {"text": "hi", "language": "xx-YY"}}, 400, "unknown_language"),
         ("post", "/api/v1/turn", {"json": {"text": "hi", "session_id": str(uuid.uuid4())}}, 404, "session_not_found"),
