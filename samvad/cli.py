@@ -7,6 +7,7 @@ entry point that assembles the parts.
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from pathlib import Path
 from typing import Annotated, Optional
@@ -423,8 +424,13 @@ def run(
 
     from deployments.app import build_app, deployment_options, replica_env
 
-    ray.init(include_dashboard=True, dashboard_host="127.0.0.1", namespace="samvad", log_to_driver=False,
-             runtime_env={"env_vars": replica_env(str(serve_config))})
+    # Local default: Ray's token auth off, and every Ray port (GCS, dashboard, workers) bound to
+    # loopback, so nothing of Ray is reachable from another machine and the dashboard and `serve
+    # status` work as the README writes them. `RAY_AUTH_MODE=token make run` keeps Ray's token
+    # auth (the production setting: deploy/kuberay); the token is then in ~/.ray/auth_token.
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", namespace="samvad",
+             log_to_driver=False, runtime_env={"env_vars": replica_env(str(serve_config))})
     serve.start(http_options={"host": s.service.host, "port": s.service.port})
     serve.run(
         build_app({

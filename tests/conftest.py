@@ -38,3 +38,9 @@ def runner(settings):
 @pytest.fixture(scope="session")
 def tts(runner):
     return runner.engines.tts
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Tests that start their own Ray (in another process) run first, before the suite's shared
+    graph starts one in this process: two Ray instances at once would fight over the 2 cores."""
+    items.sort(key=lambda item: item.get_closest_marker("own_ray") is None)  # stable: order kept otherwise

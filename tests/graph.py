@@ -24,6 +24,8 @@ INGRESS_REPLICAS = 2
 SESSIONS_REPLICAS = 2
 IDLE_SECONDS = 4  # conversations are passivated after this much idle time (short, so a test can watch it)
 LEASE_TTL_S = 3  # a dead Sessions replica's conversations are taken over after this
+ADMIN_KEY = "adm-" + os.urandom(16).hex()  # the operations routes (/metrics, /docs) need it
+ALLOWED_ORIGIN = "https://app.example.com"  # service.cors_origins: another site allowed to call the API
 
 
 class Servers:
@@ -78,6 +80,8 @@ def serve_app(servers, tmp_path_factory):
     # The test client is also a trusted proxy: tests/security speaks for other client addresses
     # with X-Forwarded-For (requests without it are 127.0.0.1, as before).
     os.environ["SAMVAD_SERVICE__TRUSTED_PROXIES"] = '["127.0.0.1"]'
+    os.environ["SAMVAD_SERVICE__ADMIN_KEY"] = ADMIN_KEY
+    os.environ["SAMVAD_SERVICE__CORS_ORIGINS"] = f'["{ALLOWED_ORIGIN}"]'
     ray.init(
         address="local", num_cpus=2, include_dashboard=False, namespace="samvad", log_to_driver=False,
         runtime_env={"env_vars": replica_env(str(REPO_ROOT / "serve_config.yaml"))
@@ -115,7 +119,8 @@ def api_key(serve_app) -> str:
 
 @pytest.fixture()
 def client(api_key):
-    with httpx.Client(base_url=f"http://127.0.0.1:{PORT}", headers={"X-API-Key": api_key}, timeout=120) as c:
+    with httpx.Client(base_url=f"http://127.0.0.1:{PORT}", headers={"X-API-Key": api_key, "X-Admin-Key": ADMIN_KEY},
+                      timeout=120) as c:
         yield c
 
 

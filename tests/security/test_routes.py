@@ -15,7 +15,7 @@ import pytest
 import websockets
 
 from tests.e2e.helpers import make_key
-from tests.graph import PORT
+from tests.graph import ADMIN_KEY, ALLOWED_ORIGIN, PORT
 from tests.security import bombs
 
 pytestmark = pytest.mark.e2e
@@ -146,6 +146,21 @@ def test_a_chunked_body_over_the_budget_is_refused(api_key):
 def test_keys_in_urls_are_not_accepted(api_key):
     with httpx.Client(base_url=BASE, timeout=30) as c:
         _error(c.get(f"/api/v1/sessions/{uuid.uuid4()}", params={"api_key": api_key}), 401, "unauthorized")
+
+
+def test_the_deployed_service_applies_its_operations_and_cors_settings(api_key):
+    """On the real graph, not a test app: the admin key guards the operations routes, CORS
+    answers only the configured origin, and each answer names its replica."""
+    with _client(api_key) as c:
+        for path in ("/metrics", "/openapi.json", "/docs"):
+            _error(c.get(path), 401, "admin_key_required")
+            assert c.get(path, headers={"X-Admin-Key": ADMIN_KEY}).status_code == 200, path
+        assert c.get("/healthz").status_code == 200  # probes stay open
+        preflight = {"Access-Control-Request-Method": "POST"}
+        ok = c.options("/api/v1/turn", headers={"Origin": ALLOWED_ORIGIN} | preflight)
+        assert ok.status_code == 204 and ok.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
+        _error(c.options("/api/v1/turn", headers={"Origin": "https://evil.example"} | preflight), 403, "origin_not_allowed")
+        assert c.get("/healthz").headers["x-samvad-replica"]
 
 
 def test_an_address_guessing_keys_is_shut_out_before_any_lookup(api_key):
