@@ -396,8 +396,15 @@ def run(
     serve_config: Annotated[Path, typer.Option(help="deployment options")] = Path("serve_config.yaml"),
 ) -> None:
     """Run the service on this machine: embedded servers where no URL is set, Ray Serve graph."""
+    import logging
     import signal
     import time
+    import warnings
+
+    # A clean start prints Samvad's own lines: not gRPC's fork notices, nor Ray's and Serve's
+    # INFO lines (their logs are in /tmp/ray/session_latest/logs), nor a platformdirs notice.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
 
     s = _servers(_settings(config))
 
@@ -430,7 +437,8 @@ def run(
     # auth (the production setting: deploy/kuberay); the token is then in ~/.ray/auth_token.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", namespace="samvad",
-             log_to_driver=False, runtime_env={"env_vars": replica_env(str(serve_config))})
+             log_to_driver=False, logging_level=logging.WARNING, runtime_env={"env_vars": replica_env(str(serve_config))})
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
     serve.start(http_options={"host": s.service.host, "port": s.service.port})
     serve.run(
         build_app({
@@ -440,7 +448,10 @@ def run(
         name=s.service.app_name, route_prefix="/",
     )
     base = f"http://{s.service.host}:{s.service.port}"
-    console.print(f"[green]Samvad is up[/green] at {base}  (API docs {base}/docs, Ray dashboard http://127.0.0.1:8265)")
+    console.print(f"[green]Samvad is up[/green] at {base}\n"
+                  f"  API docs       {base}/docs\n"
+                  f"  Ray dashboard  http://127.0.0.1:8265  (its Serve tab)\n"
+                  f"  Ctrl-C drains live calls and stops")
     if dev_key:
         console.print(f"development API key (shown once): [bold]{dev_key}[/bold]")
     stop = False
@@ -455,7 +466,9 @@ def run(
         time.sleep(0.5)
     _drain(s)
     console.print("shutting down")
-    serve.shutdown()
+    # Not `serve.shutdown()`: it kills Serve's controller while the driver's own calls to it are
+    # pending, and Ray prints each as a failed task. Live calls were drained above; stopping Ray
+    # stops every replica with it.
     ray.shutdown()
     from samvad.storage import embedded
 
