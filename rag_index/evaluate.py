@@ -1,7 +1,9 @@
 """Retrieval quality on a labelled QA file: recall@k, MRR and nDCG@k over source documents.
 
-QA file (YAML): a list of {question, sources: [document ids], kind?}. A retrieved chunk counts
-for its document; each document counts once, at its best rank."""
+QA file (YAML): a list of {question, sources: [document ids], kind?, history?}. A retrieved chunk
+counts for its document; each document counts once, at its best rank. `history` (what the caller
+said before, oldest first) makes the question a follow-up: it is searched as the service searches
+it (`samvad.followup.search_query`), or — with `conversational=False` — on its own words."""
 
 from __future__ import annotations
 
@@ -14,12 +16,14 @@ from pydantic import BaseModel, Field
 
 from rag_index.retriever import Retriever
 from samvad.errors import InputError
+from samvad.followup import search_query
 
 
 class QaItem(BaseModel):
     question: str
     sources: list[str] = Field(min_length=1)
-    kind: str = "plain"  # plain | paraphrase | hinglish
+    kind: str = "plain"  # plain | paraphrase | hinglish; follow-ups: pronoun | ellipsis | switch
+    history: list[str] = []  # the caller's earlier utterances in the conversation, oldest first
 
 
 class Scores(BaseModel):
@@ -29,6 +33,7 @@ class Scores(BaseModel):
     mrr: float
     ndcg_at_k: float
     by_kind: dict[str, float] = {}  # recall@k per question kind
+    follow_up_recall: float | None = None  # recall@k of the questions with history, topic switches apart
 
 
 def load_qa(path: Path, known_documents: set[str]) -> list[QaItem]:
@@ -44,12 +49,13 @@ def load_qa(path: Path, known_documents: set[str]) -> list[QaItem]:
 
 
 def evaluate(retriever: Retriever, items: list[QaItem], k: int = 5,
-             progress: Callable[[int, int], None] | None = None) -> Scores:
+             progress: Callable[[int, int], None] | None = None, *, conversational: bool = True) -> Scores:
     recall, rr, ndcg, kinds = [], [], [], {}
     depth = k * 4  # chunks, so that k distinct documents are usually among them
     for n, item in enumerate(items, 1):
         ranked: list[str] = []
-        for p in retriever.search(item.question, depth):
+        query = search_query(item.question, item.history) if conversational else item.question
+        for p in retriever.search(query, depth):
             if p.source not in ranked:
                 ranked.append(p.source)
         ranked = ranked[:k]
@@ -64,5 +70,7 @@ def evaluate(retriever: Retriever, items: list[QaItem], k: int = 5,
         if progress:
             progress(n, len(items))
     mean = lambda xs: round(sum(xs) / len(xs), 4) if xs else 0.0  # noqa: E731
+    follow = [r for r, item in zip(recall, items) if item.history and item.kind != "switch"]
     return Scores(questions=len(items), k=k, recall_at_k=mean(recall), mrr=mean(rr), ndcg_at_k=mean(ndcg),
-                  by_kind={kind: mean(v) for kind, v in sorted(kinds.items())})
+                  by_kind={kind: mean(v) for kind, v in sorted(kinds.items())},
+                  follow_up_recall=mean(follow) if follow else None)

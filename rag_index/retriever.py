@@ -79,17 +79,17 @@ class Retriever:
             self._phrases = (key, self._embedder.encode(list(phrases)))
         return float((self._phrases[1] @ vector).max())
 
-    def lookup(self, text: str, phrases: list[str], k: int) -> tuple[float, list[Passage]]:
-        """The guardrail's attack similarity and the search, from one encoding of the text (one
-        call on the turn path instead of two)."""
+    def lookup(self, text: str, phrases: list[str], k: int, query: str | None = None) -> tuple[float, list[Passage]]:
+        """The guardrail's attack similarity of `text` and the search for `query` (default: the
+        text itself), encoded in one batch (one call on the turn path instead of two)."""
         if not text.strip():
             return 0.0, []
-        vector = self._embedder.encode([text])
-        similarity = self._similarity(vector[0], phrases) if phrases else 0.0
-        return similarity, self._search(vector, k) if self._index.ntotal else []
+        vectors = self._embedder.encode([text] if query is None else [text, query])
+        similarity = self._similarity(vectors[0], phrases) if phrases else 0.0
+        return similarity, self._search(vectors[-1:], k) if self._index.ntotal else []
 
-    async def alookup(self, text: str, phrases: list[str], k: int) -> tuple[float, list[Passage]]:
-        return await asyncio.to_thread(self.lookup, text, phrases, k)
+    async def alookup(self, text: str, phrases: list[str], k: int, query: str | None = None) -> tuple[float, list[Passage]]:
+        return await asyncio.to_thread(self.lookup, text, phrases, k, query)
 
     async def asimilarity(self, text: str, phrases: list[str]) -> float:
         return await asyncio.to_thread(self.similarity, text, phrases)

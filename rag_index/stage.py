@@ -47,10 +47,10 @@ class RetrievalStage:
         self._maybe_reload()
         return await self.retriever.asearch(query, k)
 
-    async def lookup(self, text: str, phrases: list[str], k: int) -> tuple[float, list[Passage]]:
+    async def lookup(self, text: str, phrases: list[str], k: int, query: str | None = None) -> tuple[float, list[Passage]]:
         """Attack similarity and search in one call (the turn path's only Retriever hop)."""
         self._maybe_reload()
-        return await self.retriever.alookup(text, phrases, k)
+        return await self.retriever.alookup(text, phrases, k, query)
 
     def status(self) -> dict[str, Any]:
         return {"version": getattr(self, "version", None), "last_error": getattr(self, "last_error", None)}

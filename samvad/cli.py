@@ -187,14 +187,22 @@ def index_eval(
         with _bar("eval") as bar:
             task = bar.add_task(f"evaluating {path}", total=len(items))
             results[label] = evaluate(retriever, items, k, lambda d, t: bar.update(task, completed=d))
+        if label == "index" and not compare and any(it.history for it in items):
+            # Follow-ups: the same index searched on the question's own words only, side by side.
+            results["compare"] = evaluate(retriever, items, k, conversational=False)
+    follow_ups = "compare" in results and not compare
     table = Table(title=f"retrieval quality, {results['index'].questions} questions, k={k}")
     table.add_column("metric")
-    table.add_column(str(index_dir))
-    if compare:
-        table.add_column(str(compare))
+    table.add_column("last utterance only" if follow_ups else str(index_dir))
+    if compare or follow_ups:
+        table.add_column("with the conversation" if follow_ups else str(compare))
         table.add_column("difference")
     a, b = results["index"], results.get("compare")
+    if follow_ups:  # before -> after
+        a, b = b, a
     rows = [("recall@k", "recall_at_k"), ("MRR", "mrr"), ("nDCG@k", "ndcg_at_k")]
+    if a.follow_up_recall is not None:
+        rows.append(("recall@k follow-ups", "follow_up_recall"))
     rows += [(f"recall@k {kind}", kind) for kind in a.by_kind]
     for name, key in rows:
         va = getattr(a, key) if hasattr(a, key) else a.by_kind[key]

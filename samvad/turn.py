@@ -54,6 +54,7 @@ from samvad.providers.base import (
     TranslationResult,
     Translator,
 )
+from samvad.followup import search_query
 from samvad.guardrails.policy import Guardrails
 from samvad.sentences import SentenceAggregator
 from samvad.settings import Settings
@@ -65,8 +66,9 @@ ANSWER_LANGUAGE = "en-IN"  # the language answers are written in (the knowledge 
 log = logging.getLogger("samvad.turn")
 
 class PassageRetriever(Protocol):
-    async def alookup(self, text: str, phrases: list[str], k: int) -> tuple[float, list[Passage]]:
-        """(best similarity of `text` to `phrases`, top-`k` passages for `text`) in one call."""
+    async def alookup(self, text: str, phrases: list[str], k: int, query: str | None = None) -> tuple[float, list[Passage]]:
+        """(best similarity of `text` to `phrases`, top-`k` passages for `query`, default `text`)
+        in one call."""
         ...
 
 
@@ -245,7 +247,10 @@ class TurnRunner:
                 # One Retriever call: the attack-similarity check and the search share one encoding.
                 attacks = self.guardrails.input.injection.known_attacks
                 t_ret = time.perf_counter()
-                similarity, passages = await e.retriever.alookup(verdict.text, attacks, self.settings.rag.top_k)
+                # A follow-up ("what about the PIN?") is searched with the question it follows.
+                query = search_query(verdict.text, [m.content for m in history if m.role == "user"])
+                similarity, passages = await e.retriever.alookup(verdict.text, attacks, self.settings.rag.top_k,
+                                                                 query if query != verdict.text else None)
                 calls.append(
                     ProviderCall(stage="retrieval", provider="faiss", model="local", latency_ms=(time.perf_counter() - t_ret) * 1000)
                 )

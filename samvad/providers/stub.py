@@ -58,5 +58,5 @@ class StubRetriever:
     async def asimilarity(self, text: str, phrases: list[str]) -> float:
         return 0.0
 
-    async def alookup(self, text: str, phrases: list[str], k: int) -> tuple[float, list[Passage]]:
-        return 0.0, await self.asearch(text, k)
+    async def alookup(self, text: str, phrases: list[str], k: int, query: str | None = None) -> tuple[float, list[Passage]]:
+        return 0.0, await self.asearch(query or text, k)

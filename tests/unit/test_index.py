@@ -19,6 +19,7 @@ from samvad.settings import REPO_ROOT
 pytestmark = pytest.mark.unit
 CORPUS = REPO_ROOT / "data" / "sample_corpus"
 QA = REPO_ROOT / "data" / "qa_sample.yaml"
+FOLLOW_UPS = REPO_ROOT / "data" / "qa_followups.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +113,25 @@ def test_publish_and_hot_swap_keep_serving(tmp_path, v1, embedder, settings):
     import asyncio
 
     asyncio.run(scenario())
+
+
+def test_follow_ups_are_searched_with_the_question_they_follow(v1, embedder):
+    retriever = Retriever(v1, embedder)
+    items = load_qa(FOLLOW_UPS, set(retriever.manifest.document_hashes))
+    assert sum(bool(i.history) and i.kind != "switch" for i in items) >= 20
+    alone = evaluate(retriever, items, k=5, conversational=False)
+    aware = evaluate(retriever, items, k=5)
+    print("last utterance only", alone, "\nwith the conversation", aware)
+    assert aware.follow_up_recall >= 0.85 and aware.follow_up_recall > alone.follow_up_recall
+    assert aware.by_kind["switch"] >= alone.by_kind["switch"]  # a change of topic is not pulled back
+
+
+def test_cli_eval_prints_follow_ups_side_by_side(v1):
+    ok = subprocess.run([sys.executable, "-m", "samvad", "index", "eval", str(v1), str(FOLLOW_UPS)],
+                        capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "last utterance only" in ok.stdout and "with the conversation" in ok.stdout
+    assert "recall@k follow-ups" in ok.stdout
 
 
 def test_cli_eval_compare_and_bad_qa(tmp_path, v1):

@@ -17,6 +17,7 @@ import numpy as np
 from samvad.contracts import Passage, Usage
 from samvad.embeddings import Embedder
 from samvad.providers.base import CallRecord, Capabilities, ChatModel, ChatRequest
+from samvad.followup import search_query
 from samvad.sentences import split_sentences
 from samvad.settings import ExtractiveSettings
 
@@ -56,33 +57,49 @@ class ExtractiveAnswerer(ChatModel):
         self._s = settings
         self._embedder = embedder
 
-    def select(self, question: str, passages: list[Passage]) -> list[str]:
-        """The answer sentences, in speaking order; empty when nothing is relevant enough."""
+    def select(self, question: str, passages: list[Passage], context: str | None = None) -> list[str]:
+        """The answer sentences, in speaking order; empty when nothing is relevant enough.
+        `context`: for a follow-up, the question together with the one it follows."""
         if not passages or max(p.score for p in passages) < self._s.passage_threshold:
             return []
-        # Answer from the best-retrieved document only: retrieval ranks whole chunks with their
-        # headings, which is a far better topic signal than one sentence's similarity, and a
-        # spoken answer stitched from two documents rarely reads as one answer.
-        top = max(passages, key=lambda p: p.score)
-        passages = [p for p in passages if p.source == top.source]
         candidates = _candidates(passages)
         if not candidates:
             return []
-        vectors = self._embedder.encode([question] + [c[2] for c in candidates])
-        similarity = vectors[1:] @ vectors[0]
+        queries = [question] if context is None else [question, context]
+        vectors = self._embedder.encode(queries + [c[2] for c in candidates])
+        own = vectors[len(queries):] @ vectors[0]
+        scores = np.array([passages[c[0]].score for c in candidates])
+        # Answer from one document: a spoken answer stitched from two rarely reads as one. For a
+        # new question, the best-retrieved one (retrieval ranks whole chunks with their headings,
+        # a far better topic signal than one sentence). A follow-up was searched together with
+        # the question before it, so the old topic ranks high: its own words pick the document
+        # ("what about the PIN?" after blocking a card: the PIN page, not the blocking one), and
+        # its sentences match the follow-up or the follow-up with its subject ("charges after
+        # that?" says little alone).
+        if context is None:
+            source, similarity = max(passages, key=lambda p: p.score).source, own
+        else:
+            source = passages[candidates[int(np.argmax(own + self._s.passage_weight * scores))][0]].source
+            similarity = np.maximum(own, vectors[len(queries):] @ vectors[1])
         # A sentence's own match plus its chunk's retrieval score picks the right section.
-        combined = similarity + self._s.passage_weight * np.array([passages[c[0]].score for c in candidates])
+        combined = similarity + self._s.passage_weight * scores
+        keep = [i for i, c in enumerate(candidates) if passages[c[0]].source == source]
+        candidates, similarity, combined = [candidates[i] for i in keep], similarity[keep], combined[keep]
         best = int(np.argmax(combined))
         if similarity[best] < self._s.relevance_threshold:
             return []
         floor = max(self._s.relevance_threshold, similarity[best] - self._s.support_margin)
         support = [i for i in np.argsort(-combined) if i != best and similarity[i] >= floor][: self._s.max_sentences - 1]
-        support.sort(key=lambda i: (candidates[i][0], candidates[i][1]))
-        return [candidates[best][2]] + [candidates[i][2] for i in support]
+        # Spoken in the document's order: a help page leads with its key instruction ("block it
+        # at once in the app") and follows with the alternatives ("you can also send an SMS").
+        chosen = sorted([best, *support], key=lambda i: (passages[candidates[i][0]].chunk_id, candidates[i][1]))
+        return [candidates[i][2] for i in chosen]
 
     async def _stream_impl(self, request: ChatRequest, rec: CallRecord) -> AsyncIterator[str]:
         question = request.question
-        sentences = await asyncio.to_thread(self.select, question, request.passages)
+        earlier = [m.content for m in request.messages[:-1] if m.role == "user"]
+        context = search_query(question, earlier)  # the retriever's query for this turn
+        sentences = await asyncio.to_thread(self.select, question, request.passages, context if context != question else None)
         if not sentences:
             sentences = [self._s.no_answer_text]
         rec.usage = Usage(
