@@ -3,13 +3,14 @@
   latency   from the real end of speech (the last voiced frame of the audio sent) to the first
             answer audio, for questions in eSpeak voices and speeds the tests never use, with
             natural trailing silence, each in a new session and all in one warm one; p50/p95/max
-            and the timeline (endpoint, partial and final transcript, first sentence).
+            and the timeline (endpoint, partial and final transcript, first sentence); then the
+            same questions through the demo page in headless Chromium (its own figure).
   capacity  live calls with zero-cost stub engines, each streaming audio like the demo page (a
             recorded question paced in real time, silence between questions), ramped in steps
             until errors appear or the steps run out; errors, latency from the end of speech,
             frames per second, and where the CPU goes (proxy, ingress, sessions, stages).
 
-    python bench/voice_session.py latency [--turns 20] [--early-asr-ms 0,150]
+    python bench/voice_session.py latency [--turns 20] [--page-turns 6] [--early-asr-ms 0,150]
     python bench/voice_session.py capacity [--steps 25,50,100,125] [--hold 30] [--frame-ms 100]
 """
 
@@ -148,6 +149,42 @@ async def latency(key: str, turns: int, fresh: bool) -> list[dict[str, float]]:
     if not fresh:
         await ws.close()
     return results
+
+
+def page(key: str, turns: int) -> list[dict[str, float]]:
+    """The same questions asked through the demo page in headless Chromium, its microphone fed
+    from a WAV (the questions, 20 s apart so each answer plays out); the page's own figure: its
+    captured audio's end of speech to the moment the answer's first sound is scheduled to be
+    heard (`window.samvadTimeline`, also shown to the user)."""
+    import shutil
+    import tempfile
+
+    import numpy as np
+    from playwright.sync_api import sync_playwright
+
+    from samvad.audio import wav_bytes
+
+    questions = [q["question"] for q in yaml.safe_load((ROOT / "tests/data/heldout_questions.yaml").read_text())]
+    gap = (np.random.default_rng(3).standard_normal(16000 * 20) * 10 ** (-70 / 20) * 32768).astype("<i2").tobytes()
+    pcm = gap[: 16000 * 2 * 2] + b"".join(_spoken(questions[i % len(questions)], *VOICES[i % len(VOICES)]) + gap
+                                         for i in range(turns))
+    with tempfile.TemporaryDirectory() as tmp:
+        mic = Path(tmp) / "mic.wav"
+        mic.write_bytes(wav_bytes(pcm, 16000))
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium", headless=True, args=[
+                "--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required",
+                "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-audio-capture={mic}"])
+            try:
+                pg = browser.new_page()
+                pg.goto(f"http://127.0.0.1:{PORT}/#api_key={key}")
+                pg.click("#start")
+                pg.wait_for_function(f"window.samvadTimeline.length >= {turns}", timeout=(turns * 25 + 60) * 1000, polling=500)
+                timeline = pg.evaluate("window.samvadTimeline")
+            finally:
+                browser.close()
+    return [{"first audio": float(t["ms"])} for t in timeline[:turns]]
 
 
 TIMELINE = ("endpoint", "partial transcript", "transcript", "first sentence", "first audio")
@@ -329,6 +366,7 @@ def main() -> None:
     ap.add_argument("--hold", type=float, default=30.0)
     ap.add_argument("--every", type=float, default=4.0, help="capacity: seconds between a caller's questions")
     ap.add_argument("--frame-ms", type=int, default=None, help="capacity: audio frame size (default: the demo page's)")
+    ap.add_argument("--page-turns", type=int, default=6, help="latency: questions asked through the demo page (0: none)")
     ap.add_argument("--early-asr-ms", default=None,
                     help="latency: voice.early_asr_ms values to compare in this run, e.g. 0,150 (0 = off)")
     args = ap.parse_args()
@@ -351,6 +389,9 @@ def main() -> None:
             for fresh in (True, False):
                 rows.append((f"early_asr_ms={value or 'config'}|{'new' if fresh else 'warm'}",
                              asyncio.run(latency(key, args.turns, fresh))))
+            if args.page_turns:
+                rows.append((f"early_asr_ms={value or 'config'}|demo page (Chromium), one session",
+                             page(key, args.page_turns)))
         finally:
             down()
     latency_table(rows, args.turns)

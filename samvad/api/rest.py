@@ -81,7 +81,7 @@ async def readyz(f: Frontend = Depends(frontend)) -> dict[str, str]:
     return {"status": "ready"}
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
+@router.get("/metrics", response_class=PlainTextResponse, responses={401: {"model": ErrorOut}})
 async def metrics_route(f: Frontend = Depends(frontend)) -> Response:
     """Samvad's and Ray Serve's metrics for this node, from every process on it (relayed from
     Ray's metrics agent; Prometheus on a cluster scrapes each node's agent directly)."""

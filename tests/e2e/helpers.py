@@ -8,6 +8,7 @@ import uuid
 from samvad.settings import load_settings, secret
 from samvad.storage.repository import Repository
 from tests import aio
+from tests.graph import ADMIN_KEY
 
 
 def make_key(dsn: str, name: str, requests_per_minute: int | None = None, max_voice_sessions: int | None = None,
@@ -34,7 +35,7 @@ def metric_lines(client, family: str, *labels: str, timeout: float = 30.0) -> li
     polled: Ray's agent exports what the processes record about once a second."""
     deadline = time.monotonic() + timeout
     while True:
-        text = client.get("/metrics").text
+        text = client.get("/metrics", headers={"X-Admin-Key": ADMIN_KEY}).text  # an operations route
         lines = [line for line in text.splitlines()
                  if line.startswith(family + "{") and all(label in line for label in labels)]
         if lines or time.monotonic() > deadline:

@@ -41,7 +41,7 @@ def test_every_route_survives_generated_input(fuzz_key):
         @given(case=operation.as_strategy(generation_mode=mode))
         def fuzz(case):
             ran.append(case.operation.label)
-            case.call_and_validate(headers={"X-API-Key": fuzz_key}, checks=CHECKS, timeout=60)
+            case.call_and_validate(headers={"X-API-Key": fuzz_key, "X-Admin-Key": ADMIN_KEY}, checks=CHECKS, timeout=60)
 
         try:
             fuzz()

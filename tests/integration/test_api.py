@@ -11,6 +11,7 @@ import uuid
 
 import asyncpg
 import pytest
+from pydantic import SecretStr
 from starlette.testclient import TestClient
 
 from actors.host import SessionHost
@@ -22,6 +23,7 @@ from samvad.storage.repository import Repository
 from tests.servers import postgres, redis_url
 
 pytestmark = pytest.mark.integration
+ADMIN = "adm-" + "a" * 32
 
 
 class InProcessBackend:
@@ -75,8 +77,10 @@ def rurl(tmp_path_factory):
 @pytest.fixture(scope="module")
 def api_settings(dsn, rurl):
     s = load_settings(REPO_ROOT / "configs" / "stub.yaml", database_url=dsn, redis_url=rurl)
-    # A register other than the built-in default, so a test can see the config is read.
-    return s.model_copy(update={"translation": s.translation.model_copy(update={"default_mode": "modern-colloquial"})})
+    # A register other than the built-in default, so a test can see the config is read; an admin
+    # key of its own (the suite's graph sets one in the environment too).
+    return s.model_copy(update={"translation": s.translation.model_copy(update={"default_mode": "modern-colloquial"}),
+                                "service": s.service.model_copy(update={"admin_key": SecretStr(ADMIN)})})
 
 
 @pytest.fixture(scope="module")
@@ -158,13 +162,14 @@ def test_errors_say_what_and_where(client):
 
 
 def test_the_docs_work_offline_and_can_send_the_key(client):
-    spec = client.get("/openapi.json").json()
+    assert client.get("/openapi.json").status_code == 401  # an operations route: the admin key
+    spec = client.get("/openapi.json", headers={"X-Admin-Key": ADMIN}).json()
     assert spec["components"]["securitySchemes"]["ApiKey"] == {
         "type": "apiKey", "in": "header", "name": "X-API-Key", "description": "an API key made with `samvad keys create`"}
     assert {"ApiKey": []} in spec["paths"]["/api/v1/turn"]["post"]["security"]
     assert "security" not in spec["paths"]["/healthz"]["get"]
     assert "415" in spec["paths"]["/api/v1/turn"]["post"]["responses"]
-    page = client.get("/docs").text
+    page = client.get("/docs", headers={"X-Admin-Key": ADMIN}).text
     assert "cdn" not in page.lower() and "/static-docs/swagger-ui-bundle.js" in page
     for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js"):
         assert client.get(f"/static-docs/{asset}").status_code == 200, asset
