@@ -115,6 +115,9 @@ async def test_barge_in_interrupts_and_keeps_only_what_was_sent(api_key, tts, db
     assert row["status"] == "interrupted"
     assert row["content"] == cancelled["heard_text"]
     assert len(row["content"]) < len(full) and full.startswith(row["content"])
+    # A turn cut off gets no turn.done, and is still counted, as interrupted.
+    with httpx.Client(base_url=f"http://127.0.0.1:{PORT}") as client:
+        assert metric_lines(client, "ray_samvad_turns_total", 'outcome="interrupted"', 'channel="voice"')
 
 
 async def test_backchannel_does_not_interrupt(api_key, tts):

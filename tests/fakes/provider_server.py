@@ -308,6 +308,38 @@ async def eleven_tts(request: Request) -> Response:
 
 
 # --- Sarvam streaming STT (legacy socket, providers.md §9) ---------------------------------------
+PAUSE_S = 0.5  # silence that separates two utterance segments (the service's VAD)
+
+
+def _segments(samples: np.ndarray, rate: int) -> list[tuple[float, float]]:
+    """(start, end) seconds of each run of speech, split at pauses of PAUSE_S or more."""
+    frame = rate // 50  # 20 ms
+    n = len(samples) // frame
+    if n == 0:
+        return []
+    energy = (samples[: n * frame].astype(np.float32).reshape(n, frame) ** 2).mean(axis=1)
+    loud = energy > (0.01 * 32768) ** 2
+    out, start, quiet = [], None, 0
+    for i, voiced in enumerate(loud):
+        if voiced:
+            start = i if start is None else start
+            quiet = 0
+        elif start is not None:
+            quiet += 1
+            if quiet * 0.02 >= PAUSE_S:
+                out.append((start * 0.02, (i - quiet + 1) * 0.02))
+                start, quiet = None, 0
+    if start is not None:
+        out.append((start * 0.02, (n - quiet) * 0.02))
+    return out
+
+
+def _split_words(text: str, parts: int) -> list[str]:
+    words = text.split()
+    size = -(-len(words) // parts) if parts else 0
+    return [" ".join(words[i * size : (i + 1) * size]) for i in range(parts)]
+
+
 async def sarvam_stt_ws(ws: WebSocket) -> None:
     key = ws.headers.get("api-subscription-key")
     if key != SARVAM_KEY:
@@ -320,8 +352,13 @@ async def sarvam_stt_ws(ws: WebSocket) -> None:
         return
     rate = int(ws.query_params.get("sample_rate", "16000"))
     signals = ws.query_params.get("vad_signals") == "true"
+    flushable = ws.query_params.get("flush_signal") == "true"  # without it a flush is ignored (§9)
     await ws.accept()
-    buffered = 0.0
+    pcm = []
+
+    async def send(kind: str, data: dict) -> None:
+        await ws.send_text(json.dumps({"type": kind, "data": data}))
+
     try:
         while True:
             msg = json.loads(await ws.receive_text())
@@ -329,26 +366,30 @@ async def sarvam_stt_ws(ws: WebSocket) -> None:
                 audio = msg["audio"]
                 data = base64.b64decode(audio["data"])
                 if audio.get("encoding") != "audio/wav":
-                    await ws.send_text(json.dumps({"type": "error", "data": {"error": "encoding must be audio/wav", "code": "invalid_encoding"}}))
+                    await send("error", {"error": "encoding must be audio/wav", "code": "invalid_encoding"})
                     continue
                 if data[:4] == b"RIFF":
-                    info = sf.info(io.BytesIO(data))
-                    seconds = info.duration
+                    samples, _ = sf.read(io.BytesIO(data), dtype="int16")
                 else:  # raw PCM16 at the socket's sample rate
-                    seconds = len(data) / 2 / rate
-                if signals and buffered == 0.0:
-                    await ws.send_text(json.dumps({"type": "events", "data": {"signal_type": "START_SPEECH", "occured_at": time.time()}}))
-                buffered += seconds
-            elif msg.get("type") == "flush":
-                if signals:
-                    await ws.send_text(json.dumps({"type": "events", "data": {"signal_type": "END_SPEECH", "occured_at": time.time()}}))
-                await ws.send_text(json.dumps({"type": "data", "data": {
-                    "request_id": _rid(), "transcript": ws.app.state.fake.transcript if buffered else "",
-                    "language_code": "en-IN" if language == "unknown" else language,
-                    "language_probability": 0.97 if language == "unknown" else None, "timestamps": None,
-                    "diarized_transcript": None, "metrics": {"audio_duration": round(buffered, 3), "processing_latency": 0.01},
-                }}))
-                buffered = 0.0
+                    samples = np.frombuffer(data, dtype="<i2")
+                pcm.append(samples)
+            elif msg.get("type") == "flush" and flushable:
+                # One final transcript per utterance segment (the transcript's words spread over
+                # them), each after its END_SPEECH when vad_signals is on; nothing for silence.
+                audio = np.concatenate(pcm) if pcm else np.zeros(0, dtype=np.int16)
+                segments = _segments(audio, rate)
+                for (start, end), words in zip(segments, _split_words(ws.app.state.fake.transcript, len(segments))):
+                    if signals:
+                        await send("events", {"signal_type": "START_SPEECH", "occured_at": time.time()})
+                        await send("events", {"signal_type": "END_SPEECH", "occured_at": time.time()})
+                    await send("data", {
+                        "request_id": _rid(), "transcript": words,
+                        "language_code": "en-IN" if language == "unknown" else language,
+                        "language_probability": 0.97 if language == "unknown" else None, "timestamps": None,
+                        "diarized_transcript": None,
+                        "metrics": {"audio_duration": round(end - start, 3), "processing_latency": 0.01},
+                    })
+                pcm = []
     except WebSocketDisconnect:
         return
 

@@ -112,7 +112,8 @@ def test_openai_sdk_streams_with_usage(fake):
 def test_sarvam_sdk_streaming_speech_to_text(sarvam, fake):
     import base64
 
-    with sarvam.speech_to_text_streaming.connect(language_code="hi-IN", model="saaras:v3", vad_signals="true") as ws:
+    with sarvam.speech_to_text_streaming.connect(language_code="hi-IN", model="saaras:v3", vad_signals="true",
+                                                 flush_signal="true") as ws:  # a flush is ignored without it
         ws.transcribe(audio=base64.b64encode(wav(tone(1.0, 16000), 16000)).decode(), encoding="audio/wav", sample_rate=16000)
         ws.flush()
         messages = [ws.recv() for _ in range(3)]

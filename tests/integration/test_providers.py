@@ -264,6 +264,24 @@ async def test_sarvam_streaming_stt_over_the_socket(fake):
     assert err.value.provider_status == 401 and not err.value.retryable
 
 
+async def test_sarvam_streaming_stt_joins_every_segment_of_an_utterance(fake):
+    """The service finalises one transcript per segment (a pause splits them) and flushes only a
+    socket opened with flush_signal=true: every segment is read and joined, none is lost."""
+    from samvad.providers.sarvam.asr_stream import SarvamStreamingSTT
+
+    rate = 16000
+    tone = (0.3 * np.sin(2 * np.pi * 200 * np.arange(rate) / rate)).astype(np.float32)
+    pause = np.zeros(rate, dtype=np.float32)  # 1 s: two segments, then three
+    stt = SarvamStreamingSTT(sarvam_settings(fake))
+    two = await stt.transcribe(Audio(np.concatenate([tone, pause, tone]), rate), "hi-IN", [])
+    assert two.text == fake.state.transcript and len(two.raw_segments) == 2
+    three = await stt.transcribe(Audio(np.concatenate([tone, pause, tone, pause, tone]), rate), "hi-IN", [])
+    assert three.text == fake.state.transcript and len(three.raw_segments) == 3
+    assert [s.start for s in three.raw_segments] == sorted(s.start for s in three.raw_segments)
+    silence = await stt.transcribe(Audio(np.zeros(rate, dtype=np.float32), rate), "hi-IN", [])
+    assert silence.text == "" and silence.raw_segments == []
+
+
 async def test_sarvam_language_identification(fake):
     from samvad.providers.sarvam.language_id import SarvamLanguageId
 
