@@ -73,8 +73,10 @@ class Usage(BaseModel):
     audio_seconds: float = 0.0
     characters: int = 0
     input_tokens: int = 0
-    output_tokens: int = 0
+    output_tokens: int = 0  # reasoning tokens included: they are billed as output
     cached_tokens: int = 0
+    reasoning_tokens: int = 0  # of output_tokens, the model's reasoning (never spoken)
+    estimated: bool = False  # the provider reported no usage: counted from the text (about 4 characters a token)
 
 
 class ProviderCall(BaseModel):
@@ -90,5 +92,6 @@ class ProviderCall(BaseModel):
     latency_ms: float = 0.0
     outcome: Literal["ok", "error", "cancelled"] = "ok"
     error: str | None = None
+    truncated: bool = False  # the model stopped at its token limit (finish_reason "length")
     cost: float = 0.0
     currency: str = "INR"

@@ -141,7 +141,9 @@ class SarvamSettings(HttpProviderSettings):
     base_url: str = "https://api.sarvam.ai"
     stt_model: str = "saaras:v3"
     stt_mode: Literal["transcribe", "translate", "verbatim", "translit", "codemix"] = "transcribe"
-    chat_model: str = "sarvam-105b"  # sarvam-m was retired in 2026-06
+    # What v1 chat accepts (sarvam-m was retired in 2026-06); "-conversations" is the documented
+    # voice-agent variant (32K context).
+    chat_model: Literal["sarvam-105b", "sarvam-105b-conversations"] = "sarvam-105b"
     reasoning_effort: Literal["low", "high", "max"] | None = "low"
     max_tokens: int = 512
     temperature: float = 0.2

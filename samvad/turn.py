@@ -222,7 +222,8 @@ class TurnRunner:
                 stages=_stage_timings(priced),
                 first_audio_ms=None if spoken.first_audio_at is None else (spoken.first_audio_at - t0) * 1000,
                 calls=priced,
-                flags=flags + [f for f in _failovers(priced) if f not in flags],
+                flags=flags + [f for f in _failovers(priced) if f not in flags]
+                + (["answer_truncated"] if any(c.stage == "llm" and c.truncated for c in priced) else []),
                 cost=totals(priced),
             )
 
@@ -308,8 +309,11 @@ async def _sentences(llm: ChatModel, chat: ChatRequest, calls: CallLog) -> Async
             async for delta in llm.stream(chat, calls):
                 for s in agg.push(delta):
                     queue.put_nowait(s)
-            for s in agg.flush():
-                queue.put_nowait(s)
+            # An answer stopped at the token limit ends with its last whole sentence: the words
+            # after it would be spoken cut off mid-thought (the turn is flagged answer_truncated).
+            if not (calls and calls[-1].stage == "llm" and calls[-1].truncated):
+                for s in agg.flush():
+                    queue.put_nowait(s)
             queue.put_nowait(None)
         except BaseException as exc:  # delivered to the consumer, which raises it
             queue.put_nowait(exc)

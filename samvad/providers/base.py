@@ -38,6 +38,7 @@ class CallRecord:
     retries: int = 0  # retried attempts inside this call (HTTP providers)
     started: float = field(default_factory=time.perf_counter)
     first_output: float | None = None
+    truncated: bool = False  # chat: the answer was cut at the token limit
 
     def mark_first_output(self) -> None:
         if self.first_output is None:
@@ -83,6 +84,7 @@ class Provider(abc.ABC):
                     latency_ms=(end - rec.started) * 1000,
                     outcome=outcome,
                     error=error,
+                    truncated=rec.truncated,
                 )
             )
 

@@ -269,14 +269,16 @@ class Repository:
                      RETURNING 1),
                d AS (DELETE FROM provider_calls WHERE session_id IN (SELECT id FROM s) AND turn_id = $2),
                c AS (INSERT INTO provider_calls (session_id, turn_id, stage, provider, model, audio_seconds, characters,
-                         input_tokens, output_tokens, cached_tokens, cost, currency, ttfb_ms, latency_ms, outcome, error, retries)
+                         input_tokens, output_tokens, cached_tokens, cost, currency, ttfb_ms, latency_ms, outcome, error, retries,
+                         reasoning_tokens, usage_estimated)
                      SELECT s.id, $2, x.stage, x.provider, x.model, x.audio_seconds, x.characters, x.input_tokens,
                             x.output_tokens, x.cached_tokens, x.cost, x.currency, x.ttfb_ms, x.latency_ms, x.outcome,
-                            x.error, x.retries
+                            x.error, x.retries, x.reasoning_tokens, x.usage_estimated
                      FROM s, jsonb_to_recordset($7::jsonb) AS x(stage text, provider text, model text,
                          audio_seconds double precision, characters integer, input_tokens integer, output_tokens integer,
                          cached_tokens integer, cost numeric, currency text, ttfb_ms double precision,
-                         latency_ms double precision, outcome text, error text, retries integer)),
+                         latency_ms double precision, outcome text, error text, retries integer, reasoning_tokens integer,
+                         usage_estimated boolean)),
                i AS (UPDATE idempotency_keys SET response = $9 WHERE $9::text IS NOT NULL
                          AND session_id IN (SELECT id FROM s) AND turn_id = $2)
                SELECT count(*) FROM m""",
@@ -392,7 +394,8 @@ def _call_row(c: ProviderCall) -> dict:
     return {"stage": c.stage, "provider": c.provider, "model": c.model, "audio_seconds": u.audio_seconds,
             "characters": u.characters, "input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
             "cached_tokens": u.cached_tokens, "cost": c.cost, "currency": c.currency, "ttfb_ms": c.ttfb_ms,
-            "latency_ms": c.latency_ms, "outcome": c.outcome, "error": c.error, "retries": c.retries}
+            "latency_ms": c.latency_ms, "outcome": c.outcome, "error": c.error, "retries": c.retries,
+            "reasoning_tokens": u.reasoning_tokens, "usage_estimated": u.estimated}
 
 
 def _session(row: asyncpg.Record) -> SessionRow:

@@ -233,23 +233,40 @@ async def sarvam_lid(request: Request) -> Response:
 
 
 # --- chat (Sarvam /v1 and OpenAI) ----------------------------------------------------------
+SARVAM_V1_MODELS = ("sarvam-105b", "sarvam-105b-conversations")  # providers.md §8.1, re-read 2026-11-29
+REASONING = "The caller asks about a card. Passage one answers it, so I quote it briefly."
+
+
 async def chat(request: Request, provider: str) -> Response:
+    """Sarvam v1 is a reasoning model: it streams `reasoning_content` before the answer and counts
+    those tokens against `max_tokens` (a short limit stops the answer: finish_reason "length"); its
+    stream carries no usage (v1 has no stream_options). OpenAI streams usage when asked."""
     body = await request.json()
     err = (lambda s, c, m: sarvam_error(s, c, m)) if provider == "sarvam" else (lambda s, c, m: openai_error(s, "invalid_request_error", c, m))
     model, messages = body.get("model"), body.get("messages")
     if not model or not isinstance(messages, list) or not messages:
         return err(400, "invalid_request_error", "model and messages are required")
-    if provider == "sarvam" and model == "sarvam-m":
-        return err(400, "invalid_request_error", "sarvam-m has been deprecated; use sarvam-30b or sarvam-105b")
-    answer = request.app.state.fake.answer
+    if provider == "sarvam" and model not in SARVAM_V1_MODELS:
+        return err(400, "invalid_request_error", f"model {model} is not supported; use one of: {', '.join(SARVAM_V1_MODELS)}")
+    thinking = REASONING.split(" ") if provider == "sarvam" else []
+    words = request.app.state.fake.answer.split(" ")
+    limit = body.get("max_tokens") or body.get("max_completion_tokens")
+    finish = "stop"
+    if limit is not None and len(thinking) + len(words) > limit:  # one token a word, reasoning first
+        thinking, words, finish = thinking[:limit], words[: max(0, limit - len(thinking))], "length"
+    answer = " ".join(words)
     prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
-    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(answer.split()),
-             "total_tokens": prompt_tokens + len(answer.split()), "prompt_tokens_details": {"cached_tokens": 0}}
+    completion = len(thinking) + len(words)
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion,
+             "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": len(thinking)}}
     cid, created = f"chatcmpl-{uuid.uuid4().hex[:12]}", int(time.time())
     if not body.get("stream"):
+        message = {"role": "assistant", "content": answer, "refusal": None}
+        if thinking:
+            message["reasoning_content"] = " ".join(thinking)
         return JSONResponse({"id": cid, "object": "chat.completion", "created": created, "model": model,
-                             "choices": [{"index": 0, "message": {"role": "assistant", "content": answer, "refusal": None},
-                                          "logprobs": None, "finish_reason": "stop"}], "usage": usage})
+                             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+                             "usage": usage})
 
     def chunk(delta: dict, finish: str | None = None, **extra) -> bytes:
         data = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -257,9 +274,10 @@ async def chat(request: Request, provider: str) -> Response:
         return f"data: {json.dumps(data)}\n\n".encode()  # "data: " with the space: Sarvam's SDK needs it
 
     parts = [chunk({"role": "assistant", "content": ""})]
-    parts += [chunk({"content": w + " "}) for w in answer.split(" ")]
-    parts.append(chunk({}, "stop"))
-    if (body.get("stream_options") or {}).get("include_usage"):
+    parts += [chunk({"reasoning_content": w + " "}) for w in thinking]
+    parts += [chunk({"content": w + " "}) for w in words if w]
+    parts.append(chunk({}, finish))
+    if provider == "openai" and (body.get("stream_options") or {}).get("include_usage"):
         last = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [], "usage": usage}
         parts.append(f"data: {json.dumps(last)}\n\n".encode())
     parts.append(b"data: [DONE]\n\n")

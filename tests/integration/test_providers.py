@@ -94,6 +94,57 @@ async def test_sarvam_and_openai_chat_stream(fake):
     assert calls[0].usage.output_tokens == len(fake.state.answer.split())  # from the include_usage chunk
 
 
+async def test_sarvam_reasoning_is_counted_never_spoken(fake):
+    from samvad.providers.sarvam.llm import SarvamChat
+
+    req = ChatRequest(messages=[ChatMessage(role="user", content="How do I block my card?")])
+    calls = []
+    text = "".join(await collect(SarvamChat(sarvam_settings(fake), "be brief").stream(req, calls)))
+    assert text.strip() == fake.state.answer  # the reasoning_content deltas are not in the answer
+    usage = calls[0].usage
+    # v1's stream reports no usage: estimated from the text, reasoning included, and said so.
+    assert usage.estimated and usage.reasoning_tokens > 0 and usage.output_tokens > usage.reasoning_tokens
+    assert usage.input_tokens > 0 and not calls[0].truncated
+
+
+async def test_an_answer_cut_at_the_token_limit_ends_on_a_whole_sentence(fake, settings):
+    """finish_reason "length": the turn speaks up to the last complete sentence and is flagged."""
+    from samvad.providers.sarvam.llm import SarvamChat
+    from samvad.turn import Engines, TurnRequest, TurnRunner
+    from rag_index.pipeline import local_runner
+
+    reasoning_words = 15  # the fake's reasoning, one token a word; the limit leaves ~8 words of answer
+    chat = SarvamChat(sarvam_settings(fake, max_tokens=reasoning_words + 8), "be brief")
+    local = local_runner(settings)
+    runner = TurnRunner(Engines(stt=local.engines.stt, retriever=local.engines.retriever, llm=chat,
+                                translator=local.engines.translator, tts=local.engines.tts), settings)
+    done = None
+    async for event in runner.run(TurnRequest(turn_id="t1", text="How do I block my card?", speak=False)):
+        if event.type == "turn.done":
+            done = event
+    spoken = done.response.response_text
+    assert "answer_truncated" in done.flags and [c.truncated for c in done.calls if c.stage == "llm"] == [True]
+    assert spoken == "Block your card in the app.", spoken  # not "... You can also call the"
+
+
+async def test_sarvam_chat_models_are_the_v1_endpoints_own(fake):
+    import httpx
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        SarvamSettings(chat_model="sarvam-m")  # retired: refused in the config, not at the first call
+    r = httpx.post(f"{fake.url}/v1/chat/completions", headers={"api-subscription-key": SARVAM_KEY},
+                   json={"model": "sarvam-30b", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 400 and "sarvam-105b-conversations" in r.json()["error"]["message"]
+    from samvad.providers.sarvam.llm import SarvamChat
+
+    req = ChatRequest(messages=[ChatMessage(role="user", content="hi")])
+    calls = []
+    voice = SarvamChat(sarvam_settings(fake, chat_model="sarvam-105b-conversations"), "be brief")
+    assert "".join(await collect(voice.stream(req, calls))).strip() == fake.state.answer
+    assert calls[0].model == "sarvam-105b-conversations"
+
+
 async def test_elevenlabs_tts_streams_pcm(fake):
     tts = ElevenLabsTTS(ElevenLabsSettings(base_url=fake.url, api_key=ELEVEN_KEY))
     chunks = await collect(tts.stream(SpeechRequest(text="Hello.", language="en-IN"), []))

@@ -26,15 +26,36 @@ def parse_openai_error(body: Any) -> tuple[str, str | None, str | None]:
     return err.get("message", ""), err.get("code") or err.get("type"), err.get("request_id")
 
 
+CHARS_PER_TOKEN = 4  # a usage estimate when the provider reports none
+
+
+def _usage(usage: dict) -> Usage:
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
+    return Usage(input_tokens=usage.get("prompt_tokens", 0), output_tokens=usage.get("completion_tokens", 0),
+                 cached_tokens=cached, reasoning_tokens=reasoning)
+
+
+def _estimate(body: dict[str, Any], content: int, reasoning: int) -> Usage:
+    prompt = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
+    return Usage(input_tokens=-(-prompt // CHARS_PER_TOKEN), output_tokens=-(-(content + reasoning) // CHARS_PER_TOKEN),
+                 reasoning_tokens=-(-reasoning // CHARS_PER_TOKEN), estimated=True)
+
+
 async def stream_chat(http: HttpProvider, rec: CallRecord, path: str, body: dict[str, Any]) -> AsyncIterator[str]:
-    """POST a streaming chat request; yield content deltas; fill `rec.usage` from the usage chunk."""
+    """POST a streaming chat request; yield the answer's content deltas. A reasoning model's
+    `reasoning_content` is never yielded (never spoken) but counted; `rec.usage` comes from the
+    usage chunk, or is estimated from the text when the stream reports none; an answer stopped at
+    the token limit (`finish_reason: "length"`) sets `rec.truncated`."""
+    content = reasoning = 0
+    usage: Usage | None = None
     async with http.stream(rec, "POST", path, json={**body, "stream": True}) as response:
         async for line in response.aiter_lines():
             if not line.startswith("data:"):
                 continue  # comments, event:/id: lines, blank separators
             data = line[5:].strip()
             if data == "[DONE]":
-                return
+                break
             chunk = json.loads(data)
             if "error" in chunk:
                 err = chunk["error"]
@@ -42,16 +63,17 @@ async def stream_chat(http: HttpProvider, rec: CallRecord, path: str, body: dict
                     f"{http.name} llm stream error: {err.get('message', '')}", provider=http.name, stage="llm",
                     code=err.get("code") or "stream_error",
                 )
-            if usage := chunk.get("usage"):
-                cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-                rec.usage = Usage(
-                    input_tokens=usage.get("prompt_tokens", 0), output_tokens=usage.get("completion_tokens", 0),
-                    cached_tokens=cached,
-                )
+            if chunk.get("usage"):
+                usage = _usage(chunk["usage"])
             for choice in chunk.get("choices") or []:
-                content = (choice.get("delta") or {}).get("content")
-                if content:
-                    yield content
+                delta = choice.get("delta") or {}
+                reasoning += len(delta.get("reasoning_content") or "")
+                if choice.get("finish_reason") == "length":
+                    rec.truncated = True
+                if text := delta.get("content"):
+                    content += len(text)
+                    yield text
+    rec.usage = usage or _estimate(body, content, reasoning)
 
 
 class OpenAICompatChat(ChatModel):
