@@ -178,7 +178,10 @@ class TurnRunner:
                                  source_text=sentence)
         if req.speak:
             voice = req.voice if tr.language_code == req.language else None
-            async for chunk in e.tts.stream(SpeechRequest(text=tr.text, language=tr.language_code, voice=voice, tenant=req.tenant), calls):
+            previous = state.texts[-2] if len(state.texts) > 1 else None  # this answer's sentence before
+            speech = SpeechRequest(text=tr.text, language=tr.language_code, voice=voice, tenant=req.tenant,
+                                   previous_text=previous)
+            async for chunk in e.tts.stream(speech, calls):
                 state.seq += 1
                 if state.first_audio_at is None:
                     state.first_audio_at = time.perf_counter()

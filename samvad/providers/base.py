@@ -167,6 +167,7 @@ class SpeechRequest(BaseModel):
     language: str
     voice: str | None = None
     tenant: str | None = None  # the API key it is for: caches are kept per tenant
+    previous_text: str | None = None  # what was said just before, in the same answer (prosody)
 
 
 class AudioChunk(BaseModel):

@@ -42,6 +42,8 @@ V3 = set(
     "rupali".split()
 )
 ELEVEN_VOICES = {"21m00Tcm4TlvDq8ikWAM", "voice-hi-1"}
+ELEVEN_MODELS = {"eleven_multilingual_v2", "eleven_flash_v2_5", "eleven_turbo_v2_5", "eleven_v3", "eleven_flash_v2",
+                 "eleven_turbo_v2"}
 ELEVEN_FORMATS = {
     "mp3_22050_32", "mp3_24000_48", "mp3_44100_32", "mp3_44100_64", "mp3_44100_96", "mp3_44100_128", "mp3_44100_192",
     "pcm_8000", "pcm_16000", "pcm_22050", "pcm_24000", "pcm_32000", "pcm_44100", "pcm_48000", "ulaw_8000", "alaw_8000",
@@ -67,6 +69,7 @@ class State:
     calls: Counter = field(default_factory=Counter)
     transcript: str = "how do i block my debit card"
     answer: str = "Block your card in the app. You can also call the helpline. A new card costs Rs. 200."
+    eleven_bodies: list = field(default_factory=list)  # the JSON bodies ElevenLabs TTS received, in order
 
 
 def _rid() -> str:
@@ -306,9 +309,22 @@ async def eleven_tts(request: Request) -> Response:
     if fmt not in ELEVEN_FORMATS and not (not streaming and fmt.startswith("wav_")):
         return eleven_error(400, "validation_error", "invalid_output_format", f"output_format {fmt} is not supported")
     body = await request.json()
+    request.app.state.fake.eleven_bodies.append(body)
     text = body.get("text")
     if not isinstance(text, str) or not text.strip():
         return eleven_error(400, "validation_error", "empty_text", "text must not be empty")
+    model = body.get("model_id", "eleven_multilingual_v2")
+    if model not in ELEVEN_MODELS:
+        return eleven_error(404, "not_found", "model_not_found", f"model {model} was not found")
+    if "language_code" in body and model == "eleven_multilingual_v2":
+        return eleven_error(400, "validation_error", "unsupported_model", "language_code is not supported by this model")
+    vs = body.get("voice_settings") or {}
+    ranges = {"stability": (0, 1), "similarity_boost": (0, 1), "style": (0, 1), "speed": (0.7, 1.2)}
+    if any(k in vs and not lo <= vs[k] <= hi for k, (lo, hi) in ranges.items()):
+        return eleven_error(400, "validation_error", "invalid_voice_settings", "voice_settings out of range")
+    for context in ("previous_text", "next_text"):
+        if context in body and not isinstance(body[context], str):
+            return eleven_error(400, "validation_error", "invalid_parameters", f"{context} must be a string")
     if len(text) > 40000:
         return eleven_error(400, "validation_error", "text_too_long", "text is too long for this model")
     codec, _, rest = fmt.partition("_")
@@ -609,3 +625,4 @@ class FakeServer:
     def reset(self) -> None:
         self.state.faults.clear()
         self.state.calls.clear()
+        self.state.eleven_bodies.clear()

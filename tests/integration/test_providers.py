@@ -145,6 +145,47 @@ async def test_sarvam_chat_models_are_the_v1_endpoints_own(fake):
     assert calls[0].model == "sarvam-105b-conversations"
 
 
+async def test_elevenlabs_speaks_only_its_models_languages_and_failover_skips_it(fake):
+    """The default flash model speaks English, Hindi and Tamil of ours: a Bengali caller is passed
+    to the next TTS in the chain instead of being spoken to in the wrong language; eleven_v3 speaks
+    Bengali; Odia goes out as ISO `or` where a model has it."""
+    from samvad.providers.elevenlabs.tts import iso
+    from samvad.providers.fallback import FallbackTTS
+    from samvad.providers.breaker import CircuitBreaker
+
+    flash = ElevenLabsTTS(ElevenLabsSettings(base_url=fake.url, api_key=ELEVEN_KEY))
+    assert "hi-IN" in flash.capabilities.languages and "ta-IN" in flash.capabilities.languages
+    assert not [lang for lang in ("bn-IN", "te-IN", "od-IN", "mr-IN") if lang in flash.capabilities.languages]
+    with pytest.raises(InputError):
+        await collect(flash.stream(SpeechRequest(text="Namaskar.", language="bn-IN"), []))
+    v3 = ElevenLabsTTS(ElevenLabsSettings(base_url=fake.url, api_key=ELEVEN_KEY, model_id="eleven_v3"))
+    fake.reset()
+    await collect(v3.stream(SpeechRequest(text="Namaskar.", language="bn-IN"), []))
+    assert fake.state.eleven_bodies[-1]["language_code"] == "bn" and iso("od-IN") == "or"
+    from samvad.providers.local.espeak import EspeakTTS
+    from samvad.settings import load_settings
+
+    s = load_settings()
+    espeak = EspeakTTS(s.tts.espeak, s.languages)
+    chain = FallbackTTS("tts", [flash, espeak], {p.name: CircuitBreaker() for p in (flash, espeak)})
+    calls = []
+    chunks = await collect(chain.stream(SpeechRequest(text="Namaskar.", language="bn-IN"), calls))
+    assert chunks and [c.provider for c in calls] == ["espeak"]  # ElevenLabs was not even called
+
+
+async def test_elevenlabs_voice_settings_and_previous_text(fake):
+    from samvad.settings import ElevenVoiceSettings
+
+    tts = ElevenLabsTTS(ElevenLabsSettings(base_url=fake.url, api_key=ELEVEN_KEY,
+                                           voice_settings=ElevenVoiceSettings(stability=0.4, speed=1.1)))
+    fake.reset()
+    await collect(tts.stream(SpeechRequest(text="Then call us.", language="en-IN", previous_text="Block it in the app."), []))
+    body = fake.state.eleven_bodies[-1]
+    assert body["voice_settings"] == {"stability": 0.4, "speed": 1.1} and body["previous_text"] == "Block it in the app."
+    with pytest.raises(ValueError):
+        ElevenVoiceSettings(speed=2.0)  # outside what the API accepts: refused in the config
+
+
 async def test_elevenlabs_tts_streams_pcm(fake):
     tts = ElevenLabsTTS(ElevenLabsSettings(base_url=fake.url, api_key=ELEVEN_KEY))
     chunks = await collect(tts.stream(SpeechRequest(text="Hello.", language="en-IN"), []))

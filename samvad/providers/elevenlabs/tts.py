@@ -1,5 +1,8 @@
 """ElevenLabs text-to-speech, streamed from /v1/text-to-speech/{voice_id}/stream as raw PCM16
-(`output_format=pcm_*`), which the pipeline forwards without decoding."""
+(`output_format=pcm_*`), which the pipeline forwards without decoding.
+
+Each model speaks its own set of languages: the provider declares the model's, so a failover
+chain passes over ElevenLabs for a caller it would speak wrongly (providers.md §13.1)."""
 
 from __future__ import annotations
 
@@ -15,6 +18,31 @@ from samvad.settings import ElevenLabsSettings
 
 
 VOICE_ID = re.compile(r"[A-Za-z0-9]{20}")
+
+# ISO 639-1 codes each model speaks (providers.md §13.1). The v2 models' 29 languages include
+# only Hindi and Tamil of India's; eleven_v3 speaks most of them (not Odia).
+_V2 = frozenset("en ja zh de hi fr ko pt it es id nl tr fil pl sv bg ro ar cs el fi hr ms sk da ta uk ru".split())
+MODEL_LANGUAGES: dict[str, frozenset[str]] = {
+    "eleven_multilingual_v2": _V2,
+    "eleven_flash_v2_5": _V2 | {"hu", "no", "vi"},
+    "eleven_turbo_v2_5": _V2 | {"hu", "no", "vi"},
+    "eleven_v3": _V2 | frozenset("bn gu kn ml mr pa te ne as sd ur".split()),
+    "eleven_flash_v2": frozenset({"en"}),
+    "eleven_turbo_v2": frozenset({"en"}),
+}
+ISO = {"od": "or"}  # Samvad's (Sarvam's) code for Odia -> ISO 639-1
+
+
+def iso(language: str) -> str:
+    base = language.split("-")[0].lower()
+    return ISO.get(base, base)
+
+
+class Spoken(frozenset):
+    """The languages a model speaks, asked with Samvad's codes ("hi-IN", "od-IN")."""
+
+    def __contains__(self, language: object) -> bool:
+        return isinstance(language, str) and frozenset.__contains__(self, iso(language))
 
 
 def parse_error(body: Any) -> tuple[str, str | None, str | None]:
@@ -38,11 +66,18 @@ class ElevenLabsTTS(TextToSpeech):
             fatal_codes=frozenset({"insufficient_credits", "invalid_api_key", "quota_exceeded"}),
         )
         self.sample_rate = int(settings.output_format.split("_")[1])
+        self.capabilities = Capabilities(streaming=True, languages=Spoken(MODEL_LANGUAGES[settings.model_id]))
 
     async def _stream_impl(self, request: SpeechRequest, rec: CallRecord) -> AsyncIterator[AudioChunk]:
+        if request.language not in self.capabilities.languages:
+            raise InputError(f"{self._s.model_id} does not speak {request.language}", code="unsupported_language")
         body: dict[str, Any] = {"text": request.text, "model_id": self._s.model_id}
         if self._s.model_id != "eleven_multilingual_v2":  # that model rejects language_code
-            body["language_code"] = request.language.split("-")[0]
+            body["language_code"] = iso(request.language)
+        if settings := self._s.voice_settings.model_dump(exclude_none=True):
+            body["voice_settings"] = settings
+        if self._s.send_context and request.previous_text:
+            body["previous_text"] = request.previous_text
         voice = request.voice or self._s.voice_id
         if not VOICE_ID.fullmatch(voice):  # it becomes a URL path segment: checked, never escaped-and-hoped
             raise InputError(f"{voice[:64]!r} is not an ElevenLabs voice id (20 letters and digits)", code="unknown_voice")
