@@ -21,6 +21,7 @@ from samvad.errors import DatabaseUnavailable, SamvadError
 from samvad.events import ErrorEvent, GuardrailEvent, ResponseDeltaEvent, TranscriptEvent, TurnDoneEvent, TurnEvent
 from samvad.guardrails.pii import redact
 from samvad.storage.repository import MessageRow
+from samvad.language import AUTO
 from samvad.turn import TurnRequest, TurnRunner
 from samvad.turn_result import TurnOut, stored_answer, turn_out
 
@@ -46,7 +47,8 @@ class ConversationStore(Protocol):
 
 
 class Conversation:
-    __slots__ = ("session_id", "epoch", "runner", "store", "history", "_limit", "_lock", "last_active", "turns")
+    __slots__ = ("session_id", "epoch", "runner", "store", "history", "_limit", "_lock", "last_active", "turns",
+                 "last_language")
 
     def __init__(self, session_id: str, epoch: int, runner: TurnRunner, store: ConversationStore,
                  history_limit: int = 50) -> None:
@@ -60,6 +62,7 @@ class Conversation:
         self._lock = asyncio.Lock()  # the mailbox: FIFO, one turn or settlement at a time
         self.last_active = time.monotonic()
         self.turns = 0
+        self.last_language: str | None = None  # the language of its last turn: "auto" falls back to it
 
     @property
     def busy(self) -> bool:
@@ -69,6 +72,7 @@ class Conversation:
         """Rehydrate: the recent messages the caller said or heard (failed turns are not context)."""
         rows = await self.store.messages(self.session_id, limit=self._limit)
         self.history = [(r.turn_id, r.role, r.content) for r in rows if r.status != "failed" and r.content]
+        self.last_language = next((r.language for r in reversed(rows) if r.language != AUTO), None)
 
     # turns --------------------------------------------------------------------------------------
     async def turn(self, request: TurnRequest) -> AsyncIterator[TurnEvent]:
@@ -93,6 +97,8 @@ class Conversation:
 
     async def _turn(self, request: TurnRequest) -> AsyncIterator[TurnEvent]:
         tid = request.turn_id
+        if request.language == AUTO and request.fallback_language is None:
+            request = request.model_copy(update={"fallback_language": self.last_language})
         try:
             prepared = self.runner.prepare(request.model_copy(update={"history": self._context(tid)}))
         except SamvadError as exc:
@@ -102,7 +108,10 @@ class Conversation:
         # The write overlaps the turn's first stage (retrieval has no effect to undo) and is
         # awaited before the first sentence of the answer is given out.
         user_text = redact(prepared.text) if prepared.text is not None else None
-        written = asyncio.ensure_future(self._write_user(request, user_text, "complete")) if user_text is not None else None
+        # The language the caller used: given, detected from typed text by `prepare`, or from
+        # speech by the ASR (its transcript) when the turn's language is "auto".
+        language = prepared.request.language
+        written = asyncio.ensure_future(self._write_user(request, user_text, "complete", language)) if user_text is not None else None
         events: list[TurnEvent] = []  # a REST turn's events, for its stored answer
         finished = False
         try:
@@ -110,12 +119,14 @@ class Conversation:
                 if written is not None and isinstance(event, (ResponseDeltaEvent, TurnDoneEvent, ErrorEvent)):
                     await written  # raises if the question could not be stored: nothing is answered
                     written = None
+                if isinstance(event, TranscriptEvent) and language == AUTO:
+                    language = event.transcript.language_code
                 if isinstance(event, TranscriptEvent) and user_text is None and not event.transcript.text.strip():
                     user_text = ""
-                    await self._write_user(request, "", "failed")
+                    await self._write_user(request, "", "failed", language)
                 elif isinstance(event, GuardrailEvent) and user_text is None:
                     user_text = event.redacted_text  # the transcript as stored: identifiers redacted
-                    await self._write_user(request, user_text, "complete")
+                    await self._write_user(request, user_text, "complete", language)
                 elif isinstance(event, TurnDoneEvent):
                     response = stored_answer(turn_out(self.session_id, tid, [*events, event])) if request.idempotent else None
                     await self._record(request, user_text, event, response)
@@ -126,14 +137,14 @@ class Conversation:
                 yield event
         finally:
             if not finished:  # cancelled (barge-in, a dropped client): the caller heard nothing of it yet
-                await self._cut_off(request, user_text)
+                await self._cut_off(request, user_text, self.last_language if language == AUTO else language)
 
     def _context(self, turn_id: str) -> list[ChatMessage]:
         # Not this turn's own question if it is being run again (a retry after a host died).
         return [ChatMessage(role=role, content=text) for tid, role, text in self.history if tid != turn_id]
 
-    async def _write_user(self, request: TurnRequest, text: str, status: str) -> None:
-        await self.store.add_message(self.session_id, request.turn_id, "user", text, request.language, status,
+    async def _write_user(self, request: TurnRequest, text: str, status: str, language: str) -> None:
+        await self.store.add_message(self.session_id, request.turn_id, "user", text, language, status,
                                      epoch=self.epoch)
 
     async def _record(self, request: TurnRequest, user_text: str | None, done: TurnDoneEvent, response: str | None) -> None:
@@ -142,19 +153,21 @@ class Conversation:
         # A spoken answer is stored as heard only once the voice call says what was played
         # (`settle`); until then it counts as cut off with nothing heard.
         status, stored = ("complete", text) if ok and request.channel == "rest" else ("interrupted", "") if ok else ("failed", text)
-        await self.store.record_turn(self.session_id, request.turn_id, done.calls, stored, request.language, status,
+        await self.store.record_turn(self.session_id, request.turn_id, done.calls, stored, done.language_code, status,
                                      done.response.guardrail_flags, epoch=self.epoch, response=response)
         self.turns += 1
+        self.last_language = done.language_code
         if ok and user_text:
             self._remember(request.turn_id, "user", user_text)
             if status == "complete" and text:
                 self._remember(request.turn_id, "assistant", text)
 
-    async def _cut_off(self, request: TurnRequest, user_text: str | None) -> None:
+    async def _cut_off(self, request: TurnRequest, user_text: str | None, language: str | None) -> None:
+        language = language or request.fallback_language or request.language
         try:
             if user_text is None:
-                await self._write_user(request, "", "failed")
-            await self.store.record_turn(self.session_id, request.turn_id, [], "", request.language, "interrupted",
+                await self._write_user(request, "", "failed", language)
+            await self.store.record_turn(self.session_id, request.turn_id, [], "", language, "interrupted",
                                          epoch=self.epoch)
             if user_text:
                 self._remember(request.turn_id, "user", user_text)
@@ -185,6 +198,8 @@ class Conversation:
         log.info(json.dumps({
             "event": "turn", "request_id": request.request_id, "turn_id": done.turn_id, "session_id": self.session_id,
             "channel": request.channel, "outcome": done.outcome, "language": done.language_code,
+            "language_detected": (done.transcript.language_code if request.language == AUTO and done.transcript else None),
+            "language_confidence": done.transcript.language_confidence if done.transcript else None,
             "first_audio_ms": None if done.first_audio_ms is None else round(done.first_audio_ms, 1),
             "stages_ms": {k: round(v.total_ms, 1) for k, v in done.stages.items()},
             "providers": sorted({f"{c.stage}:{c.provider}" for c in done.calls if c.outcome == "ok"}),

@@ -23,6 +23,8 @@ class Transcript(BaseModel):
     language_code: str
     confidence: float = Field(ge=0.0, le=1.0)
     raw_segments: list[Segment] = []
+    # How sure the language detection was (0..1), when the language was detected rather than given.
+    language_confidence: float | None = Field(None, ge=0.0, le=1.0)
 
 
 class TokenUsage(BaseModel):

@@ -325,6 +325,9 @@ class Settings(BaseSettings):
     )
 
     default_language: str = "en-IN"
+    # language "auto": a detected language is used when its detection is at least this sure;
+    # otherwise the turn answers in the conversation's last language (or default_language).
+    auto_language_min_confidence: float = Field(0.6, ge=0.0, le=1.0)
     languages: dict[str, Language] = {}
     audio: AudioSettings = AudioSettings()
     vad: VadSettings = VadSettings()

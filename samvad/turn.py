@@ -55,6 +55,7 @@ from samvad.providers.base import (
     Translator,
 )
 from samvad.followup import search_query
+from samvad.language import AUTO, choose, detect_text
 from samvad.guardrails.policy import Guardrails
 from samvad.sentences import SentenceAggregator
 from samvad.settings import Settings
@@ -97,6 +98,8 @@ class TurnRequest(BaseModel):
     output_script: str | None = None  # e.g. "roman" for romanised Hindi (Sarvam translate)
     history: list[ChatMessage] = Field(default_factory=list)
     speak: bool = True  # False: text answer only (no TTS)
+    # With language "auto": what to answer in when detection is unsure (the conversation's last).
+    fallback_language: str | None = None
     # Or a transcript made before the turn (the voice session's early ASR), with its calls.
     transcript: Transcript | None = None
     transcript_calls: list[ProviderCall] = Field(default_factory=list)
@@ -116,12 +119,13 @@ class PreparedTurn:
     request: TurnRequest
     audio: Audio | None
     text: str | None
+    detected: tuple[str | None, float] | None = None  # language "auto", typed text: (language, confidence)
 
 
 def prepare_turn(request: TurnRequest, s: Settings) -> PreparedTurn:
     """Validate a turn's input and decode its audio; raises `InputError` with an actionable
     message. Needs no engine: the ingress runs it before it creates a session for the turn."""
-    if request.language not in s.languages:
+    if request.language not in s.languages and request.language != AUTO:
         known = ", ".join(sorted(s.languages))
         raise InputError(f"unknown language {request.language!r}; use one of: {known}", code="unknown_language")
     if sum(x is not None for x in (request.audio, request.text, request.transcript)) != 1:
@@ -138,6 +142,13 @@ def prepare_turn(request: TurnRequest, s: Settings) -> PreparedTurn:
             raise InputError(
                 f"the text has {len(text)} characters; the limit is {s.max_text_chars}", code="text_too_long"
             )
+        if request.language == AUTO:  # typed text: its script says its language, before anything is stored
+            fallback = request.fallback_language or s.default_language
+            code, sure, romanised = detect_text(text, fallback)
+            language = choose(code, sure, fallback, s.languages, s.auto_language_min_confidence)
+            script = request.output_script or ("roman" if romanised and language == code else None)
+            return PreparedTurn(request.model_copy(update={"language": language, "output_script": script}), None, text,
+                                detected=(code, sure))
         return PreparedTurn(request, None, text)
     audio = decode_audio(
         request.audio or b"",
@@ -232,13 +243,23 @@ class TurnRunner:
 
         history = req.history[-self.settings.llm.history_turns :] if self.settings.llm.history_turns else []
         try:
+            auto = req.language == AUTO
+            fallback = req.fallback_language or self.settings.default_language
             if req.transcript is not None:
                 transcript = req.transcript
                 calls.extend(req.transcript_calls)
             elif prepared.audio is not None:
-                transcript = await e.stt.transcribe(prepared.audio, req.language, calls)
+                transcript = await e.stt.transcribe(prepared.audio, None if auto else req.language, calls)
+            elif prepared.detected is not None:  # typed text in an "auto" turn: prepared chose its language
+                code, sure = prepared.detected
+                transcript = Transcript(text=prepared.text or "", language_code=code or req.language, confidence=1.0,
+                                        language_confidence=sure)
             else:
                 transcript = Transcript(text=prepared.text or "", language_code=req.language, confidence=1.0)
+            if auto:  # speech: from here on the turn speaks the language detected in this utterance
+                req = req.model_copy(update={"language": choose(
+                    transcript.language_code, transcript.language_confidence, fallback, self.settings.languages,
+                    self.settings.auto_language_min_confidence)})
             yield TranscriptEvent(turn_id=tid, transcript=transcript)
             if not transcript.text.strip():
                 yield ErrorEvent(turn_id=tid, code="no_speech", message="no speech was recognised; please repeat", status=422)

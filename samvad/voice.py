@@ -26,6 +26,7 @@ from samvad.audio import Audio, float_to_pcm16, pcm16_to_float, wav_bytes
 from samvad.contracts import ProviderCall, Transcript
 from samvad.errors import SamvadError
 from samvad.events import AudioEvent, ErrorEvent, ResponseDeltaEvent, TranscriptEvent, TurnDoneEvent
+from samvad.language import AUTO
 from samvad.protocol import (
     CLOSE_IDLE,
     CLOSE_SERVICE_RESTART,
@@ -206,7 +207,7 @@ class VoiceCall:
         elif isinstance(message, SessionStart):
             await self.error("already_started", "session.start was already received")
         elif isinstance(message, SessionUpdate):
-            if message.language and message.language not in self.s.languages:
+            if message.language and message.language not in self.s.languages and message.language != AUTO:
                 await self.error("unknown_language", f"unknown language {message.language!r}")
                 return None
             self.session.update({k: v for k, v in message.model_dump(exclude={"type"}).items() if v is not None})
@@ -281,7 +282,7 @@ class VoiceCall:
         self.early = early
 
     async def _early_asr(self, early: _Early, audio: Audio) -> tuple[Transcript, list[ProviderCall]]:
-        result = await self._transcribe(audio, self.session["language"])
+        result = await self._transcribe(audio, self._asr_language())
         if not early.stale and not self._answer_playing():  # still valid: show it as a partial
             await self.send(TranscriptEvent(turn_id=early.turn_id, transcript=result[0], final=False))
             if self.v.early_end and sounds_complete(result[0].text):
@@ -320,7 +321,7 @@ class VoiceCall:
             # transcript says it is a real (short) request such as "stop" or "no".
             text = ""
             if voiced >= self.v.min_interrupt_ms:
-                early = early or await self._transcribe(Audio(ended.audio, 16000), self.session["language"])
+                early = early or await self._transcribe(Audio(ended.audio, 16000), self._asr_language())
                 text = early[0].text
             if not text.strip() or _normalise(text) in self._backchannels():
                 await self.send(Backchannel(text=text))
@@ -332,6 +333,11 @@ class VoiceCall:
         else:
             request = TurnRequest(turn_id=turn_id, audio=wav_bytes(float_to_pcm16(ended.audio), 16000), **fields)
         self._begin_turn(request, speech_ended_at=time.monotonic() - ended.silence_ms / 1000)
+
+    def _asr_language(self) -> str | None:
+        """The language the ASR is told: none when the session detects it per utterance."""
+        language = self.session["language"]
+        return None if language == AUTO else language
 
     def _backchannels(self) -> set[str]:
         words = self.v.backchannels.get(self.session["language"], []) + self.v.backchannels.get("en-IN", [])

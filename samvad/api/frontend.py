@@ -19,6 +19,7 @@ from samvad.api.gate import Gate
 from samvad.audio import Audio
 from samvad.contracts import Transcript
 from samvad.errors import DatabaseUnavailable, InputError
+from samvad.language import AUTO
 from samvad.events import TurnEvent
 from samvad.protocol import CLOSE_UNAUTHORIZED
 from samvad.providers.base import AudioChunk, SpeechRequest
@@ -89,7 +90,8 @@ class Frontend:
             self._live.pop(key_id, None)
 
     def language(self, language: str) -> str:
-        if language not in self.settings.languages:
+        """A language of the service, or "auto" (detected per utterance)."""
+        if language not in self.settings.languages and language != AUTO:
             raise InputError(f"unknown language {language!r}; use one of: {', '.join(sorted(self.settings.languages))}",
                              code="unknown_language")
         return language

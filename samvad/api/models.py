@@ -26,7 +26,8 @@ OutputScript = Literal["roman", "fully-native", "spoken-form-in-native"]
 
 
 class SessionBody(_Body):
-    language: str | None = Field(None, description="the caller's language (default: the service's `default_language`)")
+    language: str | None = Field(None, description="the caller's language, or \"auto\": detected in each utterance "
+                                               "(default: the service's `default_language`)")
     mode: Mode | None = Field(None, description="the answer's register (default: the service's `translation.default_mode`)")
     voice: Voice | None = None
     output_script: OutputScript | None = None
@@ -36,7 +37,7 @@ class TurnBody(_Body):
     session_id: str | None = Field(None, description="continue this session; omitted: a new session is created")
     text: str | None = Field(None, max_length=2000, description="the caller's question as text")
     audio_base64: str | None = Field(None, description="the question as a base64 WAV/FLAC/OGG file")
-    language: str | None = Field(None, description="caller's language (default: the session's)")
+    language: str | None = Field(None, description="caller's language, or \"auto\" (default: the session's)")
     mode: Mode | None = None
     voice: Voice | None = None
     output_script: OutputScript | None = None

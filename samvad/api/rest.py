@@ -21,6 +21,7 @@ from samvad.api.frontend import Frontend
 from samvad.api.models import ErrorOut, SessionBody, TtsBody, TurnBody, TurnOut
 from samvad.audio import decode_audio, wav_bytes
 from samvad.errors import InputError, NotFoundError, SamvadError
+from samvad.language import AUTO
 from samvad.stages import StageReport
 from samvad.storage.repository import ApiKeyRow, MessageRow, SessionRow
 from samvad.providers.base import SpeechRequest
@@ -97,7 +98,8 @@ async def metrics_route(f: Frontend = Depends(frontend)) -> Response:
 @router.post("/api/v1/tts", responses={200: {"content": {"audio/wav": {}}}, **RESPONSES})
 async def tts_route(body: TtsBody, key: ApiKeyRow = Depends(caller), f: Frontend = Depends(frontend)) -> Response:
     """Text to speech: returns a WAV file. `X-Cache: hit` when served from the Redis cache."""
-    f.language(body.language)
+    if f.language(body.language) == AUTO:
+        raise InputError("say which language to speak: auto is for what callers say", code="unknown_language")
     pcm, rate, hit = [], 0, False
     async for item in f.backend.synthesize(SpeechRequest(text=body.text, language=body.language, voice=body.voice,
                                                          tenant=str(key.id))):
@@ -119,7 +121,7 @@ async def asr_route(
     f.language(language)
     a = f.settings.audio
     audio = decode_audio(await file.read(), target_rate=a.sample_rate, max_seconds=a.max_seconds, min_seconds=a.min_seconds)
-    transcript, _ = await f.backend.transcribe(audio, language)
+    transcript, _ = await f.backend.transcribe(audio, None if language == AUTO else language)
     return transcript.model_dump()
 
 

@@ -13,6 +13,7 @@ from samvad.api.context import origin_allowed
 from samvad.api.frontend import Frontend
 from samvad.errors import SamvadError
 from samvad.events import ErrorEvent
+from samvad.language import AUTO
 from samvad.protocol import (
     CLOSE_BAD_START,
     CLOSE_FORBIDDEN,
@@ -111,7 +112,7 @@ async def _admit_call(f: Frontend, ws: WebSocket, ip: str) -> None:
 async def _call(f: Frontend, ws: WebSocket, start: SessionStart, key: ApiKeyRow) -> None:
     s = f.settings
     language = start.language or s.default_language
-    if language not in s.languages:
+    if language not in s.languages and language != AUTO:
         await ws.close(CLOSE_BAD_START, f"unknown language {language}"[:120])
         return
     sid = ws.query_params.get("session_id")

@@ -68,6 +68,7 @@ class State:
     faults: list[Fault] = field(default_factory=list)
     calls: Counter = field(default_factory=Counter)
     transcript: str = "how do i block my debit card"
+    spoken_language: str = "en-IN"  # what the speech is in: reported when language_code is "unknown"
     answer: str = "Block your card in the app. You can also call the helpline. A new card costs Rs. 200."
     eleven_bodies: list = field(default_factory=list)  # the JSON bodies ElevenLabs TTS received, in order
 
@@ -148,7 +149,7 @@ async def sarvam_stt(request: Request) -> Response:
     body = {
         "request_id": _rid(),
         "transcript": request.app.state.fake.transcript,
-        "language_code": "en-IN" if language == "unknown" else language,
+        "language_code": request.app.state.fake.spoken_language if language == "unknown" else language,
         "language_probability": 0.97 if language == "unknown" else None,
     }
     if form.get("with_timestamps") == "true":
@@ -418,7 +419,7 @@ async def sarvam_stt_ws(ws: WebSocket) -> None:
                         await send("events", {"signal_type": "END_SPEECH", "occured_at": time.time()})
                     await send("data", {
                         "request_id": _rid(), "transcript": words,
-                        "language_code": "en-IN" if language == "unknown" else language,
+                        "language_code": ws.app.state.fake.spoken_language if language == "unknown" else language,
                         "language_probability": 0.97 if language == "unknown" else None, "timestamps": None,
                         "diarized_transcript": None,
                         "metrics": {"audio_duration": round(end - start, 3), "processing_latency": 0.01},

@@ -175,6 +175,28 @@ def test_the_docs_work_offline_and_can_send_the_key(client):
         assert client.get(f"/static-docs/{asset}").status_code == 200, asset
 
 
+def test_an_auto_session_answers_each_turn_in_the_callers_language(client, dsn):
+    session = client.post("/api/v1/sessions", json={"language": "auto"}).json()
+    assert session["language"] == "auto"
+    one = client.post("/api/v1/turn", json={"session_id": session["id"], "text": "UPI limit kitni hai per day?", "speak": False})
+    two = client.post("/api/v1/turn", json={"session_id": session["id"], "text": "what is the stub answer", "speak": False})
+    assert one.status_code == two.status_code == 200, one.text + two.text
+    assert one.json()["transcript"]["language_code"] == "hi-IN" and one.json()["transcript"]["language_confidence"] > 0.5
+    assert two.json()["transcript"]["language_code"] == "en-IN"
+
+    async def languages() -> list[str]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            rows = await conn.fetch("SELECT language FROM messages WHERE session_id = $1 ORDER BY id", uuid.UUID(session["id"]))
+            return [r["language"] for r in rows]
+        finally:
+            await conn.close()
+
+    assert asyncio.run(languages()) == ["hi-IN", "hi-IN", "en-IN", "en-IN"]  # stored as detected, question and answer
+    r = client.post("/api/v1/tts", json={"text": "hi", "language": "auto"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "unknown_language"
+
+
 def test_a_voice_call_answers_a_typed_question(client, key):
     with client.websocket_connect("/api/v1/voice-session") as ws:
         ws.send_text(json.dumps({"type": "session.start", "api_key": key}))

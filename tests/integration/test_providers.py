@@ -463,3 +463,40 @@ async def _own(repo, session_id: str) -> int:
     """Take the conversation as a session host would: its epoch fences every write."""
     await repo.heartbeat("test-host", 60)
     return await repo.acquire(session_id, "test-host")
+
+
+async def test_auto_language_follows_the_caller_turn_by_turn(fake, settings):
+    """language "auto": each utterance is answered in the language the caller used — Hindi speech,
+    then English speech (as Sarvam's STT reports them with language_code=unknown), then typed
+    Hinglish — with the detection and its confidence in the transcript, and every call priced."""
+    import io
+
+    import soundfile as sf
+
+    from rag_index.pipeline import local_runner
+    from samvad.turn import Engines, TurnRequest, TurnRunner
+
+    local = local_runner(settings)
+    runner = TurnRunner(Engines(stt=SarvamSTT(sarvam_settings(fake)), retriever=local.engines.retriever,
+                                llm=local.engines.llm, translator=local.engines.translator, tts=local.engines.tts),
+                        settings)
+    buf = io.BytesIO()
+    sf.write(buf, (0.3 * np.sin(2 * np.pi * 200 * np.arange(16000) / 16000)).astype(np.float32), 16000, format="WAV")
+
+    async def turn(**kw):
+        events = [e async for e in runner.run(TurnRequest(turn_id=kw.pop("tid"), language="auto", speak=False, **kw))]
+        return events[-1], [e for e in events if e.type == "response.delta"]
+
+    fake.state.spoken_language, fake.state.transcript = "hi-IN", "मेरा डेबिट कार्ड खो गया है"
+    hindi, deltas = await turn(tid="h", audio=buf.getvalue())
+    # Answered for a Hindi caller: the answer goes through translation into hi-IN (offline, the
+    # identity translator, which says it could not).
+    assert hindi.language_code == "hi-IN" and deltas and any(c.stage == "translation" for c in hindi.calls)
+    assert hindi.transcript.language_code == "hi-IN" and hindi.transcript.language_confidence == pytest.approx(0.97)
+    assert [(c.stage, c.provider) for c in hindi.calls][0] == ("asr", "sarvam") and hindi.calls[0].cost > 0
+    fake.state.spoken_language, fake.state.transcript = "en-IN", "how do i block my debit card"
+    english, _ = await turn(tid="e", audio=buf.getvalue(), fallback_language="hi-IN")
+    assert english.language_code == "en-IN"
+    hinglish, _ = await turn(tid="x", text="mera debit card kho gaya hai, block kaise karu?", fallback_language="en-IN")
+    assert hinglish.language_code == "hi-IN" and hinglish.transcript.language_code == "hi-IN"
+    fake.state.spoken_language, fake.state.transcript = "en-IN", "how do i block my debit card"

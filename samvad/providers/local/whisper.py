@@ -86,7 +86,9 @@ class WhisperSTT(SpeechToText):
         text = " ".join(s.text for s in raw if s.text).strip()
         confidence = sum(s.confidence or 0.0 for s in raw) / len(raw) if raw else 0.0
         code = "en-IN" if info.language == "en" else f"{info.language}-IN"
-        return Transcript(text=text, language_code=code, confidence=round(confidence, 4), raw_segments=raw)
+        detected = lang is None and getattr(info, "language_probability", None) is not None
+        return Transcript(text=text, language_code=code, confidence=round(confidence, 4), raw_segments=raw,
+                          language_confidence=round(float(info.language_probability), 4) if detected else None)
 
     def _short(self, audio: Audio, lang: str, stop: threading.Event) -> Transcript:
         """One utterance, decoded with the encoder's window sized to it: faster-whisper always pads

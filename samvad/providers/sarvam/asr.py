@@ -58,4 +58,5 @@ class SarvamSTT(SpeechToText):
         return Transcript(
             text=" ".join(texts), language_code=detected or language or "en-IN",
             confidence=max(0.0, min(1.0, confidence)), raw_segments=segments,
+            language_confidence=max(0.0, min(1.0, float(probability))) if language is None and probability is not None else None,
         )

@@ -107,6 +107,7 @@ def _joined(segments: list[dict], language: str | None, duration: float) -> Tran
         text=" ".join(seg.text for seg in out), language_code=best.get("language_code") or language or "en-IN",
         confidence=max(0.0, min(1.0, float(probability))) if probability is not None else 1.0,
         raw_segments=out,
+        language_confidence=max(0.0, min(1.0, float(probability))) if language is None and probability is not None else None,
     )
 
 
