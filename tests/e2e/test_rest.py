@@ -72,7 +72,7 @@ def test_tts_second_identical_call_is_a_cache_hit(client):
 def test_asr_route(client, tts):
     r = client.post("/api/v1/asr", files={"file": ("q.wav", speak_wav(tts, "What is my account balance?"), "audio/wav")})
     assert r.status_code == 200, r.text
-    assert set(r.json()) == {"text", "language_code", "confidence", "raw_segments"}
+    assert set(r.json()) == {"text", "language_code", "confidence", "raw_segments", "language_confidence"}
     assert wer("What is my account balance?", r.json()["text"]) <= 0.25
 
 
