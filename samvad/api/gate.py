@@ -39,6 +39,7 @@ SESSION_CACHE_S = 60.0  # a session row's fields change only by its own turns' s
 # What every ingress replica must forget at once: "key <id>" (revoked), "session <key id> <id>" (closed).
 CHANNEL = "samvad:gate"
 REVOKED_SET = "samvad:revoked-keys"
+GONE = b"gone"  # the last-known row of something the database no longer has
 
 
 class AuthError(SamvadError):
@@ -263,13 +264,19 @@ class Gate:
             raw = await self.rows.get(ck)
             if raw is None:
                 raise
+            if raw == GONE:
+                return None
             row = model.model_validate_json(raw)
             if isinstance(row, ApiKeyRow) and await self._revoked(row.id):
                 return None
             return row
         if self.rows is not None:
             if row is None:
-                await self.rows.delete(ck)
+                # A key that was known and is gone (revoked) leaves a tombstone: during a database
+                # outage it is refused (401) instead of "cannot check" (503), whether or not this
+                # replica still remembers it as bad. Unknown keys (guesses) leave nothing behind.
+                if await self.rows.delete(ck):
+                    await self.rows.set("row", ck, GONE)
             else:
                 await self.rows.set("row", ck, row.model_dump_json().encode())
         return row

@@ -85,12 +85,14 @@ class Cache:
             self.errors += 1
             log.warning("cache set failed, ignored: %s", type(exc).__name__)
 
-    async def delete(self, key: str) -> None:
+    async def delete(self, key: str) -> bool:
+        """Whether there was a value to delete."""
         try:
-            await self._redis.delete(key)
+            return bool(await self._redis.delete(key))
         except (RedisError, OSError) as exc:
             self.errors += 1
             log.warning("cache delete failed, ignored: %s", type(exc).__name__)
+            return False
 
     async def ping(self) -> bool:
         try:
