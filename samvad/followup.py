@@ -18,7 +18,6 @@ iska uska isko usko iske uske isse usse inka unka inko unko wahi yahi waha yaha 
 """.split())
 # How a question that continues the last one starts ("what about the PIN?", "and at a branch?").
 OPENERS = ("what about", "how about", "and ", "also ", "what if", "then ", "but ", "or ", "aur ", "toh ", "phir ")
-# Words that make a question stand on its own even when it is short ("what is UPI Lite?").
 _WORDS = re.compile(r"[a-z']+")
 SHORT = 3  # at most this many words and no subject of its own: "and charges?", "kitna?"
 

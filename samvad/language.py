@@ -18,9 +18,9 @@ AUTO = "auto"
 _SCRIPTS = {"DEVANAGARI": "hi-IN", "BENGALI": "bn-IN", "GURMUKHI": "pa-IN", "GUJARATI": "gu-IN", "ORIYA": "od-IN",
             "TAMIL": "ta-IN", "TELUGU": "te-IN", "KANNADA": "kn-IN", "MALAYALAM": "ml-IN", "LATIN": "en-IN"}
 # Frequent romanised Hindi function words: two or more of them (and a fifth of the words) make
-# Latin text Hindi. English words that share a spelling ("to", "me", "main") are left out.
+# Latin text Hindi. English words that share a spelling ("the", "to", "me", "main") are left out.
 _HINGLISH = frozenset("""
-hai hain ho tha thi the mera meri mere tera teri tumhara aapka aapki apna apni kya kyu kyun kaise kaisa kab kahan
+hai hain tha thi mera meri mere tera teri tumhara aapka aapki apna apni kya kyu kyun kaise kaisa kab kahan
 kitna kitni kitne nahi nahin mujhe humein hamein kaun kuch bhi aur lekin par ka ki ke ko se mein ye yeh woh wo
 gaya gayi hua hui karna karu karun karein kijiye chahiye sakta sakti sakte raha rahi rahe hoga hogi toh abhi
 """.split())

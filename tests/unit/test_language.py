@@ -18,6 +18,8 @@ KNOWN = load_settings().languages
     ("నా కార్డు పోయింది", "te-IN", False),
     ("UPI limit kitni hai per day?", "hi-IN", True),
     ("Is there a charge for a cheque book?", "en-IN", False),
+    ("What is the limit for the card and the PIN?", "en-IN", False),
+    ("Is the branch open on the weekend?", "en-IN", False),
 ])
 def test_text_is_identified_by_its_script_and_words(text, language, romanised):
     code, confidence, roman = detect_text(text)
