@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, WebSocket
 
@@ -38,6 +40,22 @@ async def _refuse(ws: WebSocket, exc: SamvadError) -> None:
     await ws.close(CLOSE_TOO_MANY_SESSIONS if exc.status == 429 else CLOSE_TRY_LATER, exc.message[:120])
 
 
+@asynccontextmanager
+async def _lease(take, keep, give_back) -> AsyncIterator[bool]:
+    """One of the gate's slots (a socket per IP, a live call per key) held, and renewed, for the
+    block: yields False when none was free."""
+    slot = uuid.uuid4().hex
+    if not await take(slot):
+        yield False
+        return
+    renew = asyncio.create_task(keep(slot))
+    try:
+        yield True
+    finally:
+        renew.cancel()
+        await give_back(slot)
+
+
 @router.websocket("/api/v1/voice-session")
 async def voice_session(ws: WebSocket) -> None:
     """Streaming voice session. Admission, cheapest check first: origin, the client IP's request
@@ -59,16 +77,12 @@ async def voice_session(ws: WebSocket) -> None:
     except SamvadError as exc:
         await _refuse(ws, exc)
         return
-    socket = uuid.uuid4().hex
-    if not await f.gate.open_socket(ip, socket):
-        await ws.close(CLOSE_TOO_MANY_SESSIONS, "too many open sockets from this address")
-        return
-    keep = asyncio.create_task(f.gate.keep_socket(ip, socket))
-    try:
+    async with _lease(lambda slot: f.gate.open_socket(ip, slot), lambda slot: f.gate.keep_socket(ip, slot),
+                      lambda slot: f.gate.close_socket(ip, slot)) as held:
+        if not held:
+            await ws.close(CLOSE_TOO_MANY_SESSIONS, "too many open sockets from this address")
+            return
         await _admit_call(f, ws, ip)
-    finally:
-        keep.cancel()
-        await f.gate.close_socket(ip, socket)
 
 
 async def _admit_call(f: Frontend, ws: WebSocket, ip: str) -> None:
@@ -95,18 +109,16 @@ async def _admit_call(f: Frontend, ws: WebSocket, ip: str) -> None:
     except SamvadError as exc:
         await _refuse(ws, exc)
         return
-    slot = uuid.uuid4().hex
-    if not await f.gate.open_call(key, slot):
-        await ws.close(CLOSE_TOO_MANY_SESSIONS, "too many live sessions for this API key")
-        return
-    renew = asyncio.create_task(f.gate.keep_call(key, slot))
-    f.calls += 1
-    try:
-        await _call(f, ws, start, key)
-    finally:
-        f.calls -= 1
-        renew.cancel()
-        await f.gate.close_call(key, slot)
+    async with _lease(lambda slot: f.gate.open_call(key, slot), lambda slot: f.gate.keep_call(key, slot),
+                      lambda slot: f.gate.close_call(key, slot)) as held:
+        if not held:
+            await ws.close(CLOSE_TOO_MANY_SESSIONS, "too many live sessions for this API key")
+            return
+        f.calls += 1
+        try:
+            await _call(f, ws, start, key)
+        finally:
+            f.calls -= 1
 
 
 async def _call(f: Frontend, ws: WebSocket, start: SessionStart, key: ApiKeyRow) -> None:
