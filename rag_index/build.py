@@ -57,12 +57,25 @@ class BuildResult(BaseModel):
 Progress = Callable[[int, int], None]  # (chunks embedded so far, total)
 
 
+class IndexInvalidError(InputError):
+    code = "index_invalid"
+
+
+def read_manifest(index_dir: Path) -> Manifest:
+    try:
+        return Manifest.model_validate_json((Path(index_dir) / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise IndexInvalidError(f"no index at {index_dir} (run `samvad index build`)") from None
+    except ValueError as exc:
+        raise IndexInvalidError(f"the manifest in {index_dir} is invalid: {exc}") from None
+
+
 def embed_chunks(embedder: Embedder, chunks: list[Chunk], progress: Progress | None = None) -> np.ndarray:
     texts = [c.text for c in chunks]
     step = embedder.batch_size * 4  # a few batches per progress update keeps the bar honest and cheap
     parts = []
     for i in range(0, len(texts), step):
-        parts.append(embedder.encode(texts[i : i + step]))
+        parts.append(embedder.passages(texts[i : i + step]))
         if progress:
             progress(min(i + step, len(texts)), len(texts))
     return np.concatenate(parts) if parts else np.zeros((0, embedder.dimension), dtype=np.float32)
@@ -198,9 +211,18 @@ def _write_atomically(out_dir: Path, index: faiss.Index, chunks: list[Chunk], ma
 
 def ensure_index(settings: Settings, embedder: Embedder, progress: Progress | None = None) -> Path:
     """The live index: `rag.index_dir`. On first use it is built from `rag.corpus_dir` into a
-    version folder beside it and published there (a symlink), like `samvad index publish`."""
+    version folder beside it and published there (a symlink), like `samvad index publish`.
+    It is rebuilt the same way when it was built from the configured corpus with another
+    embedding model (the embedder setting changed); an index of another corpus built with
+    another model is left for the Retriever to refuse."""
     live = Path(settings.rag.index_dir)
-    if not (live / MANIFEST).is_file():
+    stale = False
+    if (live / MANIFEST).is_file():
+        old = read_manifest(live)
+        if old.embedding_model != embedder.model_name:
+            docs, _ = load_corpus(Path(settings.rag.corpus_dir))
+            stale = old.corpus_hash == corpus_hash(docs)
+    if stale or not (live / MANIFEST).is_file():
         version = live.parent / "versions" / datetime.now(timezone.utc).strftime("v%Y%m%dT%H%M%S%f")
         build_index(
             Path(settings.rag.corpus_dir), version, embedder,

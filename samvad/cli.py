@@ -80,11 +80,14 @@ def index_build(
 
 
 def _retriever(index_dir: Path, s: Settings):
+    """The index read with the embedder that built it (so `eval --compare` can set two
+    embedders side by side), whatever the service is configured with."""
+    from rag_index.build import read_manifest
     from rag_index.retriever import Retriever
-    from samvad.embeddings import get_embedder
+    from samvad.embeddings import embedder_named
 
     try:
-        return Retriever(index_dir, get_embedder(s.embeddings))
+        return Retriever(index_dir, embedder_named(read_manifest(index_dir).embedding_model, s.embeddings))
     except SamvadError as exc:
         console.print(f"[red]{exc.code}:[/red] {exc.message}")
         raise typer.Exit(1) from None

@@ -55,6 +55,18 @@ def detect_text(text: str, fallback: str | None = None) -> tuple[str | None, flo
     return language, round(share, 3), False
 
 
+def devanagari_reading(text: str) -> str | None:
+    """Romanised Hindi read back into Devanagari (ITRANS rules), or None for other text.
+    Casual spellings come out imperfect ("card" -> "चर्द्"), but the Hindi words land near their
+    written form: a multilingual embedder that knows Hindi far better in its own script matches
+    the pair (text and reading, averaged) to the right passage more often than either alone."""
+    if not detect_text(text)[2]:
+        return None
+    from indic_transliteration import sanscript
+
+    return sanscript.transliterate(text.lower(), sanscript.ITRANS, sanscript.DEVANAGARI)
+
+
 def choose(detected: str | None, confidence: float | None, fallback: str, known, min_confidence: float) -> str:
     """The language to answer in: the detected one when it is one of ours and sure enough."""
     if detected in known and (confidence is None or confidence >= min_confidence):

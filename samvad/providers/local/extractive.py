@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import numpy as np
 
 from samvad.contracts import Passage, Usage
-from samvad.embeddings import Embedder
+from samvad.embeddings import Embedder, scale
 from samvad.providers.base import CallRecord, Capabilities, ChatModel, ChatRequest
 from samvad.followup import search_query
 from samvad.sentences import split_sentences
@@ -66,8 +66,9 @@ class ExtractiveAnswerer(ChatModel):
         if not candidates:
             return []
         queries = [question] if context is None else [question, context]
-        vectors = self._embedder.encode(queries + [c[2] for c in candidates])
-        own = vectors[len(queries):] @ vectors[0]
+        asked = self._embedder.queries(queries)
+        sentences = self._embedder.passages([c[2] for c in candidates])
+        own = scale(sentences @ asked[0], self._embedder.floor)
         scores = np.array([passages[c[0]].score for c in candidates])
         # Answer from one document: a spoken answer stitched from two rarely reads as one. For a
         # new question, the best-retrieved one (retrieval ranks whole chunks with their headings,
@@ -80,7 +81,7 @@ class ExtractiveAnswerer(ChatModel):
             source, similarity = max(passages, key=lambda p: p.score).source, own
         else:
             source = passages[candidates[int(np.argmax(own + self._s.passage_weight * scores))][0]].source
-            similarity = np.maximum(own, vectors[len(queries):] @ vectors[1])
+            similarity = np.maximum(own, scale(sentences @ asked[1], self._embedder.floor))
         # A sentence's own match plus its chunk's retrieval score picks the right section.
         combined = similarity + self._s.passage_weight * scores
         keep = [i for i, c in enumerate(candidates) if passages[c[0]].source == source]

