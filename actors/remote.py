@@ -130,5 +130,5 @@ class RemoteRetriever:
     def __init__(self, handle) -> None:
         self._h = handle
 
-    async def alookup(self, text: str, phrases: list[str], k: int, query: str | None = None) -> tuple[float, list[Passage]]:
-        return await call(lambda: self._h.lookup.remote(text, phrases, k, query))
+    async def alookup(self, text: str, phrase_sets: list[list[str]], k: int, query: str | None = None) -> tuple[list[float], list[Passage]]:
+        return await call(lambda: self._h.lookup.remote(text, phrase_sets, k, query))

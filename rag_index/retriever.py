@@ -76,29 +76,30 @@ class Retriever:
     async def asearch(self, query: str, k: int) -> list[Passage]:
         return await asyncio.to_thread(self.search, query, k)
 
-    def similarity(self, text: str, phrases: list[str]) -> float:
-        """Best relevance (scaled cosine) between `text` and `phrases` (the phrase vectors are cached)."""
-        if not phrases or not text.strip():
-            return 0.0
-        return self._similarity(self._queries([text])[0], phrases)
-
-    def _similarity(self, vector, phrases: list[str]) -> float:
-        key = tuple(phrases)
-        if getattr(self, "_phrases", (None,))[0] != key:
-            self._phrases = (key, self._embedder.queries(list(phrases)))
-        return float(scale((self._phrases[1] @ vector).max(), self._embedder.floor))
-
-    def lookup(self, text: str, phrases: list[str], k: int, query: str | None = None) -> tuple[float, list[Passage]]:
-        """The guardrail's attack similarity of `text` and the search for `query` (default: the
-        text itself), encoded in one batch (one call on the turn path instead of two)."""
+    def similarities(self, text: str, phrase_sets: list[list[str]]) -> list[float]:
+        """Best relevance (scaled cosine) of `text` to each list of phrases (their vectors cached)."""
         if not text.strip():
-            return 0.0, []
+            return [0.0] * len(phrase_sets)
+        return self._similarities(self._queries([text])[0], phrase_sets)
+
+    def _similarities(self, vector, phrase_sets: list[list[str]]) -> list[float]:
+        key = tuple(tuple(p) for p in phrase_sets)
+        if getattr(self, "_phrases", (None,))[0] != key:
+            self._phrases = (key, [self._embedder.queries(list(p)) for p in phrase_sets])
+        return [float(scale((m @ vector).max(), self._embedder.floor)) if len(m) else 0.0 for m in self._phrases[1]]
+
+    def lookup(self, text: str, phrase_sets: list[list[str]], k: int, query: str | None = None) -> tuple[list[float], list[Passage]]:
+        """The guardrail's similarities of `text` to each phrase set (known attacks, benign
+        anchors) and the search for `query` (default: the text itself), encoded in one batch
+        (one call on the turn path instead of two)."""
+        if not text.strip():
+            return [0.0] * len(phrase_sets), []
         vectors = self._queries([text] if query is None else [text, query])
-        similarity = self._similarity(vectors[0], phrases) if phrases else 0.0
-        return similarity, self._search(vectors[-1:], k) if self._index.ntotal else []
+        similarities = self._similarities(vectors[0], phrase_sets) if phrase_sets else []
+        return similarities, self._search(vectors[-1:], k) if self._index.ntotal else []
 
-    async def alookup(self, text: str, phrases: list[str], k: int, query: str | None = None) -> tuple[float, list[Passage]]:
-        return await asyncio.to_thread(self.lookup, text, phrases, k, query)
+    async def alookup(self, text: str, phrase_sets: list[list[str]], k: int, query: str | None = None) -> tuple[list[float], list[Passage]]:
+        return await asyncio.to_thread(self.lookup, text, phrase_sets, k, query)
 
-    async def asimilarity(self, text: str, phrases: list[str]) -> float:
-        return await asyncio.to_thread(self.similarity, text, phrases)
+    async def asimilarities(self, text: str, phrase_sets: list[list[str]]) -> list[float]:
+        return await asyncio.to_thread(self.similarities, text, phrase_sets)

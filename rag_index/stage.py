@@ -47,10 +47,10 @@ class RetrievalStage:
         self._maybe_reload()
         return await self.retriever.asearch(query, k)
 
-    async def lookup(self, text: str, phrases: list[str], k: int, query: str | None = None) -> tuple[float, list[Passage]]:
-        """Attack similarity and search in one call (the turn path's only Retriever hop)."""
+    async def lookup(self, text: str, phrase_sets: list[list[str]], k: int, query: str | None = None) -> tuple[list[float], list[Passage]]:
+        """Attack similarities and search in one call (the turn path's only Retriever hop)."""
         self._maybe_reload()
-        return await self.retriever.alookup(text, phrases, k, query)
+        return await self.retriever.alookup(text, phrase_sets, k, query)
 
     def status(self) -> dict[str, Any]:
         return {"version": getattr(self, "version", None), "last_error": getattr(self, "last_error", None)}

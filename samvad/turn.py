@@ -67,9 +67,9 @@ ANSWER_LANGUAGE = "en-IN"  # the language answers are written in (the knowledge 
 log = logging.getLogger("samvad.turn")
 
 class PassageRetriever(Protocol):
-    async def alookup(self, text: str, phrases: list[str], k: int, query: str | None = None) -> tuple[float, list[Passage]]:
-        """(best similarity of `text` to `phrases`, top-`k` passages for `query`, default `text`)
-        in one call."""
+    async def alookup(self, text: str, phrase_sets: list[list[str]], k: int, query: str | None = None) -> tuple[list[float], list[Passage]]:
+        """(best similarity of `text` to each phrase set, top-`k` passages for `query`, default
+        `text`) in one call."""
         ...
 
 
@@ -270,16 +270,16 @@ class TurnRunner:
             passages: list[Passage] = []
             if verdict.reply is None:
                 # One Retriever call: the attack-similarity check and the search share one encoding.
-                attacks = self.guardrails.input.injection.known_attacks
+                phrase_sets = self.guardrails.input.injection.phrase_sets
                 t_ret = time.perf_counter()
                 # A follow-up ("what about the PIN?") is searched with the question it follows.
                 query = search_query(verdict.text, [m.content for m in history if m.role == "user"])
-                similarity, passages = await e.retriever.alookup(verdict.text, attacks, self.settings.rag.top_k,
+                similarities, passages = await e.retriever.alookup(verdict.text, phrase_sets, self.settings.rag.top_k,
                                                                  query if query != verdict.text else None)
                 calls.append(
                     ProviderCall(stage="retrieval", provider="faiss", model="local", latency_ms=(time.perf_counter() - t_ret) * 1000)
                 )
-                if attacks and (similar := self.guardrails.check_attack_similarity(similarity)) is not None:
+                if (similar := self.guardrails.check_attack_similarity(similarities)) is not None:
                     verdict = similar.model_copy(update={"text": verdict.text, "flags": verdict.flags + similar.flags})
                     passages = []
             guard_flags.extend(verdict.flags)

@@ -37,8 +37,15 @@ class PatternCheck(_Check):
 
 
 class InjectionCheck(PatternCheck):
-    similarity_threshold: float = 0.6
+    similarity_threshold: float = 0.45  # on the embedder's relevance scale (samvad.embeddings)
+    margin: float = 0.0  # how far closer to an attack than to any benign anchor
     known_attacks: list[str] = []
+    benign_anchors: list[str] = []
+
+    @property
+    def phrase_sets(self) -> list[list[str]]:
+        """What the retriever compares the question with, in one call (attacks, then anchors)."""
+        return [self.known_attacks, self.benign_anchors] if self.enabled and self.known_attacks else []
 
 
 class AbuseCheck(_Check):
@@ -139,12 +146,16 @@ class Guardrails(BaseModel):
                     return InputVerdict(text=text, flags=flags, action=check.action, reply=getattr(self.replies, name))
         return InputVerdict(text=text, flags=flags)
 
-    def check_attack_similarity(self, similarity: float) -> InputVerdict | None:
-        """The embedding half of the injection check: `similarity` is the question's best cosine
-        to the known attacks (computed where the embedder lives)."""
+    def check_attack_similarity(self, similarities: list[float]) -> InputVerdict | None:
+        """The embedding half of the injection check: the question's best similarity to the known
+        attacks and to the benign anchors (`phrase_sets`, computed where the embedder lives)."""
         c = self.input.injection
-        if c.enabled and c.known_attacks and similarity >= c.similarity_threshold:
-            flag = GuardrailFlag(check="injection", severity="high", action=c.action, detail=f"similar to a known attack ({similarity:.2f})")
+        if not (c.enabled and c.known_attacks and similarities):
+            return None
+        attack, benign = similarities[0], (similarities[1] if len(similarities) > 1 else 0.0)
+        if attack >= c.similarity_threshold and attack >= benign + c.margin:
+            flag = GuardrailFlag(check="injection", severity="high", action=c.action,
+                                 detail=f"similar to a known attack ({attack:.2f}, benign {benign:.2f})")
             return InputVerdict(text="", flags=[flag], action=c.action, reply=self.replies.injection)
         return None
 
