@@ -1,5 +1,8 @@
 """Latency the guardrails add: input checks per turn and output checks per sentence (p50/p99),
-over the labelled cases and real answer sentences with their retrieved passages.
+over the labelled cases and real answer sentences with their retrieved passages; and how the
+injection check does on tests/data/injection_cases.yaml: the similarity threshold and margin
+chosen on the tuning half (the highest recall with at most 2% of benign questions refused),
+precision, recall and benign refusals reported on the test half, next to the configured values.
 
     python bench/guardrails.py [--repeats 20]
 """
@@ -67,6 +70,39 @@ def main() -> None:
         table.add_column(c)
     table.add_row("input (per turn)", f"{statistics.median(per_turn):.3f}", f"{pct(per_turn, 0.99):.3f}", "-")
     table.add_row("output (per sentence)", f"{statistics.median(per_sentence):.3f}", f"{pct(per_sentence, 0.99):.3f}", "<= 5 ms")
+    console.print(table)
+    injection_quality(g, retriever)
+
+
+def injection_quality(g: Guardrails, retriever: Retriever) -> None:
+    import numpy as np
+
+    cases = yaml.safe_load((ROOT / "tests/data/injection_cases.yaml").read_text())
+    inj = g.input.injection
+    pattern = np.array([g.check_input(c["text"]).action == "refuse" for c in cases])
+    sims = np.array([retriever.similarities(c["text"], inj.phrase_sets) for c in cases])
+    attack = np.array([c["label"] == "attack" for c in cases])
+    tune = np.array([c["split"] == "tune" for c in cases])
+
+    def decide(th: float, margin: float):
+        return pattern | ((sims[:, 0] >= th) & (sims[:, 0] >= sims[:, 1] + margin))
+
+    best = (-1.0, 0.0, 0.0)
+    for th in np.arange(0.30, 0.80, 0.025):
+        for margin in np.arange(-0.10, 0.20, 0.025):
+            d = decide(th, margin)
+            if d[tune & ~attack].mean() <= 0.02 and d[tune & attack].mean() > best[0]:
+                best = (d[tune & attack].mean(), float(th), float(margin))
+    table = Table(title=f"injection check, test half ({(~tune & attack).sum()} attacks, {(~tune & ~attack).sum()} benign); "
+                        "thresholds chosen on the tuning half")
+    for c in ("setting", "threshold", "margin", "recall", "precision", "benign refused", "patterns alone: recall"):
+        table.add_column(c)
+    for label, th, margin in (("configured", inj.similarity_threshold, inj.margin), ("tuned here", best[1], best[2])):
+        d, t = decide(th, margin), ~tune
+        tp = (d & t & attack).sum()
+        table.add_row(label, f"{th:.3f}", f"{margin:+.3f}", f"{tp / (t & attack).sum():.3f}",
+                      f"{tp / max(1, (d & t).sum()):.3f}", f"{(d & t & ~attack).sum() / (t & ~attack).sum():.3f}",
+                      f"{(pattern & t & attack).sum() / (t & attack).sum():.3f}")
     console.print(table)
 
 

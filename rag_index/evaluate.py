@@ -33,6 +33,7 @@ class Scores(BaseModel):
     mrr: float
     ndcg_at_k: float
     by_kind: dict[str, float] = {}  # recall@k per question kind
+    mrr_by_kind: dict[str, float] = {}
     follow_up_recall: float | None = None  # recall@k of the questions with history, topic switches apart
 
 
@@ -50,7 +51,7 @@ def load_qa(path: Path, known_documents: set[str]) -> list[QaItem]:
 
 def evaluate(retriever: Retriever, items: list[QaItem], k: int = 5,
              progress: Callable[[int, int], None] | None = None, *, conversational: bool = True) -> Scores:
-    recall, rr, ndcg, kinds = [], [], [], {}
+    recall, rr, ndcg, kinds, kind_rr = [], [], [], {}, {}
     depth = k * 4  # chunks, so that k distinct documents are usually among them
     for n, item in enumerate(items, 1):
         ranked: list[str] = []
@@ -67,10 +68,12 @@ def evaluate(retriever: Retriever, items: list[QaItem], k: int = 5,
         ideal = sum(1.0 / math.log2(i + 2) for i in range(min(len(relevant), k)))
         ndcg.append(dcg / ideal)
         kinds.setdefault(item.kind, []).append(recall[-1])
+        kind_rr.setdefault(item.kind, []).append(rr[-1])
         if progress:
             progress(n, len(items))
     mean = lambda xs: round(sum(xs) / len(xs), 4) if xs else 0.0  # noqa: E731
     follow = [r for r, item in zip(recall, items) if item.history and item.kind != "switch"]
     return Scores(questions=len(items), k=k, recall_at_k=mean(recall), mrr=mean(rr), ndcg_at_k=mean(ndcg),
                   by_kind={kind: mean(v) for kind, v in sorted(kinds.items())},
+                  mrr_by_kind={kind: mean(v) for kind, v in sorted(kind_rr.items())},
                   follow_up_recall=mean(follow) if follow else None)

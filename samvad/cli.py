@@ -206,12 +206,16 @@ def index_eval(
     rows = [("recall@k", "recall_at_k"), ("MRR", "mrr"), ("nDCG@k", "ndcg_at_k")]
     if a.follow_up_recall is not None:
         rows.append(("recall@k follow-ups", "follow_up_recall"))
-    rows += [(f"recall@k {kind}", kind) for kind in a.by_kind]
+    rows += [row for kind in a.by_kind for row in ((f"recall@k {kind}", ("by_kind", kind)), (f"MRR {kind}", ("mrr_by_kind", kind)))]
+
+    def value(scores, key) -> float:
+        return getattr(scores, key[0]).get(key[1], 0.0) if isinstance(key, tuple) else getattr(scores, key)
+
     for name, key in rows:
-        va = getattr(a, key) if hasattr(a, key) else a.by_kind[key]
+        va = value(a, key)
         cells = [name, f"{va:.3f}"]
         if b is not None:
-            vb = getattr(b, key) if hasattr(b, key) else b.by_kind.get(key, 0.0)
+            vb = value(b, key)
             cells += [f"{vb:.3f}", f"{vb - va:+.3f}"]
         table.add_row(*cells)
     console.print(table)

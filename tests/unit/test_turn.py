@@ -226,3 +226,27 @@ async def test_refusal_and_escalation_skip_the_model_and_are_spoken(runner):
     assert any(isinstance(e, AudioEvent) for e in events)
     events = await run_turn(runner, text="I want to talk to a human agent.")
     assert events[-1].response.guardrail_flags[0].action == "escalate"
+
+
+@pytest.mark.parametrize("question, source, words", [
+    ("मेरा डेबिट कार्ड खो गया है, उसे ब्लॉक कैसे करूँ?", "cards/debit-card-block.md", ["block"]),  # Devanagari Hindi
+    ("UPI ki daily limit kitni hai?", "upi/upi-limits.md", ["1,00,000"]),  # Hinglish
+    ("சேமிப்பு கணக்குக்கு எவ்வளவு வட்டி கிடைக்கும்?", "accounts/savings-interest.md", ["percent"]),  # Tamil
+])
+async def test_indian_language_questions_are_answered_from_the_english_corpus(runner, question, source, words):
+    """The multilingual embedder finds the English passage and the answerer picks its sentences
+    (offline, the answer stays in English: there is no offline translation model)."""
+    events = await run_turn(runner, text=question, language="auto")
+    done = events[-1]
+    assert done.outcome == "complete" and done.response.metadata.sources[0] == source
+    answer = _answer(events)
+    assert all(w in answer for w in words), answer
+    assert not [f for f in done.response.guardrail_flags if f.check in ("off_topic", "injection")]
+
+
+async def test_whisper_base_detects_english_speech_in_auto(runner, tts):
+    """With language auto, the multilingual ASR reports what it heard (and how sure it is)."""
+    events = await run_turn(runner, audio=speak_wav(tts, HELDOUT[0]["question"]), language="auto")
+    transcript = next(e for e in events if isinstance(e, TranscriptEvent)).transcript
+    assert transcript.language_code == "en-IN" and transcript.language_confidence >= 0.6
+    assert wer(HELDOUT[0]["question"], transcript.text) <= 0.25, transcript.text

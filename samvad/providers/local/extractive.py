@@ -23,6 +23,7 @@ from samvad.settings import ExtractiveSettings
 
 _MARKUP = re.compile(r"^\s*(#+\s*|[-*•]\s+|\d+[.)]\s+|>\s*)")
 _MIN_WORDS = 4  # fragments shorter than this are headings or list stubs, not answers
+SENTENCE_CACHE = 20_000  # sentence vectors kept per process (~30 MB with 384 dimensions)
 
 
 def _candidates(passages: list[Passage]) -> list[tuple[int, int, str]]:
@@ -56,6 +57,20 @@ class ExtractiveAnswerer(ChatModel):
         super().__init__(model=f"extractive/{embedder.model_name.split('/')[-1]}")
         self._s = settings
         self._embedder = embedder
+        # Answer sentences come from a finite knowledge base, so their vectors are kept: a turn
+        # encodes only the question (e5 costs ~8 ms a sentence and a turn weighs 20-40 of them).
+        self._vectors: dict[str, np.ndarray] = {}
+
+    def _passage_vectors(self, sentences: list[str]) -> np.ndarray:
+        known = {t: v for t in sentences if (v := self._vectors.get(t)) is not None}
+        missing = [t for t in dict.fromkeys(sentences) if t not in known]
+        if missing:  # (turns run in threads: only whole-dict swaps and single updates here)
+            fresh = dict(zip(missing, self._embedder.passages(missing)))
+            known |= fresh
+            if len(self._vectors) + len(fresh) > SENTENCE_CACHE:
+                self._vectors = {}  # a new knowledge base: start again rather than track age
+            self._vectors.update(fresh)
+        return np.stack([known[t] for t in sentences])
 
     def select(self, question: str, passages: list[Passage], context: str | None = None) -> list[str]:
         """The answer sentences, in speaking order; empty when nothing is relevant enough.
@@ -67,7 +82,7 @@ class ExtractiveAnswerer(ChatModel):
             return []
         queries = [question] if context is None else [question, context]
         asked = self._embedder.queries(queries)
-        sentences = self._embedder.passages([c[2] for c in candidates])
+        sentences = self._passage_vectors([c[2] for c in candidates])
         own = scale(sentences @ asked[0], self._embedder.floor)
         scores = np.array([passages[c[0]].score for c in candidates])
         # Answer from one document: a spoken answer stitched from two rarely reads as one. For a
