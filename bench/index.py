@@ -47,7 +47,7 @@ def main() -> None:
     raw, ours = [], []
     for _ in track(range(args.repeats), description="build vs raw encode", console=console):
         t = time.perf_counter()
-        e._model.encode(texts, batch_size=s.embeddings.batch_size, normalize_embeddings=True, show_progress_bar=False)
+        e.passages(texts)
         raw.append(len(texts) / (time.perf_counter() - t))
         t = time.perf_counter()
         build_index(corpus, tmp / "b", e, chunk_chars=s.rag.chunk_chars, overlap_chars=s.rag.overlap_chars)
@@ -82,7 +82,7 @@ def main() -> None:
         times = []
         for i in track(range(200), description=f"search at {size} chunks", console=console):
             t = time.perf_counter()
-            index.search(e.encode([queries[i % len(queries)]]), 5)
+            index.search(e.queries([queries[i % len(queries)]]), 5)
             times.append((time.perf_counter() - t) * 1000)
         rows.append((size, statistics.median(times)))
     shutil.rmtree(tmp, ignore_errors=True)

@@ -187,6 +187,11 @@ def page(key: str, turns: int) -> list[dict[str, float]]:
     return [{"first audio": float(t["ms"])} for t in timeline[:turns]]
 
 
+# The offline defaults before multilingual ASR and embeddings (issue 15), and as they are now.
+DEFAULTS = {"old": {"SAMVAD_ASR__WHISPER__MODEL": "tiny.en", "SAMVAD_ASR__WHISPER__SHORT_WINDOW": "false",
+                    "SAMVAD_EMBEDDINGS__BACKEND": "sentence-transformers"},
+            "new": {}}
+
 TIMELINE = ("endpoint", "partial transcript", "transcript", "first sentence", "first audio")
 
 
@@ -369,6 +374,8 @@ def main() -> None:
     ap.add_argument("--page-turns", type=int, default=6, help="latency: questions asked through the demo page (0: none)")
     ap.add_argument("--early-asr-ms", default=None,
                     help="latency: voice.early_asr_ms values to compare in this run, e.g. 0,150 (0 = off)")
+    ap.add_argument("--defaults", default=None,
+                    help="latency: offline defaults to compare in this run: old (tiny.en, 30 s window, MiniLM), new")
     args = ap.parse_args()
     config = str(ROOT / "configs" / ("default.yaml" if args.mode == "latency" else "stub.yaml"))
     if args.mode == "capacity":  # measure the machine, not the per-key limit
@@ -380,20 +387,22 @@ def main() -> None:
         finally:
             down()
         return
+    settings = [(f"early_asr_ms={v}", {"SAMVAD_VOICE__EARLY_ASR_MS": v}) for v in (args.early_asr_ms or "").split(",") if v]
+    settings += [(f"{d} defaults", DEFAULTS[d]) for d in (args.defaults or "").split(",") if d]
     rows = []
-    for value in (args.early_asr_ms.split(",") if args.early_asr_ms else [None]):
-        if value is not None:  # one service per setting, one after the other, in this run
-            os.environ["SAMVAD_VOICE__EARLY_ASR_MS"] = value
+    for label, env in settings or [("config", {})]:
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)  # one service per setting, one after the other, in this run
         key, down = serve_up(config)
         try:
             for fresh in (True, False):
-                rows.append((f"early_asr_ms={value or 'config'}|{'new' if fresh else 'warm'}",
-                             asyncio.run(latency(key, args.turns, fresh))))
+                rows.append((f"{label}|{'new' if fresh else 'warm'}", asyncio.run(latency(key, args.turns, fresh))))
             if args.page_turns:
-                rows.append((f"early_asr_ms={value or 'config'}|demo page (Chromium), one session",
-                             page(key, args.page_turns)))
+                rows.append((f"{label}|demo page (Chromium), one session", page(key, args.page_turns)))
         finally:
             down()
+            for k, v in saved.items():
+                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     latency_table(rows, args.turns)
 
 
