@@ -47,7 +47,10 @@ def _llm(name: str, s: Settings):
         from samvad.embeddings import get_embedder
         from samvad.providers.local.extractive import ExtractiveAnswerer
 
-        return ExtractiveAnswerer(s.llm.extractive, get_embedder(s.embeddings))
+        answerer = ExtractiveAnswerer(s.llm.extractive, get_embedder(s.embeddings))
+        if s.rag.retriever == "faiss":
+            answerer.warm_from(s.rag.index_dir)
+        return answerer
     if name == "sarvam":
         from samvad.providers.sarvam.llm import SarvamChat
 

@@ -250,3 +250,16 @@ async def test_whisper_base_detects_english_speech_in_auto(runner, tts):
     transcript = next(e for e in events if isinstance(e, TranscriptEvent)).transcript
     assert transcript.language_code == "en-IN" and transcript.language_confidence >= 0.6
     assert wer(HELDOUT[0]["question"], transcript.text) <= 0.25, transcript.text
+
+
+def test_answer_sentences_are_pre_encoded_from_the_live_index(runner, settings):
+    """The answerer warms its sentence vectors from the index, so no turn pays for them."""
+    from samvad.embeddings import get_embedder
+    from samvad.providers.local.extractive import ExtractiveAnswerer
+
+    answerer = ExtractiveAnswerer(settings.llm.extractive, get_embedder(settings.embeddings))
+    answerer.warm_from(settings.rag.index_dir, wait_s=5).join(timeout=120)
+    passages = [p for p in runner.engines.retriever.search("How do I block my debit card?", 4)]
+    before = len(answerer._vectors)
+    assert before > 100 and answerer.select("How do I block my debit card?", passages)
+    assert len(answerer._vectors) == before  # every sentence of the answer was already encoded
