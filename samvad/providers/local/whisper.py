@@ -83,6 +83,9 @@ def _load(model: str, compute_type: str, cpu_threads: int):
     return WhisperModel(path, device="cpu", compute_type=compute_type, cpu_threads=cpu_threads, files=files)
 
 
+_WARMED: set = set()  # models already decoded once in this process
+
+
 class WhisperSTT(SpeechToText):
     name = "whisper"
 
@@ -97,6 +100,17 @@ class WhisperSTT(SpeechToText):
         self.capabilities = Capabilities(
             streaming=False, languages=frozenset({"en-IN"}) if self._english_only else None
         )
+        if settings.short_window and self._whisper not in _WARMED:
+            self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Decode once through the smallest utterance window (what most questions use), so the
+        first caller does not pay for CTranslate2 preparing it."""
+        import numpy as np
+
+        quiet = (np.random.default_rng(0).standard_normal(int(1.5 * 16000)) * 1e-4).astype(np.float32)
+        self._short(Audio(samples=quiet, sample_rate=16000), "en", threading.Event())
+        _WARMED.add(self._whisper)
 
     def _prompt(self, lang: str | None) -> str | None:
         """The vocabulary prompt is English: given to a Hindi decode, base read it back as the
