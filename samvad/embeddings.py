@@ -10,9 +10,9 @@
 
 Cosine scales differ by model (e5 puts unrelated texts near 0.75, MiniLM near 0.1), so every
 embedder maps its cosine onto one relevance scale, 0 = unrelated and 1 = the same meaning:
-`(cos - floor) / (1 - floor)` with the model's measured floor (`bench/guardrails.py` and
-`samvad index eval` show the distributions). Rankings are unchanged; the thresholds in the
-config (off-topic, answer relevance, attack similarity) mean the same for every embedder.
+`(cos - floor) / (1 - floor)` with the model's floor (fitted for e5 below; `embeddings.floor`
+sets another). Rankings are unchanged; the thresholds in the config (off-topic, answer
+relevance, attack similarity) mean about the same for every embedder.
 
 Shared by the RAG index, the retriever's guardrail checks and the extractive answerer; loaded
 once per process."""
