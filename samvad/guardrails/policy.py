@@ -37,8 +37,8 @@ class PatternCheck(_Check):
 
 
 class InjectionCheck(PatternCheck):
-    similarity_threshold: float = 0.45  # on the embedder's relevance scale (samvad.embeddings)
-    margin: float = 0.0  # how far closer to an attack than to any benign anchor
+    similarity_threshold: float = 0.525  # on the embedder's relevance scale (samvad.embeddings)
+    margin: float = 0.075  # how much closer to an attack than to any benign anchor
     known_attacks: list[str] = []
     benign_anchors: list[str] = []
 
