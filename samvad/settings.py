@@ -218,21 +218,23 @@ class VoiceSettings(BaseModel):
     """The WebSocket voice session (docs/voice-session.md)."""
 
     # Voiced time (pauses excluded) of caller speech during an answer: from `barge_in_min_ms` it
-    # interrupts at once; shorter utterances are checked against the backchannels; below
-    # `min_interrupt_ms` they are ignored (coughs, clicks).
+    # interrupts at once; shorter speech interrupts only when its transcript asks to (a word of
+    # `interrupt_words`: "stop", "wait", "ruko"), and is otherwise taken as a backchannel ("haan",
+    # "ok", "hmm"); below `min_interrupt_ms` it is ignored (coughs, clicks). Asking for the stop
+    # words rather than listing backchannels holds when the ASR mishears a short "haan": Whisper
+    # has written it "ah", "haha", "hun", "huh" and "bye".
     barge_in_min_ms: int = 600
     min_interrupt_ms: int = 200
-    # Said while listening, not to interrupt. Compared after lower-casing and stripping punctuation.
-    backchannels: dict[str, list[str]] = {
-        # Whisper renders a Hindi "haan" as "ah", "uh" or "haha" (tiny.en), "hun" or "huh" (base):
-        # those count too.
-        "en-IN": ["ok", "okay", "hmm", "hm", "mm", "mhm", "yes", "yeah", "right", "uh huh", "i see", "haan", "ji",
-                  "accha", "ah", "uh", "oh", "haha", "hun", "huh", "han"],
-        "hi-IN": ["haan", "han", "ji", "ji haan", "accha", "achha", "acha", "theek hai", "thik hai", "hmm", "ok", "हाँ", "जी", "अच्छा", "ठीक है"],
-        "ta-IN": ["ஆமா", "ஆமாம்", "சரி", "ம்ம்", "ok", "seri", "aama"],
-        "te-IN": ["అవును", "సరే", "ok", "avunu", "sare"],
-        "bn-IN": ["হ্যাঁ", "আচ্ছা", "ঠিক আছে", "ok", "haan"],
-        "mr-IN": ["हो", "बरं", "ठीक आहे", "ok", "ho"],
+    # Compared word by word after lower-casing and stripping punctuation; the session's language
+    # and English both count.
+    interrupt_words: dict[str, list[str]] = {
+        "en-IN": ["stop", "wait", "no", "nope", "sorry", "pardon", "hold", "pause", "cancel", "enough", "hello",
+                  "what", "why", "how", "excuse", "repeat", "again", "ruko", "ruk", "bas", "nahi", "suno", "suniye"],
+        "hi-IN": ["रुको", "रुकिए", "बस", "नहीं", "सुनो", "सुनिए", "क्या", "ruko", "rukiye", "bas", "nahi", "suno", "suniye", "kya"],
+        "ta-IN": ["நில்லு", "நிறுத்து", "வேண்டாம்", "இல்லை", "என்ன", "nillu", "vendam", "illa"],
+        "te-IN": ["ఆపు", "ఆగండి", "వద్దు", "లేదు", "ఏమిటి", "aapu", "vaddu"],
+        "bn-IN": ["থামো", "থামুন", "না", "দাঁড়াও", "কী", "thamo", "na"],
+        "mr-IN": ["थांबा", "नको", "नाही", "काय", "thamba", "nako"],
     }
     playback_lead_s: float = 0.5  # audio is sent at most this far ahead of real-time playback
     # Early ASR: after this much silence (less than vad.min_silence_ms) the utterance so far is

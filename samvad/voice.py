@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import time
+import unicodedata
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -106,8 +107,9 @@ def sounds_complete(text: str) -> bool:
     return bool(words) and words[-1] not in _CONTINUES
 
 
-def _normalise(text: str) -> str:
-    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+def _words(text: str) -> set[str]:
+    """Lower-cased words, punctuation and symbols dropped (vowel signs of Indian scripts kept)."""
+    return set("".join(" " if unicodedata.category(c)[0] in "PS" else c for c in text.lower()).split())
 
 
 class VoiceCall:
@@ -318,12 +320,12 @@ class VoiceCall:
         early = await self._recognised(ended)
         if self._answer_playing() and voiced < self.v.barge_in_min_ms:
             # Short speech during an answer: a blip, or a backchannel ("haan", "ok") unless the
-            # transcript says it is a real (short) request such as "stop" or "no".
+            # transcript asks to stop ("stop", "no", "ruko").
             text = ""
             if voiced >= self.v.min_interrupt_ms:
                 early = early or await self._transcribe(Audio(ended.audio, 16000), self._asr_language())
                 text = early[0].text
-            if not text.strip() or _normalise(text) in self._backchannels():
+            if not _words(text) & self._interrupt_words():
                 await self.send(Backchannel(text=text))
                 return
         await self._cancel(reason="barge_in")
@@ -339,9 +341,9 @@ class VoiceCall:
         language = self.session["language"]
         return None if language == AUTO else language
 
-    def _backchannels(self) -> set[str]:
-        words = self.v.backchannels.get(self.session["language"], []) + self.v.backchannels.get("en-IN", [])
-        return {_normalise(w) for w in words}
+    def _interrupt_words(self) -> set[str]:
+        words = self.v.interrupt_words.get(self.session["language"], []) + self.v.interrupt_words.get("en-IN", [])
+        return {w for phrase in words for w in _words(phrase)}
 
     def _turn_fields(self) -> dict:
         s = self.session
