@@ -39,3 +39,17 @@ def test_end_now_ends_the_open_utterance_with_its_audio(settings):
     assert isinstance(ended, SpeechEnded) and ended.speech_frames == frames and not ended.forced
     assert len(ended.audio) >= 20 * 512 and not ep.in_speech
     assert ep.end_now() is None
+
+
+def test_short_speech_interrupts_only_when_its_words_ask_to():
+    """The rule the voice call applies to speech shorter than barge_in_min_ms during an answer:
+    a stop word in any script interrupts; a misheard backchannel does not."""
+    from samvad.settings import VoiceSettings
+    from samvad.voice import _words
+
+    v = VoiceSettings()
+    stop = {w for phrase in v.interrupt_words["hi-IN"] + v.interrupt_words["en-IN"] for w in _words(phrase)}
+    for heard in ("Stop!", "Wait.", "रुको।", "Ruko, ruko", "No, that's wrong"):
+        assert _words(heard) & stop, heard
+    for heard in ("HUN!", "Huh?", "Okay.", "Hmm", "Bye.", "Haan ji", "हाँ", ""):
+        assert not _words(heard) & stop, heard
