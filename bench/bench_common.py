@@ -4,10 +4,11 @@ PostgreSQL and Redis in a temp folder (loopback only), and an API key for it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,3 +111,18 @@ def pss_mib(processes: list) -> float:
         except psutil.NoSuchProcess:
             pass
     return total
+
+
+@contextlib.contextmanager
+def environment(overrides: dict[str, str]) -> Iterator[None]:
+    """`overrides` in os.environ for the block (settings read them: SAMVAD_…), restored after."""
+    saved = {k: os.environ.get(k) for k in overrides}
+    os.environ.update(overrides)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -36,7 +36,8 @@ from samvad.providers.local.vad import Endpointer, SileroVad, SpeechEnded  # noq
 from samvad.settings import load_settings  # noqa: E402
 from samvad.turn import TurnRequest  # noqa: E402
 from tests.speech import wer  # noqa: E402
-from voice_session import VOICES, _spoken  # noqa: E402
+from bench_common import environment  # noqa: E402
+from voice_session import DEFAULTS, VOICES, _spoken  # noqa: E402
 
 console = Console()
 
@@ -45,26 +46,15 @@ def p50(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-OLD = {"asr": {"whisper": {"model": "tiny.en", "short_window": False}}, "embeddings": {"backend": "sentence-transformers"}}
-NEW: dict = {}  # configs/default.yaml as it is
+def configured(env: dict[str, str], index_dir: Path):
+    """The settings with `env` (SAMVAD_… overrides, bench/voice_session.py DEFAULTS) applied."""
+    with environment(env):
+        s = load_settings()
+    return s.model_copy(update={"rag": s.rag.model_copy(update={"index_dir": index_dir})})
 
 
-def configured(overrides: dict, index_dir: Path):
-    from samvad.settings import Settings
-
-    data = load_settings().model_dump()
-    for section, values in overrides.items():
-        for key, value in values.items():
-            if isinstance(value, dict):
-                data[section][key].update(value)
-            else:
-                data[section][key] = value
-    data["rag"]["index_dir"] = index_dir
-    return Settings.model_validate(data)
-
-
-async def turns(label: str, overrides: dict, n: int) -> dict[str, float]:
-    settings = configured(overrides, Path(tempfile.mkdtemp()) / "index")
+async def turns(label: str, env: dict[str, str], n: int) -> dict[str, float]:
+    settings = configured(env, Path(tempfile.mkdtemp()) / "index")
     runner = local_runner(settings)
     questions = [q["question"] for q in yaml.safe_load((ROOT / "tests/data/heldout_questions.yaml").read_text())]
     questions = (questions * ((n + len(questions) - 1) // len(questions)))[:n]
@@ -109,8 +99,8 @@ async def turns(label: str, overrides: dict, n: int) -> dict[str, float]:
 
 
 def side_by_side(n: int) -> None:
-    old = asyncio.run(turns("old defaults", OLD, n))
-    new = asyncio.run(turns("new defaults", NEW, n))
+    old = asyncio.run(turns("old defaults", DEFAULTS["old"], n))
+    new = asyncio.run(turns("new defaults", DEFAULTS["new"], n))
     table = Table(title=f"offline pipeline, {n} spoken turns in {len(VOICES)} unseen voices")
     for col in ("", "old: tiny.en (30 s window), MiniLM", "new: base (utterance window), e5-small"):
         table.add_column(col)

@@ -37,7 +37,7 @@ from rich.console import Console  # noqa: E402
 from rich.progress import track  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from bench_common import PORT, pct, processes_by_kind, serve_up  # noqa: E402
+from bench_common import PORT, environment, pct, processes_by_kind, serve_up  # noqa: E402
 console = Console()
 
 
@@ -391,18 +391,15 @@ def main() -> None:
     settings += [(f"{d} defaults", DEFAULTS[d]) for d in (args.defaults or "").split(",") if d]
     rows = []
     for label, env in settings or [("config", {})]:
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)  # one service per setting, one after the other, in this run
-        key, down = serve_up(config)
-        try:
-            for fresh in (True, False):
-                rows.append((f"{label}|{'new' if fresh else 'warm'}", asyncio.run(latency(key, args.turns, fresh))))
-            if args.page_turns:
-                rows.append((f"{label}|demo page (Chromium), one session", page(key, args.page_turns)))
-        finally:
-            down()
-            for k, v in saved.items():
-                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+        with environment(env):  # one service per setting, one after the other, in this run
+            key, down = serve_up(config)
+            try:
+                for fresh in (True, False):
+                    rows.append((f"{label}|{'new' if fresh else 'warm'}", asyncio.run(latency(key, args.turns, fresh))))
+                if args.page_turns:
+                    rows.append((f"{label}|demo page (Chromium), one session", page(key, args.page_turns)))
+            finally:
+                down()
     latency_table(rows, args.turns)
 
 
