@@ -47,7 +47,7 @@ from samvad.protocol import (
     client_message,
 )
 from samvad.providers.local.vad import Endpointer, SileroVad, SpeechEnded, SpeechStarted
-from samvad.settings import Settings
+from samvad.settings import Settings, VoiceSettings
 from samvad.turn import TurnRequest
 
 log = logging.getLogger("samvad.voice")
@@ -110,6 +110,13 @@ def sounds_complete(text: str) -> bool:
 def _words(text: str) -> set[str]:
     """Lower-cased words, punctuation and symbols dropped (vowel signs of Indian scripts kept)."""
     return set("".join(" " if unicodedata.category(c)[0] in "PS" else c for c in text.lower()).split())
+
+
+def asks_to_stop(text: str, v: VoiceSettings, language: str) -> bool:
+    """Short speech during an answer interrupts only when a word of it is one of
+    `voice.interrupt_words` (the session's language and English)."""
+    words = v.interrupt_words.get(language, []) + v.interrupt_words.get("en-IN", [])
+    return bool(_words(text) & {w for phrase in words for w in _words(phrase)})
 
 
 class VoiceCall:
@@ -325,7 +332,7 @@ class VoiceCall:
             if voiced >= self.v.min_interrupt_ms:
                 early = early or await self._transcribe(Audio(ended.audio, 16000), self._asr_language())
                 text = early[0].text
-            if not _words(text) & self._interrupt_words():
+            if not asks_to_stop(text, self.v, self.session["language"]):
                 await self.send(Backchannel(text=text))
                 return
         await self._cancel(reason="barge_in")
@@ -341,9 +348,6 @@ class VoiceCall:
         language = self.session["language"]
         return None if language == AUTO else language
 
-    def _interrupt_words(self) -> set[str]:
-        words = self.v.interrupt_words.get(self.session["language"], []) + self.v.interrupt_words.get("en-IN", [])
-        return {w for phrase in words for w in _words(phrase)}
 
     def _turn_fields(self) -> dict:
         s = self.session
