@@ -77,6 +77,7 @@ def test_ingress_killed_mid_turn_idempotent_retries_never_duplicate(client, db):
     """Clients retry with their Idempotency-Key whenever a request fails or the connection drops;
     an ingress replica dies under them. Every turn ends answered exactly once in PostgreSQL."""
     keys = [f"chaos-{uuid.uuid4().hex}" for _ in range(12)]
+    failures: list[str] = []  # every failed attempt, for the message if a key never answers
 
     def ask(key: str) -> httpx.Response:
         for _ in range(30):
@@ -84,10 +85,11 @@ def test_ingress_killed_mid_turn_idempotent_retries_never_duplicate(client, db):
                 r = client.post("/api/v1/turn", json={"text": LONG_QUESTION}, headers={"Idempotency-Key": key})
                 if r.status_code == 200:
                     return r
-            except httpx.HTTPError:
-                pass  # a dropped connection: the contract is to retry with the same key
+                failures.append(f"{r.status_code} {r.text[:300]}")
+            except httpx.HTTPError as e:
+                failures.append(repr(e))  # a dropped connection: the contract is to retry with the same key
             time.sleep(0.5)
-        raise AssertionError(f"{key} never answered")
+        raise AssertionError(f"{key} never answered: {failures[-5:]}")
 
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
         futures = [pool.submit(ask, k) for k in keys]
@@ -99,8 +101,15 @@ def test_ingress_killed_mid_turn_idempotent_retries_never_duplicate(client, db):
         sid, tid = r.json()["session_id"], r.json()["turn_id"]
         rows = db("SELECT role FROM messages WHERE session_id = $1 ORDER BY id", uuid.UUID(sid))
         assert [x["role"] for x in rows] == ["user", "assistant"], key  # one turn, once
-        again = client.post("/api/v1/turn", json={"text": LONG_QUESTION}, headers={"Idempotency-Key": key})
-        assert again.status_code == 200 and again.json()["turn_id"] == tid
+        # A late retry returns the stored answer of the same turn and runs nothing again. It
+        # follows the same contract (retried while it fails): one CI run answered it 500 once,
+        # body not captured; Serve's proxy answers 500 for a replica that died under a request.
+        again = ask(key)
+        assert again.json()["turn_id"] == tid and again.json()["session_id"] == sid
+        rows = db("SELECT role FROM messages WHERE session_id = $1 ORDER BY id", uuid.UUID(sid))
+        assert len(rows) == 2, key
+    # Failed attempts are Serve's (a replica gone) or the connection's, never Samvad's own error.
+    assert not any("internal_error" in f for f in failures), failures
     _wait_healthy()
 
 
