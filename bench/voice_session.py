@@ -100,7 +100,7 @@ async def _ask(ws, pcm: bytes) -> dict[str, float]:
     step = 32 * FRAME_MS
     last = _last_voiced_frame(pcm)
     quiet = (np.random.default_rng(2).standard_normal(16 * FRAME_MS) * 10 ** (-70 / 20) * 32768).astype("<i2").tobytes()
-    eos, marks, done = None, {}, asyncio.Event()
+    eos, marks, partials, done = None, {}, [], asyncio.Event()
     t0 = time.perf_counter()
 
     async def feed():
@@ -122,7 +122,9 @@ async def _ask(ws, pcm: bytes) -> dict[str, float]:
             now = time.perf_counter()
             kind = {"vad.speech_end": "endpoint", "response.delta": "first sentence", "audio": "first audio"}.get(ev["type"])
             if ev["type"] == "transcript":
-                kind = "transcript" if ev.get("final") else "partial transcript"
+                kind = "transcript" if ev.get("final") else None
+                if not ev.get("final"):
+                    partials.append(now)  # while the caller speaks, then the early transcript
             if kind and kind not in marks:
                 marks[kind] = now
             if ev["type"] == "turn.done" or ev["type"] == "error":
@@ -130,7 +132,11 @@ async def _ask(ws, pcm: bytes) -> dict[str, float]:
     finally:
         done.set()
         await feeder
-    return {k: (v - eos) * 1000 for k, v in marks.items()}
+    if partials:
+        marks["early transcript"] = partials[-1]
+    out = {k: (v - eos) * 1000 for k, v in marks.items()}
+    out["partials while speaking"] = sum(t < eos for t in partials)
+    return out
 
 
 async def latency(key: str, turns: int, fresh: bool) -> list[dict[str, float]]:
@@ -192,7 +198,7 @@ DEFAULTS = {"old": {"SAMVAD_ASR__WHISPER__MODEL": "tiny.en", "SAMVAD_ASR__WHISPE
                     "SAMVAD_EMBEDDINGS__BACKEND": "sentence-transformers"},
             "new": {}}
 
-TIMELINE = ("endpoint", "partial transcript", "transcript", "first sentence", "first audio")
+TIMELINE = ("partials while speaking", "endpoint", "early transcript", "transcript", "first sentence", "first audio")
 
 
 def latency_table(rows: list[tuple[str, list[dict[str, float]]]], turns: int) -> None:
@@ -205,7 +211,8 @@ def latency_table(rows: list[tuple[str, list[dict[str, float]]]], turns: int) ->
         t.add_column(c)
     for label, r in rows:
         first = sorted(x["first audio"] for x in r if "first audio" in x)
-        cells = [f"{statistics.median([x[k] for x in r if k in x]):.0f}" if any(k in x for x in r) else "-" for k in TIMELINE[:-1]]
+        cells = [f"{statistics.median([x[k] for x in r if k in x]):.{1 if k.startswith('partials') else 0}f}"
+                 if any(k in x for x in r) else "-" for k in TIMELINE[:-1]]
         t.add_row(*label.split("|"), f"{statistics.median(first):.0f}", f"{pct(first, 0.95):.0f}", f"{first[-1]:.0f}",
                   str(sum(v > 2000 for v in first)), *cells)
     console.print(t)
@@ -374,6 +381,8 @@ def main() -> None:
     ap.add_argument("--page-turns", type=int, default=6, help="latency: questions asked through the demo page (0: none)")
     ap.add_argument("--early-asr-ms", default=None,
                     help="latency: voice.early_asr_ms values to compare in this run, e.g. 0,150 (0 = off)")
+    ap.add_argument("--partials", default=None,
+                    help="latency: voice.partial_interval_ms values to compare in this run, e.g. 0,700 (0 = off)")
     ap.add_argument("--defaults", default=None,
                     help="latency: offline defaults to compare in this run: old (tiny.en, 30 s window, MiniLM), new")
     args = ap.parse_args()
@@ -388,6 +397,7 @@ def main() -> None:
             down()
         return
     settings = [(f"early_asr_ms={v}", {"SAMVAD_VOICE__EARLY_ASR_MS": v}) for v in (args.early_asr_ms or "").split(",") if v]
+    settings += [(f"partial_interval_ms={v}", {"SAMVAD_VOICE__PARTIAL_INTERVAL_MS": v}) for v in (args.partials or "").split(",") if v]
     settings += [(f"{d} defaults", DEFAULTS[d]) for d in (args.defaults or "").split(",") if d]
     rows = []
     for label, env in settings or [("config", {})]:

@@ -48,6 +48,10 @@ class ServeBackend:
     async def transcribe(self, audio: Audio, language: str):
         return await remote.call(lambda: self.asr.transcribe.remote(audio, language))
 
+    async def partial(self, audio: Audio, language: str | None):
+        # One try, no retry: a partial is worth nothing late, and the final transcript follows.
+        return await self.asr.partial.remote(audio, language)
+
     async def synthesize(self, speech: SpeechRequest) -> AsyncIterator:
         async for item in remote.stream(lambda: self._tts_stream.stream.remote(speech)):
             yield item

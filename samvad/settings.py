@@ -245,6 +245,10 @@ class VoiceSettings(BaseModel):
     # card?") instead of waiting out vad.min_silence_ms; one that trails off ("my account number
     # is …") still waits. Needs early ASR.
     early_end: bool = True
+    # Partial transcripts while the caller speaks: each this much new speech, the utterance so
+    # far is transcribed, only by an idle local engine and preempted by any real decode (a
+    # billed provider is never asked). 0 turns them off.
+    partial_interval_ms: int = Field(700, ge=0)
     idle_timeout_s: float = 60.0
     max_session_s: float = 1800.0
     max_sessions_per_key: int = 20  # across every ingress replica (counted in Redis when configured)

@@ -40,6 +40,10 @@ class AsrStage:
         calls: list[ProviderCall] = []
         return await self.engine.transcribe(audio, language, calls), calls
 
+    async def partial(self, audio: Audio, language: str | None) -> Transcript | None:
+        """Speech still going on, transcribed only by an idle local engine (no cost, no record)."""
+        return await self.engine.partial(audio, language)
+
 
 class LlmStage:
     def __init__(self, settings: Settings | dict[str, Any]) -> None:

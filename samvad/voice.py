@@ -59,6 +59,8 @@ Settle = Callable[[str, str, bool], Awaitable[None]]
 Transcribe = Callable[[Audio, str], Awaitable[tuple[Transcript, list[ProviderCall]]]]
 # Charges one turn to the caller's rate limit; raises RateLimitedError (or another SamvadError).
 Charge = Callable[[], Awaitable[None]]
+# Audio -> a transcript of speech still going on, or None (no idle engine offers one).
+Partial = Callable[[Audio, str | None], Awaitable[Transcript | None]]
 
 
 @dataclass
@@ -124,15 +126,23 @@ class VoiceCall:
         self, ws: WebSocket, settings: Settings, session: dict, start: SessionStart,
         start_turn: StartTurn, settle: Settle, transcribe: Transcribe,
         closing: asyncio.Event | None = None, goodbye: SessionClosing | None = None, charge: Charge | None = None,
+        partial: Partial | None = None,
     ) -> None:
         self.ws, self.s, self.v = ws, settings, settings.voice
         self.session = session  # language, mode, voice, output_script
         self.format: AudioFormat = start.audio
         self._start_turn, self._settle, self._transcribe, self._charge = start_turn, settle, transcribe, charge
+        self._partial = partial
         self.vad = Endpointer(SileroVad(16000), settings.vad, max_seconds=settings.audio.max_seconds)
         self.playing: _Playing | None = None
         self.early: _Early | None = None
         self._end_early: int | None = None  # speech_frames of an utterance its words say is over
+        # The open utterance's turn id (its partials, early and final transcripts all carry it),
+        # and where its last partial transcript was taken.
+        self._utterance_id: str | None = None
+        self._partial_frames = 0
+        self._partial_task: asyncio.Task | None = None
+        self._partial_text = ""
         self.received_seconds = 0.0
         self.opened = time.monotonic()
         self._send_lock = asyncio.Lock()
@@ -182,6 +192,7 @@ class VoiceCall:
             return
         finally:
             self._drop_early()
+            self._drop_partial()
             await self._cancel(reason="client", notify=False)
             for t in list(self._tasks):
                 t.cancel()
@@ -262,11 +273,13 @@ class VoiceCall:
             self._end_early = None
         for event in events:
             if isinstance(event, SpeechStarted):
+                self._utterance_id, self._partial_frames, self._partial_text = uuid.uuid4().hex, self.vad.speech_frames, ""
                 await self.send(VadEvent(type="vad.speech_start", at=round(event.at, 3)))
             elif isinstance(event, SpeechEnded):
                 await self.send(VadEvent(type="vad.speech_end", at=round(event.at, 3)))
                 await self._utterance(event)
         self._maybe_start_early_asr()
+        self._maybe_start_partial()
         if self.vad.in_speech and self._answer_playing() and self.vad.voiced_ms >= self.v.barge_in_min_ms:
             await self._cancel(reason="barge_in")
 
@@ -283,10 +296,11 @@ class VoiceCall:
         if self.early is not None and self.early.speech_frames == frames:
             return  # already transcribing exactly this speech
         self._drop_early()
+        self._drop_partial()  # the early transcript supersedes it (and needs the ASR now)
         audio = self.vad.utterance_so_far()
         if len(audio) / 16000 < self.s.audio.min_seconds:
             return
-        early = _Early(frames, uuid.uuid4().hex)
+        early = _Early(frames, self._utterance_id or uuid.uuid4().hex)
         early.task = asyncio.create_task(self._early_asr(early, Audio(audio, 16000)))
         self.early = early
 
@@ -297,6 +311,45 @@ class VoiceCall:
             if self.v.early_end and sounds_complete(result[0].text):
                 self._end_early = early.speech_frames  # the next frame ends the utterance
         return result
+
+    def _maybe_start_partial(self) -> None:
+        """While the caller speaks, each `partial_interval_ms` of new speech, the utterance so far
+        is offered to the ASR for a partial transcript. One at a time; only an idle local engine
+        makes one, and a real decode preempts it, so partials never delay an answer."""
+        if (self._partial is None or not self.v.partial_interval_ms or not self.vad.in_speech
+                or self.vad.silence_ms > 0 or self.early is not None or self._answer_playing()
+                or (self._partial_task is not None and not self._partial_task.done())):
+            return
+        if (self.vad.speech_frames - self._partial_frames) * self.vad.frame_ms < self.v.partial_interval_ms:
+            return
+        self._partial_frames = self.vad.speech_frames
+        task = asyncio.create_task(self._partial_asr(self._utterance_id, Audio(self.vad.utterance_so_far(), 16000)))
+        self._partial_task = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _partial_asr(self, utterance_id: str | None, audio: Audio) -> None:
+        try:
+            result = await self._partial(audio, self._asr_language())
+        except Exception:  # noqa: BLE001 - a partial is a courtesy: the final transcript still comes
+            log.debug("partial ASR failed", exc_info=True)
+            result = None
+        if result is None:
+            metrics.inc("samvad_partial_asr_total", result="skipped")
+            return
+        text = result.text.strip()
+        if (utterance_id != self._utterance_id or not self.vad.in_speech or self.early is not None
+                or not text or text == self._partial_text):
+            metrics.inc("samvad_partial_asr_total", result="stale")
+            return
+        self._partial_text = text
+        metrics.inc("samvad_partial_asr_total", result="sent")
+        await self.send(TranscriptEvent(turn_id=utterance_id, transcript=result, final=False))
+
+    def _drop_partial(self) -> None:
+        if self._partial_task is not None and not self._partial_task.done():
+            self._partial_task.cancel()
+        self._partial_task = None
 
     def _drop_early(self) -> None:
         if self.early is not None:
@@ -323,7 +376,9 @@ class VoiceCall:
 
     async def _utterance(self, ended: SpeechEnded) -> None:
         voiced = self.vad.voiced_ms
-        turn_id = self.early.turn_id if self.early is not None else uuid.uuid4().hex
+        turn_id = self.early.turn_id if self.early is not None else (self._utterance_id or uuid.uuid4().hex)
+        self._utterance_id = None
+        self._drop_partial()
         early = await self._recognised(ended)
         if self._answer_playing() and voiced < self.v.barge_in_min_ms:
             # Short speech during an answer: a blip, or a backchannel ("haan", "ok") unless the

@@ -102,6 +102,11 @@ class SpeechToText(Provider):
     @abc.abstractmethod
     async def _transcribe_impl(self, audio: Audio, language: str | None, rec: CallRecord) -> Transcript: ...
 
+    async def partial(self, audio: Audio, language: str | None) -> Transcript | None:
+        """A transcript of speech still going on, shown to the caller while it speaks. Offered
+        only where it costs nothing but idle CPU: None from an engine billed per call, or busy."""
+        return None
+
 
 class ChatRequest(BaseModel):
     """What a chat model needs for one answer: the conversation and the retrieved passages.

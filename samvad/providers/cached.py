@@ -91,3 +91,6 @@ class CachedSTT(_Cached):
         result = await self.inner.transcribe(audio, language, calls)
         await self.cache.set("asr", key, seal(secret, result.model_dump_json().encode()))
         return result
+
+    async def partial(self, audio: Audio, language: str | None) -> Transcript | None:
+        return await self.inner.partial(audio, language)  # never cached: the speech is still growing

@@ -111,6 +111,13 @@ class FallbackSTT(_Fallback):
     async def transcribe(self, audio: Audio, language: str | None, calls: CallLog) -> Transcript:
         return await self._chain.call(language, lambda p: p.transcribe(audio, language, calls))
 
+    async def partial(self, audio: Audio, language: str | None) -> Transcript | None:
+        """The first provider that offers one (the local engine, even behind a cloud one)."""
+        for p in self.providers:
+            if (result := await p.partial(audio, language)) is not None:
+                return result
+        return None
+
 
 class FallbackChat(_Fallback):
     def stream(self, request: ChatRequest, calls: CallLog) -> AsyncIterator[str]:

@@ -97,6 +97,27 @@ async def test_spoken_question_in_real_time_gives_ordered_events_and_audio(api_k
         assert metric_lines(client, "ray_samvad_early_asr_total", 'result="used"')
 
 
+async def test_partial_transcripts_arrive_while_the_caller_speaks(api_key, tts, db):
+    """Word by word: a long question shows partial transcripts before its end is detected, each
+    with the id of the turn it becomes; they cost no billed ASR call."""
+    ws, started = await open_session(api_key)
+    question = "I would like to know how I can block my lost debit card and order a new one quickly"
+    await stream_realtime(ws, pcm16k(tts, question))
+    seen = []
+    await until(ws, "turn.done", seen)
+    await ws.close()
+    end = next(i for i, e in enumerate(seen) if e["type"] == "vad.speech_end")
+    during = [e for e in seen[:end] if e["type"] == "transcript" and e["final"] is False]
+    assert during, [e["type"] for e in seen]
+    assert all(e["turn_id"] == seen[-1]["turn_id"] for e in during)
+    assert len(during[-1]["transcript"]["text"].split()) >= 4, during  # words so far, not a fragment
+    final = next(e for e in seen if e["type"] == "transcript" and e["final"])["transcript"]["text"]
+    assert wer(question, final) <= 0.25
+    calls = db("SELECT count(*) AS n FROM provider_calls WHERE session_id = $1 AND stage = 'asr'",
+               uuid.UUID(started["session_id"]))
+    assert calls[0]["n"] == 1  # the turn's own transcription only
+
+
 async def test_barge_in_interrupts_and_keeps_only_what_was_sent(api_key, tts, db):
     ws, started = await open_session(api_key)
     await ws.send(json.dumps({"type": "text.input", "text": "What happens if I do not keep the minimum balance in my account?"}))

@@ -54,6 +54,9 @@ class InProcessBackend:
     async def transcribe(self, audio, language):
         return await self.runner.engines.stt.transcribe(audio, language, [])
 
+    async def partial(self, audio, language):
+        return await self.runner.engines.stt.partial(audio, language)
+
     async def synthesize(self, speech):
         async for chunk in self.runner.engines.tts.stream(speech, []):
             yield chunk

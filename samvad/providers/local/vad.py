@@ -77,6 +77,10 @@ class Endpointer:
         self._voiced = 0  # frames above the threshold in the current utterance
 
     @property
+    def frame_ms(self) -> float:
+        return self._frame_ms
+
+    @property
     def in_speech(self) -> bool:
         return self._in_speech
 

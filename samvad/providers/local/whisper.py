@@ -13,6 +13,7 @@ import functools
 import importlib
 import math
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from samvad.audio import Audio
@@ -96,6 +97,7 @@ class WhisperSTT(SpeechToText):
         # One decode at a time (CTranslate2 runs one anyway): a call cancelled while it waits
         # (a discarded early ASR, a caller gone) never starts, and one running stops early.
         self._turn: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+        self._partial_stop: threading.Event | None = None  # set by a real decode: partials yield to it
         self.capabilities = Capabilities(
             streaming=False, languages=frozenset({"en-IN"}) if self._english_only else None
         )
@@ -116,8 +118,11 @@ class WhisperSTT(SpeechToText):
         transcript ("Navtara Bank customer support call about…")."""
         return self._settings.prompt.strip() if self._settings.prompt and lang == "en" else None
 
+    def _lang(self, language: str | None) -> str | None:
+        return "en" if self._english_only else (language.split("-")[0] if language else None)
+
     def _run(self, audio: Audio, language: str | None, stop: threading.Event, short: bool = True) -> Transcript:
-        lang = "en" if self._english_only else (language.split("-")[0] if language else None)
+        lang = self._lang(language)
         if short and self._settings.short_window and SHORT_MIN_S <= audio.duration <= SHORT_MAX_S:
             return self._short(audio, lang, stop)
         segments, info = self._whisper.transcribe(
@@ -140,7 +145,7 @@ class WhisperSTT(SpeechToText):
         return Transcript(text=text, language_code=code, confidence=round(confidence, 4), raw_segments=raw,
                           language_confidence=round(float(info.language_probability), 4) if detected else None)
 
-    def _short(self, audio: Audio, lang: str | None, stop: threading.Event) -> Transcript:
+    def _short(self, audio: Audio, lang: str | None, stop: threading.Event, long_road: bool = True) -> Transcript:
         """One utterance, decoded with the encoder's window sized to it: faster-whisper always pads
         to Whisper's 30 s, so a 3 s question cost a 30 s encoder pass. Measured on 30 questions in
         six unseen eSpeak voices (2 threads): 738 -> 166 ms p50, WER 0.178 -> 0.078."""
@@ -155,6 +160,8 @@ class WhisperSTT(SpeechToText):
         if stop.is_set():
             raise asyncio.CancelledError
         encoded = m.encode(pad_or_trim(features, frames))
+        if stop.is_set():  # the encoder is most of a short decode: stop between it and the decoder
+            raise asyncio.CancelledError
         language_confidence = None
         if lang is None:  # language auto: detected from the same encoder pass (no second 30 s one)
             token, language_confidence = m.model.detect_language(encoded)[0][0]
@@ -172,6 +179,8 @@ class WhisperSTT(SpeechToText):
         avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
         text = tokenizer.decode(tokens).strip()
         if _looping(text):  # a short window can send the decoder round in a loop: take the long road
+            if not long_road:
+                return Transcript(text="", language_code=f"{lang}-IN", confidence=0.0)
             return self._run(audio, f"{lang}-IN", stop, short=False)
         if result.no_speech_prob > 0.6 and avg_logprob < -1.0:  # Whisper's own no-speech rule
             text = ""
@@ -180,16 +189,42 @@ class WhisperSTT(SpeechToText):
         return Transcript(text=text, language_code=f"{lang}-IN", confidence=confidence, raw_segments=raw,
                           language_confidence=language_confidence)
 
-    async def _transcribe_impl(self, audio: Audio, language: str | None, rec: CallRecord) -> Transcript:
+    def _slot(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
         if self._turn is None or self._turn[0] is not loop:
             self._turn = (loop, asyncio.Semaphore(1))
-        async with self._turn[1]:
-            stop = threading.Event()
-            work = asyncio.ensure_future(asyncio.to_thread(self._run, audio, language, stop))
+        return self._turn[1]
+
+    async def _decode(self, decode: Callable[[threading.Event], Transcript], stop: threading.Event) -> Transcript:
+        """Run one decode in a worker thread; cancelled, it stops at its next check point."""
+        work = asyncio.ensure_future(asyncio.to_thread(decode, stop))
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            stop.set()  # the slot is held until the thread has stopped
+            await asyncio.gather(work, return_exceptions=True)
+            raise
+
+    async def _transcribe_impl(self, audio: Audio, language: str | None, rec: CallRecord) -> Transcript:
+        if self._partial_stop is not None:
+            self._partial_stop.set()  # a partial running now gives the slot up after its encoder pass
+        async with self._slot():
+            return await self._decode(lambda stop: self._run(audio, language, stop), threading.Event())
+
+    async def partial(self, audio: Audio, language: str | None) -> Transcript | None:
+        """Only on an idle engine, through the utterance window, and given up as soon as a real
+        decode (an endpoint's) arrives: partials use spare CPU and never delay an answer."""
+        slot = self._slot()
+        if slot.locked() or not (self._settings.short_window and SHORT_MIN_S <= audio.duration <= SHORT_MAX_S):
+            return None
+        async with slot:
+            stop = self._partial_stop = threading.Event()
             try:
-                return await asyncio.shield(work)
+                result = await self._decode(lambda s: self._short(audio, self._lang(language), s, long_road=False), stop)
             except asyncio.CancelledError:
-                stop.set()  # the thread stops at its next window; the slot is held until it has
-                await asyncio.gather(work, return_exceptions=True)
-                raise
+                if not stop.is_set() or asyncio.current_task().cancelling():
+                    raise
+                return None  # preempted by a real decode
+            finally:
+                self._partial_stop = None
+        return result

@@ -1,0 +1,57 @@
+"""Partial transcripts of speech still going on: made only by an idle local engine, and given
+up the moment a real decode (an endpoint's) needs the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from samvad.audio import Audio, decode_audio
+from samvad.providers.local.espeak import EspeakTTS
+from samvad.providers.local.whisper import WhisperSTT
+from tests.speech import speak_wav, wer
+
+pytestmark = pytest.mark.unit
+QUESTION = "How do I block my lost debit card today"
+
+
+@pytest.fixture(scope="module")
+def speech(settings) -> Audio:
+    wav = speak_wav(EspeakTTS(settings.tts.espeak, settings.languages), QUESTION, tail_silence=0.2)
+    return decode_audio(wav, target_rate=16000, max_seconds=60)
+
+
+@pytest.fixture(scope="module")
+def stt(settings) -> WhisperSTT:
+    return WhisperSTT(settings.asr.whisper)
+
+
+async def test_an_idle_engine_transcribes_speech_so_far(stt, speech):
+    result = await stt.partial(speech, "en-IN")
+    assert result is not None and wer(QUESTION, result.text) <= 0.3, result
+
+
+async def test_a_busy_engine_offers_no_partial_and_spends_nothing(stt, speech):
+    real = asyncio.create_task(stt.transcribe(speech, "en-IN", []))
+    await asyncio.sleep(0)  # the real decode holds the engine
+    cpu0 = time.process_time()
+    assert await stt.partial(speech, "en-IN") is None
+    assert time.process_time() - cpu0 < 0.05
+    assert wer(QUESTION, (await real).text) <= 0.3
+
+
+async def test_a_real_decode_preempts_a_running_partial(stt, speech):
+    partial = asyncio.create_task(stt.partial(speech, "en-IN"))
+    await asyncio.sleep(0.01)  # the partial is in its encoder pass (or about to start it)
+    calls: list = []
+    real = await stt.transcribe(speech, "en-IN", calls)
+    assert await partial is None  # it gave the engine up instead of finishing its decode
+    assert wer(QUESTION, real.text) <= 0.3 and len(calls) == 1
+
+
+async def test_audio_outside_the_utterance_window_gets_no_partial(stt):
+    import numpy as np
+
+    assert await stt.partial(Audio(np.zeros(8000, dtype=np.float32), 16000), "en-IN") is None  # 0.5 s
