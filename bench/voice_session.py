@@ -208,14 +208,19 @@ def latency_table(rows: list[tuple[str, list[dict[str, float]]]], turns: int) ->
     t = Table(title=f"from the real end of speech (last voiced frame), {turns} questions per row in {len(VOICES)} unseen "
                     f"eSpeak voices, offline engines; endpointing silence {s.vad.min_silence_ms} ms (ms)")
     for c in ("setting", "sessions", "first audio p50", "p95", "max", "> 2 s", *(f"{k} p50" for k in TIMELINE[:-1])):
-        t.add_column(c)
+        t.add_column(c, overflow="fold")
+    slowest = []
     for label, r in rows:
         first = sorted(x["first audio"] for x in r if "first audio" in x)
         cells = [f"{statistics.median([x[k] for x in r if k in x]):.{1 if k.startswith('partials') else 0}f}"
                  if any(k in x for x in r) else "-" for k in TIMELINE[:-1]]
         t.add_row(*label.split("|"), f"{statistics.median(first):.0f}", f"{pct(first, 0.95):.0f}", f"{first[-1]:.0f}",
                   str(sum(v > 2000 for v in first)), *cells)
+        worst = max((x for x in r if "first audio" in x), key=lambda x: x["first audio"])
+        slowest.append(f"{label.replace('|', ', ')}: turn {r.index(worst) + 1} of {len(r)}: "
+                       + ", ".join(f"{k} {worst[k]:+.0f}" for k in TIMELINE if k in worst and not k.startswith("partials")))
     console.print(t)
+    console.print("The slowest turn of each row (ms from the end of speech):", *slowest, sep="\n  ")
 
 
 def _question_pcm(text: str = "What is the UPI limit per day?") -> bytes:
