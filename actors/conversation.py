@@ -32,6 +32,7 @@ class ConversationStore(Protocol):
     async def add_message(
         self, session_id: str, turn_id: str, role: str, content: str, language: str, status: str,
         flags: list[GuardrailFlag] | None = None, *, epoch: int | None = None,
+        language_confidence: float | None = None,
     ) -> None: ...
 
     async def record_turn(
@@ -111,7 +112,10 @@ class Conversation:
         # The language the caller used: given, detected from typed text by `prepare`, or from
         # speech by the ASR (its transcript) when the turn's language is "auto".
         language = prepared.request.language
-        written = asyncio.ensure_future(self._write_user(request, user_text, "complete", language)) if user_text is not None else None
+        # How sure the detection was (language "auto" only), stored with the caller's message.
+        confidence = prepared.detected[1] if request.language == AUTO and prepared.detected else None
+        written = (asyncio.ensure_future(self._write_user(request, user_text, "complete", language, confidence))
+                   if user_text is not None else None)
         events: list[TurnEvent] = []  # a REST turn's events, for its stored answer
         finished = False
         try:
@@ -120,13 +124,13 @@ class Conversation:
                     await written  # raises if the question could not be stored: nothing is answered
                     written = None
                 if isinstance(event, TranscriptEvent) and language == AUTO:
-                    language = event.transcript.language_code
+                    language, confidence = event.transcript.language_code, event.transcript.language_confidence
                 if isinstance(event, TranscriptEvent) and user_text is None and not event.transcript.text.strip():
                     user_text = ""
-                    await self._write_user(request, "", "failed", language)
+                    await self._write_user(request, "", "failed", language, confidence)
                 elif isinstance(event, GuardrailEvent) and user_text is None:
                     user_text = event.redacted_text  # the transcript as stored: identifiers redacted
-                    await self._write_user(request, user_text, "complete", language)
+                    await self._write_user(request, user_text, "complete", language, confidence)
                 elif isinstance(event, TurnDoneEvent):
                     response = stored_answer(turn_out(self.session_id, tid, [*events, event])) if request.idempotent else None
                     await self._record(request, user_text, event, response)
@@ -143,9 +147,10 @@ class Conversation:
         # Not this turn's own question if it is being run again (a retry after a host died).
         return [ChatMessage(role=role, content=text) for tid, role, text in self.history if tid != turn_id]
 
-    async def _write_user(self, request: TurnRequest, text: str, status: str, language: str) -> None:
+    async def _write_user(self, request: TurnRequest, text: str, status: str, language: str,
+                          confidence: float | None = None) -> None:
         await self.store.add_message(self.session_id, request.turn_id, "user", text, language, status,
-                                     epoch=self.epoch)
+                                     epoch=self.epoch, language_confidence=confidence)
 
     async def _record(self, request: TurnRequest, user_text: str | None, done: TurnDoneEvent, response: str | None) -> None:
         text = done.response.response_text

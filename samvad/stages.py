@@ -47,7 +47,9 @@ class AsrStage:
 
 class LlmStage:
     def __init__(self, settings: Settings | dict[str, Any]) -> None:
-        self.engine = registry.build_llm(as_settings(settings))
+        # Warm before the first call: a replica's first caller waited ~1.4 s for the answer
+        # sentences it needed while the background warm-up competed for the CPU.
+        self.engine = registry.build_llm(as_settings(settings), warm_now=True)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[str | StageReport]:
         calls: list[ProviderCall] = []

@@ -42,14 +42,16 @@ def _stt(name: str, s: Settings):
     return StubSTT()
 
 
-def _llm(name: str, s: Settings):
+def _llm(name: str, s: Settings, warm_now: bool = False):
     if name == "extractive":
         from samvad.embeddings import get_embedder
         from samvad.providers.local.extractive import ExtractiveAnswerer
 
         answerer = ExtractiveAnswerer(s.llm.extractive, get_embedder(s.embeddings))
         if s.rag.retriever == "faiss":
-            answerer.warm_from(s.rag.index_dir)
+            warming = answerer.warm_from(s.rag.index_dir)
+            if warm_now:
+                warming.join()
         return answerer
     if name == "sarvam":
         from samvad.providers.sarvam.llm import SarvamChat
@@ -99,8 +101,10 @@ def build_stt(settings: Settings, cache: Cache | None = None):
     return _chain("asr", settings, built, FallbackSTT)
 
 
-def build_llm(settings: Settings):
-    return _chain("llm", settings, [_llm(n, settings) for n in settings.llm.providers], FallbackChat)
+def build_llm(settings: Settings, *, warm_now: bool = False):
+    """`warm_now`: the offline answerer has encoded the live index's sentences before this
+    returns (a Serve replica then takes no turn before it is warm); else in the background."""
+    return _chain("llm", settings, [_llm(n, settings, warm_now) for n in settings.llm.providers], FallbackChat)
 
 
 def build_translator(settings: Settings, cache: Cache | None = None):

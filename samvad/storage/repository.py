@@ -38,6 +38,7 @@ class MessageRow(BaseModel):
     role: str
     content: str
     language: str
+    language_confidence: float | None = None  # detected (language "auto"): how sure
     status: str
     guardrail_flags: list[GuardrailFlag]
     created_at: datetime
@@ -221,6 +222,7 @@ class Repository:
         flags: list[GuardrailFlag] | None = None,
         *,
         epoch: int | None = None,
+        language_confidence: float | None = None,
         conn: asyncpg.Connection | None = None,
     ) -> None:
         """Idempotent per (session, turn, role): a retried write updates instead of duplicating.
@@ -229,14 +231,16 @@ class Repository:
         written = await (conn or self._pool).fetchval(
             """WITH s AS (UPDATE sessions SET updated_at = now() WHERE id = $1 AND ($8::bigint IS NULL OR epoch = $8)
                           RETURNING id)
-               INSERT INTO messages (session_id, turn_id, role, content, language, status, guardrail_flags)
-               SELECT s.id, $2, $3, $4, $5, $6, $7::jsonb FROM s
+               INSERT INTO messages (session_id, turn_id, role, content, language, status, guardrail_flags,
+                                     language_confidence)
+               SELECT s.id, $2, $3, $4, $5, $6, $7::jsonb, $9 FROM s
                ON CONFLICT (session_id, turn_id, role)
                DO UPDATE SET content = EXCLUDED.content, status = EXCLUDED.status,
-                             guardrail_flags = EXCLUDED.guardrail_flags
+                             guardrail_flags = EXCLUDED.guardrail_flags, language = EXCLUDED.language,
+                             language_confidence = EXCLUDED.language_confidence
                RETURNING 1""",
             uuid.UUID(session_id), turn_id, role, content, language, status,
-            json.dumps([f.model_dump() for f in flags or []]), epoch,
+            json.dumps([f.model_dump() for f in flags or []]), epoch, language_confidence,
         )
         if written is None:
             raise FencedError(f"session {session_id} is owned by another host now")

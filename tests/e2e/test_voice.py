@@ -389,3 +389,34 @@ async def test_a_trailing_utterance_is_never_cut_early_and_a_finished_one_never_
         await ws.close()
     assert waits["My account number is"] >= silence_s - 0.05, waits
     assert waits["How do I block my lost debit card?"] <= silence_s + 0.2, waits
+
+
+async def test_a_pause_inside_a_question_discards_the_early_work_and_keeps_one_turn(api_key, tts, db):
+    """The caller pauses mid-question longer than voice.early_asr_ms but shorter than the
+    endpointing silence: the early transcript of the first half is speculative work, discarded
+    when speech resumes; the question is one turn, transcribed whole."""
+    s = load_settings()
+    pause_ms = 300  # past early ASR (150 ms) and the VAD's lag, before the end (400 ms)
+    assert s.voice.early_asr_ms + 100 <= pause_ms <= s.vad.min_silence_ms - 50
+    first, second = pcm16k(tts, "How do I block", lead=0.3, tail=0.0), pcm16k(tts, "my lost debit card?", lead=0.0)
+    gap = b"\x00\x00" * (16 * pause_ms)
+    with httpx.Client(base_url=f"http://127.0.0.1:{PORT}") as client:
+        def discarded() -> float:
+            lines = metric_lines(client, "ray_samvad_early_asr_total", 'result="discarded"', timeout=0)
+            return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
+
+        before = discarded()
+        ws, started = await open_session(api_key)
+        await stream_realtime(ws, first + gap + second)
+        seen = []
+        await until(ws, "turn.done", seen)
+        await ws.close()
+        assert [e["type"] for e in seen].count("vad.speech_end") == 1, [e["type"] for e in seen]
+        final = next(e for e in seen if e["type"] == "transcript" and e["final"])["transcript"]["text"]
+        assert wer("How do I block my lost debit card?", final) <= 0.25, final
+        rows = db("SELECT role FROM messages WHERE session_id = $1 ORDER BY id", uuid.UUID(started["session_id"]))
+        assert [r["role"] for r in rows] == ["user", "assistant"]
+        deadline = asyncio.get_running_loop().time() + 30
+        while discarded() <= before and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(1.0)
+        assert discarded() > before  # the first half's early transcript was started, then thrown away

@@ -196,6 +196,11 @@ def test_an_auto_session_answers_each_turn_in_the_callers_language(client, dsn):
             await conn.close()
 
     assert asyncio.run(languages()) == ["hi-IN", "hi-IN", "en-IN", "en-IN"]  # stored as detected, question and answer
+    # The caller's messages keep how sure the detection was; answers were not detected.
+    messages = client.get(f"/api/v1/sessions/{session['id']}/messages").json()
+    sure = [(m["role"], m["language_confidence"]) for m in messages]
+    assert sure[0][1] == one.json()["transcript"]["language_confidence"] and sure[2][1] > 0.5, sure
+    assert sure[1][1] is None and sure[3][1] is None
     r = client.post("/api/v1/tts", json={"text": "hi", "language": "auto"})
     assert r.status_code == 400 and r.json()["error"]["code"] == "unknown_language"
 

@@ -60,7 +60,8 @@ class FakeStore:
         if epoch is not None and self.sessions[session_id]["epoch"] != epoch:
             raise FencedError("moved")
 
-    async def add_message(self, session_id, turn_id, role, content, language, status, flags=None, *, epoch=None):
+    async def add_message(self, session_id, turn_id, role, content, language, status, flags=None, *, epoch=None,
+                          language_confidence=None):
         await asyncio.sleep(self.write_delay)
         self._fence(session_id, epoch)
         rows = self.messages_by[session_id]
