@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from samvad.contracts import ChatMessage, GuardrailFlag, ProviderCall
-from samvad.errors import DatabaseUnavailable, SamvadError
+from samvad.errors import SamvadError
 from samvad.events import ErrorEvent, GuardrailEvent, ResponseDeltaEvent, TranscriptEvent, TurnDoneEvent, TurnEvent
 from samvad.guardrails.pii import redact
 from samvad.storage.repository import MessageRow

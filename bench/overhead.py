@@ -60,7 +60,7 @@ async def measure(one_turn, requests: int, concurrency: int, progress: Progress,
 
 async def in_process(requests: int, progress: Progress) -> dict[int, list[float]]:
     from rag_index.pipeline import local_runner
-    from samvad.settings import load_settings, secret
+    from samvad.settings import load_settings
     from samvad.turn import TurnRequest
 
     runner = local_runner(load_settings(CONFIG))

@@ -31,6 +31,7 @@ class ServeBackend:
         self._tts_stream = tts.options(stream=True)
         self._sessions_stream = sessions.options(stream=True)
         self._metrics_url: str | None = None
+        self._partials: bool | None = None  # whether the ASR deployment offers partial transcripts
 
     async def answer(self, session_id: str, request: TurnRequest):
         # A host that dies mid-turn: the turn runs again on the conversation's next host, with the
@@ -49,8 +50,11 @@ class ServeBackend:
         return await remote.call(lambda: self.asr.transcribe.remote(audio, language))
 
     async def partial(self, audio: Audio, language: str | None):
-        # One try, no retry: a partial is worth nothing late, and the final transcript follows.
-        return await self.asr.partial.remote(audio, language)
+        # Asked once per replica: with engines that offer none (cloud STT, stubs), a live call
+        # makes no hop for them. One try, no retry: a partial late is worth nothing.
+        if self._partials is None:
+            self._partials = await remote.call(lambda: self.asr.offers_partials.remote())
+        return await self.asr.partial.remote(audio, language) if self._partials else None
 
     async def synthesize(self, speech: SpeechRequest) -> AsyncIterator:
         async for item in remote.stream(lambda: self._tts_stream.stream.remote(speech)):

@@ -11,8 +11,20 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Collection
+
+from samvad.errors import InputError
 
 AUTO = "auto"
+
+
+def check_language(language: str, known: Collection[str]) -> str:
+    """A language of the service or "auto"; anything else is refused with the list to choose from
+    (the one check every route, the voice protocol and the turn use)."""
+    if language not in known and language != AUTO:
+        raise InputError(f"unknown language {language!r}; use one of: {', '.join(sorted(known))}",
+                         code="unknown_language")
+    return language
 
 # First letter of each Unicode block name -> Samvad's code.
 _SCRIPTS = {"DEVANAGARI": "hi-IN", "BENGALI": "bn-IN", "GURMUKHI": "pa-IN", "GUJARATI": "gu-IN", "ORIYA": "od-IN",

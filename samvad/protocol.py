@@ -7,8 +7,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-Mode = Literal["formal", "modern-colloquial", "classic-colloquial", "code-mixed"]
-OutputScript = Literal["roman", "fully-native", "spoken-form-in-native"]
+from samvad.settings import Mode, OutputScript
+
 # A voice name or id: letters, digits, "_", "-", "+" (eSpeak variants). No "/", "." or "%": a
 # voice never reaches a file path or URL unchecked; each TTS also checks its own allow-list.
 Voice = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_+\-]{0,63}$", description="a voice name or id")]

@@ -9,6 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+# The register an answer is rendered in, and the script of a romanised or native answer (Sarvam's
+# translation modes); defined once, used by settings, the REST models and the voice protocol.
+Mode = Literal["formal", "modern-colloquial", "classic-colloquial", "code-mixed"]
+OutputScript = Literal["roman", "fully-native", "spoken-form-in-native"]
+
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -94,7 +99,7 @@ class LlmSettings(BaseModel):
 
 class TranslationSettings(BaseModel):
     providers: list[TranslationProvider] = Field(default_factory=lambda: ["identity"], min_length=1)
-    default_mode: Literal["formal", "modern-colloquial", "classic-colloquial", "code-mixed"] = "formal"
+    default_mode: Mode = "formal"
 
 
 class EspeakSettings(BaseModel):

@@ -44,6 +44,9 @@ class AsrStage:
         """Speech still going on, transcribed only by an idle local engine (no cost, no record)."""
         return await self.engine.partial(audio, language)
 
+    def offers_partials(self) -> bool:
+        return self.engine.offers_partials
+
 
 class LlmStage:
     def __init__(self, settings: Settings | dict[str, Any]) -> None:

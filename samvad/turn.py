@@ -55,7 +55,7 @@ from samvad.providers.base import (
     Translator,
 )
 from samvad.followup import search_query
-from samvad.language import AUTO, choose, detect_text
+from samvad.language import AUTO, check_language, choose, detect_text
 from samvad.guardrails.policy import Guardrails
 from samvad.sentences import SentenceAggregator
 from samvad.settings import Settings
@@ -125,9 +125,7 @@ class PreparedTurn:
 def prepare_turn(request: TurnRequest, s: Settings) -> PreparedTurn:
     """Validate a turn's input and decode its audio; raises `InputError` with an actionable
     message. Needs no engine: the ingress runs it before it creates a session for the turn."""
-    if request.language not in s.languages and request.language != AUTO:
-        known = ", ".join(sorted(s.languages))
-        raise InputError(f"unknown language {request.language!r}; use one of: {known}", code="unknown_language")
+    check_language(request.language, s.languages)
     if sum(x is not None for x in (request.audio, request.text, request.transcript)) != 1:
         raise InputError("send exactly one of audio or text", code="invalid_input")
     if request.transcript is not None:

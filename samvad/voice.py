@@ -25,9 +25,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from samvad import metrics
 from samvad.audio import Audio, float_to_pcm16, pcm16_to_float, wav_bytes
 from samvad.contracts import ProviderCall, Transcript
-from samvad.errors import SamvadError
+from samvad.errors import InputError, SamvadError
 from samvad.events import AudioEvent, ErrorEvent, ResponseDeltaEvent, TranscriptEvent, TurnDoneEvent
-from samvad.language import AUTO
+from samvad.language import AUTO, check_language
 from samvad.protocol import (
     CLOSE_IDLE,
     CLOSE_SERVICE_RESTART,
@@ -61,6 +61,16 @@ Transcribe = Callable[[Audio, str], Awaitable[tuple[Transcript, list[ProviderCal
 Charge = Callable[[], Awaitable[None]]
 # Audio -> a transcript of speech still going on, or None (no idle engine offers one).
 Partial = Callable[[Audio, str | None], Awaitable[Transcript | None]]
+
+
+class CallState(BaseModel):
+    """What a live call's turns are asked in (the session's row, then `session.update`)."""
+
+    language: str
+    mode: str
+    voice: str | None = None
+    output_script: str | None = None
+    tenant: str | None = None  # the API key's id, for per-tenant caches
 
 
 @dataclass
@@ -123,13 +133,13 @@ def asks_to_stop(text: str, v: VoiceSettings, language: str) -> bool:
 
 class VoiceCall:
     def __init__(
-        self, ws: WebSocket, settings: Settings, session: dict, start: SessionStart,
+        self, ws: WebSocket, settings: Settings, session: CallState, start: SessionStart,
         start_turn: StartTurn, settle: Settle, transcribe: Transcribe,
         closing: asyncio.Event | None = None, goodbye: SessionClosing | None = None, charge: Charge | None = None,
         partial: Partial | None = None,
     ) -> None:
         self.ws, self.s, self.v = ws, settings, settings.voice
-        self.session = session  # language, mode, voice, output_script
+        self.session = session
         self.format: AudioFormat = start.audio
         self._start_turn, self._settle, self._transcribe, self._charge = start_turn, settle, transcribe, charge
         self._partial = partial
@@ -227,10 +237,13 @@ class VoiceCall:
         elif isinstance(message, SessionStart):
             await self.error("already_started", "session.start was already received")
         elif isinstance(message, SessionUpdate):
-            if message.language and message.language not in self.s.languages and message.language != AUTO:
-                await self.error("unknown_language", f"unknown language {message.language!r}")
+            try:
+                if message.language:
+                    check_language(message.language, self.s.languages)
+            except InputError as exc:
+                await self.error(exc.code, exc.message)
                 return None
-            self.session.update({k: v for k, v in message.model_dump(exclude={"type"}).items() if v is not None})
+            self.session = self.session.model_copy(update=message.model_dump(exclude={"type"}, exclude_none=True))
         elif isinstance(message, ResponseCancel):
             await self._cancel(reason="client")
         elif isinstance(message, TextInput):
@@ -387,7 +400,7 @@ class VoiceCall:
             if voiced >= self.v.min_interrupt_ms:
                 early = early or await self._transcribe(Audio(ended.audio, 16000), self._asr_language())
                 text = early[0].text
-            if not asks_to_stop(text, self.v, self.session["language"]):
+            if not asks_to_stop(text, self.v, self.session.language):
                 await self.send(Backchannel(text=text))
                 return
         await self._cancel(reason="barge_in")
@@ -400,14 +413,12 @@ class VoiceCall:
 
     def _asr_language(self) -> str | None:
         """The language the ASR is told: none when the session detects it per utterance."""
-        language = self.session["language"]
+        language = self.session.language
         return None if language == AUTO else language
 
 
     def _turn_fields(self) -> dict:
-        s = self.session
-        return {"language": s["language"], "mode": s["mode"], "voice": s.get("voice"), "output_script": s.get("output_script"),
-                "channel": "voice", "tenant": s.get("tenant")}
+        return self.session.model_dump() | {"channel": "voice"}
 
     # turns out ----------------------------------------------------------------------------------
     def _begin_turn(self, request: TurnRequest, speech_ended_at: float | None = None) -> None:
@@ -444,7 +455,7 @@ class VoiceCall:
                 await self.send(event)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - one failed turn must not end the call
+        except Exception:  # noqa: BLE001 - one failed turn must not end the call
             log.exception("turn %s failed", request.turn_id)
             if self.playing is p and not p.done:  # e.g. its host died: keep what was heard, as interrupted
                 try:

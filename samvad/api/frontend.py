@@ -18,8 +18,8 @@ from samvad.api import tokens
 from samvad.api.gate import Gate
 from samvad.audio import Audio
 from samvad.contracts import Transcript
-from samvad.errors import DatabaseUnavailable, InputError
-from samvad.language import AUTO
+from samvad.errors import DatabaseUnavailable
+from samvad.language import check_language
 from samvad.events import TurnEvent
 from samvad.protocol import CLOSE_UNAUTHORIZED
 from samvad.providers.base import AudioChunk, SpeechRequest
@@ -92,10 +92,7 @@ class Frontend:
 
     def language(self, language: str) -> str:
         """A language of the service, or "auto" (detected per utterance)."""
-        if language not in self.settings.languages and language != AUTO:
-            raise InputError(f"unknown language {language!r}; use one of: {', '.join(sorted(self.settings.languages))}",
-                             code="unknown_language")
-        return language
+        return check_language(language, self.settings.languages)
 
     def resume_token(self, session_id: str, key_id: int) -> str:
         return tokens.make(self._resume_secret, session_id, key_id, self.settings.service.resume_token_ttl_s)

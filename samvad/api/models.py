@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from samvad.protocol import Voice
+from samvad.settings import Mode, OutputScript
 from samvad.turn_result import AudioOut, TurnOut  # noqa: F401 - the turn's answer, built where it runs
-
-Mode = Literal["formal", "modern-colloquial", "classic-colloquial", "code-mixed"]
 
 
 class _Body(BaseModel):
@@ -20,9 +18,6 @@ class TtsBody(_Body):
     text: str = Field(min_length=1, max_length=2500)
     language: str = "en-IN"
     voice: Voice | None = None
-
-
-OutputScript = Literal["roman", "fully-native", "spoken-form-in-native"]
 
 
 class SessionBody(_Body):

@@ -29,7 +29,7 @@ from samvad.protocol import (
     SessionStarted,
 )
 from samvad.storage.repository import ApiKeyRow
-from samvad.voice import VoiceCall
+from samvad.voice import CallState, VoiceCall
 
 router = APIRouter()
 
@@ -157,12 +157,12 @@ async def _call(f: Frontend, ws: WebSocket, start: SessionStart, key: ApiKeyRow)
             await _refuse(ws, exc)
             return
         sid = row.id
-    session = {"language": start.language or row.language, "mode": start.mode or row.mode,
-               "voice": start.voice or row.voice, "output_script": start.output_script or row.output_script,
-               "tenant": str(key.id)}
+    session = CallState(language=start.language or row.language, mode=start.mode or row.mode,
+                        voice=start.voice or row.voice, output_script=start.output_script or row.output_script,
+                        tenant=str(key.id))
     await ws.send_text(SessionStarted(
         session_id=sid, resume_token=f.resume_token(sid, key.id), resumed=bool(ws.query_params.get("session_id")),
-        language=session["language"], mode=session["mode"], interrupted_turn=interrupted,
+        language=session.language, mode=session.mode, interrupted_turn=interrupted,
     ).model_dump_json())
     backend = f.backend
 

@@ -91,6 +91,7 @@ class Provider(abc.ABC):
 
 class SpeechToText(Provider):
     stage: Stage = "asr"
+    offers_partials = False  # `partial` can return a transcript (else it is always None)
 
     async def transcribe(self, audio: Audio, language: str | None, calls: CallLog) -> Transcript:
         with self._track(calls) as rec:

@@ -92,5 +92,9 @@ class CachedSTT(_Cached):
         await self.cache.set("asr", key, seal(secret, result.model_dump_json().encode()))
         return result
 
+    @property
+    def offers_partials(self) -> bool:
+        return self.inner.offers_partials
+
     async def partial(self, audio: Audio, language: str | None) -> Transcript | None:
         return await self.inner.partial(audio, language)  # never cached: the speech is still growing

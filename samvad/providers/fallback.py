@@ -111,6 +111,10 @@ class FallbackSTT(_Fallback):
     async def transcribe(self, audio: Audio, language: str | None, calls: CallLog) -> Transcript:
         return await self._chain.call(language, lambda p: p.transcribe(audio, language, calls))
 
+    @property
+    def offers_partials(self) -> bool:
+        return any(p.offers_partials for p in self.providers)
+
     async def partial(self, audio: Audio, language: str | None) -> Transcript | None:
         """The first provider that offers one (the local engine, even behind a cloud one)."""
         for p in self.providers:

@@ -2,13 +2,11 @@
 
 import asyncio
 import base64
-import io
 import json
 import uuid
 
 import numpy as np
 import pytest
-import soundfile as sf
 import websockets
 
 from samvad.audio import decode_audio, float_to_pcm16

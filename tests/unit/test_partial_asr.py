@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import numpy as np
 import pytest
 
 from samvad.audio import Audio, decode_audio
@@ -52,8 +53,6 @@ async def test_a_real_decode_preempts_a_running_partial(stt, speech):
 
 
 async def test_audio_outside_the_utterance_window_gets_no_partial(stt):
-    import numpy as np
-
     assert await stt.partial(Audio(np.zeros(8000, dtype=np.float32), 16000), "en-IN") is None  # 0.5 s
 
 
@@ -68,3 +67,18 @@ async def test_partials_stop_at_their_share_of_the_engine(settings, speech):
     busy = stt._partial_share()
     assert made >= 1 and busy <= 0.1 + 0.5 / 5  # the last one may overshoot by its own length
     assert await stt.partial(speech, "en-IN") is None
+
+
+async def test_only_a_chain_with_a_local_engine_offers_partials(settings):
+    """A voice call makes no hop for partials when the ASR chain cannot make one: a billed
+    provider (Sarvam) and the stub never do; a chain with Whisper anywhere in it does."""
+    from samvad.providers import registry
+    from samvad.providers.stub import StubSTT
+
+    def chain(*names: str):
+        return registry.build_stt(settings.model_copy(update={"asr": settings.asr.model_copy(update={"providers": list(names)})}))
+
+    assert not StubSTT().offers_partials and not chain("stub").offers_partials
+    assert chain("whisper").offers_partials and chain("sarvam", "whisper").offers_partials
+    assert not chain("sarvam").offers_partials
+    assert await chain("sarvam").partial(Audio(np.zeros(32000, dtype=np.float32), 16000), "en-IN") is None

@@ -13,7 +13,7 @@ import yaml
 
 from samvad.contracts import ChatMessage
 from samvad.errors import InputError
-from samvad.events import AudioEvent, ErrorEvent, ResponseDeltaEvent, RetrievalEvent, TranscriptEvent, TurnDoneEvent
+from samvad.events import AudioEvent, ResponseDeltaEvent, TranscriptEvent, TurnDoneEvent
 from samvad.providers.base import CallRecord, ChatModel, ChatRequest
 from samvad.turn import Engines, TurnRequest, TurnRunner
 from tests.conftest import DATA

@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import soxr
 
 from samvad.audio import decode_audio
 from samvad.providers.local.vad import Endpointer, SileroVad, SpeechEnded, SpeechStarted

@@ -92,6 +92,7 @@ _WARMED: set = set()  # models already decoded once in this process
 
 class WhisperSTT(SpeechToText):
     name = "whisper"
+    offers_partials = True
 
     def __init__(self, settings: WhisperSettings) -> None:
         super().__init__(model=settings.model)
