@@ -61,13 +61,20 @@ async def open_session(api_key, **start):
     return ws, started
 
 
-async def test_spoken_question_in_real_time_gives_ordered_events_and_audio(api_key, tts, db):
+async def ask_aloud(api_key, pcm: bytes) -> tuple[dict, list[dict]]:
+    """One spoken question in a new session, streamed in real time: (session.started, every
+    event up to its turn.done)."""
     ws, started = await open_session(api_key)
-    question = "How can I block my stolen debit card?"
-    await stream_realtime(ws, pcm16k(tts, question))
+    await stream_realtime(ws, pcm)
     seen = []
     await until(ws, "turn.done", seen)
     await ws.close()
+    return started, seen
+
+
+async def test_spoken_question_in_real_time_gives_ordered_events_and_audio(api_key, tts, db):
+    question = "How can I block my stolen debit card?"
+    started, seen = await ask_aloud(api_key, pcm16k(tts, question))
     types = [e["type"] + (".partial" if e.get("final") is False else "") for e in seen]
     order = ["vad.speech_start", "vad.speech_end", "transcript", "retrieval", "response.delta", "audio", "turn.done"]
     # Early ASR showed a partial transcript first, with the id of the turn it became.
@@ -98,12 +105,8 @@ async def test_spoken_question_in_real_time_gives_ordered_events_and_audio(api_k
 async def test_partial_transcripts_arrive_while_the_caller_speaks(api_key, tts, db):
     """Word by word: a long question shows partial transcripts before its end is detected, each
     with the id of the turn it becomes; they cost no billed ASR call."""
-    ws, started = await open_session(api_key)
     question = "I would like to know how I can block my lost debit card and order a new one quickly"
-    await stream_realtime(ws, pcm16k(tts, question))
-    seen = []
-    await until(ws, "turn.done", seen)
-    await ws.close()
+    started, seen = await ask_aloud(api_key, pcm16k(tts, question))
     end = next(i for i, e in enumerate(seen) if e["type"] == "vad.speech_end")
     during = [e for e in seen[:end] if e["type"] == "transcript" and e["final"] is False]
     assert during, [e["type"] for e in seen]
@@ -404,11 +407,7 @@ async def test_a_pause_inside_a_question_discards_the_early_work_and_keeps_one_t
             return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
 
         before = discarded()
-        ws, started = await open_session(api_key)
-        await stream_realtime(ws, first + gap + second)
-        seen = []
-        await until(ws, "turn.done", seen)
-        await ws.close()
+        started, seen = await ask_aloud(api_key, first + gap + second)
         assert [e["type"] for e in seen].count("vad.speech_end") == 1, [e["type"] for e in seen]
         final = next(e for e in seen if e["type"] == "transcript" and e["final"])["transcript"]["text"]
         assert wer("How do I block my lost debit card?", final) <= 0.25, final
