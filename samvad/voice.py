@@ -291,6 +291,8 @@ class VoiceCall:
             elif isinstance(event, SpeechEnded):
                 await self.send(VadEvent(type="vad.speech_end", at=round(event.at, 3)))
                 await self._utterance(event)
+        if self.early is not None and self.vad.in_speech and self.vad.speech_frames != self.early.speech_frames:
+            self._drop_early()  # the caller went on: stop transcribing speech that was not over
         self._maybe_start_early_asr()
         self._maybe_start_partial()
         if self.vad.in_speech and self._answer_playing() and self.vad.voiced_ms >= self.v.barge_in_min_ms:
@@ -328,7 +330,7 @@ class VoiceCall:
     def _maybe_start_partial(self) -> None:
         """While the caller speaks, each `partial_interval_ms` of new speech, the utterance so far
         is offered to the ASR for a partial transcript. One at a time; only an idle local engine
-        makes one, and a real decode preempts it, so partials never delay an answer."""
+        makes one, and a real decode preempts it after its encoder pass."""
         if (self._partial is None or not self.v.partial_interval_ms or not self.vad.in_speech
                 or self.vad.silence_ms > 0 or self.early is not None or self._answer_playing()
                 or (self._partial_task is not None and not self._partial_task.done())):

@@ -219,7 +219,8 @@ class WhisperSTT(SpeechToText):
 
     async def partial(self, audio: Audio, language: str | None) -> Transcript | None:
         """Only on an idle engine, through the utterance window, and given up as soon as a real
-        decode (an endpoint's) arrives: partials use spare CPU and never delay an answer."""
+        decode (an endpoint's) arrives: partials use spare CPU, and delay a real decode by at most
+        the rest of one encoder pass."""
         slot = self._slot()
         if (slot.locked() or self._partial_share() >= self._settings.partial_max_share
                 or not (self._settings.short_window and SHORT_MIN_S <= audio.duration <= SHORT_MAX_S)):
