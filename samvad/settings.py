@@ -89,6 +89,10 @@ class ExtractiveSettings(BaseModel):
     passage_weight: float = 0.5  # weight of the passage's retrieval score in sentence ranking
     support_margin: float = 0.15  # supporting sentences score within this of the best one
     no_answer_text: str = "I'm sorry, I don't have information about that."
+    # A Serve replica takes its first turn only once the live index's answer sentences are
+    # encoded, or after this long (a large corpus goes on warming in the background), so an
+    # autoscaled replica is never held back for minutes.
+    warm_wait_s: float = Field(30.0, ge=0)
 
 
 class LlmSettings(BaseModel):

@@ -51,7 +51,7 @@ def _llm(name: str, s: Settings, warm_now: bool = False):
         if s.rag.retriever == "faiss":
             warming = answerer.warm_from(s.rag.index_dir)
             if warm_now:
-                warming.join()
+                warming.join(s.llm.extractive.warm_wait_s)
         return answerer
     if name == "sarvam":
         from samvad.providers.sarvam.llm import SarvamChat
@@ -102,8 +102,9 @@ def build_stt(settings: Settings, cache: Cache | None = None):
 
 
 def build_llm(settings: Settings, *, warm_now: bool = False):
-    """`warm_now`: the offline answerer has encoded the live index's sentences before this
-    returns (a Serve replica then takes no turn before it is warm); else in the background."""
+    """`warm_now`: the offline answerer has encoded the live index's sentences (or spent
+    `llm.extractive.warm_wait_s` on them) before this returns, so a Serve replica takes no turn
+    cold; else they are encoded in the background."""
     return _chain("llm", settings, [_llm(n, settings, warm_now) for n in settings.llm.providers], FallbackChat)
 
 
