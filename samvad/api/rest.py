@@ -132,11 +132,14 @@ async def create_session(body: SessionBody, idempotency_key: str | None = IDEMPO
     args = {"language": f.language(body.language or f.settings.default_language),
             "mode": body.mode or f.settings.translation.default_mode, "voice": body.voice,
             "output_script": body.output_script}
-    caps = await f.gate.new_session(key)
     if idempotency_key is None:
-        return await f.db.create_session(**args, api_key_id=key.id, **caps)
-    claim = await f.db.claim(key.id, idempotency_key, "sessions", _idempotency_hash("sessions", args),
-                             new_session=args | caps)
+        return await f.db.create_session(**args, api_key_id=key.id, **await f.gate.new_session(key))
+    request_hash = _idempotency_hash("sessions", args)
+    # A retry is recognised before it is charged: it opens no new session.
+    claim = await f.db.find_claim(key.id, idempotency_key, "sessions", request_hash)
+    if claim is None:
+        claim = await f.db.claim(key.id, idempotency_key, "sessions", request_hash,
+                                 new_session=args | await f.gate.new_session(key))
     return await f.db.get_session(claim.session_id, key.id)
 
 
@@ -199,14 +202,20 @@ async def turn(body: TurnBody, request: Request, idempotency_key: str | None = I
         request_id=request.state.request_id, idempotent=idempotency_key is not None, tenant=str(key.id),
         audio=audio, text=body.text, speak=body.speak, **fields,
     )
-    if session is None:
+    request_hash = _idempotency_hash("turn", body.model_dump()) if idempotency_key is not None else ""
+    claim = None
+    if idempotency_key is not None and session is None:
+        # A retry of a first turn is recognised before it is charged a new session.
+        claim = await f.db.find_claim(key.id, idempotency_key, "turn", request_hash)
+    if session is None and claim is None:
         # Nothing is created for a turn that cannot run: its input is checked (audio decoded)
         # first. A turn in an existing session is checked where it runs.
         prepare_turn(turn, f.settings)
         new_session = {k: fields[k] for k in ("language", "mode", "voice", "output_script")} | await f.gate.new_session(key)
     if idempotency_key is not None:
-        claim = await f.db.claim(key.id, idempotency_key, "turn", _idempotency_hash("turn", body.model_dump()),
-                                 session_id=session.id if session else None, new_session=new_session, new_turn=True)
+        claim = claim or await f.db.claim(key.id, idempotency_key, "turn", request_hash,
+                                          session_id=session.id if session else None, new_session=new_session,
+                                          new_turn=True)
         if claim.response is not None:
             return TurnOut.model_validate_json(claim.response)
         turn.turn_id = claim.turn_id

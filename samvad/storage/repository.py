@@ -70,6 +70,14 @@ class FencedError(SamvadError):
     retryable = True
 
 
+def _earlier(row, route: str, request_hash: str) -> Claim:
+    """The claim of an earlier request with the same key, which must be the same request."""
+    if row["route"] != route or row["request_hash"] != request_hash:
+        raise IdempotencyMismatch("this Idempotency-Key was used for a different request; use a new key for a new request")
+    return Claim(session_id=str(row["session_id"]) if row["session_id"] else None,
+                 turn_id=row["turn_id"], response=row["response"], fresh=False)
+
+
 class IdempotencyMismatch(SamvadError):
     code = "idempotency_key_reused"
     status = 422
@@ -320,12 +328,7 @@ class Repository:
                 "SELECT * FROM idempotency_keys WHERE api_key_id = $1 AND key = $2 FOR UPDATE", api_key_id, key
             )
             if row is not None:
-                if row["route"] != route or row["request_hash"] != request_hash:
-                    raise IdempotencyMismatch(
-                        "this Idempotency-Key was used for a different request; use a new key for a new request"
-                    )
-                return Claim(session_id=str(row["session_id"]) if row["session_id"] else None,
-                             turn_id=row["turn_id"], response=row["response"], fresh=False)
+                return _earlier(row, route, request_hash)
             if new_session is not None:
                 session_id = (await self.create_session(**new_session, api_key_id=api_key_id, conn=conn)).id
             turn_id = uuid.uuid4().hex if new_turn else None
@@ -337,6 +340,13 @@ class Repository:
         if inserted is None:  # a concurrent request with the same key won the race: take its claim
             return await self.claim(api_key_id, key, route, request_hash, session_id=session_id)
         return Claim(session_id=session_id, turn_id=turn_id, response=None, fresh=True)
+
+    async def find_claim(self, api_key_id: int, key: str, route: str, request_hash: str) -> Claim | None:
+        """The earlier request that used this Idempotency-Key, if any (a retry is recognised
+        before anything is charged for it)."""
+        row = await self._pool.fetchrow("SELECT * FROM idempotency_keys WHERE api_key_id = $1 AND key = $2",
+                                        api_key_id, key)
+        return None if row is None else _earlier(row, route, request_hash)
 
     async def idempotent_response(self, session_id: str, turn_id: str) -> str | None:
         return await self._pool.fetchval(

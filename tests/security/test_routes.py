@@ -250,6 +250,23 @@ def test_session_creation_has_its_own_rate(serve_app):
         _error(c.get(f"/api/v1/sessions/{uuid.uuid4()}"), 404)  # other requests still pass
 
 
+def test_a_retry_with_its_idempotency_key_is_not_charged_a_new_session(serve_app):
+    """The client retry contract holds under the new-session limit: a first turn (no session
+    id) or a session open retried with its Idempotency-Key gets its earlier answer, however
+    often it is sent, and opens nothing new."""
+    with _client(make_key(serve_app, "retrying-opener", sessions_per_minute=2)) as c:
+        body, key = {"text": "What is the UPI limit per day?", "speak": False}, {"Idempotency-Key": f"first-{uuid.uuid4().hex}"}
+        first = c.post("/api/v1/turn", json=body, headers=key)
+        opened = c.post("/api/v1/sessions", json={}, headers={"Idempotency-Key": f"open-{uuid.uuid4().hex}"})
+        assert first.status_code == 200 and opened.status_code == 201, first.text + opened.text
+        for _ in range(3):  # the bucket (2 a minute) is empty: only retries can pass
+            again = c.post("/api/v1/turn", json=body, headers=key)
+            assert again.status_code == 200 and again.json()["turn_id"] == first.json()["turn_id"], again.text
+            reopened = c.post("/api/v1/sessions", json={}, headers={"Idempotency-Key": opened.request.headers["Idempotency-Key"]})
+            assert reopened.status_code == 201 and reopened.json()["id"] == opened.json()["id"], reopened.text
+        _error(c.post("/api/v1/sessions", json={}), 429, "rate_limited")  # a new one is still limited
+
+
 # voice admission ---------------------------------------------------------------------------------------
 async def _closed_code(ws, timeout: float = 10.0) -> int:
     with pytest.raises(websockets.ConnectionClosed) as closed:
