@@ -116,8 +116,13 @@ class FallbackSTT(_Fallback):
         return any(p.offers_partials for p in self.providers)
 
     async def partial(self, audio: Audio, language: str | None) -> Transcript | None:
-        """The first provider that offers one (the local engine, even behind a cloud one)."""
-        for p in self.providers:
+        """The first candidate that offers one (the local engine, even behind a cloud one); the
+        same candidates as a real decode, so an English-only engine makes none for a Hindi call."""
+        try:
+            candidates = self._chain.candidates(language)
+        except ProviderError:
+            return None
+        for p in candidates:
             if (result := await p.partial(audio, language)) is not None:
                 return result
         return None

@@ -82,3 +82,15 @@ async def test_only_a_chain_with_a_local_engine_offers_partials(settings):
     assert chain("whisper").offers_partials and chain("sarvam", "whisper").offers_partials
     assert not chain("sarvam").offers_partials
     assert await chain("sarvam").partial(Audio(np.zeros(32000, dtype=np.float32), 16000), "en-IN") is None
+
+
+async def test_partials_follow_the_chains_language_rules(settings, speech):
+    """In a failover chain, an English-only engine (tiny.en) is skipped for a Hindi caller's
+    real decodes, so it makes no partials for them either (Sarvam, first, offers none)."""
+    from samvad.providers import registry
+
+    light = settings.model_copy(update={"asr": settings.asr.model_copy(update={
+        "providers": ["sarvam", "whisper"], "whisper": settings.asr.whisper.model_copy(update={"model": "tiny.en"})})})
+    chain = registry.build_stt(light)
+    assert await chain.partial(speech, "hi-IN") is None
+    assert (await chain.partial(speech, "en-IN")).text

@@ -127,9 +127,13 @@ class WhisperSTT(SpeechToText):
     def _lang(self, language: str | None) -> str | None:
         return "en" if self._english_only else (language.split("-")[0] if language else None)
 
+    def _fits_short(self, audio: Audio) -> bool:
+        """The utterance is decoded through a window sized to it (`_short`)."""
+        return self._settings.short_window and SHORT_MIN_S <= audio.duration <= SHORT_MAX_S
+
     def _run(self, audio: Audio, language: str | None, stop: threading.Event, short: bool = True) -> Transcript:
         lang = self._lang(language)
-        if short and self._settings.short_window and SHORT_MIN_S <= audio.duration <= SHORT_MAX_S:
+        if short and self._fits_short(audio):
             return self._short(audio, lang, stop)
         segments, info = self._whisper.transcribe(
             audio.samples,
@@ -222,8 +226,7 @@ class WhisperSTT(SpeechToText):
         decode (an endpoint's) arrives: partials use spare CPU, and delay a real decode by at most
         the rest of one encoder pass."""
         slot = self._slot()
-        if (slot.locked() or self._partial_share() >= self._settings.partial_max_share
-                or not (self._settings.short_window and SHORT_MIN_S <= audio.duration <= SHORT_MAX_S)):
+        if slot.locked() or self._partial_share() >= self._settings.partial_max_share or not self._fits_short(audio):
             return None
         async with slot:
             stop = self._partial_stop = threading.Event()
