@@ -21,6 +21,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_e
 
 from samvad.audio import Audio
 from samvad.contracts import Passage, Transcript
+from samvad.guardrails.attack_model import AttackLibrary
 from samvad.providers.base import AudioChunk, CallLog, ChatRequest, SpeechRequest, TranslationRequest, TranslationResult
 from samvad.stages import StageReport
 
@@ -130,5 +131,5 @@ class RemoteRetriever:
     def __init__(self, handle) -> None:
         self._h = handle
 
-    async def alookup(self, text: str, phrase_sets: list[list[str]], k: int, query: str | None = None) -> tuple[list[float], list[Passage]]:
-        return await call(lambda: self._h.lookup.remote(text, phrase_sets, k, query))
+    async def alookup(self, text: str, library: AttackLibrary | None, k: int, query: str | None = None) -> tuple[float | None, list[Passage]]:
+        return await call(lambda: self._h.lookup.remote(text, library, k, query))

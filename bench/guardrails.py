@@ -31,7 +31,7 @@ from samvad.guardrails.policy import Guardrails  # noqa: E402
 from samvad.providers.local.extractive import ExtractiveAnswerer  # noqa: E402
 from samvad.settings import load_settings  # noqa: E402
 
-console = Console()
+console = Console(width=150)
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -75,35 +75,74 @@ def main() -> None:
 
 
 def injection_quality(g: Guardrails, retriever: Retriever) -> None:
+    """The embedding half of the injection check, before (closest known attack against closest
+    benign example, the rule it replaced) and after (the classifier), on the same library and the
+    same cases: each setting is chosen on the tuning half (highest recall with at most 2% of its
+    benign questions refused) and reported on the test half, overall and per language."""
     import numpy as np
+
+    from samvad.guardrails.attack_model import AttackModel, clauses
+    from samvad.language import devanagari_reading
 
     cases = yaml.safe_load((ROOT / "tests/data/injection_cases.yaml").read_text())
     inj = g.input.injection
+    lib = inj.attack_library
+    attacks_v = retriever.query_vectors(list(lib.attacks), readings=False)
+    benign_v = retriever.query_vectors(list(lib.benign), readings=False)
+    parts = [clauses(c["text"]) for c in cases]
+    vectors = [retriever.query_vectors(p, readings=False) for p in track(parts, description="encoding the cases", console=console)]
     pattern = np.array([g.check_input(c["text"]).action == "refuse" for c in cases])
-    sims = np.array([retriever.similarities(c["text"], inj.phrase_sets) for c in cases])
     attack = np.array([c["label"] == "attack" for c in cases])
-    tune = np.array([c["split"] == "tune" for c in cases])
+    tune, test = np.array([c["split"] == "tune" for c in cases]), np.array([c["split"] == "test" for c in cases])
+    language = np.array(["Devanagari" if any("\u0900" <= ch <= "\u097f" for ch in c["text"])
+                         else "Hinglish" if devanagari_reading(c["text"]) else "English" for c in cases])
 
-    def decide(th: float, margin: float):
-        return pattern | ((sims[:, 0] >= th) & (sims[:, 0] >= sims[:, 1] + margin))
+    def choose(score: np.ndarray) -> float:
+        """The lowest threshold that refuses at most 2% of the tuning half's benign questions."""
+        for th in np.unique(score[tune]):
+            if (pattern | (score >= th))[tune & ~attack].mean() <= 0.02:
+                return float(th)
+        return float("inf")
 
-    best = (-1.0, 0.0, 0.0)
-    for th in np.arange(0.30, 0.80, 0.025):
-        for margin in np.arange(-0.10, 0.20, 0.025):
-            d = decide(th, margin)
-            if d[tune & ~attack].mean() <= 0.02 and d[tune & attack].mean() > best[0]:
-                best = (d[tune & attack].mean(), float(th), float(margin))
-    table = Table(title=f"injection check, test half ({(~tune & attack).sum()} attacks, {(~tune & ~attack).sum()} benign); "
-                        "thresholds chosen on the tuning half")
-    for c in ("setting", "threshold", "margin", "recall", "precision", "benign refused", "patterns alone: recall"):
-        table.add_column(c)
-    for label, th, margin in (("configured", inj.similarity_threshold, inj.margin), ("tuned here", best[1], best[2])):
-        d, t = decide(th, margin), ~tune
-        tp = (d & t & attack).sum()
-        table.add_row(label, f"{th:.3f}", f"{margin:+.3f}", f"{tp / (t & attack).sum():.3f}",
-                      f"{tp / max(1, (d & t).sum()):.3f}", f"{(d & t & ~attack).sum() / (t & ~attack).sum():.3f}",
-                      f"{(pattern & t & attack).sum() / (t & attack).sum():.3f}")
+    whole = np.array([v[0] for v in vectors])
+    nearest = (whole @ attacks_v.T).max(1) - (whole @ benign_v.T).max(1)  # closest attack minus closest benign
+    rows = [("before: closest attack - closest benign", nearest, choose(nearest))]
+    for c in (3.0, 10.0, 30.0, 100.0):
+        model = AttackModel.fit(attacks_v, benign_v, c)
+        score = np.array([model.score(v) for v in vectors])
+        if c == inj.regularization:
+            rows.append((f"after, configured (C={c:g})", score, inj.threshold))
+        rows.append((f"after, C={c:g} tuned here", score, choose(score)))
+    table = Table(title=f"injection check, test half ({(test & attack).sum()} attacks, {(test & ~attack).sum()} benign; "
+                        f"library {len(lib.attacks)} attacks + {len(lib.benign)} benign); chosen on the tuning half")
+    for col in ("setting", "threshold", "recall", "precision", "benign refused", "recall en / hinglish / devanagari",
+                "benign refused en / hinglish / devanagari"):
+        table.add_column(col)
+    for label, score, th in rows:
+        d = pattern | (score >= th)
+        tp = (d & test & attack).sum()
+        by = lambda mask: " / ".join(f"{d[mask & (language == lang)].mean():.2f}" for lang in ("English", "Hinglish", "Devanagari"))
+        table.add_row(label, f"{th:.3f}", f"{tp / (test & attack).sum():.3f}", f"{tp / max(1, (d & test).sum()):.3f}",
+                      f"{(d & test & ~attack).sum() / (test & ~attack).sum():.3f}", by(test & attack), by(test & ~attack))
+    table.add_row("patterns alone", "-", f"{(pattern & test & attack).sum() / (test & attack).sum():.3f}", "-",
+                  f"{(pattern & test & ~attack).sum() / (test & ~attack).sum():.3f}", "", "")
     console.print(table)
+    qa = yaml.safe_load((ROOT / "data/qa_sample.yaml").read_text())
+    ordinary = [q["question"] for q in (qa["questions"] if isinstance(qa, dict) else qa)]
+    model = AttackModel.fit(attacks_v, benign_v, inj.regularization)
+    refused = [q for q in ordinary if g.check_input(q).action == "refuse"
+               or model.score(retriever.query_vectors(clauses(q), readings=False)) >= inj.threshold]
+    console.print(f"ordinary questions of data/qa_sample.yaml refused as attacks (configured): {len(refused)} of {len(ordinary)}"
+                  + (f": {refused}" if refused else ""))
+    # What the check adds to the turn's one Retriever call (the search encodes the question anyway).
+    with_check, without = [], []
+    for q in ordinary:
+        for out, library in ((with_check, lib), (without, None)):
+            t = time.perf_counter()
+            retriever.lookup(q, library, 4)
+            out.append((time.perf_counter() - t) * 1000)
+    console.print(f"Retriever lookup per turn, {len(ordinary)} questions: with the attack check p50 {statistics.median(with_check):.1f} ms "
+                  f"p99 {pct(with_check, 0.99):.1f}; search alone p50 {statistics.median(without):.1f} ms p99 {pct(without, 0.99):.1f}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,10 @@ import numpy as np
 from rag_index.build import CHUNKS_FILE, FAISS_FILE, IndexInvalidError, read_manifest
 from samvad.contracts import Passage
 from samvad.embeddings import Embedder, scale
+from samvad.guardrails.attack_model import AttackLibrary, AttackModel, clauses
 from samvad.language import devanagari_reading
+
+_MODELS: dict[tuple[str, AttackLibrary], AttackModel] = {}
 
 
 class Retriever:
@@ -46,13 +49,23 @@ class Retriever:
             return []
         return self._search(self._queries([query]), k)
 
-    def _queries(self, texts: list[str]) -> np.ndarray:
-        """Query vectors; with a multilingual embedder, romanised Hindi is encoded together with
-        its Devanagari reading (one batch) and the two averaged (Hinglish recall@5 on the sample
-        QA set 0.89 -> 0.97 with e5; English questions are untouched)."""
-        readings = [devanagari_reading(t) for t in texts] if self._embedder.multilingual else []
+    def query_vectors(self, texts: list[str], *, readings: bool = True) -> np.ndarray:
+        """Query vectors, as the search (`readings`) and the attack check (without) encode them."""
+        return self._queries(texts, plain=0 if readings else len(texts))
+
+    def _queries(self, texts: list[str], plain: int = 0) -> np.ndarray:
+        """Query vectors, in one batch; with a multilingual embedder, romanised Hindi is encoded
+        together with its Devanagari reading and the two averaged (Hinglish recall@5 on the sample
+        QA set 0.89 -> 0.97 with e5; English questions are untouched). The first `plain` texts
+        are encoded as they are: the attack check's classifier does better on Hinglish without
+        the reading (test-half recall 0.71 -> see bench/guardrails.py)."""
+        readings = [None] * plain + ([devanagari_reading(t) for t in texts[plain:]] if self._embedder.multilingual else [])
         extra = [r for r in readings if r]
-        vectors = self._embedder.queries(texts + extra)
+        # Each distinct text encoded once: a one-clause question is both the attack check's text
+        # and the search's query, and a Hinglish one's plain vector is half of its search vector.
+        unique = list(dict.fromkeys(texts + extra))
+        encoded = self._embedder.queries(unique)
+        vectors = encoded[[unique.index(t) for t in texts + extra]] if len(unique) < len(texts) + len(extra) else encoded
         if not extra:
             return vectors
         out, j = vectors[: len(texts)].copy(), len(texts)
@@ -76,30 +89,32 @@ class Retriever:
     async def asearch(self, query: str, k: int) -> list[Passage]:
         return await asyncio.to_thread(self.search, query, k)
 
-    def similarities(self, text: str, phrase_sets: list[list[str]]) -> list[float]:
-        """Best relevance (scaled cosine) of `text` to each list of phrases (their vectors cached)."""
+    def attack_score(self, text: str, library: AttackLibrary) -> float | None:
+        """The injection check's score of `text` (samvad.guardrails.attack_model), or None."""
+        return self.lookup(text, library, 0)[0]
+
+    def _attack_model(self, library: AttackLibrary) -> AttackModel:
+        # One fit per library and embedder in the process: an index swap does not re-encode it.
+        key = (self._embedder.model_name, library)
+        if key not in _MODELS:
+            _MODELS[key] = AttackModel.fit(self.query_vectors(list(library.attacks), readings=False),
+                                           self.query_vectors(list(library.benign), readings=False), library.regularization)
+        return _MODELS[key]
+
+    def lookup(self, text: str, library: AttackLibrary | None, k: int, query: str | None = None) -> tuple[float | None, list[Passage]]:
+        """The injection check's score of `text` (None without a library) and the search for
+        `query` (default: the text itself), encoded in one batch (one call on the turn path)."""
         if not text.strip():
-            return [0.0] * len(phrase_sets)
-        return self._similarities(self._queries([text])[0], phrase_sets)
+            return None, []
+        parts = clauses(text) if library else []
+        vectors = self._queries([*parts, query or text], plain=len(parts))
+        score = self._attack_model(library).score(vectors[:-1]) if library else None
+        if k <= 0 or not self._index.ntotal:
+            return score, []
+        return score, self._search(vectors[-1:], k)
 
-    def _similarities(self, vector, phrase_sets: list[list[str]]) -> list[float]:
-        key = tuple(tuple(p) for p in phrase_sets)
-        if getattr(self, "_phrases", (None,))[0] != key:
-            self._phrases = (key, [self._embedder.queries(list(p)) for p in phrase_sets])
-        return [float(scale((m @ vector).max(), self._embedder.floor)) if len(m) else 0.0 for m in self._phrases[1]]
+    async def alookup(self, text: str, library: AttackLibrary | None, k: int, query: str | None = None) -> tuple[float | None, list[Passage]]:
+        return await asyncio.to_thread(self.lookup, text, library, k, query)
 
-    def lookup(self, text: str, phrase_sets: list[list[str]], k: int, query: str | None = None) -> tuple[list[float], list[Passage]]:
-        """The guardrail's similarities of `text` to each phrase set (known attacks, benign
-        anchors) and the search for `query` (default: the text itself), encoded in one batch
-        (one call on the turn path instead of two)."""
-        if not text.strip():
-            return [0.0] * len(phrase_sets), []
-        vectors = self._queries([text] if query is None else [text, query])
-        similarities = self._similarities(vectors[0], phrase_sets) if phrase_sets else []
-        return similarities, self._search(vectors[-1:], k) if self._index.ntotal else []
-
-    async def alookup(self, text: str, phrase_sets: list[list[str]], k: int, query: str | None = None) -> tuple[list[float], list[Passage]]:
-        return await asyncio.to_thread(self.lookup, text, phrase_sets, k, query)
-
-    async def asimilarities(self, text: str, phrase_sets: list[list[str]]) -> list[float]:
-        return await asyncio.to_thread(self.similarities, text, phrase_sets)
+    async def aattack_score(self, text: str, library: AttackLibrary) -> float | None:
+        return await asyncio.to_thread(self.attack_score, text, library)

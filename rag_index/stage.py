@@ -20,6 +20,7 @@ from rag_index.retriever import Retriever
 from samvad.contracts import Passage
 from samvad.embeddings import get_embedder
 from samvad.errors import SamvadError
+from samvad.guardrails.attack_model import AttackLibrary
 from samvad.guardrails.policy import Guardrails
 from samvad.settings import Settings, as_settings
 
@@ -39,27 +40,28 @@ class RetrievalStage:
         self._embedder = get_embedder(s.embeddings)
         self._live = ensure_index(s, self._embedder)
         self.version = os.path.realpath(self._live)
-        # The injection check's phrases (known attacks, benign anchors) are encoded before the
-        # first turn needs them: lazily, the first caller after a start or an index swap waited
-        # ~0.5 s for ~70 e5 encodings (the slowest turn of the latency bench).
-        self._phrase_sets = Guardrails.from_file(s.guardrails_file).input.injection.phrase_sets
+        # The injection check's classifier is fitted before the first turn needs it: lazily, the
+        # first caller after a start waited for the library's encodings (~280 e5 encodings, ~3 s;
+        # with ~70 phrases it was already the slowest turn of the latency bench).
+        self._library = Guardrails.from_file(s.guardrails_file).input.injection.attack_library
         self.retriever = self._warm(Retriever(self.version, self._embedder))
         self.last_error: str | None = None
         self._checked = time.monotonic()
         self._reloading: asyncio.Task | None = None
 
     def _warm(self, retriever: Retriever) -> Retriever:
-        retriever.similarities("warm-up", self._phrase_sets)
+        if self._library is not None:
+            retriever.attack_score("warm-up", self._library)
         return retriever
 
     async def search(self, query: str, k: int) -> list[Passage]:
         self._maybe_reload()
         return await self.retriever.asearch(query, k)
 
-    async def lookup(self, text: str, phrase_sets: list[list[str]], k: int, query: str | None = None) -> tuple[list[float], list[Passage]]:
-        """Attack similarities and search in one call (the turn path's only Retriever hop)."""
+    async def lookup(self, text: str, library: AttackLibrary | None, k: int, query: str | None = None) -> tuple[float | None, list[Passage]]:
+        """The attack check's score and the search in one call (the turn path's only Retriever hop)."""
         self._maybe_reload()
-        return await self.retriever.alookup(text, phrase_sets, k, query)
+        return await self.retriever.alookup(text, library, k, query)
 
     def status(self) -> dict[str, Any]:
         return {"version": getattr(self, "version", None), "last_error": getattr(self, "last_error", None)}

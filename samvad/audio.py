@@ -24,6 +24,12 @@ class Audio:
     def duration(self) -> float:
         return len(self.samples) / self.sample_rate
 
+    @property
+    def peak_dbfs(self) -> float:
+        """The loudest sample, in dB full scale (-inf for digital silence)."""
+        peak = float(np.abs(self.samples).max()) if len(self.samples) else 0.0
+        return 20 * np.log10(peak) if peak > 0 else float("-inf")
+
 
 MAX_CHANNELS = 2
 MIN_RATE, MAX_RATE = 8000, 48000

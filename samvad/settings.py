@@ -35,6 +35,9 @@ class AudioSettings(BaseModel):
     sample_rate: int = 16000  # what ASR and VAD consume; other rates are resampled
     max_seconds: float = Field(60.0, gt=0)  # longer uploads are rejected, not truncated
     min_seconds: float = Field(0.1, ge=0)
+    # An upload whose loudest sample is below this is silence: answered `no_speech` without an
+    # ASR call (Whisper base read 1 s of digital silence as "The"; a cloud ASR bills for it).
+    silence_dbfs: float | None = Field(-60.0, le=-30)
 
 
 class VadSettings(BaseModel):

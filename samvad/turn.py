@@ -56,6 +56,7 @@ from samvad.providers.base import (
 )
 from samvad.followup import search_query
 from samvad.language import AUTO, check_language, choose, detect_text
+from samvad.guardrails.attack_model import AttackLibrary
 from samvad.guardrails.policy import Guardrails
 from samvad.sentences import SentenceAggregator
 from samvad.settings import Settings
@@ -67,9 +68,9 @@ ANSWER_LANGUAGE = "en-IN"  # the language answers are written in (the knowledge 
 log = logging.getLogger("samvad.turn")
 
 class PassageRetriever(Protocol):
-    async def alookup(self, text: str, phrase_sets: list[list[str]], k: int, query: str | None = None) -> tuple[list[float], list[Passage]]:
-        """(best similarity of `text` to each phrase set, top-`k` passages for `query`, default
-        `text`) in one call."""
+    async def alookup(self, text: str, library: AttackLibrary | None, k: int, query: str | None = None) -> tuple[float | None, list[Passage]]:
+        """(the injection check's score of `text` against `library`, or None; the top-`k`
+        passages for `query`, default `text`) in one call."""
         ...
 
 
@@ -163,6 +164,10 @@ class TurnRunner:
         self.settings = settings
         self.guardrails = Guardrails.from_file(settings.guardrails_file)
 
+    def _silent(self, audio: Audio) -> bool:
+        floor = self.settings.audio.silence_dbfs
+        return floor is not None and audio.peak_dbfs < floor
+
     def prepare(self, request: TurnRequest) -> PreparedTurn:
         """Validate the request; raises `InputError` with an actionable message."""
         return prepare_turn(request, self.settings)
@@ -246,6 +251,8 @@ class TurnRunner:
             if req.transcript is not None:
                 transcript = req.transcript
                 calls.extend(req.transcript_calls)
+            elif prepared.audio is not None and self._silent(prepared.audio):
+                transcript = Transcript(text="", language_code=fallback if auto else req.language, confidence=0.0)
             elif prepared.audio is not None:
                 transcript = await e.stt.transcribe(prepared.audio, None if auto else req.language, calls)
             elif prepared.detected is not None:  # typed text in an "auto" turn: prepared chose its language
@@ -267,17 +274,17 @@ class TurnRunner:
             verdict = self.guardrails.check_input(transcript.text)
             passages: list[Passage] = []
             if verdict.reply is None:
-                # One Retriever call: the attack-similarity check and the search share one encoding.
-                phrase_sets = self.guardrails.input.injection.phrase_sets
+                # One Retriever call: the attack check and the search share one encoding.
+                library = self.guardrails.input.injection.attack_library
                 t_ret = time.perf_counter()
                 # A follow-up ("what about the PIN?") is searched with the question it follows.
                 query = search_query(verdict.text, [m.content for m in history if m.role == "user"])
-                similarities, passages = await e.retriever.alookup(verdict.text, phrase_sets, self.settings.rag.top_k,
+                attack_score, passages = await e.retriever.alookup(verdict.text, library, self.settings.rag.top_k,
                                                                  query if query != verdict.text else None)
                 calls.append(
                     ProviderCall(stage="retrieval", provider="faiss", model="local", latency_ms=(time.perf_counter() - t_ret) * 1000)
                 )
-                if (similar := self.guardrails.check_attack_similarity(similarities)) is not None:
+                if (similar := self.guardrails.check_attack_score(attack_score)) is not None:
                     verdict = similar.model_copy(update={"text": verdict.text, "flags": verdict.flags + similar.flags})
                     passages = []
             guard_flags.extend(verdict.flags)

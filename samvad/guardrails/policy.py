@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 
 from samvad.contracts import GuardrailFlag, Passage
+from samvad.guardrails.attack_model import AttackLibrary
 from samvad.guardrails.pii import find_pii, redact
 
 Action = Literal["allow", "redact", "refuse", "escalate"]
@@ -37,15 +38,22 @@ class PatternCheck(_Check):
 
 
 class InjectionCheck(PatternCheck):
-    similarity_threshold: float = 0.525  # on the embedder's relevance scale (samvad.embeddings)
-    margin: float = 0.075  # how much closer to an attack than to any benign anchor
+    # The embedding half (samvad.guardrails.attack_model): a classifier fitted on `library`, a
+    # YAML file of `attacks` and honest `benign` questions next to the policy file. A question
+    # whose score (log-odds; of it or of any clause) reaches `threshold` is refused. Both numbers
+    # are chosen on the tuning half of tests/data/injection_cases.yaml by bench/guardrails.py.
+    threshold: float = 0.75
+    regularization: float = 30.0
+    library: str | None = None
     known_attacks: list[str] = []
-    benign_anchors: list[str] = []
+    benign_examples: list[str] = []
 
-    @property
-    def phrase_sets(self) -> list[list[str]]:
-        """What the retriever compares the question with, in one call (attacks, then anchors)."""
-        return [self.known_attacks, self.benign_anchors] if self.enabled and self.known_attacks else []
+    @cached_property
+    def attack_library(self) -> AttackLibrary | None:
+        """What the Retriever fits its model on (None: the embedding half is off)."""
+        if not (self.enabled and self.known_attacks and self.benign_examples):
+            return None
+        return AttackLibrary(tuple(self.known_attacks), tuple(self.benign_examples), self.regularization)
 
 
 class AbuseCheck(_Check):
@@ -129,7 +137,14 @@ class Guardrails(BaseModel):
 
     @classmethod
     def from_file(cls, path: str | Path) -> Guardrails:
-        return cls.model_validate(yaml.safe_load(Path(path).read_text(encoding="utf-8")))
+        path = Path(path)
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        injection = raw.get("input", {}).get("injection", {})
+        if injection.get("library"):  # the classifier's examples, next to the policy file
+            library = yaml.safe_load((path.parent / injection["library"]).read_text(encoding="utf-8")) or {}
+            injection["known_attacks"] = [*injection.get("known_attacks", []), *library.get("attacks", [])]
+            injection["benign_examples"] = [*injection.get("benign_examples", []), *library.get("benign", [])]
+        return cls.model_validate(raw)
 
     def check_input(self, text: str) -> InputVerdict:
         p, flags = self.input, []
@@ -146,18 +161,15 @@ class Guardrails(BaseModel):
                     return InputVerdict(text=text, flags=flags, action=check.action, reply=getattr(self.replies, name))
         return InputVerdict(text=text, flags=flags)
 
-    def check_attack_similarity(self, similarities: list[float]) -> InputVerdict | None:
-        """The embedding half of the injection check: the question's best similarity to the known
-        attacks and to the benign anchors (`phrase_sets`, computed where the embedder lives)."""
+    def check_attack_score(self, score: float | None) -> InputVerdict | None:
+        """The embedding half of the injection check, on the score the Retriever computed (where
+        the embedder lives) for the question and its clauses."""
         c = self.input.injection
-        if not (c.enabled and c.known_attacks and similarities):
+        if not c.enabled or score is None or score < c.threshold:
             return None
-        attack, benign = similarities[0], (similarities[1] if len(similarities) > 1 else 0.0)
-        if attack >= c.similarity_threshold and attack >= benign + c.margin:
-            flag = GuardrailFlag(check="injection", severity="high", action=c.action,
-                                 detail=f"similar to a known attack ({attack:.2f}, benign {benign:.2f})")
-            return InputVerdict(text="", flags=[flag], action=c.action, reply=self.replies.injection)
-        return None
+        flag = GuardrailFlag(check="injection", severity="high", action=c.action,
+                             detail=f"classified as an attack (score {score:.2f}, threshold {c.threshold:.2f})")
+        return InputVerdict(text="", flags=[flag], action=c.action, reply=self.replies.injection)
 
     def check_retrieval(self, passages: list[Passage]) -> InputVerdict | None:
         """Off topic when even the best passage is far from the question."""

@@ -173,6 +173,8 @@ async def test_silence_yields_no_speech_error_not_a_crash(runner):
     events = await run_turn(runner, audio=_wav(1.0, 16000))
     assert [e.type for e in events] == ["transcript", "error", "turn.done"]
     assert events[1].code == "no_speech" and events[-1].outcome == "failed"
+    # Silence is not sent to ASR (no CPU; a cloud ASR would bill it); quiet speech still is.
+    assert not [c for c in events[-1].calls if c.stage == "asr"]
 
 
 def test_cli_say_writes_a_playable_wav(tmp_path, settings, tts):
