@@ -125,6 +125,14 @@ class Conversation:
                     written = None
                 if isinstance(event, TranscriptEvent) and language == AUTO:
                     language, confidence = event.transcript.language_code, event.transcript.language_confidence
+                elif (isinstance(event, TranscriptEvent) and prepared.detected is not None and user_text is not None
+                      and event.transcript.language_code != language):
+                    # Typed text whose language the cloud identifier corrected: the stored question says so.
+                    language, confidence = event.transcript.language_code, event.transcript.language_confidence
+                    if written is not None:
+                        await written
+                        written = None
+                    await self._write_user(request, user_text, "complete", language, confidence)
                 if isinstance(event, TranscriptEvent) and user_text is None and not event.transcript.text.strip():
                     user_text = ""
                     await self._write_user(request, "", "failed", language, confidence)

@@ -22,7 +22,15 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_e
 from samvad.audio import Audio
 from samvad.contracts import Passage, Transcript
 from samvad.guardrails.attack_model import AttackLibrary
-from samvad.providers.base import AudioChunk, CallLog, ChatRequest, SpeechRequest, TranslationRequest, TranslationResult
+from samvad.providers.base import (
+    AudioChunk,
+    CallLog,
+    ChatRequest,
+    LanguageGuess,
+    SpeechRequest,
+    TranslationRequest,
+    TranslationResult,
+)
 from samvad.stages import StageReport
 
 
@@ -117,6 +125,18 @@ class RemoteTranslator:
         result, made = await call(lambda: self._h.translate.remote(request))
         calls.extend(made)
         return result
+
+
+class RemoteLanguageId:
+    """Typed-text language identification, served by the Translation deployment."""
+
+    def __init__(self, handle) -> None:
+        self._h = handle
+
+    async def identify(self, text: str, calls: CallLog) -> LanguageGuess | None:
+        guess, made = await call(lambda: self._h.identify.remote(text))
+        calls.extend(made)
+        return guess
 
 
 class RemoteTTS:

@@ -16,7 +16,7 @@ from ray import serve
 
 from actors import remote, telemetry
 from actors.host import SessionHost
-from actors.remote import RemoteLLM, RemoteRetriever, RemoteSTT, RemoteTranslator, RemoteTTS
+from actors.remote import RemoteLanguageId, RemoteLLM, RemoteRetriever, RemoteSTT, RemoteTranslator, RemoteTTS
 from samvad.events import TurnEvent
 from samvad.settings import Settings
 from samvad.storage.database import Database
@@ -52,7 +52,8 @@ class Sessions:
         _turn_log()
         s = Settings.model_validate(settings)
         engines = Engines(stt=RemoteSTT(asr), retriever=RemoteRetriever(retriever), llm=RemoteLLM(llm),
-                          translator=RemoteTranslator(translation), tts=RemoteTTS(tts))
+                          translator=RemoteTranslator(translation), tts=RemoteTTS(tts),
+                          language_id=RemoteLanguageId(translation) if s.language_id.provider else None)
         self.db = Database(s, s.sessions.db_pool_size)
         host_id = f"{serve.get_replica_context().replica_id.unique_id}-{uuid.uuid4().hex[:8]}"
         self.host = SessionHost(host_id, TurnRunner(engines, s), self.db, s.sessions)

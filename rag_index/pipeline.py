@@ -18,6 +18,7 @@ def local_runner(settings: Settings, progress: Progress | None = None) -> TurnRu
         llm=registry.build_llm(settings),
         translator=registry.build_translator(settings),
         tts=registry.build_tts(settings),
+        language_id=registry.build_language_id(settings),
     )
     return TurnRunner(engines, settings)
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-Stage = Literal["asr", "retrieval", "llm", "translation", "tts"]
+Stage = Literal["asr", "retrieval", "llm", "translation", "tts", "language_id"]
 
 
 class Segment(BaseModel):

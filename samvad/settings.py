@@ -109,6 +109,13 @@ class TranslationSettings(BaseModel):
     default_mode: Mode = "formal"
 
 
+class LanguageIdSettings(BaseModel):
+    # Typed text in a `language: auto` conversation: a cloud identifier (Sarvam /text-lid, priced
+    # per character) tells romanised Tamil, Bengali… from English; None: offline detection only
+    # (the script, and common romanised Hindi words).
+    provider: Literal["sarvam"] | None = None
+
+
 class EspeakSettings(BaseModel):
     rate_wpm: int = 170
     chunk_ms: int = 100  # synthesis callback granularity: smaller = earlier first audio
@@ -370,6 +377,7 @@ class Settings(BaseSettings):
     asr: AsrSettings = AsrSettings()
     llm: LlmSettings = LlmSettings()
     translation: TranslationSettings = TranslationSettings()
+    language_id: LanguageIdSettings = LanguageIdSettings()
     tts: TtsSettings = TtsSettings()
     embeddings: EmbeddingSettings = EmbeddingSettings()
     rag: RagSettings = RagSettings()

@@ -15,7 +15,15 @@ from pydantic import BaseModel
 from samvad.audio import Audio
 from samvad.contracts import ProviderCall, Transcript
 from samvad.providers import registry
-from samvad.providers.base import AudioChunk, ChatRequest, SpeechRequest, TranslationRequest, TranslationResult
+from samvad.errors import SamvadError
+from samvad.providers.base import (
+    AudioChunk,
+    ChatRequest,
+    LanguageGuess,
+    SpeechRequest,
+    TranslationRequest,
+    TranslationResult,
+)
 from samvad.settings import Settings, as_settings
 from samvad.storage.cache import Cache
 
@@ -73,9 +81,24 @@ class TranslationStage:
         s = as_settings(settings)
         self.engine = registry.build_translator(s, _cache(s))
 
+        # Language identification of typed text is a language service too: it lives here rather
+        # than in a deployment of its own (one HTTP call, when configured).
+        self.language_id = registry.build_language_id(s)
+
     async def translate(self, request: TranslationRequest) -> tuple[TranslationResult, list[ProviderCall]]:
         calls: list[ProviderCall] = []
         return await self.engine.translate(request, calls), calls
+
+    async def identify(self, text: str) -> tuple[LanguageGuess | None, list[ProviderCall]]:
+        """The language of typed text, or None with the failed call when the identifier failed
+        (the turn then keeps its offline detection)."""
+        calls: list[ProviderCall] = []
+        if self.language_id is None:
+            return None, calls
+        try:
+            return await self.language_id.identify(text, calls), calls
+        except SamvadError:
+            return None, calls
 
 
 class TtsStage:

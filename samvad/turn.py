@@ -46,6 +46,7 @@ from samvad.events import (
 from samvad.providers.base import (
     CallLog,
     ChatModel,
+    LanguageGuess,
     ChatRequest,
     SpeechRequest,
     SpeechToText,
@@ -67,6 +68,13 @@ ANSWER_LANGUAGE = "en-IN"  # the language answers are written in (the knowledge 
 
 log = logging.getLogger("samvad.turn")
 
+class TextLanguageId(Protocol):
+    async def identify(self, text: str, calls: CallLog) -> LanguageGuess | None:
+        """Language and script of typed text (the call recorded in `calls`); None or a
+        `SamvadError` when it could not say."""
+        ...
+
+
 class PassageRetriever(Protocol):
     async def alookup(self, text: str, library: AttackLibrary | None, k: int, query: str | None = None) -> tuple[float | None, list[Passage]]:
         """(the injection check's score of `text` against `library`, or None; the top-`k`
@@ -81,6 +89,7 @@ class Engines:
     llm: ChatModel
     translator: Translator
     tts: TextToSpeech
+    language_id: TextLanguageId | None = None  # typed text of an "auto" turn (else offline detection)
 
 
 class TurnRequest(BaseModel):
@@ -163,6 +172,24 @@ class TurnRunner:
         self.engines = engines
         self.settings = settings
         self.guardrails = Guardrails.from_file(settings.guardrails_file)
+
+    async def _identify(self, req: TurnRequest, text: str, code: str | None, sure: float | None,
+                        calls: CallLog) -> tuple[TurnRequest, str | None, float | None]:
+        """Typed text's language from the identifier: romanised Tamil or Bengali reads as English
+        to the offline detection. Answered in the language's own script unless the caller wrote
+        it in Latin letters (then in Latin, as offline Hinglish is). Its failure keeps the offline
+        guess (the failed call is still recorded)."""
+        try:
+            guess = await self.engines.language_id.identify(text, calls)
+        except SamvadError:
+            guess = None
+        found = guess.language_code if guess is not None else None
+        if found is None or found not in self.settings.languages:
+            return req, code, sure
+        roman = guess.script_code == "Latn" and found != "en-IN"
+        script = "roman" if roman else (None if req.output_script == "roman" else req.output_script)
+        # The identifier reports no confidence: None, not a made-up 1.0, is stored with the message.
+        return req.model_copy(update={"language": found, "output_script": script}), found, None
 
     def _silent(self, audio: Audio) -> bool:
         floor = self.settings.audio.silence_dbfs
@@ -257,6 +284,8 @@ class TurnRunner:
                 transcript = await e.stt.transcribe(prepared.audio, None if auto else req.language, calls)
             elif prepared.detected is not None:  # typed text in an "auto" turn: prepared chose its language
                 code, sure = prepared.detected
+                if e.language_id is not None:  # a cloud identifier, when configured, has the last word
+                    req, code, sure = await self._identify(req, prepared.text or "", code, sure, calls)
                 transcript = Transcript(text=prepared.text or "", language_code=code or req.language, confidence=1.0,
                                         language_confidence=sure)
             else:

@@ -168,6 +168,30 @@ class Translator(Provider):
     async def _translate_impl(self, request: TranslationRequest, rec: CallRecord) -> TranslationResult: ...
 
 
+class LanguageGuess(BaseModel):
+    """What a text language identifier says: e.g. romanised Hindi is hi-IN in Latn."""
+
+    language_code: str | None
+    script_code: str | None
+
+
+class LanguageIdentifier(Provider):
+    """Typed text's language and script (a cloud service; offline, `samvad.language.detect_text`
+    reads the script and common romanised Hindi words instead)."""
+
+    stage: Stage = "language_id"
+
+    async def identify(self, text: str, calls: CallLog) -> LanguageGuess:
+        with self._track(calls) as rec:
+            rec.usage = Usage(characters=len(text))
+            result = await self._identify_impl(text, rec)
+            rec.mark_first_output()
+            return result
+
+    @abc.abstractmethod
+    async def _identify_impl(self, text: str, rec: CallRecord) -> LanguageGuess: ...
+
+
 class SpeechRequest(BaseModel):
     text: str
     language: str

@@ -76,6 +76,15 @@ def _translator(name: str, s: Settings):
     return IdentityTranslator()
 
 
+def build_language_id(settings: Settings):
+    """The typed-text language identifier, or None (offline detection only)."""
+    if settings.language_id.provider != "sarvam":
+        return None
+    from samvad.providers.sarvam.language_id import SarvamLanguageId
+
+    return SarvamLanguageId(settings.providers.sarvam)
+
+
 def _tts(name: str, s: Settings):
     if name == "espeak":
         from samvad.providers.local.espeak import EspeakTTS

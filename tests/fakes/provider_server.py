@@ -231,9 +231,26 @@ async def sarvam_lid(request: Request) -> Response:
     text = (await request.json()).get("input", "")
     if not text or len(text) > 1000:
         return sarvam_error(400, "invalid_request_error", "input must be 1 to 1000 characters")
-    deva = bool(re.search(r"[\u0900-\u097F]", text))
-    return JSONResponse({"request_id": _rid(), "language_code": "hi-IN" if deva else "en-IN",
-                         "script_code": "Deva" if deva else "Latn"})
+    # As the service reports it (providers.md §6): the language, and the script it is written in,
+    # so romanised Hindi or Tamil is hi-IN / ta-IN in Latn. Native scripts by their Unicode block;
+    # Latin text by a few very common romanised words (the real model is a classifier).
+    for lang, script, block in LID_SCRIPTS:
+        if re.search(block, text):
+            return JSONResponse({"request_id": _rid(), "language_code": lang, "script_code": script})
+    words = set(re.findall(r"[a-z]+", text.lower()))
+    lang = next((lang for lang, common in LID_ROMANISED.items() if len(words & common) >= 2), "en-IN")
+    return JSONResponse({"request_id": _rid(), "language_code": lang, "script_code": "Latn"})
+
+
+LID_SCRIPTS = [("hi-IN", "Deva", r"[\u0900-\u097F]"), ("bn-IN", "Beng", r"[\u0980-\u09FF]"),
+               ("pa-IN", "Guru", r"[\u0A00-\u0A7F]"), ("gu-IN", "Gujr", r"[\u0A80-\u0AFF]"),
+               ("od-IN", "Orya", r"[\u0B00-\u0B7F]"), ("ta-IN", "Taml", r"[\u0B80-\u0BFF]"),
+               ("te-IN", "Telu", r"[\u0C00-\u0C7F]"), ("kn-IN", "Knda", r"[\u0C80-\u0CFF]"),
+               ("ml-IN", "Mlym", r"[\u0D00-\u0D7F]")]
+LID_ROMANISED = {
+    "hi-IN": set("mera meri hai hain kya kaise nahi gaya karna karu kho".split()),
+    "ta-IN": set("enna epdi illa enakku ungal naan panna vendum irukku en".split()),
+}
 
 
 # --- chat (Sarvam /v1 and OpenAI) ----------------------------------------------------------

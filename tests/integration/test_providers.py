@@ -15,6 +15,7 @@ from samvad.providers.base import ChatRequest, SpeechRequest, TranslationRequest
 from samvad.providers.elevenlabs.tts import ElevenLabsTTS
 from samvad.providers.openai_compat.llm import OpenAICompatChat
 from samvad.providers.sarvam.asr import SarvamSTT
+from samvad.providers.sarvam.language_id import SarvamLanguageId
 from samvad.providers.sarvam.llm import SarvamChat
 from samvad.providers.sarvam.translate import SarvamTranslator
 from samvad.providers.sarvam.tts import SarvamTTS
@@ -375,13 +376,20 @@ async def test_sarvam_streaming_stt_joins_every_segment_of_an_utterance(fake):
 
 
 async def test_sarvam_language_identification(fake):
-    from samvad.providers.sarvam.language_id import SarvamLanguageId
 
-    lid = SarvamLanguageId(sarvam_settings(fake))
-    assert (await lid.identify("मेरा कार्ड खो गया")).model_dump() == {"language_code": "hi-IN", "script_code": "Deva"}
-    assert (await lid.identify("x" * 5000)).language_code == "en-IN"  # long input is cut to the 1000-char limit
+    lid, calls = SarvamLanguageId(sarvam_settings(fake)), []
+    assert (await lid.identify("मेरा कार्ड खो गया", calls)).model_dump() == {"language_code": "hi-IN", "script_code": "Deva"}
+    assert (await lid.identify("mera card kho gaya", calls)).model_dump() == {"language_code": "hi-IN", "script_code": "Latn"}
+    assert (await lid.identify("x" * 5000, calls)).language_code == "en-IN"  # long input is cut to the 1000-char limit
     with pytest.raises(InputError):
-        await lid.identify("   ")
+        await lid.identify("   ", calls)
+    # Every call is recorded and billed per character sent (at most the 1000 the endpoint takes).
+    assert [(c.stage, c.provider, c.model) for c in calls[:3]] == [("language_id", "sarvam", "text-lid")] * 3
+    assert [c.usage.characters for c in calls[:3]] == [17, 18, 1000]
+    from samvad.cost import price
+    from samvad.settings import load_settings
+
+    assert price(calls[2], load_settings().pricing).cost == pytest.approx(0.35)
 
 
 def test_hindi_code_mixed_session_end_to_end_against_the_fake(fake, runner, tmp_path, caplog):
@@ -499,4 +507,34 @@ async def test_auto_language_follows_the_caller_turn_by_turn(fake, settings):
     assert english.language_code == "en-IN"
     hinglish, _ = await turn(tid="x", text="mera debit card kho gaya hai, block kaise karu?", fallback_language="en-IN")
     assert hinglish.language_code == "hi-IN" and hinglish.transcript.language_code == "hi-IN"
+    # Romanised Tamil reads as English offline; with Sarvam's identifier it is Tamil, answered in
+    # Latin letters, and the identification is a priced call of the turn.
+    tanglish = "en debit card kaanom, epdi block panna vendum?"
+    offline, _ = await turn(tid="t0", text=tanglish, fallback_language="en-IN")
+    assert offline.language_code == "en-IN"
+    runner.engines.language_id = SarvamLanguageId(sarvam_settings(fake))
+    tamil, _ = await turn(tid="t1", text=tanglish, fallback_language="en-IN")
+    assert tamil.language_code == "ta-IN" and tamil.transcript.language_code == "ta-IN"
+    lid = [c for c in tamil.calls if c.stage == "language_id"]
+    assert [(c.provider, c.outcome) for c in lid] == [("sarvam", "ok")] and lid[0].usage.characters == len(tanglish)
+    # The identifier down: the turn keeps its offline guess, and the failed call is on record.
+    fake.fault(path="/text-lid", status=500, times=10)
+    down, _ = await turn(tid="t2", text=tanglish, fallback_language="en-IN")
+    assert down.language_code == "en-IN" and [c.outcome for c in down.calls if c.stage == "language_id"] == ["error"]
     fake.state.spoken_language, fake.state.transcript = "en-IN", "how do i block my debit card"
+
+
+async def test_the_translation_stage_serves_language_identification(fake, settings):
+    """In the graph, Sessions reach the identifier through the Translation deployment (this is its
+    plain class): a guess with its priced call, or None with the failed call when Sarvam fails."""
+    from samvad.stages import TranslationStage
+
+    s = settings.model_copy(update={"language_id": settings.language_id.model_copy(update={"provider": "sarvam"}),
+                                    "providers": settings.providers.model_copy(update={"sarvam": sarvam_settings(fake)})})
+    stage = TranslationStage(s)
+    guess, calls = await stage.identify("naan en card-ai block panna vendum, epdi?")
+    assert guess.language_code == "ta-IN" and guess.script_code == "Latn" and [c.outcome for c in calls] == ["ok"]
+    fake.fault(path="/text-lid", status=500, times=10)
+    guess, calls = await stage.identify("naan en card-ai block panna vendum, epdi?")
+    assert guess is None and [c.outcome for c in calls] == ["error"]
+    assert (await TranslationStage(settings).identify("anything")) == (None, [])  # not configured: no call
