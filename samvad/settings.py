@@ -68,6 +68,12 @@ class WhisperSettings(BaseModel):
     # base on 10 questions in unseen eSpeak voices: 845 -> 284 ms p50, WER 0.123 -> 0.144. With
     # tiny.en it misheard the demo page's browser-captured question every time; base hears it.
     short_window: bool = True
+    # Decoding temperatures for an utterance too long for the short window (an upload): a window
+    # whose text looks like a loop is decoded again at the next one. Whisper's default six steps
+    # (0.0 … 1.0) are what noise triggers: 60 s of noise took 39 s of CPU, and a cancelled call
+    # ran ~25 s before it could stop. Measured on that noise: [0.0] alone read it back as the
+    # vocabulary prompt; [0.0, 1.0] gives no text in 6.5 s, at most two decodes per window.
+    temperatures: list[float] = Field(default_factory=lambda: [0.0, 1.0], min_length=1)
     # Partial transcripts (speech still going on) take at most this share of the engine's time
     # over the last few seconds: under load they stop before they crowd out real decodes (or
     # make the ASR deployment scale up for them).

@@ -60,6 +60,18 @@ async def test_a_cancelled_transcription_stops_using_the_cpu(settings):
     assert stopped_in < 15
 
 
+async def test_a_long_upload_of_noise_is_not_read_back_as_words(settings):
+    """Past the short window, a window whose text loops is decoded again at most once (at the
+    hottest temperature): with one temperature Whisper base read 60 s of noise back as its
+    vocabulary prompt; with Whisper's six it took ~39 s of CPU to say nothing."""
+    from samvad.audio import Audio
+    from samvad.providers.local.whisper import WhisperSTT
+
+    assert settings.asr.whisper.temperatures == [0.0, 1.0]
+    noise = Audio((np.random.default_rng(0).standard_normal(16000 * 60) * 0.1).astype(np.float32), 16000)
+    assert (await WhisperSTT(settings.asr.whisper).transcribe(noise, "en-IN", [])).text == ""
+
+
 async def test_a_waiting_transcription_that_is_cancelled_never_starts(settings):
     from samvad.audio import Audio
     from samvad.providers.local.whisper import WhisperSTT

@@ -141,6 +141,7 @@ class WhisperSTT(SpeechToText):
             beam_size=self._settings.beam_size,
             vad_filter=False,  # utterances arrive already endpointed
             condition_on_previous_text=False,
+            temperature=self._settings.temperatures,
             initial_prompt=self._prompt(lang),
         )
         raw = []
