@@ -538,3 +538,36 @@ async def test_the_translation_stage_serves_language_identification(fake, settin
     guess, calls = await stage.identify("naan en card-ai block panna vendum, epdi?")
     assert guess is None and [c.outcome for c in calls] == ["error"]
     assert (await TranslationStage(settings).identify("anything")) == (None, [])  # not configured: no call
+
+
+def test_a_typed_question_is_stored_in_the_language_the_identifier_found(fake, runner, tmp_path):
+    """A conversation in language "auto": typed romanised Tamil is stored as ta-IN (not the
+    offline guess, en-IN) with no made-up confidence, and the identification is a priced call row."""
+    from actors.conversation import Conversation
+    from samvad.storage.repository import Repository
+    from samvad.turn import Engines, TurnRequest, TurnRunner
+    from tests.servers import postgres
+
+    e = runner.engines
+    turn = TurnRunner(Engines(e.stt, e.retriever, e.llm, e.translator, e.tts,
+                              language_id=SarvamLanguageId(sarvam_settings(fake))), runner.settings)
+    text = "en debit card kaanom, epdi block panna vendum?"
+
+    async def scenario(dsn):
+        repo = await Repository.connect(dsn, "k")
+        try:
+            session = await repo.create_session("auto", "formal", None)
+            conv = Conversation(session.id, await _own(repo, session.id), turn, repo)
+            events = [ev async for ev in conv.turn(TurnRequest(turn_id="t1", text=text, language="auto", speak=False))]
+            return events, await repo.provider_calls(session.id), await repo.messages(session.id)
+        finally:
+            await repo.close()
+
+    with postgres(tmp_path) as dsn:
+        events, calls, messages = asyncio.run(scenario(dsn))
+    assert events[-1].outcome == "complete" and events[-1].language_code == "ta-IN"
+    question = next(m for m in messages if m.role == "user")
+    assert question.language == "ta-IN" and question.language_confidence is None
+    lid = [c for c in calls if c["stage"] == "language_id"]
+    assert len(lid) == 1 and lid[0]["provider"] == "sarvam" and lid[0]["characters"] == len(text)
+    assert float(lid[0]["cost"]) == pytest.approx(len(text) * 0.00035)
