@@ -130,9 +130,10 @@ class Repository:
                 return await self.create_session(language, mode, voice, api_key_id, output_script, conn=own,
                                                  max_open=max_open, open_s=open_s)
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('samvad.open_sessions'), $1::int)", api_key_id)
+        # Counted only up to the cap: the check costs the same however many sessions a key holds.
         open_now = await conn.fetchval(
-            "SELECT count(*) FROM sessions WHERE api_key_id = $1 AND closed_at IS NULL"
-            " AND updated_at > now() - make_interval(secs => $2)", api_key_id, open_s,
+            "SELECT count(*) FROM (SELECT 1 FROM sessions WHERE api_key_id = $1 AND closed_at IS NULL"
+            " AND updated_at > now() - make_interval(secs => $2) LIMIT $3) open", api_key_id, open_s, max_open,
         )
         if open_now >= max_open:
             raise TooManySessions(f"this API key has {open_now} open sessions (the limit is {max_open}): "
