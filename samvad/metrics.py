@@ -42,6 +42,8 @@ SPECS: dict[str, tuple[str, str, tuple[str, ...], list[float] | None]] = {
                                ("result",), None),
     "samvad_partial_asr_total": ("counter", "voice-session partial transcripts while the caller speaks: sent, "
                                  "skipped (no idle engine) or stale (the utterance moved on)", ("result",), None),
+    "samvad_realtime_asr_total": ("counter", "voice-call utterances streamed to the realtime recogniser: ok, or "
+                                  "failed (the REST recogniser transcribed it instead)", ("result",), None),
     "samvad_store_write_failures_total": ("counter", "database writes refused (the database unreachable): the request failed",
                                           ("action",), None),
     "samvad_active_conversations": ("gauge", "conversations held in memory by a session host (sum over hosts)", (), None),

@@ -88,6 +88,9 @@ TtsProvider = Literal["espeak", "sarvam", "elevenlabs", "stub"]
 
 class AsrSettings(BaseModel):
     providers: list[AsrProvider] = Field(default_factory=lambda: ["whisper"], min_length=1)  # failover order
+    # Voice calls stream each utterance to this realtime recogniser while the caller speaks
+    # (word-level partials; the final needs no upload); `providers` stay the fallback.
+    streaming: Literal["sarvam"] | None = None
     whisper: WhisperSettings = WhisperSettings()
 
 
@@ -183,6 +186,10 @@ class SarvamSettings(HttpProviderSettings):
     base_url: str = "https://api.sarvam.ai"
     stt_model: str = "saaras:v3"
     stt_mode: Literal["transcribe", "translate", "verbatim", "translit", "codemix"] = "transcribe"
+    # The realtime socket (asr.streaming: sarvam): partials while the caller speaks, and a final
+    # without a second upload. `fast` sends partials sooner, `balanced` revises them less.
+    realtime_stt_model: Literal["saaras:v3-realtime", "saaras:v4"] = "saaras:v3-realtime"
+    realtime_stream_type: Literal["fast", "balanced"] = "balanced"
     # What v1 chat accepts (sarvam-m was retired in 2026-06); "-conversations" is the documented
     # voice-agent variant (32K context).
     chat_model: Literal["sarvam-105b", "sarvam-105b-conversations"] = "sarvam-105b"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import audioop
+import contextlib
 import json
 import logging
 import re
@@ -46,6 +47,8 @@ from samvad.protocol import (
     VadEvent,
     client_message,
 )
+from samvad.providers.base import SpeechStream
+from samvad.providers.listener import Listener
 from samvad.providers.local.vad import Endpointer, SileroVad, SpeechEnded, SpeechStarted
 from samvad.settings import Settings, VoiceSettings
 from samvad.turn import TurnRequest
@@ -136,13 +139,18 @@ class VoiceCall:
         self, ws: WebSocket, settings: Settings, session: CallState, start: SessionStart,
         start_turn: StartTurn, settle: Settle, transcribe: Transcribe,
         closing: asyncio.Event | None = None, goodbye: SessionClosing | None = None, charge: Charge | None = None,
-        partial: Partial | None = None,
+        partial: Partial | None = None, listener: Listener | None = None,
     ) -> None:
         self.ws, self.s, self.v = ws, settings, settings.voice
         self.session = session
         self.format: AudioFormat = start.audio
         self._start_turn, self._settle, self._transcribe, self._charge = start_turn, settle, transcribe, charge
         self._partial = partial
+        # A realtime recogniser: each utterance is streamed to it while spoken (word-level
+        # partials; the final needs no upload). `_streamed`: samples of the utterance sent so far.
+        self._listener = listener
+        self._stream: SpeechStream | None = None
+        self._streamed = 0
         self.vad = Endpointer(SileroVad(16000), settings.vad, max_seconds=settings.audio.max_seconds)
         self.playing: _Playing | None = None
         self.early: _Early | None = None
@@ -203,6 +211,8 @@ class VoiceCall:
         finally:
             self._drop_early()
             self._drop_partial()
+            if self._stream is not None:
+                await self._stream.close()
             await self._cancel(reason="client", notify=False)
             for t in list(self._tasks):
                 t.cancel()
@@ -287,10 +297,15 @@ class VoiceCall:
         for event in events:
             if isinstance(event, SpeechStarted):
                 self._utterance_id, self._partial_frames, self._partial_text = uuid.uuid4().hex, self.vad.speech_frames, ""
+                self._open_stream()
                 await self.send(VadEvent(type="vad.speech_start", at=round(event.at, 3)))
             elif isinstance(event, SpeechEnded):
                 await self.send(VadEvent(type="vad.speech_end", at=round(event.at, 3)))
                 await self._utterance(event)
+        if self._stream is not None and self.vad.in_speech:
+            more = self.vad.utterance_from(self._streamed)
+            self._streamed += len(more)
+            self._stream.send(more)
         if self.early is not None and self.vad.in_speech and self.vad.speech_frames != self.early.speech_frames:
             self._drop_early()  # the caller went on: stop transcribing speech that was not over
         self._maybe_start_early_asr()
@@ -304,8 +319,10 @@ class VoiceCall:
 
     def _maybe_start_early_asr(self) -> None:
         """After `early_asr_ms` of silence, transcribe the utterance so far while endpointing
-        waits for `vad.min_silence_ms`; speech that resumes makes it stale (discarded)."""
-        if not self.v.early_asr_ms or not self.vad.in_speech or self.vad.silence_ms < self.v.early_asr_ms:
+        waits for `vad.min_silence_ms`; speech that resumes makes it stale (discarded). Not with a
+        realtime recogniser: it has heard the utterance already, and finalises it at the end."""
+        if (not self.v.early_asr_ms or not self.vad.in_speech or self.vad.silence_ms < self.v.early_asr_ms
+                or self._stream is not None):
             return
         frames = self.vad.speech_frames
         if self.early is not None and self.early.speech_frames == frames:
@@ -331,7 +348,7 @@ class VoiceCall:
         """While the caller speaks, each `partial_interval_ms` of new speech, the utterance so far
         is offered to the ASR for a partial transcript. One at a time; only an idle local engine
         makes one, and a real decode preempts it after its encoder pass."""
-        if (self._partial is None or not self.v.partial_interval_ms or not self.vad.in_speech
+        if (self._partial is None or self._stream is not None or not self.v.partial_interval_ms or not self.vad.in_speech
                 or self.vad.silence_ms > 0 or self.early is not None or self._answer_playing()
                 or (self._partial_task is not None and not self._partial_task.done())):
             return
@@ -360,6 +377,47 @@ class VoiceCall:
         self._partial_text = text
         metrics.inc("samvad_partial_asr_total", result="sent")
         await self.send(TranscriptEvent(turn_id=utterance_id, transcript=result, final=False))
+
+    def _open_stream(self) -> None:
+        """A new utterance: stream it to the realtime recogniser, if there is one and its circuit
+        is closed. Its partials are shown while this utterance is still the one spoken."""
+        if self._listener is None:
+            return
+        if self._stream is not None:  # an utterance that never ended (cannot happen, but never leak a socket)
+            stale = asyncio.ensure_future(self._stream.close())
+            self._tasks.add(stale)
+            stale.add_done_callback(self._tasks.discard)
+        utterance_id = self._utterance_id
+
+        async def on_partial(transcript: Transcript) -> None:
+            if (utterance_id != self._utterance_id or self._answer_playing()
+                    or transcript.text == self._partial_text):
+                return
+            self._partial_text = transcript.text
+            metrics.inc("samvad_partial_asr_total", result="sent")
+            with contextlib.suppress(Exception):  # the caller hung up: the stream is closed next
+                await self.send(TranscriptEvent(turn_id=utterance_id, transcript=transcript, final=False))
+
+        self._stream, self._streamed = self._listener.open(self._asr_language(), on_partial), 0
+
+    async def _finish_stream(self, ended: SpeechEnded) -> tuple[Transcript, list[ProviderCall]] | None:
+        """The realtime recogniser's final transcript of this utterance; None if it failed (the
+        utterance then goes to the REST recogniser, as without one)."""
+        stream, self._stream = self._stream, None
+        if len(ended.audio) > self._streamed:
+            stream.send(ended.audio[self._streamed :])
+        calls: list[ProviderCall] = []
+        try:
+            transcript = await stream.finish(calls)
+        except Exception as exc:  # noqa: BLE001 - any failure: the REST recogniser takes the utterance
+            log.warning("realtime ASR failed (%s); transcribing the utterance instead", exc)
+            metrics.inc("samvad_realtime_asr_total", result="failed")
+            self._listener.failed(exc)
+            await stream.close()
+            return None
+        metrics.inc("samvad_realtime_asr_total", result="ok")
+        self._listener.succeeded()
+        return transcript, calls
 
     def _drop_partial(self) -> None:
         if self._partial_task is not None and not self._partial_task.done():
@@ -394,7 +452,7 @@ class VoiceCall:
         turn_id = self.early.turn_id if self.early is not None else (self._utterance_id or uuid.uuid4().hex)
         self._utterance_id = None
         self._drop_partial()
-        early = await self._recognised(ended)
+        early = await self._finish_stream(ended) if self._stream is not None else await self._recognised(ended)
         if self._answer_playing() and voiced < self.v.barge_in_min_ms:
             # Short speech during an answer: a blip, or a backchannel ("haan", "ok") unless the
             # transcript asks to stop ("stop", "no", "ruko").

@@ -23,6 +23,7 @@ from samvad.language import check_language
 from samvad.events import TurnEvent
 from samvad.protocol import CLOSE_UNAUTHORIZED
 from samvad.providers.base import AudioChunk, SpeechRequest
+from samvad.providers.registry import build_listener
 from samvad.settings import Settings, secret
 from samvad.stages import StageReport
 from samvad.storage.repository import ApiKeyRow
@@ -47,6 +48,7 @@ class Frontend:
     def __init__(self, settings: Settings, db, backend: Backend, *, replica: str = "") -> None:
         self.settings, self.db, self.backend, self.replica = settings, db, backend, replica
         self.gate = Gate(settings, db)
+        self.listener = build_listener(settings)  # voice calls' realtime recogniser, if configured
         self.gate.on_revoked(self._revoked)
         self._resume_secret = secret(settings.service, "resume")
         self._watch: asyncio.Task | None = None

@@ -175,7 +175,7 @@ async def _call(f: Frontend, ws: WebSocket, start: SessionStart, key: ApiKeyRow)
     goodbye = SessionClosing(session_id=sid, resume_token=f.resume_token(sid, key.id))
     call = VoiceCall(ws, s, session, start, start_turn=lambda request: backend.stream(sid, request), settle=settle,
                      transcribe=backend.transcribe, closing=f.closing, goodbye=goodbye, charge=charge,
-                     partial=backend.partial)
+                     partial=backend.partial, listener=f.listener)
     f.add_call(key.id, call)
     try:
         await call.run()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -107,6 +107,35 @@ class SpeechToText(Provider):
         """A transcript of speech still going on, shown to the caller while it speaks. Offered
         only where it costs nothing but idle CPU: None from an engine billed per call, or busy."""
         return None
+
+
+OnPartial = Callable[[Transcript], Awaitable[None]]
+
+
+class SpeechStream(abc.ABC):
+    """One utterance streamed to a realtime recogniser while the caller speaks: audio goes in as
+    it arrives, partial transcripts come out through the `on_partial` it was opened with, and
+    the final transcript is ready moments after the end of speech (no second upload)."""
+
+    @abc.abstractmethod
+    def send(self, samples) -> None:
+        """More of the utterance (16 kHz mono float32). Never blocks: audio queues until sent."""
+
+    @abc.abstractmethod
+    async def finish(self, calls: CallLog) -> Transcript:
+        """The caller stopped: the final transcript, with the call (and what it cost) in `calls`."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Abandon the utterance (the call ended or the speech was dropped)."""
+
+
+class RealtimeSpeechToText(Provider):
+    stage: Stage = "asr"
+
+    @abc.abstractmethod
+    def open(self, language: str | None, on_partial: OnPartial) -> SpeechStream:
+        """A stream for one utterance; `language` None detects it. Connects in the background."""
 
 
 class ChatRequest(BaseModel):

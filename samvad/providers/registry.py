@@ -85,6 +85,20 @@ def build_language_id(settings: Settings):
     return SarvamLanguageId(settings.providers.sarvam)
 
 
+def build_listener(settings: Settings):
+    """The realtime recogniser voice calls stream utterances to while the caller speaks, with
+    its circuit breaker (samvad.providers.listener), or None."""
+    if settings.asr.streaming != "sarvam":
+        return None
+    from samvad.providers.listener import Listener
+    from samvad.providers.sarvam.asr_realtime import SarvamRealtimeSTT
+
+    p = settings.providers
+    breaker = _breakers.setdefault("asr_realtime", {}).setdefault(
+        "sarvam", CircuitBreaker(p.breaker_failures, p.breaker_cooldown_s))
+    return Listener(SarvamRealtimeSTT(p.sarvam), breaker)
+
+
 def _tts(name: str, s: Settings):
     if name == "espeak":
         from samvad.providers.local.espeak import EspeakTTS

@@ -446,6 +446,114 @@ async def sarvam_stt_ws(ws: WebSocket) -> None:
         return
 
 
+# --- Sarvam realtime STT socket (providers.md §11) -----------------------------------------------
+REALTIME_LANGUAGES = (ALL_STT - {"od-IN"}) | {"or-IN"}  # this socket spells Odia or-IN
+REALTIME_QUERY = {
+    "model": {"saaras:v3-realtime", "saaras:v4"}, "stream_type": {"fast", "balanced", "simulated"},
+    "mode": {"transcribe", "translate", "verbatim", "translit", "codemix"}, "endpointing": {"vad", "manual"},
+    "encoding": {"linear16", "linear32", "mulaw", "alaw"}, "sample_rate": {"8000", "16000"},
+}
+PARTIAL_EVERY_S = {"fast": 0.2, "balanced": 0.4}  # speech between two partials; `simulated` sends none
+
+
+async def sarvam_stt_realtime_ws(ws: WebSocket) -> None:
+    fake = ws.app.state.fake
+    protocols = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+    via_protocol = next((p for p in protocols if p.startswith("api-subscription-key.")), None)
+    key = ws.headers.get("api-subscription-key") or (via_protocol or "").removeprefix("api-subscription-key.")
+    await ws.accept(subprotocol=via_protocol)  # the browser form: the server echoes the subprotocol
+    if key != SARVAM_KEY:
+        await ws.close(1003, "invalid API key")
+        return
+    q = {k: ws.query_params.get(k) for k in ("language_code", *REALTIME_QUERY)}
+    q = {"model": "saaras:v3-realtime", "stream_type": "balanced", "mode": "transcribe", "endpointing": "vad",
+         "encoding": "linear16", "sample_rate": "16000"} | {k: v for k, v in q.items() if v is not None}
+    language = q.get("language_code")
+    if language is None or (language != "auto" and language not in REALTIME_LANGUAGES):
+        await ws.close(4000, f"invalid language_code {language}"[:123])
+        return
+    for name, allowed in REALTIME_QUERY.items():
+        if q[name] not in allowed:
+            await ws.close(4000, f"invalid {name}: {q[name]}"[:123])
+            return
+    rate, manual = int(q["sample_rate"]), q["endpointing"] == "manual"
+    detected = "or-IN" if fake.spoken_language == "od-IN" else fake.spoken_language
+    spoken = detected if language == "auto" else language
+    words = fake.transcript.split()
+    every = PARTIAL_EVERY_S.get(q["stream_type"])
+    rid, opened = _rid(), time.monotonic()
+    received_s, utterance, in_speech, speech_s, quiet_s, partials = 0.0, 0, False, 0.0, 0.0, 0
+
+    async def send(event: str, **body) -> None:
+        await ws.send_text(json.dumps({"event": event, **body}))
+
+    async def error(code: str, message: str, fatal: bool = False) -> None:
+        await send("error", code=code, is_fatal=fatal, message=message)
+
+    async def final() -> None:
+        nonlocal utterance, in_speech, speech_s, partials
+        body = {"utterance_idx": utterance, "text": fake.transcript if speech_s > 0 else ""}
+        if language == "auto":
+            body |= {"language": spoken, "language_confidence": 0.93}
+        await send("transcript.final", **body)
+        utterance, in_speech, speech_s, partials = utterance + 1, False, 0.0, 0
+
+    await send("session.begin", request_id=rid, config={**q, "turn_detection": q["endpointing"]})
+    try:
+        while True:
+            msg = json.loads(await ws.receive_text())
+            event = msg.get("event")
+            if event == "audio_input":
+                try:
+                    data = base64.b64decode(msg["audio"], validate=True)
+                except (KeyError, ValueError):
+                    await error("invalid_audio", "audio must be base64")
+                    continue
+                samples = np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2")  # linear16
+                seconds = len(samples) / rate
+                received_s += seconds
+                loud = len(samples) > 0 and float(np.sqrt(np.mean(samples.astype(np.float32) ** 2))) > 0.01 * 32768
+                if not manual:  # the service's own VAD: speech starts loud, ends after a pause
+                    if loud and not in_speech:
+                        in_speech = True
+                        await send("vad.speech_start", utterance_idx=utterance)
+                    quiet_s = 0.0 if loud else quiet_s + seconds
+                if in_speech:
+                    speech_s += seconds
+                    if every and int(speech_s / every) > partials and len(words) > 1:
+                        partials = int(speech_s / every)
+                        body = {"utterance_idx": utterance, "text": " ".join(words[: min(partials, len(words) - 1)])}
+                        await send("transcript.partial", **body | ({"language": spoken} if language == "auto" else {}))
+                    if not manual and quiet_s >= 0.5:
+                        await send("vad.speech_end", utterance_idx=utterance)
+                        await final()
+            elif event == "speech_start":
+                if not manual:
+                    await error("invalid_event", "speech_start needs endpointing=manual")
+                else:
+                    in_speech = True
+            elif event in ("speech_end", "flush"):
+                if not manual:
+                    await error("invalid_event", f"{event} needs endpointing=manual")
+                elif in_speech:
+                    await final()
+            elif event == "ping":
+                await send("pong")
+            elif event == "config.update":
+                await send("config.updated", applied=sorted(k for k in msg if k != "event"))
+            elif event == "end":
+                if in_speech:
+                    await final()
+                await send("session.end", request_id=rid, total_duration_s=round(time.monotonic() - opened, 3),
+                           total_utterances=utterance, audio_duration_s=round(received_s, 3))
+                await ws.close(1000)
+                return
+            else:
+                await error("invalid_message", f"unknown event {event!r}")
+    except WebSocketDisconnect:
+        return
+
+
 # --- Sarvam TTS socket (providers.md §12) -----------------------------------------------------
 async def sarvam_tts_ws(ws: WebSocket) -> None:
     if ws.headers.get("api-subscription-key") != SARVAM_KEY:
@@ -594,6 +702,7 @@ def build_app(state: State | None = None):
     app = Starlette(routes=[
         Route("/speech-to-text", guarded(sarvam_stt), methods=["POST"]),
         WebSocketRoute("/speech-to-text/ws", sarvam_stt_ws),
+        WebSocketRoute("/speech-to-text-realtime/ws", sarvam_stt_realtime_ws),
         WebSocketRoute("/text-to-speech/ws", sarvam_tts_ws),
         Route("/text-to-speech", guarded(sarvam_tts), methods=["POST"]),
         Route("/text-to-speech/stream", guarded(sarvam_tts_stream), methods=["POST"]),

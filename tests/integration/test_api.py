@@ -221,3 +221,100 @@ def test_a_voice_call_answers_a_typed_question(client, key):
                     assert event["outcome"] == "complete"
                     break
         assert "response.delta" in seen
+
+
+def _streaming_api(api_settings, key, fake, sarvam_key: str) -> TestClient:
+    """The API with voice calls streaming each utterance to Sarvam's realtime socket (the fake);
+    the stub recogniser stays the REST fallback, so a test can tell which one transcribed."""
+    from rag_index.pipeline import local_runner
+
+    providers = api_settings.providers
+    sarvam = providers.sarvam.model_copy(update={"base_url": fake.url, "api_key": SecretStr(sarvam_key)})
+    s = api_settings.model_copy(update={"asr": api_settings.asr.model_copy(update={"streaming": "sarvam"}),
+                                        "providers": providers.model_copy(update={"sarvam": sarvam}),
+                                        "pricing": api_settings.pricing | {"sarvam": load_settings().pricing["sarvam"]}})
+    db = Database(s)
+    app = build_api()
+    Frontend(s, db, InProcessBackend(local_runner(s), db, s)).configure(app)
+    return TestClient(app, headers={"X-API-Key": key})
+
+
+@pytest.fixture(scope="module")
+def streaming_client(api_settings, key, fake):
+    from tests.fakes.provider_server import SARVAM_KEY
+
+    with _streaming_api(api_settings, key, fake, SARVAM_KEY) as c:
+        yield c
+
+
+def _spoken_call(client, key, pcm: bytes) -> tuple[dict, list[dict]]:
+    """One spoken question in a new voice call, sent in 100 ms frames: (session.started, every
+    event up to turn.done)."""
+    with client.websocket_connect("/api/v1/voice-session") as ws:
+        ws.send_text(json.dumps({"type": "session.start", "api_key": key, "language": "en-IN"}))
+        started = json.loads(ws.receive_text())
+        for i in range(0, len(pcm), 3200):
+            ws.send_bytes(pcm[i : i + 3200])
+        seen = []
+        while not seen or seen[-1]["type"] != "turn.done":
+            message = ws.receive()
+            if message.get("text"):
+                seen.append(json.loads(message["text"]))
+    return started, seen
+
+
+def _question_pcm() -> bytes:
+    from samvad.audio import decode_audio, float_to_pcm16
+    from samvad.providers.local.espeak import EspeakTTS
+    from tests.speech import speak_wav
+
+    s = load_settings()
+    wav = speak_wav(EspeakTTS(s.tts.espeak, s.languages), "I would like to know how to block my lost debit card",
+                    lead_silence=0.3, tail_silence=1.2)
+    return float_to_pcm16(decode_audio(wav, target_rate=16000, max_seconds=60).samples)
+
+
+def test_a_voice_call_streams_speech_to_the_realtime_recogniser(streaming_client, key, dsn, fake):
+    """With `asr.streaming: sarvam`, the caller's speech goes to the realtime socket while it is
+    spoken: its word-level partials reach the caller before the end of speech, its final is the
+    turn's transcript (no REST upload), and its audio is a priced cost row of the turn."""
+    fake.reset()
+    started, seen = _spoken_call(streaming_client, key, _question_pcm())
+    end = next(i for i, e in enumerate(seen) if e["type"] == "vad.speech_end")
+    partials = [e["transcript"]["text"] for e in seen[:end] if e["type"] == "transcript" and not e["final"]]
+    words = fake.state.transcript.split()
+    assert len(partials) >= 3 and all(p == " ".join(words[: len(p.split())]) for p in partials), partials
+    final = next(e for e in seen if e["type"] == "transcript" and e["final"])
+    assert final["transcript"]["text"] == fake.state.transcript and seen[-1]["outcome"] == "complete"
+    assert fake.state.calls["/speech-to-text-realtime/ws"] == 1 and fake.state.calls["/speech-to-text"] == 0
+
+    async def rows():
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await conn.fetch("SELECT provider, model, audio_seconds, cost FROM provider_calls "
+                                    "WHERE session_id = $1 AND stage = 'asr'", uuid.UUID(started["session_id"]))
+        finally:
+            await conn.close()
+
+    (row,) = asyncio.run(rows())
+    assert (row["provider"], row["model"]) == ("sarvam", "saaras:v3-realtime")
+    assert 1.5 < row["audio_seconds"] < 6 and row["cost"] > 0
+
+
+def test_a_failing_realtime_socket_hands_the_utterance_to_the_rest_recogniser(api_settings, key, fake):
+    """The realtime socket refuses the call (a wrong key: close 1003): the utterance is
+    transcribed by the ASR stage instead (here the stub), the caller still gets an answer, and
+    the refused key opens the realtime circuit at once (later calls do not try the socket)."""
+    from samvad.providers import registry
+
+    fake.reset()
+    with _streaming_api(api_settings, key, fake, "a-wrong-key") as client:
+        try:
+            _, seen = _spoken_call(client, key, _question_pcm())
+            final = next(e for e in seen if e["type"] == "transcript" and e["final"])
+            assert final["transcript"]["text"] == "what is the stub answer" and seen[-1]["outcome"] == "complete"
+            assert registry._breakers["asr_realtime"]["sarvam"].state == "open"
+            _, again = _spoken_call(client, key, _question_pcm())
+            assert again[-1]["outcome"] == "complete" and fake.state.calls["/speech-to-text-realtime/ws"] == 1
+        finally:
+            registry._breakers["asr_realtime"]["sarvam"].success()

@@ -124,6 +124,32 @@ def test_sarvam_sdk_streaming_speech_to_text(sarvam, fake):
     assert abs(data.metrics.audio_duration - 1.0) < 0.01
 
 
+def test_sarvam_sdk_realtime_speech_to_text(sarvam, fake):
+    """The official client's realtime socket (§11) against the fake, as Samvad uses it: manual
+    endpointing, partials while audio flows, one final after speech_end, session.end on end."""
+    import base64
+
+    from sarvamai.types import RealtimeAudioInput, RealtimeEnd, RealtimeSpeechEnd, RealtimeSpeechStart
+
+    pcm = tone(0.1, 16000).tobytes()  # 100 ms of PCM16 (linear16)
+    with sarvam.speech_to_text_realtime_streaming.connect(language_code="auto", endpointing="manual", encoding="linear16",
+                                                         sample_rate="16000") as ws:
+        assert ws.recv().event == "session.begin"
+        ws.send_realtime_speech_start(RealtimeSpeechStart())
+        for _ in range(10):
+            ws.send_realtime_audio_input(RealtimeAudioInput(audio=base64.b64encode(pcm).decode()))
+        ws.send_realtime_speech_end(RealtimeSpeechEnd())
+        ws.send_realtime_end(RealtimeEnd())
+        messages = []
+        while not messages or messages[-1].event != "session.end":
+            messages.append(ws.recv())
+    events = [m.event for m in messages]
+    assert events.count("transcript.partial") >= 2 and events[-2:] == ["transcript.final", "session.end"], events
+    final, end = messages[-2], messages[-1]
+    assert final.text == fake.state.transcript and final.language == fake.state.spoken_language
+    assert final.language_confidence is not None and abs(end.audio_duration_s - 1.0) < 0.01
+
+
 def test_sarvam_sdk_text_to_speech_socket(sarvam):
     import base64
 

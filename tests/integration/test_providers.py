@@ -375,6 +375,67 @@ async def test_sarvam_streaming_stt_joins_every_segment_of_an_utterance(fake):
     assert silence.text == "" and silence.raw_segments == []
 
 
+async def _stream_utterance(stt, language, seconds: float = 2.0, calls=None):
+    """Streams `seconds` of speech in 100 ms frames, paced like a caller; returns (partials, final)."""
+    partials = []
+
+    async def on_partial(t):
+        partials.append(t)
+
+    stream = stt.open(language, on_partial)
+    tone = (0.3 * np.sin(2 * np.pi * 200 * np.arange(1600) / 16000)).astype(np.float32)
+    for _ in range(int(seconds * 10)):
+        stream.send(tone)
+        await asyncio.sleep(0.02)
+    return partials, await stream.finish(calls if calls is not None else [])
+
+
+async def test_sarvam_realtime_stt_streams_partials_then_a_final(fake):
+    """The realtime socket (§11): partials arrive while the caller speaks, word by word, and the
+    final follows speech_end without a second upload; its audio is recorded for billing."""
+    from samvad.providers.sarvam.asr_realtime import SarvamRealtimeSTT
+
+    stt, calls = SarvamRealtimeSTT(sarvam_settings(fake)), []
+    partials, final = await _stream_utterance(stt, "ta-IN", calls=calls)
+    words = fake.state.transcript.split()
+    assert len(partials) >= 2 and all(p.language_code == "ta-IN" for p in partials)
+    assert [p.text for p in partials] == [" ".join(words[: len(p.text.split())]) for p in partials]  # prefixes
+    assert len(partials[-1].text.split()) > len(partials[0].text.split())
+    assert final.text == fake.state.transcript and final.language_code == "ta-IN" and final.language_confidence is None
+    assert calls[0].provider == "sarvam" and calls[0].model == "saaras:v3-realtime"
+    assert calls[0].usage.audio_seconds == pytest.approx(2.0) and calls[0].outcome == "ok"
+    assert fake.state.calls["/speech-to-text-realtime/ws"] == 1 and fake.state.calls["/speech-to-text"] == 0
+
+
+async def test_sarvam_realtime_stt_detects_the_language_and_spells_odia_its_way(fake):
+    """`auto` detects per utterance (language and confidence on the final); Odia is `or-IN` on
+    this socket, `od-IN` everywhere else, so a socket asked for od-IN would be closed with 4000."""
+    from samvad.providers.sarvam.asr_realtime import SarvamRealtimeSTT
+
+    stt = SarvamRealtimeSTT(sarvam_settings(fake))
+    fake.state.spoken_language = "od-IN"
+    try:
+        partials, final = await _stream_utterance(stt, None, seconds=1.0)
+        assert final.language_code == "od-IN" and final.language_confidence == pytest.approx(0.93)
+        assert partials and partials[0].language_code == "od-IN"
+        _, asked = await _stream_utterance(stt, "od-IN", seconds=0.5)
+        assert asked.language_code == "od-IN" and asked.text == fake.state.transcript
+    finally:
+        fake.state.spoken_language = "en-IN"
+
+
+async def test_sarvam_realtime_stt_failures_are_provider_errors(fake):
+    from samvad.providers.sarvam.asr_realtime import SarvamRealtimeSTT
+
+    bad_key, calls = SarvamRealtimeSTT(SarvamSettings(base_url=fake.url, api_key="wrong")), []
+    with pytest.raises(ProviderError) as err:
+        await _stream_utterance(bad_key, "hi-IN", seconds=0.3, calls=calls)
+    assert "1003" in err.value.message and not err.value.retryable and calls[0].outcome == "error"
+    with pytest.raises(ProviderError) as err:  # a language the socket does not take: closed with 4000
+        await _stream_utterance(SarvamRealtimeSTT(sarvam_settings(fake)), "xx-IN", seconds=0.3)
+    assert "4000" in err.value.message and not err.value.retryable
+
+
 async def test_sarvam_language_identification(fake):
 
     lid, calls = SarvamLanguageId(sarvam_settings(fake)), []

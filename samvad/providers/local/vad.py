@@ -104,6 +104,15 @@ class Endpointer:
         trailing = max(0, self._silence_run - self._pad_frames)
         return np.concatenate(self._utterance[: len(self._utterance) - trailing])
 
+    def utterance_from(self, start: int) -> np.ndarray:
+        """The open utterance's audio from sample `start` on, trailing silence included: what a
+        realtime recogniser has not been sent yet."""
+        n = self._vad.frame_samples
+        first = start // n
+        if first >= len(self._utterance):
+            return np.zeros(0, dtype=np.float32)
+        return np.concatenate(self._utterance[first:])[start - first * n :]
+
     def reset(self) -> None:
         self._clear()
         self._vad.reset()
