@@ -42,8 +42,8 @@ class InjectionCheck(PatternCheck):
     # YAML file of `attacks` and honest `benign` questions next to the policy file. A question
     # whose score (log-odds; of it or of any clause) reaches `threshold` is refused. Both numbers
     # are chosen on the tuning half of tests/data/injection_cases.yaml by bench/guardrails.py.
-    threshold: float = 0.75
-    regularization: float = 30.0
+    threshold: float = 1.65
+    regularization: float = 100.0
     library: str | None = None
     known_attacks: list[str] = []
     benign_examples: list[str] = []
