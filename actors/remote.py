@@ -152,4 +152,6 @@ class RemoteRetriever:
         self._h = handle
 
     async def alookup(self, text: str, library: AttackLibrary | None, k: int, query: str | None = None) -> tuple[float | None, list[Passage]]:
-        return await call(lambda: self._h.lookup.remote(text, library, k, query))
+        # The stage holds the same library (from the same guardrails file): only whether to check
+        # crosses the wire, not its ~320 phrases (15 KB) on every turn.
+        return await call(lambda: self._h.lookup.remote(text, library is not None, k, query))

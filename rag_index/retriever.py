@@ -57,8 +57,8 @@ class Retriever:
         """Query vectors, in one batch; with a multilingual embedder, romanised Hindi is encoded
         together with its Devanagari reading and the two averaged (Hinglish recall@5 on the sample
         QA set 0.89 -> 0.97 with e5; English questions are untouched). The first `plain` texts
-        are encoded as they are: the attack check's classifier does better on Hinglish without
-        the reading (test-half recall 0.71 -> see bench/guardrails.py)."""
+        are encoded as they are: the attack check's classifier was fitted on plain text, and
+        does better on Hinglish without the reading (bench/guardrails.py)."""
         readings = [None] * plain + ([devanagari_reading(t) for t in texts[plain:]] if self._embedder.multilingual else [])
         extra = [r for r in readings if r]
         # Each distinct text encoded once: a one-clause question is both the attack check's text

@@ -20,7 +20,6 @@ from rag_index.retriever import Retriever
 from samvad.contracts import Passage
 from samvad.embeddings import get_embedder
 from samvad.errors import SamvadError
-from samvad.guardrails.attack_model import AttackLibrary
 from samvad.guardrails.policy import Guardrails
 from samvad.settings import Settings, as_settings
 
@@ -35,7 +34,7 @@ class RetrievalStage:
             from samvad.providers.stub import StubRetriever
 
             self.retriever = StubRetriever()
-            self._live = None
+            self._live, self._library = None, None
             return
         self._embedder = get_embedder(s.embeddings)
         self._live = ensure_index(s, self._embedder)
@@ -58,10 +57,11 @@ class RetrievalStage:
         self._maybe_reload()
         return await self.retriever.asearch(query, k)
 
-    async def lookup(self, text: str, library: AttackLibrary | None, k: int, query: str | None = None) -> tuple[float | None, list[Passage]]:
-        """The attack check's score and the search in one call (the turn path's only Retriever hop)."""
+    async def lookup(self, text: str, check: bool, k: int, query: str | None = None) -> tuple[float | None, list[Passage]]:
+        """The attack check's score (with `check`, against the configured library) and the search
+        in one call (the turn path's only Retriever hop)."""
         self._maybe_reload()
-        return await self.retriever.alookup(text, library, k, query)
+        return await self.retriever.alookup(text, self._library if check else None, k, query)
 
     def status(self) -> dict[str, Any]:
         return {"version": getattr(self, "version", None), "last_error": getattr(self, "last_error", None)}
