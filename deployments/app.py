@@ -44,22 +44,3 @@ def build_app(args: dict) -> Application:
         settings, asr, node(LLM), node(Retriever), node(Translation), tts
     )
     return Ingress.options(**options(Ingress)).bind(settings, asr, tts, sessions)
-
-
-def _application(serve_config: str) -> dict:
-    import yaml
-
-    with open(serve_config, encoding="utf-8") as f:
-        return yaml.safe_load(f)["applications"][0]
-
-
-def deployment_options(serve_config: str) -> dict[str, dict]:
-    """The per-deployment options of the first application in a serve_config.yaml."""
-    app = _application(serve_config)
-    return {d["name"]: {k: v for k, v in d.items() if k != "name"} for d in app.get("deployments", [])}
-
-
-def replica_env(serve_config: str) -> dict[str, str]:
-    """The application's `runtime_env.env_vars`: what `serve deploy` gives every replica, for
-    the starters that run Serve in-process (`samvad run`, tests, benchmarks) to give too."""
-    return {k: str(v) for k, v in _application(serve_config).get("runtime_env", {}).get("env_vars", {}).items()}

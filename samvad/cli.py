@@ -441,10 +441,14 @@ def run(
         task = bar.add_task("checking index", total=None)
         ensure_index(s, get_embedder(s.embeddings), lambda d, t: bar.update(task, description="building index", completed=d, total=t))
 
+    from deployments.serve_config import deployment_options, export_node_env
+
+    node_env = export_node_env(str(serve_config))  # before Ray is imported: Serve reads it then
+
     import ray
     from ray import serve
 
-    from deployments.app import build_app, deployment_options, replica_env
+    from deployments.app import build_app
 
     # Local default: Ray's token auth off, and every Ray port (GCS, dashboard, workers) bound to
     # loopback, so nothing of Ray is reachable from another machine and the dashboard and `serve
@@ -452,7 +456,7 @@ def run(
     # auth (the production setting: deploy/kuberay); the token is then in ~/.ray/auth_token.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", namespace="samvad",
-             log_to_driver=False, logging_level=logging.WARNING, runtime_env={"env_vars": replica_env(str(serve_config))})
+             log_to_driver=False, logging_level=logging.WARNING, runtime_env={"env_vars": node_env})
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
     serve.start(http_options={"host": s.service.host, "port": s.service.port})
     serve.run(

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from deployments.serve_config import export_node_env
 from samvad.settings import Settings, load_settings
 
 DATA = Path(__file__).parent / "data"
@@ -15,6 +16,9 @@ pytest_plugins = ["tests.graph"]  # the real-graph fixtures, for tests/e2e and t
 # settings are loaded, and every process it starts inherits them.
 for _name in ("KEY", "RESUME"):
     os.environ.setdefault(f"SAMVAD_SERVICE__{_name}_SECRET", secrets.token_urlsafe(32))
+# serve_config.yaml's Serve settings, in the environment before any test module imports Ray (Serve
+# reads them at import, and the graph's handles are built in this process): as `samvad run` does.
+export_node_env(str(Path(__file__).parents[1] / "serve_config.yaml"))
 
 
 @pytest.fixture(scope="session")

@@ -69,7 +69,8 @@ def serve_app(servers, tmp_path_factory):
     import ray
     from ray import serve
 
-    from deployments.app import build_app, deployment_options, replica_env
+    from deployments.app import build_app
+    from deployments.serve_config import deployment_options, export_node_env
 
     os.environ["SAMVAD_RAG__INDEX_DIR"] = str(tmp_path_factory.mktemp("e2e") / "index")
     os.environ["SAMVAD_SESSIONS__IDLE_SECONDS"] = str(IDLE_SECONDS)
@@ -84,7 +85,7 @@ def serve_app(servers, tmp_path_factory):
     os.environ["SAMVAD_SERVICE__CORS_ORIGINS"] = f'["{ALLOWED_ORIGIN}"]'
     ray.init(
         address="local", num_cpus=2, include_dashboard=False, namespace="samvad", log_to_driver=False,
-        runtime_env={"env_vars": replica_env(str(REPO_ROOT / "serve_config.yaml"))
+        runtime_env={"env_vars": export_node_env(str(REPO_ROOT / "serve_config.yaml"))
                      | {"PYTHONPATH": str(REPO_ROOT), "RAY_AUTH_MODE": "disabled"}},
         _system_config={"metrics_report_interval_ms": 1000},  # metrics reach the agent within a second
     )

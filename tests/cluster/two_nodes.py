@@ -24,6 +24,9 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ["SAMVAD_SESSIONS__LEASE_TTL_S"] = "3"
 os.environ["SAMVAD_LIMITS__IP_REQUESTS_PER_MINUTE"] = "1000000"
+from deployments.serve_config import export_node_env  # noqa: E402
+
+export_node_env(str(ROOT / "serve_config.yaml"))  # before Ray is imported, as `samvad run` does
 
 import asyncpg  # noqa: E402
 import httpx  # noqa: E402
@@ -31,7 +34,8 @@ import ray  # noqa: E402
 from ray import serve  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from deployments.app import build_app, deployment_options, replica_env  # noqa: E402
+from deployments.app import build_app  # noqa: E402
+from deployments.serve_config import deployment_options, replica_env  # noqa: E402
 from samvad.settings import load_settings, secret  # noqa: E402
 from samvad.storage import embedded  # noqa: E402
 from samvad.storage.repository import Repository  # noqa: E402
