@@ -30,11 +30,13 @@ BENCH_ENV = {
 }
 for _k, _v in BENCH_ENV.items():
     os.environ.setdefault(_k, _v)
-# serve_config.yaml's Serve settings, before a benchmark imports Ray (as `samvad run` does).
+# serve_config.yaml's Serve settings, before a benchmark imports Ray (as `samvad run` does);
+# SAMVAD_BENCH_APP_ENV_ONLY=1 leaves them to the app's runtime_env only, as starters did before.
 sys.path.insert(0, str(ROOT))
 from deployments.serve_config import export_node_env  # noqa: E402
 
-export_node_env(str(ROOT / "serve_config.yaml"))
+if os.environ.get("SAMVAD_BENCH_APP_ENV_ONLY") != "1":
+    export_node_env(str(ROOT / "serve_config.yaml"))
 
 
 def pct(values: list[float], q: float) -> float:
@@ -59,7 +61,7 @@ def serve_up(config: str, options: dict | None = None, *, graph: bool = False):
     from ray import serve
 
     from deployments.app import build_app
-    from deployments.serve_config import deployment_options, export_node_env
+    from deployments.serve_config import deployment_options, replica_env
     from samvad.settings import load_settings, secret
     from samvad.storage import embedded
     from samvad.storage.repository import Repository
@@ -68,7 +70,7 @@ def serve_up(config: str, options: dict | None = None, *, graph: bool = False):
     data = Path(tempfile.mkdtemp(prefix="samvad-bench-"))
     dsn, redis_url = embedded.start_postgres(data), embedded.start_redis(data)
     ray.init(address="local", num_cpus=2, include_dashboard=False, namespace="samvad", log_to_driver=False,
-             runtime_env={"env_vars": export_node_env(str(ROOT / "serve_config.yaml")) | {"PYTHONPATH": str(ROOT)}})
+             runtime_env={"env_vars": replica_env(str(ROOT / "serve_config.yaml")) | {"PYTHONPATH": str(ROOT)}})
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     serve.run(build_app({"config": config, "database_url": dsn, "redis_url": redis_url,
                          "deployment_options": deployment_options(str(ROOT / "serve_config.yaml")) | (options or {})}),
