@@ -71,6 +71,7 @@ class State:
     spoken_language: str = "en-IN"  # what the speech is in: reported when language_code is "unknown"
     answer: str = "Block your card in the app. You can also call the helpline. A new card costs Rs. 200."
     eleven_bodies: list = field(default_factory=list)  # the JSON bodies ElevenLabs TTS received, in order
+    realtime_hangs: bool = False  # the realtime STT socket takes audio but never finalises (a stuck service)
 
 
 def _rid() -> str:
@@ -492,6 +493,8 @@ async def sarvam_stt_realtime_ws(ws: WebSocket) -> None:
 
     async def final() -> None:
         nonlocal utterance, in_speech, speech_s, partials
+        if fake.realtime_hangs:
+            return
         body = {"utterance_idx": utterance, "text": fake.transcript if speech_s > 0 else ""}
         if language == "auto":
             body |= {"language": spoken, "language_confidence": 0.93}
@@ -753,3 +756,4 @@ class FakeServer:
         self.state.faults.clear()
         self.state.calls.clear()
         self.state.eleven_bodies.clear()
+        self.state.realtime_hangs = False

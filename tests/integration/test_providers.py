@@ -434,6 +434,11 @@ async def test_sarvam_realtime_stt_failures_are_provider_errors(fake):
     with pytest.raises(ProviderError) as err:  # a language the socket does not take: closed with 4000
         await _stream_utterance(SarvamRealtimeSTT(sarvam_settings(fake)), "xx-IN", seconds=0.3)
     assert "4000" in err.value.message and not err.value.retryable
+    fake.state.realtime_hangs = True  # a stuck service: the caller waits a bounded time, not timeout_s
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(ProviderError) as err:
+        await _stream_utterance(SarvamRealtimeSTT(sarvam_settings(fake, timeout_s=60)), "hi-IN", seconds=0.3)
+    assert "no final" in err.value.message and asyncio.get_running_loop().time() - started < 10
 
 
 async def test_sarvam_language_identification(fake):

@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 
 RATE = 16000
 END_WAIT_S = 2.0  # after `end`, how long session.end (the billed amount) is waited for, off the turn path
+# How long the final may take after speech_end. The service has heard the utterance as it was
+# spoken, so a final comes in well under a second; a socket that hangs costs the caller this
+# long before the utterance goes to the REST recogniser instead (the call's frames wait too).
+FINAL_WAIT_S = 3.0
 # This socket spells Odia `or-IN`; everywhere else Samvad (and Sarvam) says `od-IN`.
 _TO_SOCKET = {"od-IN": "or-IN"}
 _FROM_SOCKET = {v: k for k, v in _TO_SOCKET.items()}
@@ -91,7 +95,7 @@ class _Stream(SpeechStream):
             rec.usage = Usage(audio_seconds=self._sent_samples / RATE)
             self._put({"event": "speech_end"})
             try:
-                final = await asyncio.wait_for(asyncio.shield(self._final), self._stt._s.timeout_s)
+                final = await asyncio.wait_for(asyncio.shield(self._final), min(FINAL_WAIT_S, self._stt._s.timeout_s))
             except TimeoutError:
                 await self.close()
                 raise self._stt.error("no final transcript in time") from None
