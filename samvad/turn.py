@@ -110,7 +110,8 @@ class TurnRequest(BaseModel):
     speak: bool = True  # False: text answer only (no TTS)
     # With language "auto": what to answer in when detection is unsure (the conversation's last).
     fallback_language: str | None = None
-    # Or a transcript made before the turn (the voice session's early ASR), with its calls.
+    # Or a transcript made before the turn (the voice session's early ASR), with its calls; or,
+    # with audio, the calls of a realtime socket that failed on it (billed all the same).
     transcript: Transcript | None = None
     transcript_calls: list[ProviderCall] = Field(default_factory=list)
 
@@ -275,9 +276,11 @@ class TurnRunner:
         try:
             auto = req.language == AUTO
             fallback = req.fallback_language or self.settings.default_language
+            # Calls made for this utterance before the turn: its early transcription, or a realtime
+            # socket that failed (what it was sent is billed even though the turn transcribes again).
+            calls.extend(req.transcript_calls)
             if req.transcript is not None:
                 transcript = req.transcript
-                calls.extend(req.transcript_calls)
             elif prepared.audio is not None and self._silent(prepared.audio):
                 transcript = Transcript(text="", language_code=fallback if auto else req.language, confidence=0.0)
             elif prepared.audio is not None:

@@ -151,6 +151,7 @@ class VoiceCall:
         self._listener = listener
         self._stream: SpeechStream | None = None
         self._streamed = 0
+        self._failed_calls: list[ProviderCall] = []  # a failed stream's call record, for the turn's costs
         self.vad = Endpointer(SileroVad(16000), settings.vad, max_seconds=settings.audio.max_seconds)
         self.playing: _Playing | None = None
         self.early: _Early | None = None
@@ -414,6 +415,7 @@ class VoiceCall:
             metrics.inc("samvad_realtime_asr_total", result="failed")
             self._listener.failed(exc)
             await stream.close()
+            self._failed_calls = calls
             return None
         metrics.inc("samvad_realtime_asr_total", result="ok")
         self._listener.succeeded()
@@ -468,7 +470,9 @@ class VoiceCall:
         if early is not None:
             request = TurnRequest(turn_id=turn_id, transcript=early[0], transcript_calls=early[1], **fields)
         else:
-            request = TurnRequest(turn_id=turn_id, audio=wav_bytes(float_to_pcm16(ended.audio), 16000), **fields)
+            request = TurnRequest(turn_id=turn_id, audio=wav_bytes(float_to_pcm16(ended.audio), 16000),
+                                  transcript_calls=self._failed_calls, **fields)
+        self._failed_calls = []
         self._begin_turn(request, speech_ended_at=time.monotonic() - ended.silence_ms / 1000)
 
     def _asr_language(self) -> str | None:

@@ -274,6 +274,15 @@ def _question_pcm() -> bytes:
     return float_to_pcm16(decode_audio(wav, target_rate=16000, max_seconds=60).samples)
 
 
+async def _asr_calls(dsn: str, session_id: str) -> list:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetch("SELECT provider, model, outcome, audio_seconds, cost FROM provider_calls "
+                                "WHERE session_id = $1 AND stage = 'asr'", uuid.UUID(session_id))
+    finally:
+        await conn.close()
+
+
 def test_a_voice_call_streams_speech_to_the_realtime_recogniser(streaming_client, key, dsn, fake):
     """With `asr.streaming: sarvam`, the caller's speech goes to the realtime socket while it is
     spoken: its word-level partials reach the caller before the end of speech, its final is the
@@ -288,20 +297,12 @@ def test_a_voice_call_streams_speech_to_the_realtime_recogniser(streaming_client
     assert final["transcript"]["text"] == fake.state.transcript and seen[-1]["outcome"] == "complete"
     assert fake.state.calls["/speech-to-text-realtime/ws"] == 1 and fake.state.calls["/speech-to-text"] == 0
 
-    async def rows():
-        conn = await asyncpg.connect(dsn)
-        try:
-            return await conn.fetch("SELECT provider, model, audio_seconds, cost FROM provider_calls "
-                                    "WHERE session_id = $1 AND stage = 'asr'", uuid.UUID(started["session_id"]))
-        finally:
-            await conn.close()
-
-    (row,) = asyncio.run(rows())
+    (row,) = asyncio.run(_asr_calls(dsn, started["session_id"]))
     assert (row["provider"], row["model"]) == ("sarvam", "saaras:v3-realtime")
     assert 1.5 < row["audio_seconds"] < 6 and row["cost"] > 0
 
 
-def test_a_failing_realtime_socket_hands_the_utterance_to_the_rest_recogniser(api_settings, key, fake):
+def test_a_failing_realtime_socket_hands_the_utterance_to_the_rest_recogniser(api_settings, key, fake, dsn):
     """The realtime socket refuses the call (a wrong key: close 1003): the utterance is
     transcribed by the ASR stage instead (here the stub), the caller still gets an answer, and
     the refused key opens the realtime circuit at once (later calls do not try the socket)."""
@@ -310,9 +311,12 @@ def test_a_failing_realtime_socket_hands_the_utterance_to_the_rest_recogniser(ap
     fake.reset()
     with _streaming_api(api_settings, key, fake, "a-wrong-key") as client:
         try:
-            _, seen = _spoken_call(client, key, _question_pcm())
+            started, seen = _spoken_call(client, key, _question_pcm())
             final = next(e for e in seen if e["type"] == "transcript" and e["final"])
             assert final["transcript"]["text"] == "what is the stub answer" and seen[-1]["outcome"] == "complete"
+            # The failed socket's call is on the turn's record too, next to the recogniser that served.
+            rows = asyncio.run(_asr_calls(dsn, started["session_id"]))
+            assert sorted((r["provider"], r["outcome"]) for r in rows) == [("sarvam", "error"), ("stub", "ok")], rows
             assert registry._breakers["asr_realtime"]["sarvam"].state == "open"
             _, again = _spoken_call(client, key, _question_pcm())
             assert again[-1]["outcome"] == "complete" and fake.state.calls["/speech-to-text-realtime/ws"] == 1
