@@ -26,7 +26,6 @@ CallLog = list[ProviderCall]
 
 @dataclass(frozen=True)
 class Capabilities:
-    streaming: bool = False
     languages: frozenset[str] | None = None  # None: any language
 
 

@@ -55,7 +55,6 @@ def parse_error(body: Any) -> tuple[str, str | None, str | None]:
 
 class ElevenLabsTTS(TextToSpeech):
     name = "elevenlabs"
-    capabilities = Capabilities(streaming=True)
 
     def __init__(self, settings: ElevenLabsSettings) -> None:
         super().__init__(model=settings.model_id)
@@ -66,7 +65,7 @@ class ElevenLabsTTS(TextToSpeech):
             fatal_codes=frozenset({"insufficient_credits", "invalid_api_key", "quota_exceeded"}),
         )
         self.sample_rate = int(settings.output_format.split("_")[1])
-        self.capabilities = Capabilities(streaming=True, languages=Spoken(MODEL_LANGUAGES[settings.model_id]))
+        self.capabilities = Capabilities(languages=Spoken(MODEL_LANGUAGES[settings.model_id]))
 
     async def _stream_impl(self, request: SpeechRequest, rec: CallRecord) -> AsyncIterator[AudioChunk]:
         if request.language not in self.capabilities.languages:

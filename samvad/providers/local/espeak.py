@@ -112,7 +112,7 @@ class EspeakTTS(TextToSpeech):
         self._voices = {code: lang.espeak_voice for code, lang in languages.items() if lang.espeak_voice}
         self._engine = _Engine.get(settings.chunk_ms)
         self.sample_rate = self._engine.sample_rate
-        self.capabilities = Capabilities(streaming=True, languages=frozenset(self._voices))
+        self.capabilities = Capabilities(languages=frozenset(self._voices))
 
     def voice_for(self, request: SpeechRequest) -> str:
         if request.voice:

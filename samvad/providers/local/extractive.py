@@ -57,7 +57,7 @@ def _candidates(passages: list[Passage]) -> list[tuple[int, int, str]]:
 
 class ExtractiveAnswerer(ChatModel):
     name = "extractive"
-    capabilities = Capabilities(streaming=True, languages=frozenset({"en-IN"}))
+    capabilities = Capabilities(languages=frozenset({"en-IN"}))
 
     def __init__(self, settings: ExtractiveSettings, embedder: Embedder) -> None:
         super().__init__(model=f"extractive/{embedder.model_name.split('/')[-1]}")

@@ -104,9 +104,7 @@ class WhisperSTT(SpeechToText):
         self._turn: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         self._partial_stop: threading.Event | None = None  # set by a real decode: partials yield to it
         self._partial_spans: deque[tuple[float, float]] = deque()  # (start, end) of recent partials
-        self.capabilities = Capabilities(
-            streaming=False, languages=frozenset({"en-IN"}) if self._english_only else None
-        )
+        self.capabilities = Capabilities(languages=frozenset({"en-IN"}) if self._english_only else None)
         if settings.short_window and self._whisper not in _WARMED:
             self._warm_up()
 

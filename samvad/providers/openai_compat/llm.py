@@ -9,7 +9,7 @@ from typing import Any
 
 from samvad.contracts import ChatMessage, Usage
 from samvad.errors import ProviderError
-from samvad.providers.base import CallRecord, Capabilities, ChatModel, ChatRequest
+from samvad.providers.base import CallRecord, ChatModel, ChatRequest
 from samvad.providers.http import HttpProvider
 from samvad.settings import OpenAISettings
 
@@ -78,7 +78,6 @@ async def stream_chat(http: HttpProvider, rec: CallRecord, path: str, body: dict
 
 class OpenAICompatChat(ChatModel):
     name = "openai"
-    capabilities = Capabilities(streaming=True)
 
     def __init__(self, settings: OpenAISettings, system_prompt: str) -> None:
         super().__init__(model=settings.model)

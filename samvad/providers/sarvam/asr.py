@@ -7,7 +7,7 @@ import numpy as np
 
 from samvad.audio import Audio, float_to_pcm16, wav_bytes
 from samvad.contracts import Segment, Transcript
-from samvad.providers.base import CallRecord, Capabilities, SpeechToText
+from samvad.providers.base import CallRecord, SpeechToText
 from samvad.providers.sarvam.common import http
 from samvad.settings import SarvamSettings
 
@@ -31,7 +31,6 @@ def split_audio(audio: Audio, max_seconds: float = MAX_SECONDS) -> list[np.ndarr
 
 class SarvamSTT(SpeechToText):
     name = "sarvam"
-    capabilities = Capabilities(streaming=False)
 
     def __init__(self, settings: SarvamSettings) -> None:
         super().__init__(model=settings.stt_model)

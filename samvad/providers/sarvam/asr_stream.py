@@ -20,7 +20,7 @@ import websockets
 from samvad.audio import Audio, float_to_pcm16
 from samvad.contracts import Segment, Transcript
 from samvad.errors import ProviderError
-from samvad.providers.base import CallRecord, Capabilities, SpeechToText
+from samvad.providers.base import CallRecord, SpeechToText
 from samvad.settings import SarvamSettings
 
 FRAME_SECONDS = 0.1
@@ -30,7 +30,6 @@ SETTLE_S = 0.15  # after the last announced segment's transcript, how long to wa
 
 class SarvamStreamingSTT(SpeechToText):
     name = "sarvam"
-    capabilities = Capabilities(streaming=True)
 
     def __init__(self, settings: SarvamSettings) -> None:
         super().__init__(model=settings.stt_model)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from samvad.providers.base import CallRecord, Capabilities, ChatModel, ChatRequest
+from samvad.providers.base import CallRecord, ChatModel, ChatRequest
 from samvad.providers.openai_compat.llm import render_messages, stream_chat
 from samvad.providers.sarvam.common import http
 from samvad.settings import SarvamSettings
@@ -12,7 +12,6 @@ from samvad.settings import SarvamSettings
 
 class SarvamChat(ChatModel):
     name = "sarvam"
-    capabilities = Capabilities(streaming=True)
 
     def __init__(self, settings: SarvamSettings, system_prompt: str) -> None:
         super().__init__(model=settings.chat_model)

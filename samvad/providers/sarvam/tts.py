@@ -33,7 +33,7 @@ def check_speaker(model: str, speaker: str) -> None:
 
 class SarvamTTS(TextToSpeech):
     name = "sarvam"
-    capabilities = Capabilities(streaming=True, languages=CORE_LANGUAGES)
+    capabilities = Capabilities(languages=CORE_LANGUAGES)
 
     def __init__(self, settings: SarvamSettings) -> None:
         super().__init__(model=settings.tts_model)
