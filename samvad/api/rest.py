@@ -45,12 +45,14 @@ class SessionClosed(SamvadError):
     status = 409
 
 
-def frontend(conn: HTTPConnection) -> Frontend:
+async def frontend(conn: HTTPConnection) -> Frontend:
+    # async: FastAPI runs a plain `def` dependency in its thread pool, a thread hop (and at times
+    # a thread start) on every request for an attribute read.
     return conn.app.state.frontend
 
 
 async def caller(request: Request, key: str | None = Security(API_KEY)) -> ApiKeyRow:
-    return await frontend(request).auth(request, key)
+    return await request.app.state.frontend.auth(request, key)
 
 
 def _idempotency_hash(route: str, body: dict) -> str:
