@@ -28,6 +28,7 @@ from samvad.audio import float_to_pcm16
 from samvad.contracts import Transcript, Usage
 from samvad.errors import ProviderError
 from samvad.providers.base import CallLog, OnPartial, RealtimeSpeechToText, SpeechStream
+from samvad.providers.sarvam.common import socket_url
 from samvad.settings import SarvamSettings
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,7 @@ class SarvamRealtimeSTT(RealtimeSpeechToText):
     def __init__(self, settings: SarvamSettings) -> None:
         super().__init__(model=settings.realtime_stt_model)
         self._s = settings
-        base = settings.base_url.replace("https://", "wss://").replace("http://", "ws://")
-        self._url = base.rstrip("/") + "/speech-to-text-realtime/ws"
+        self._url = socket_url(settings, "/speech-to-text-realtime/ws")
 
     def url(self, language: str | None) -> str:
         query = {

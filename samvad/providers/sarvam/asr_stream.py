@@ -21,6 +21,7 @@ from samvad.audio import Audio, float_to_pcm16
 from samvad.contracts import Segment, Transcript
 from samvad.errors import ProviderError
 from samvad.providers.base import CallRecord, SpeechToText
+from samvad.providers.sarvam.common import socket_url
 from samvad.settings import SarvamSettings
 
 FRAME_SECONDS = 0.1
@@ -34,8 +35,7 @@ class SarvamStreamingSTT(SpeechToText):
     def __init__(self, settings: SarvamSettings) -> None:
         super().__init__(model=settings.stt_model)
         self._s = settings
-        base = settings.base_url.replace("https://", "wss://").replace("http://", "ws://")
-        self._url = base.rstrip("/") + "/speech-to-text/ws"
+        self._url = socket_url(settings, "/speech-to-text/ws")
 
     def _error(self, message: str, *, status: int | None = None, retryable: bool = True) -> ProviderError:
         return ProviderError(f"sarvam asr stream: {message}", provider="sarvam", stage="asr", status=status,

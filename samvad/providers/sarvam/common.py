@@ -26,6 +26,12 @@ def http(stage: str, settings: SarvamSettings) -> HttpProvider:
     return HttpProvider("sarvam", stage, settings, {"api-subscription-key": key}, parse_error, FATAL_CODES)
 
 
+def socket_url(settings: SarvamSettings, path: str) -> str:
+    """The WebSocket URL of `path` on the configured base URL (wss for https)."""
+    base = settings.base_url.replace("https://", "wss://").replace("http://", "ws://")
+    return base.rstrip("/") + path
+
+
 def split_text(text: str, limit: int) -> list[str]:
     """Pieces of at most `limit` characters, cut at sentence boundaries (at spaces for a sentence
     longer than the limit), so long input is split, not rejected."""
