@@ -13,9 +13,9 @@ from fastapi import APIRouter, WebSocket
 
 from samvad.api.context import origin_allowed
 from samvad.api.frontend import Frontend
-from samvad.errors import SamvadError
+from samvad.errors import InputError, SamvadError
 from samvad.events import ErrorEvent
-from samvad.language import AUTO
+from samvad.language import check_language
 from samvad.protocol import (
     CLOSE_BAD_START,
     CLOSE_FORBIDDEN,
@@ -123,9 +123,11 @@ async def _admit_call(f: Frontend, ws: WebSocket, ip: str) -> None:
 
 async def _call(f: Frontend, ws: WebSocket, start: SessionStart, key: ApiKeyRow) -> None:
     s = f.settings
-    language = start.language or s.default_language
-    if language not in s.languages and language != AUTO:
-        await ws.close(CLOSE_BAD_START, f"unknown language {language}"[:120])
+    try:
+        language = check_language(start.language or s.default_language, s.languages)
+    except InputError as exc:
+        # A close reason holds at most 123 bytes, and the language is the client's own text.
+        await ws.close(CLOSE_BAD_START, exc.message.encode()[:120].decode(errors="ignore"))
         return
     sid = ws.query_params.get("session_id")
     interrupted = None

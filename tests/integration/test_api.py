@@ -322,3 +322,19 @@ def test_a_failing_realtime_socket_hands_the_utterance_to_the_rest_recogniser(ap
             assert again[-1]["outcome"] == "complete" and fake.state.calls["/speech-to-text-realtime/ws"] == 1
         finally:
             registry._breakers["asr_realtime"]["sarvam"].success()
+
+
+def test_an_unknown_language_closes_the_call_with_a_reason_that_fits_a_close_frame(client, key):
+    """The language is the client's own text: however long (and in whatever script), the close
+    reason says what is wrong within the 123 bytes a close frame holds."""
+    from starlette.websockets import WebSocketDisconnect
+
+    for language in ("xx-YY", "ह" * 80):
+        with client.websocket_connect("/api/v1/voice-session") as ws:
+            ws.send_text(json.dumps({"type": "session.start", "api_key": key, "language": language}))
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_text()
+        reason = closed.value.reason
+        assert closed.value.code == 4400 and reason.startswith("unknown language") and len(reason.encode()) <= 123
+        if language == "xx-YY":
+            assert "use one of: " in reason and "en-IN" in reason  # what to send instead
