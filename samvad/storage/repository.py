@@ -125,20 +125,17 @@ class Repository:
         insert run under a per-key lock, so concurrent creations cannot overshoot."""
         if max_open is None or api_key_id is None:
             return await self._insert_session(conn or self._pool, language, mode, voice, api_key_id, output_script)
-        if conn is None:
-            async with self._pool.acquire() as own, own.transaction():
-                return await self.create_session(language, mode, voice, api_key_id, output_script, conn=own,
-                                                 max_open=max_open, open_s=open_s)
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('samvad.open_sessions'), $1::int)", api_key_id)
-        # Counted only up to the cap: the check costs the same however many sessions a key holds.
-        open_now = await conn.fetchval(
-            "SELECT count(*) FROM (SELECT 1 FROM sessions WHERE api_key_id = $1 AND closed_at IS NULL"
-            " AND updated_at > now() - make_interval(secs => $2) LIMIT $3) open", api_key_id, open_s, max_open,
-        )
-        if open_now >= max_open:
-            raise TooManySessions(f"this API key has {open_now} open sessions (the limit is {max_open}): "
-                                  "close one (DELETE /api/v1/sessions/{id}) or reuse it")
-        return await self._insert_session(conn, language, mode, voice, api_key_id, output_script)
+        try:  # the per-key lock, the count and the insert in one call (migration 0008)
+            row = await (conn or self._pool).fetchrow(
+                "SELECT * FROM samvad_open_session($1, $2, $3, $4, $5, $6, $7, $8)",
+                uuid.uuid4(), language, mode, voice, api_key_id, output_script, max_open, open_s,
+            )
+        except asyncpg.RaiseError as exc:
+            if exc.args and exc.args[0] == "samvad_too_many_sessions":
+                raise TooManySessions(f"this API key has {exc.detail} open sessions (the limit is {max_open}): "
+                                      "close one (DELETE /api/v1/sessions/{id}) or reuse it") from None
+            raise
+        return _session(row)
 
     async def _insert_session(self, conn, language, mode, voice, api_key_id, output_script) -> SessionRow:
         row = await conn.fetchrow(

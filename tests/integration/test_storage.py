@@ -195,3 +195,27 @@ async def test_idempotency_claims(dsn):
         assert (await repo.claim(7, "key-1", "turn", "h1", new_turn=True)).fresh  # the key may be used anew
     finally:
         await repo.close()
+
+
+async def test_concurrent_opens_of_one_key_never_overshoot_its_cap(dsn):
+    """Twenty opens at once against a cap of five: exactly five sessions, fifteen refusals that
+    say how many are open; another key is not affected; a closed session frees its place."""
+    from samvad.storage.repository import TooManySessions
+
+    repo = await Repository.connect(dsn, "secret", max_size=10)
+    try:
+        key = (await repo.create_key("capped-concurrently"))[0].id
+        other = (await repo.create_key("uncapped-neighbour"))[0].id
+        results = await asyncio.gather(
+            *(repo.create_session("hi-IN", "formal", None, key, max_open=5) for _ in range(20)), return_exceptions=True)
+        opened = [r for r in results if not isinstance(r, Exception)]
+        refused = [r for r in results if isinstance(r, TooManySessions)]
+        assert len(opened) == 5 and len(refused) == 15, results
+        assert "5 open sessions (the limit is 5)" in refused[0].message
+        assert (await repo.create_session("hi-IN", "formal", None, other, max_open=5)).id  # its own count
+        with pytest.raises(TooManySessions):
+            await repo.create_session("hi-IN", "formal", None, key, max_open=5)
+        assert await repo.close_session(opened[0].id, key)
+        assert (await repo.create_session("hi-IN", "formal", None, key, max_open=5)).id
+    finally:
+        await repo.close()
