@@ -52,7 +52,7 @@ async def frontend(conn: HTTPConnection) -> Frontend:
 
 
 async def caller(request: Request, key: str | None = Security(API_KEY)) -> ApiKeyRow:
-    return await request.app.state.frontend.auth(request, key)
+    return await (await frontend(request)).auth(request, key)
 
 
 def _idempotency_hash(route: str, body: dict) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from samvad import metrics
 from samvad.errors import ProviderError
 from samvad.providers.base import OnPartial, RealtimeSpeechToText, SpeechStream
 from samvad.providers.breaker import CircuitBreaker
@@ -21,8 +22,12 @@ class Listener:
         return self.stt.open(language, on_partial) if self.breaker.allow() else None
 
     def succeeded(self) -> None:
-        self.breaker.success()
+        if self.breaker.state != "closed" or self.breaker.failures:
+            self.breaker.success()
+            metrics.circuit("asr_realtime", self.stt.name, "closed")
 
     def failed(self, exc: BaseException) -> None:
-        # A refused key or quota (not retryable) opens the circuit at once.
+        # A refused key or quota (not retryable) opens the circuit at once. Its state is on
+        # samvad_circuit_state like every provider's, so ops see the socket given up on.
         self.breaker.failure(fatal=isinstance(exc, ProviderError) and not exc.retryable)
+        metrics.circuit("asr_realtime", self.stt.name, self.breaker.state)
