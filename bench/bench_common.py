@@ -52,11 +52,14 @@ class Graph:
     data: Path  # the embedded PostgreSQL and Redis live here (stop/start them for faults)
 
 
-def serve_up(config: str, options: dict | None = None, *, graph: bool = False):
+def serve_up(config: str, options: dict | None = None, *, graph: bool = False, ingress: str = "proxy"):
     """Start the graph with serve_config.yaml's deployment options (`options` override them by
-    deployment); returns (API key, a function that stops everything), or a `Graph` with
-    `graph=True`. Every request comes from 127.0.0.1: the per-IP limit is lifted so the
-    machine is measured."""
+    deployment) behind Serve's `ingress` (proxy or haproxy, deployments/haproxy.py); returns
+    (API key, a function that stops everything), or a `Graph` with `graph=True`. Every request
+    comes from 127.0.0.1: the per-IP limit is lifted so the machine is measured."""
+    from deployments.haproxy import ingress_env
+
+    os.environ.update(ingress_env(ingress))  # before Ray is imported: Serve reads it then
     import ray
     from ray import serve
 
@@ -70,7 +73,8 @@ def serve_up(config: str, options: dict | None = None, *, graph: bool = False):
     data = Path(tempfile.mkdtemp(prefix="samvad-bench-"))
     dsn, redis_url = embedded.start_postgres(data), embedded.start_redis(data)
     ray.init(address="local", num_cpus=2, include_dashboard=False, namespace="samvad", log_to_driver=False,
-             runtime_env={"env_vars": replica_env(str(ROOT / "serve_config.yaml")) | {"PYTHONPATH": str(ROOT)}})
+             runtime_env={"env_vars": replica_env(str(ROOT / "serve_config.yaml")) | ingress_env(ingress)
+                                  | {"PYTHONPATH": str(ROOT)}})
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     serve.run(build_app({"config": config, "database_url": dsn, "redis_url": redis_url,
                          "deployment_options": deployment_options(str(ROOT / "serve_config.yaml")) | (options or {})}),
@@ -93,14 +97,33 @@ def serve_up(config: str, options: dict | None = None, *, graph: bool = False):
     return Graph(made, down, dsn, data) if graph else (made, down)
 
 
+def serve_requests(text: str) -> dict[str, float]:
+    """Serve requests routed so far, by deployment (from the relayed router counters)."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("ray_serve_num_router_requests_total{") and 'application="samvad"' in line:
+            deployment = line.split('deployment="')[1].split('"')[0]
+            out[deployment] = out.get(deployment, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+async def metrics_text(client) -> str:
+    await asyncio.sleep(2.5)  # Ray's agent exports what the processes record about once a second
+    return (await client.get("/metrics")).text
+
+
 def processes_by_kind() -> dict[str, list]:
     """Ray's worker processes on this node by kind, from their titles (`ray::ServeReplica:samvad:
-    Ingress`, `ray::ProxyActor`, ...): proxy, ingress, sessions, stages, other Ray."""
+    Ingress`, `ray::ProxyActor`, ...): proxy, ingress, sessions, stages, other Ray; and HAProxy
+    (Serve's HAProxy ingress mode) as proxy."""
     import psutil
 
     kinds: dict[str, list] = {}
     for p in psutil.process_iter(["cmdline"]):
         title = " ".join(p.info["cmdline"] or [])
+        if "haproxy" in title.split(" ")[0]:
+            kinds.setdefault("proxy", []).append(p)
+            continue
         if not title.startswith("ray::"):
             continue
         kind = ("proxy" if "ProxyActor" in title else "ingress" if ":Ingress" in title else

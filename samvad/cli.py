@@ -409,6 +409,9 @@ def keys_list(config: ConfigOpt = None) -> None:
 def run(
     config: ConfigOpt = None,
     serve_config: Annotated[Path, typer.Option(help="deployment options")] = Path("serve_config.yaml"),
+    ingress: Annotated[str, typer.Option(help="Serve's ingress: proxy (its Python proxy) or haproxy (HAProxy in "
+                                              "front of ingress replicas that serve HTTP themselves: more live calls "
+                                              "per core; see the README)")] = "proxy",
 ) -> None:
     """Run the service on this machine: embedded servers where no URL is set, Ray Serve graph."""
     import logging
@@ -421,6 +424,12 @@ def run(
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
 
+    from deployments.haproxy import ingress_env
+
+    try:
+        mode_env = ingress_env(ingress)
+    except (ValueError, FileNotFoundError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--ingress") from exc
     s = _servers(_settings(config))
 
     async def prepare() -> str | None:
@@ -443,7 +452,8 @@ def run(
 
     from deployments.serve_config import deployment_options, export_node_env
 
-    node_env = export_node_env(str(serve_config))  # before Ray is imported: Serve reads it then
+    os.environ.update(mode_env)
+    node_env = export_node_env(str(serve_config)) | mode_env  # before Ray is imported: Serve reads it then
 
     import ray
     from ray import serve

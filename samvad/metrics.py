@@ -44,6 +44,9 @@ SPECS: dict[str, tuple[str, str, tuple[str, ...], list[float] | None]] = {
                                  "skipped (no idle engine) or stale (the utterance moved on)", ("result",), None),
     "samvad_realtime_asr_total": ("counter", "voice-call utterances streamed to the realtime recogniser: ok, or "
                                   "failed (the REST recogniser transcribed it instead)", ("result",), None),
+    "samvad_vad_frames_total": ("counter", "voice-call audio frames scored by the VAD model (per ingress replica)", (), None),
+    "samvad_vad_runs_total": ("counter", "VAD model runs: frames / runs is how many calls' frames one run scored",
+                              (), None),
     "samvad_store_write_failures_total": ("counter", "database writes refused (the database unreachable): the request failed",
                                           ("action",), None),
     "samvad_active_conversations": ("gauge", "conversations held in memory by a session host (sum over hosts)", (), None),

@@ -49,7 +49,7 @@ from samvad.protocol import (
 )
 from samvad.providers.base import SpeechStream
 from samvad.providers.listener import Listener
-from samvad.providers.local.vad import Endpointer, SileroVad, SpeechEnded, SpeechStarted
+from samvad.providers.local.vad import Endpointer, SileroVad, SpeechEnded, SpeechStarted, VadBatcher
 from samvad.settings import Settings, VoiceSettings
 from samvad.turn import TurnRequest
 
@@ -153,6 +153,7 @@ class VoiceCall:
         self._streamed = 0
         self._failed_calls: list[ProviderCall] = []  # a failed stream's call record, for the turn's costs
         self.vad = Endpointer(SileroVad(16000), settings.vad, max_seconds=settings.audio.max_seconds)
+        self._vad_batcher = VadBatcher.for_running_loop()  # every call on this loop shares the model's runs
         self.playing: _Playing | None = None
         self.early: _Early | None = None
         self._end_early: int | None = None  # speech_frames of an utterance its words say is over
@@ -288,7 +289,7 @@ class VoiceCall:
         ahead = self.received_seconds - (time.monotonic() - self.opened) - self.v.audio_burst_s
         if ahead > 0:
             await asyncio.sleep(ahead)
-        events = self.vad.feed(samples)
+        events = await self.vad.feed_batched(samples, self._vad_batcher)
         if self._end_early is not None:
             if self.vad.in_speech and self.vad.speech_frames == self._end_early and self.vad.silence_ms > 0:
                 ended = self.vad.end_now()  # the words are done: no need to wait out min_silence_ms

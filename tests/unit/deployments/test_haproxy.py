@@ -1,0 +1,47 @@
+import os
+import sys
+
+import pytest
+
+from deployments.haproxy import WRAPPER, ingress_env, patch
+
+pytestmark = pytest.mark.unit
+
+# The shape of what Serve 2.60 generates (ray/serve/_private/haproxy_templates.py), trimmed.
+GENERATED = """global
+    stats socket /tmp/haproxy-serve/x/admin.sock mode 666 level admin expose-fd listeners
+defaults
+    mode http
+    option httplog
+frontend prometheus
+    bind :9101
+    mode http
+frontend http_frontend
+    bind 127.0.0.1:8000
+    acl routes path -i /-/routes
+backend http-samvad
+    server SERVE_REPLICA_a 127.0.0.1:30000 check
+listen stats
+  bind *:8404
+  stats enable
+"""
+
+
+def test_the_generated_config_gains_forwardfor_and_loopback_listeners():
+    out = patch(GENERATED)
+    lines = [line.strip() for line in out.splitlines()]
+    front = lines.index("frontend http_frontend")
+    assert lines[front + 1 : front + 3] == ["bind 127.0.0.1:8000", "option forwardfor"]
+    assert "bind 127.0.0.1:9101" in lines and "bind 127.0.0.1:8404" in lines
+    assert lines.count("option forwardfor") == 1
+    assert patch(out) == out  # Serve rewrites and reloads: a second pass changes nothing
+    assert "server SERVE_REPLICA_a 127.0.0.1:30000 check" in lines
+
+
+def test_ingress_modes():
+    assert ingress_env("proxy") == {}
+    env = ingress_env("haproxy")
+    assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    assert env["RAY_SERVE_HAPROXY_BINARY_PATH"] == os.path.join(os.path.dirname(sys.executable), WRAPPER)
+    with pytest.raises(ValueError):
+        ingress_env("nginx")
