@@ -358,7 +358,7 @@ async def capacity(key: str, steps: list[int], hold: float, every: float, frame_
     for r in receivers:
         r.cancel()
     await client.aclose()
-    t = Table(title=f"[{ingress} ingress] live calls streaming {frame_ms} ms audio frames, stub engines, a question every ~{every:.0f} s, "
+    t = Table(title=f"{ingress} ingress: live calls streaming {frame_ms} ms audio frames, stub engines, a question every ~{every:.0f} s, "
                     f"{hold:.0f} s per step (latency from the end of speech, ms)")
     for col in ("target", "open", "turns", "errors", "speech_end p50/p95", "first audio p50/p95", "turn.done p50/p95",
                 "frames/s sent", "free GiB"):
@@ -368,7 +368,7 @@ async def capacity(key: str, steps: list[int], hold: float, every: float, frame_
     console.print(t)
     if cpu_rows:
         target, cpu = cpu_rows[-1]
-        t = Table(title=f"[{ingress} ingress] where the CPU goes at {target} calls (cores busy, of 2)")
+        t = Table(title=f"{ingress} ingress: where the CPU goes at {target} calls (cores busy, of 2)")
         for col in ("process kind", "cores"):
             t.add_column(col)
         for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]):
