@@ -3,7 +3,7 @@ one turn (stub engines), all still held in memory by their Sessions replicas (no
 memory of every process kind before and after, per conversation; session-open latency.
 Loopback only, bounded.
 
-    python bench/conversations.py [--conversations 10000] [--concurrency 16]
+    python bench/conversations.py [--conversations 10000] [--concurrency 16] [--ingress proxy|haproxy]
 """
 
 from __future__ import annotations
@@ -121,8 +121,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--conversations", type=int, default=10_000)
     ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--ingress", default="proxy", help="Serve's ingress: proxy or haproxy (deployments/haproxy.py)")
     args = ap.parse_args()
-    g = serve_up(str(ROOT / "configs" / "stub.yaml"), graph=True)
+    g = serve_up(str(ROOT / "configs" / "stub.yaml"), graph=True, ingress=args.ingress)
     try:
         asyncio.run(run(args.conversations, args.concurrency, g.dsn))
     finally:
