@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export RAY_USAGE_STATS_ENABLED ?= 0
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install run test bench clean browser lock
+.PHONY: install run test bench clean browser lock lint
 
 install: $(VENV)/.installed
 
@@ -31,8 +31,13 @@ lock: install
 run: install
 	$(VENV)/bin/samvad run
 
-test: install browser
+test: install browser lint
 	$(PY) -m pytest -ra
+
+# Lint, import order and formatting (ruff, configured in pyproject.toml); part of `make test`.
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 # Debian's Chromium for the demo-page browser test (Playwright drives it; no browser download).
 browser:

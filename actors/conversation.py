@@ -20,8 +20,8 @@ from samvad.contracts import ChatMessage, GuardrailFlag, ProviderCall
 from samvad.errors import SamvadError
 from samvad.events import ErrorEvent, GuardrailEvent, ResponseDeltaEvent, TranscriptEvent, TurnDoneEvent, TurnEvent
 from samvad.guardrails.pii import redact
-from samvad.storage.repository import MessageRow
 from samvad.language import AUTO
+from samvad.storage.repository import MessageRow
 from samvad.turn import TurnRequest, TurnRunner
 from samvad.turn_result import TurnOut, stored_answer, turn_out
 
@@ -30,17 +30,36 @@ log = logging.getLogger("samvad.session")
 
 class ConversationStore(Protocol):
     async def add_message(
-        self, session_id: str, turn_id: str, role: str, content: str, language: str, status: str,
-        flags: list[GuardrailFlag] | None = None, *, epoch: int | None = None,
+        self,
+        session_id: str,
+        turn_id: str,
+        role: str,
+        content: str,
+        language: str,
+        status: str,
+        flags: list[GuardrailFlag] | None = None,
+        *,
+        epoch: int | None = None,
         language_confidence: float | None = None,
     ) -> None: ...
 
     async def record_turn(
-        self, session_id: str, turn_id: str, calls: list[ProviderCall], content: str, language: str, status: str,
-        flags: list[GuardrailFlag] | None = None, *, epoch: int | None = None, response: str | None = None,
+        self,
+        session_id: str,
+        turn_id: str,
+        calls: list[ProviderCall],
+        content: str,
+        language: str,
+        status: str,
+        flags: list[GuardrailFlag] | None = None,
+        *,
+        epoch: int | None = None,
+        response: str | None = None,
     ) -> None: ...
 
-    async def settle(self, session_id: str, turn_id: str, content: str, status: str, epoch: int | None = None) -> bool: ...
+    async def settle(
+        self, session_id: str, turn_id: str, content: str, status: str, epoch: int | None = None
+    ) -> bool: ...
 
     async def messages(self, session_id: str, limit: int = 1000) -> list[MessageRow]: ...
 
@@ -48,11 +67,22 @@ class ConversationStore(Protocol):
 
 
 class Conversation:
-    __slots__ = ("session_id", "epoch", "runner", "store", "history", "_limit", "_lock", "last_active", "turns",
-                 "last_language")
+    __slots__ = (
+        "session_id",
+        "epoch",
+        "runner",
+        "store",
+        "history",
+        "_limit",
+        "_lock",
+        "last_active",
+        "turns",
+        "last_language",
+    )
 
-    def __init__(self, session_id: str, epoch: int, runner: TurnRunner, store: ConversationStore,
-                 history_limit: int = 50) -> None:
+    def __init__(
+        self, session_id: str, epoch: int, runner: TurnRunner, store: ConversationStore, history_limit: int = 50
+    ) -> None:
         self.session_id = session_id
         self.epoch = epoch
         self.runner = runner  # shared by every conversation of the host
@@ -90,7 +120,9 @@ class Conversation:
         answer committed with it) is answered again from the store, not run twice."""
         async with self._lock:
             self.last_active = time.monotonic()
-            if request.idempotent and (stored := await self.store.idempotent_response(self.session_id, request.turn_id)):
+            if request.idempotent and (
+                stored := await self.store.idempotent_response(self.session_id, request.turn_id)
+            ):
                 return TurnOut.model_validate_json(stored)
             events = [event async for event in self._turn(request)]
             self.last_active = time.monotonic()
@@ -114,8 +146,11 @@ class Conversation:
         language = prepared.request.language
         # How sure the detection was (language "auto" only), stored with the caller's message.
         confidence = prepared.detected[1] if request.language == AUTO and prepared.detected else None
-        written = (asyncio.ensure_future(self._write_user(request, user_text, "complete", language, confidence))
-                   if user_text is not None else None)
+        written = (
+            asyncio.ensure_future(self._write_user(request, user_text, "complete", language, confidence))
+            if user_text is not None
+            else None
+        )
         events: list[TurnEvent] = []  # a REST turn's events, for its stored answer
         finished = False
         try:
@@ -125,8 +160,12 @@ class Conversation:
                     written = None
                 if isinstance(event, TranscriptEvent) and language == AUTO:
                     language, confidence = event.transcript.language_code, event.transcript.language_confidence
-                elif (isinstance(event, TranscriptEvent) and prepared.detected is not None and user_text is not None
-                      and event.transcript.language_code != language):
+                elif (
+                    isinstance(event, TranscriptEvent)
+                    and prepared.detected is not None
+                    and user_text is not None
+                    and event.transcript.language_code != language
+                ):
                     # Typed text whose language the cloud identifier corrected: the stored question says so.
                     language, confidence = event.transcript.language_code, event.transcript.language_confidence
                     if written is not None:
@@ -140,7 +179,9 @@ class Conversation:
                     user_text = event.redacted_text  # the transcript as stored: identifiers redacted
                     await self._write_user(request, user_text, "complete", language, confidence)
                 elif isinstance(event, TurnDoneEvent):
-                    response = stored_answer(turn_out(self.session_id, tid, [*events, event])) if request.idempotent else None
+                    response = (
+                        stored_answer(turn_out(self.session_id, tid, [*events, event])) if request.idempotent else None
+                    )
                     await self._record(request, user_text, event, response)
                     finished = True
                     self._log_turn(request, event)
@@ -155,19 +196,41 @@ class Conversation:
         # Not this turn's own question if it is being run again (a retry after a host died).
         return [ChatMessage(role=role, content=text) for tid, role, text in self.history if tid != turn_id]
 
-    async def _write_user(self, request: TurnRequest, text: str, status: str, language: str,
-                          confidence: float | None = None) -> None:
-        await self.store.add_message(self.session_id, request.turn_id, "user", text, language, status,
-                                     epoch=self.epoch, language_confidence=confidence)
+    async def _write_user(
+        self, request: TurnRequest, text: str, status: str, language: str, confidence: float | None = None
+    ) -> None:
+        await self.store.add_message(
+            self.session_id,
+            request.turn_id,
+            "user",
+            text,
+            language,
+            status,
+            epoch=self.epoch,
+            language_confidence=confidence,
+        )
 
-    async def _record(self, request: TurnRequest, user_text: str | None, done: TurnDoneEvent, response: str | None) -> None:
+    async def _record(
+        self, request: TurnRequest, user_text: str | None, done: TurnDoneEvent, response: str | None
+    ) -> None:
         text = done.response.response_text
         ok = done.outcome == "complete"
         # A spoken answer is stored as heard only once the voice call says what was played
         # (`settle`); until then it counts as cut off with nothing heard.
-        status, stored = ("complete", text) if ok and request.channel == "rest" else ("interrupted", "") if ok else ("failed", text)
-        await self.store.record_turn(self.session_id, request.turn_id, done.calls, stored, done.language_code, status,
-                                     done.response.guardrail_flags, epoch=self.epoch, response=response)
+        status, stored = (
+            ("complete", text) if ok and request.channel == "rest" else ("interrupted", "") if ok else ("failed", text)
+        )
+        await self.store.record_turn(
+            self.session_id,
+            request.turn_id,
+            done.calls,
+            stored,
+            done.language_code,
+            status,
+            done.response.guardrail_flags,
+            epoch=self.epoch,
+            response=response,
+        )
         self.turns += 1
         self.last_language = done.language_code
         if ok and user_text:
@@ -180,8 +243,9 @@ class Conversation:
         try:
             if user_text is None:
                 await self._write_user(request, "", "failed", language)
-            await self.store.record_turn(self.session_id, request.turn_id, [], "", language, "interrupted",
-                                         epoch=self.epoch)
+            await self.store.record_turn(
+                self.session_id, request.turn_id, [], "", language, "interrupted", epoch=self.epoch
+            )
             if user_text:
                 self._remember(request.turn_id, "user", user_text)
         except Exception:  # noqa: BLE001 - the host may be losing the conversation: the next owner rehydrates
@@ -208,14 +272,27 @@ class Conversation:
     def _log_turn(self, request: TurnRequest, done: TurnDoneEvent) -> None:
         """One JSON line per turn with its correlation id (the client's X-Request-ID for REST);
         no caller text is logged, flags carry check names only."""
-        log.info(json.dumps({
-            "event": "turn", "request_id": request.request_id, "turn_id": done.turn_id, "session_id": self.session_id,
-            "channel": request.channel, "outcome": done.outcome, "language": done.language_code,
-            "language_detected": (done.transcript.language_code if request.language == AUTO and done.transcript else None),
-            "language_confidence": done.transcript.language_confidence if done.transcript else None,
-            "first_audio_ms": None if done.first_audio_ms is None else round(done.first_audio_ms, 1),
-            "stages_ms": {k: round(v.total_ms, 1) for k, v in done.stages.items()},
-            "providers": sorted({f"{c.stage}:{c.provider}" for c in done.calls if c.outcome == "ok"}),
-            "retries": sum(c.retries for c in done.calls), "cost": done.cost,
-            "guardrails": [f"{f.check}:{f.action}" for f in done.response.guardrail_flags], "flags": done.flags,
-        }))
+        log.info(
+            json.dumps(
+                {
+                    "event": "turn",
+                    "request_id": request.request_id,
+                    "turn_id": done.turn_id,
+                    "session_id": self.session_id,
+                    "channel": request.channel,
+                    "outcome": done.outcome,
+                    "language": done.language_code,
+                    "language_detected": (
+                        done.transcript.language_code if request.language == AUTO and done.transcript else None
+                    ),
+                    "language_confidence": done.transcript.language_confidence if done.transcript else None,
+                    "first_audio_ms": None if done.first_audio_ms is None else round(done.first_audio_ms, 1),
+                    "stages_ms": {k: round(v.total_ms, 1) for k, v in done.stages.items()},
+                    "providers": sorted({f"{c.stage}:{c.provider}" for c in done.calls if c.outcome == "ok"}),
+                    "retries": sum(c.retries for c in done.calls),
+                    "cost": done.cost,
+                    "guardrails": [f"{f.check}:{f.action}" for f in done.response.guardrail_flags],
+                    "flags": done.flags,
+                }
+            )
+        )

@@ -19,8 +19,8 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from contextlib import contextmanager
 from collections.abc import AsyncIterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 from actors.conversation import Conversation, ConversationStore
@@ -130,8 +130,12 @@ class SessionHost:
             await conversation.settle(turn_id, heard_text, complete)
 
     def info(self) -> dict[str, Any]:
-        return {"host": self.host_id, "active": len(self._active), "activations": self.activations,
-                "passivations": self.passivations}
+        return {
+            "host": self.host_id,
+            "active": len(self._active),
+            "activations": self.activations,
+            "passivations": self.passivations,
+        }
 
     # activation ---------------------------------------------------------------------------------
     async def conversation(self, session_id: str) -> Conversation:

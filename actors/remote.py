@@ -33,7 +33,6 @@ from samvad.providers.base import (
 )
 from samvad.stages import StageReport
 
-
 T = TypeVar("T")
 REPLICA_RETRY_S = 30.0  # a replacement replica (model load included) starts well within this
 
@@ -48,15 +47,22 @@ UNARY: contextvars.ContextVar[bool] = contextvars.ContextVar("samvad_unary_stage
 
 def _replaced(exc: BaseException) -> bool:
     """The replica is gone (dead, or its conversation moved to another host): send it again."""
-    return isinstance(exc, RayActorError) or getattr(exc, "code", None) == "session_moved" \
+    return (
+        isinstance(exc, RayActorError)
+        or getattr(exc, "code", None) == "session_moved"
         or getattr(getattr(exc, "cause", None), "code", None) == "session_moved"
+    )
 
 
 async def call(fn: Callable[[], Awaitable[T]]) -> T:
     """`fn` (one deployment call), sent again while its replica is being replaced."""
     global hops
-    async for attempt in AsyncRetrying(retry=retry_if_exception(_replaced), stop=stop_after_delay(REPLICA_RETRY_S),
-                                       wait=wait_exponential_jitter(initial=0.1, max=2.0), reraise=True):
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception(_replaced),
+        stop=stop_after_delay(REPLICA_RETRY_S),
+        wait=wait_exponential_jitter(initial=0.1, max=2.0),
+        reraise=True,
+    ):
         with attempt:
             hops += 1
             return await fn()
@@ -151,7 +157,9 @@ class RemoteRetriever:
     def __init__(self, handle) -> None:
         self._h = handle
 
-    async def alookup(self, text: str, library: AttackLibrary | None, k: int, query: str | None = None) -> tuple[float | None, list[Passage]]:
+    async def alookup(
+        self, text: str, library: AttackLibrary | None, k: int, query: str | None = None
+    ) -> tuple[float | None, list[Passage]]:
         # The stage holds the same library (from the same guardrails file): only whether to check
         # crosses the wire, not its ~320 phrases (15 KB) on every turn.
         return await call(lambda: self._h.lookup.remote(text, library is not None, k, query))

@@ -26,7 +26,9 @@ def owner(key: str, replica_ids: list[str]) -> str:
 
 class SessionRouter(RequestRouter):
     async def choose_replicas(
-        self, candidate_replicas: list[RunningReplica], pending_request: PendingRequest | None = None,
+        self,
+        candidate_replicas: list[RunningReplica],
+        pending_request: PendingRequest | None = None,
     ) -> list[list[RunningReplica]]:
         if not candidate_replicas:
             return []

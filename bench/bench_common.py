@@ -72,13 +72,29 @@ def serve_up(config: str, options: dict | None = None, *, graph: bool = False, i
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     data = Path(tempfile.mkdtemp(prefix="samvad-bench-"))
     dsn, redis_url = embedded.start_postgres(data), embedded.start_redis(data)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, namespace="samvad", log_to_driver=False,
-             runtime_env={"env_vars": replica_env(str(ROOT / "serve_config.yaml")) | ingress_env(ingress)
-                                  | {"PYTHONPATH": str(ROOT)}})
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        namespace="samvad",
+        log_to_driver=False,
+        runtime_env={
+            "env_vars": replica_env(str(ROOT / "serve_config.yaml")) | ingress_env(ingress) | {"PYTHONPATH": str(ROOT)}
+        },
+    )
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
-    serve.run(build_app({"config": config, "database_url": dsn, "redis_url": redis_url,
-                         "deployment_options": deployment_options(str(ROOT / "serve_config.yaml")) | (options or {})}),
-              name="samvad", route_prefix="/")
+    serve.run(
+        build_app(
+            {
+                "config": config,
+                "database_url": dsn,
+                "redis_url": redis_url,
+                "deployment_options": deployment_options(str(ROOT / "serve_config.yaml")) | (options or {}),
+            }
+        ),
+        name="samvad",
+        route_prefix="/",
+    )
 
     async def key():
         repo = await Repository.connect(dsn, secret(load_settings(config).service, "key"), max_size=1)
@@ -126,8 +142,17 @@ def processes_by_kind() -> dict[str, list]:
             continue
         if not title.startswith("ray::"):
             continue
-        kind = ("proxy" if "ProxyActor" in title else "ingress" if ":Ingress" in title else
-                "sessions" if ":Sessions" in title else "stages" if "ServeReplica" in title else "ray other")
+        kind = (
+            "proxy"
+            if "ProxyActor" in title
+            else "ingress"
+            if ":Ingress" in title
+            else "sessions"
+            if ":Sessions" in title
+            else "stages"
+            if "ServeReplica" in title
+            else "ray other"
+        )
         kinds.setdefault(kind, []).append(p)
     return kinds
 

@@ -19,11 +19,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import httpx  # noqa: E402
+from bench_common import PORT, pct, processes_by_kind, pss_mib, serve_up  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 from rich.table import Table  # noqa: E402
-
-from bench_common import PORT, pct, processes_by_kind, pss_mib, serve_up  # noqa: E402
 
 console = Console()
 
@@ -43,11 +42,14 @@ async def tenant_keys(dsn: str, n: int) -> list[str]:
     from samvad.settings import load_settings, secret
     from samvad.storage.repository import Repository
 
-    repo = await Repository.connect(dsn, secret(load_settings(str(ROOT / "configs" / "stub.yaml")).service, "key"),
-                                    max_size=1)
+    repo = await Repository.connect(
+        dsn, secret(load_settings(str(ROOT / "configs" / "stub.yaml")).service, "key"), max_size=1
+    )
     try:
-        return [(await repo.create_key(f"tenant-{i}", requests_per_minute=10_000_000, max_open_sessions=PER_KEY))[1]
-                for i in range(-(-n // PER_KEY))]
+        return [
+            (await repo.create_key(f"tenant-{i}", requests_per_minute=10_000_000, max_open_sessions=PER_KEY))[1]
+            for i in range(-(-n // PER_KEY))
+        ]
     finally:
         await repo.close()
 
@@ -82,8 +84,11 @@ async def run(n: int, concurrency: int, dsn: str) -> None:
                 nonlocal errors
                 async with sem:
                     t = time.perf_counter()
-                    r = await client.post("/api/v1/turn", json={"session_id": sid, "text": "what is the stub answer",
-                                                                 "speak": False}, headers={"X-API-Key": key})
+                    r = await client.post(
+                        "/api/v1/turn",
+                        json={"session_id": sid, "text": "what is the stub answer", "speak": False},
+                        headers={"X-API-Key": key},
+                    )
                     turns_ms.append((time.perf_counter() - t) * 1000)
                     errors += r.status_code != 200
                     progress.advance(answering)
@@ -98,8 +103,10 @@ async def run(n: int, concurrency: int, dsn: str) -> None:
         held = await conn.fetchval("SELECT count(*) FROM sessions WHERE owner IS NOT NULL")
     finally:
         await conn.close()
-    t = Table(title=f"{n} conversations of {len(keys)} API keys (each capped at {PER_KEY} open), each answered "
-                    f"one turn (stub engines, concurrency {concurrency})")
+    t = Table(
+        title=f"{n} conversations of {len(keys)} API keys (each capped at {PER_KEY} open), each answered "
+        f"one turn (stub engines, concurrency {concurrency})"
+    )
     for col in ("figure", "value"):
         t.add_column(col)
     t.add_row("held in memory by their hosts (owned, not passivated)", str(held))
@@ -113,7 +120,14 @@ async def run(n: int, concurrency: int, dsn: str) -> None:
         m.add_column(col)
     for kind in sorted(set(before) | set(after)):
         b, a = before.get(kind, (0, 0.0)), after.get(kind, (0, 0.0))
-        m.add_row(kind, str(a[0]), f"{b[1]:.0f}", f"{a[1]:.0f}", f"{a[1] - b[1]:.0f}", f"{(a[1] - b[1]) * 1024 / max(held, 1):.1f}")
+        m.add_row(
+            kind,
+            str(a[0]),
+            f"{b[1]:.0f}",
+            f"{a[1]:.0f}",
+            f"{a[1] - b[1]:.0f}",
+            f"{(a[1] - b[1]) * 1024 / max(held, 1):.1f}",
+        )
     console.print(m)
 
 

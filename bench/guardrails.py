@@ -69,7 +69,9 @@ def main() -> None:
     for c in ("check", "p50 ms", "p99 ms", "goal"):
         table.add_column(c)
     table.add_row("input (per turn)", f"{statistics.median(per_turn):.3f}", f"{pct(per_turn, 0.99):.3f}", "-")
-    table.add_row("output (per sentence)", f"{statistics.median(per_sentence):.3f}", f"{pct(per_sentence, 0.99):.3f}", "<= 5 ms")
+    table.add_row(
+        "output (per sentence)", f"{statistics.median(per_sentence):.3f}", f"{pct(per_sentence, 0.99):.3f}", "<= 5 ms"
+    )
     console.print(table)
     injection_quality(g, retriever)
 
@@ -90,12 +92,23 @@ def injection_quality(g: Guardrails, retriever: Retriever) -> None:
     attacks_v = retriever.query_vectors(list(lib.attacks), readings=False)
     benign_v = retriever.query_vectors(list(lib.benign), readings=False)
     parts = [clauses(c["text"]) for c in cases]
-    vectors = [retriever.query_vectors(p, readings=False) for p in track(parts, description="encoding the cases", console=console)]
+    vectors = [
+        retriever.query_vectors(p, readings=False)
+        for p in track(parts, description="encoding the cases", console=console)
+    ]
     pattern = np.array([g.check_input(c["text"]).action == "refuse" for c in cases])
     attack = np.array([c["label"] == "attack" for c in cases])
     tune, test = np.array([c["split"] == "tune" for c in cases]), np.array([c["split"] == "test" for c in cases])
-    language = np.array(["Devanagari" if any("\u0900" <= ch <= "\u097f" for ch in c["text"])
-                         else "Hinglish" if devanagari_reading(c["text"]) else "English" for c in cases])
+    language = np.array(
+        [
+            "Devanagari"
+            if any("\u0900" <= ch <= "\u097f" for ch in c["text"])
+            else "Hinglish"
+            if devanagari_reading(c["text"])
+            else "English"
+            for c in cases
+        ]
+    )
 
     def choose(score: np.ndarray) -> float:
         """The lowest threshold that refuses at most 2% of the tuning half's benign questions."""
@@ -113,27 +126,61 @@ def injection_quality(g: Guardrails, retriever: Retriever) -> None:
         if c == inj.regularization:
             rows.append((f"after, configured (C={c:g})", score, inj.threshold))
         rows.append((f"after, C={c:g} tuned here", score, choose(score)))
-    table = Table(title=f"injection check, test half ({(test & attack).sum()} attacks, {(test & ~attack).sum()} benign; "
-                        f"library {len(lib.attacks)} attacks + {len(lib.benign)} benign); chosen on the tuning half")
-    for col in ("setting", "threshold", "recall", "precision", "benign refused", "recall en / hinglish / devanagari",
-                "benign refused en / hinglish / devanagari"):
+    table = Table(
+        title=f"injection check, test half ({(test & attack).sum()} attacks, {(test & ~attack).sum()} benign; "
+        f"library {len(lib.attacks)} attacks + {len(lib.benign)} benign); chosen on the tuning half"
+    )
+    for col in (
+        "setting",
+        "threshold",
+        "recall",
+        "precision",
+        "benign refused",
+        "recall en / hinglish / devanagari",
+        "benign refused en / hinglish / devanagari",
+    ):
         table.add_column(col)
     for label, score, th in rows:
         d = pattern | (score >= th)
         tp = (d & test & attack).sum()
-        by = lambda mask: " / ".join(f"{d[mask & (language == lang)].mean():.2f}" for lang in ("English", "Hinglish", "Devanagari"))
-        table.add_row(label, f"{th:.3f}", f"{tp / (test & attack).sum():.3f}", f"{tp / max(1, (d & test).sum()):.3f}",
-                      f"{(d & test & ~attack).sum() / (test & ~attack).sum():.3f}", by(test & attack), by(test & ~attack))
-    table.add_row("patterns alone", "-", f"{(pattern & test & attack).sum() / (test & attack).sum():.3f}", "-",
-                  f"{(pattern & test & ~attack).sum() / (test & ~attack).sum():.3f}", "", "")
+
+        def by(mask, d=d):
+            return " / ".join(
+                f"{d[mask & (language == lang)].mean():.2f}" for lang in ("English", "Hinglish", "Devanagari")
+            )
+
+        table.add_row(
+            label,
+            f"{th:.3f}",
+            f"{tp / (test & attack).sum():.3f}",
+            f"{tp / max(1, (d & test).sum()):.3f}",
+            f"{(d & test & ~attack).sum() / (test & ~attack).sum():.3f}",
+            by(test & attack),
+            by(test & ~attack),
+        )
+    table.add_row(
+        "patterns alone",
+        "-",
+        f"{(pattern & test & attack).sum() / (test & attack).sum():.3f}",
+        "-",
+        f"{(pattern & test & ~attack).sum() / (test & ~attack).sum():.3f}",
+        "",
+        "",
+    )
     console.print(table)
     qa = yaml.safe_load((ROOT / "data/qa_sample.yaml").read_text())
     ordinary = [q["question"] for q in (qa["questions"] if isinstance(qa, dict) else qa)]
     model = AttackModel.fit(attacks_v, benign_v, inj.regularization)
-    refused = [q for q in ordinary if g.check_input(q).action == "refuse"
-               or model.score(retriever.query_vectors(clauses(q), readings=False)) >= inj.threshold]
-    console.print(f"ordinary questions of data/qa_sample.yaml refused as attacks (configured): {len(refused)} of {len(ordinary)}"
-                  + (f": {refused}" if refused else ""))
+    refused = [
+        q
+        for q in ordinary
+        if g.check_input(q).action == "refuse"
+        or model.score(retriever.query_vectors(clauses(q), readings=False)) >= inj.threshold
+    ]
+    console.print(
+        f"ordinary questions of data/qa_sample.yaml refused as attacks (configured): {len(refused)} of {len(ordinary)}"
+        + (f": {refused}" if refused else "")
+    )
     # What the check adds to the turn's one Retriever call (the search encodes the question anyway).
     with_check, without = [], []
     for q in ordinary:
@@ -141,8 +188,10 @@ def injection_quality(g: Guardrails, retriever: Retriever) -> None:
             t = time.perf_counter()
             retriever.lookup(q, library, 4)
             out.append((time.perf_counter() - t) * 1000)
-    console.print(f"Retriever lookup per turn, {len(ordinary)} questions: with the attack check p50 {statistics.median(with_check):.1f} ms "
-                  f"p99 {pct(with_check, 0.99):.1f}; search alone p50 {statistics.median(without):.1f} ms p99 {pct(without, 0.99):.1f}")
+    console.print(
+        f"Retriever lookup per turn, {len(ordinary)} questions: with the attack check p50 {statistics.median(with_check):.1f} ms "
+        f"p99 {pct(with_check, 0.99):.1f}; search alone p50 {statistics.median(without):.1f} ms p99 {pct(without, 0.99):.1f}"
+    )
 
 
 if __name__ == "__main__":

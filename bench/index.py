@@ -1,9 +1,9 @@
 """Index benchmarks (bounded, local):
-  1. build throughput (chunks/s) vs raw SentenceTransformer.encode on the same chunks (ratio);
-  2. incremental update time for 1 changed document of 100, vs a full rebuild;
-  3. retrieval p50 including query embedding at 10k and 100k chunks (synthetic vectors).
+1. build throughput (chunks/s) vs raw SentenceTransformer.encode on the same chunks (ratio);
+2. incremental update time for 1 changed document of 100, vs a full rebuild;
+3. retrieval p50 including query embedding at 10k and 100k chunks (synthetic vectors).
 
-    python bench/index.py [--repeats 3] [--sizes 10000,100000]
+  python bench/index.py [--repeats 3] [--sizes 10000,100000]
 """
 
 from __future__ import annotations
@@ -65,7 +65,9 @@ def main() -> None:
     for n in track(range(args.repeats), description="update 1 of 100 vs full", console=console):
         edited.write_text(edited.read_text() + f"\n\nEdit number {n}.\n")
         t = time.perf_counter()
-        build_index(big, tmp / "v2", e, chunk_chars=s.rag.chunk_chars, overlap_chars=s.rag.overlap_chars, previous=tmp / "v1")
+        build_index(
+            big, tmp / "v2", e, chunk_chars=s.rag.chunk_chars, overlap_chars=s.rag.overlap_chars, previous=tmp / "v1"
+        )
         incremental.append(time.perf_counter() - t)
         t = time.perf_counter()
         build_index(big, tmp / "v3", e, chunk_chars=s.rag.chunk_chars, overlap_chars=s.rag.overlap_chars)
@@ -90,12 +92,20 @@ def main() -> None:
     t = Table(title=f"index build, {len(texts)} chunks, {args.repeats} alternating runs (median)")
     for c in ("raw encode chunks/s", "samvad build chunks/s", "ratio"):
         t.add_column(c)
-    t.add_row(f"{statistics.median(raw):.0f}", f"{statistics.median(ours):.0f}", f"{statistics.median(ours) / statistics.median(raw):.2f}")
+    t.add_row(
+        f"{statistics.median(raw):.0f}",
+        f"{statistics.median(ours):.0f}",
+        f"{statistics.median(ours) / statistics.median(raw):.2f}",
+    )
     console.print(t)
     t = Table(title="1 changed document of 100 (median s)")
     for c in ("incremental update", "full rebuild", "speed-up"):
         t.add_column(c)
-    t.add_row(f"{statistics.median(incremental):.2f}", f"{statistics.median(full):.2f}", f"{statistics.median(full) / statistics.median(incremental):.1f}x")
+    t.add_row(
+        f"{statistics.median(incremental):.2f}",
+        f"{statistics.median(full):.2f}",
+        f"{statistics.median(full) / statistics.median(incremental):.1f}x",
+    )
     console.print(t)
     t = Table(title="retrieval p50 incl. query embedding, IndexFlatIP (ms)")
     for c in ("chunks", "p50 ms"):

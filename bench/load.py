@@ -27,15 +27,19 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import httpx  # noqa: E402
 import websockets  # noqa: E402
+from bench_common import PORT, pct, serve_up  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from bench_common import PORT, pct, serve_up  # noqa: E402
-
 console = Console()
-QUESTIONS = ["How do I block my lost debit card?", "What is the UPI limit per day?", "How do I open a fixed deposit?",
-             "Can I close my fixed deposit early?", "How do I reset my UPI PIN?"]
+QUESTIONS = [
+    "How do I block my lost debit card?",
+    "What is the UPI limit per day?",
+    "How do I open a fixed deposit?",
+    "Can I close my fixed deposit early?",
+    "How do I reset my UPI PIN?",
+]
 
 
 class Results:
@@ -56,7 +60,10 @@ async def http_user(client: httpx.AsyncClient, sid: str, stop_at: float, r: Resu
     while time.monotonic() < stop_at:
         pick = rng.random()
         if pick < 0.5:
-            route, call = "POST /api/v1/turn", client.post("/api/v1/turn", json={"session_id": sid, "text": rng.choice(QUESTIONS)})
+            route, call = (
+                "POST /api/v1/turn",
+                client.post("/api/v1/turn", json={"session_id": sid, "text": rng.choice(QUESTIONS)}),
+            )
         elif pick < 0.7:
             route, call = "POST /api/v1/tts", client.post("/api/v1/tts", json={"text": rng.choice(QUESTIONS)})
         elif pick < 0.9:
@@ -74,8 +81,12 @@ async def http_user(client: httpx.AsyncClient, sid: str, stop_at: float, r: Resu
 async def ws_user(key: str, stop_at: float, r: Results) -> None:
     route = "WS voice turn (text.input -> turn.done)"
     try:
-        ws = await websockets.connect(f"ws://127.0.0.1:{PORT}/api/v1/voice-session", additional_headers={"X-API-Key": key},
-                                      max_size=None, open_timeout=60)
+        ws = await websockets.connect(
+            f"ws://127.0.0.1:{PORT}/api/v1/voice-session",
+            additional_headers={"X-API-Key": key},
+            max_size=None,
+            open_timeout=60,
+        )
         await ws.send(json.dumps({"type": "session.start", "language": "en-IN"}))
         assert json.loads(await ws.recv())["type"] == "session.started"
     except Exception:  # noqa: BLE001
@@ -110,8 +121,12 @@ def replica_counts() -> dict[str, int]:
 async def run(key: str, duration: float, http_users: int, ws_users: int) -> tuple[Results, list[str], float]:
     r = Results()
     events: list[str] = []
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{PORT}", headers={"X-API-Key": key}, timeout=120,
-                                 limits=httpx.Limits(max_connections=http_users + 4)) as client:
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{PORT}",
+        headers={"X-API-Key": key},
+        timeout=120,
+        limits=httpx.Limits(max_connections=http_users + 4),
+    ) as client:
         sids = [(await client.post("/api/v1/sessions", json={})).json()["id"] for _ in range(http_users)]
         start = time.monotonic()
         stop_at = start + duration
@@ -125,7 +140,9 @@ async def run(key: str, duration: float, http_users: int, ws_users: int) -> tupl
                 now = await asyncio.to_thread(replica_counts)
                 for name in sorted(now):
                     if now[name] != last.get(name):
-                        events.append(f"t={time.monotonic() - start:5.1f}s {name}: {last.get(name)} -> {now[name]} replicas")
+                        events.append(
+                            f"t={time.monotonic() - start:5.1f}s {name}: {last.get(name)} -> {now[name]} replicas"
+                        )
                 last = now
                 progress.update(bar, completed=min(duration, time.monotonic() - start))
         await asyncio.gather(*tasks)
@@ -139,8 +156,12 @@ def main() -> None:
     ap.add_argument("--http-users", type=int, default=16)
     ap.add_argument("--ws-users", type=int, default=4)
     ap.add_argument("--config", default=str(ROOT / "configs" / "stub.yaml"))
-    ap.add_argument("--ingress-target", type=int, default=None,
-                    help="override the ingress autoscaling target_ongoing_requests (and react in 5 s) to watch it scale")
+    ap.add_argument(
+        "--ingress-target",
+        type=int,
+        default=None,
+        help="override the ingress autoscaling target_ongoing_requests (and react in 5 s) to watch it scale",
+    )
     ap.add_argument("--soak", action="store_true", help="long run with faults on a schedule and a database check")
     ap.add_argument("--fault-every", type=float, default=60.0, help="soak: seconds between faults")
     ap.add_argument("--new-session-share", type=float, default=0.2, help="soak: share of turns that open a session")
@@ -154,23 +175,34 @@ def main() -> None:
         from deployments.serve_config import deployment_options
 
         ingress = deployment_options(str(ROOT / "serve_config.yaml"))["Ingress"]
-        options["Ingress"] = ingress | {"autoscaling_config": ingress["autoscaling_config"] | {
-            "target_ongoing_requests": args.ingress_target, "upscale_delay_s": 5, "downscale_delay_s": 30}}
+        options["Ingress"] = ingress | {
+            "autoscaling_config": ingress["autoscaling_config"]
+            | {"target_ongoing_requests": args.ingress_target, "upscale_delay_s": 5, "downscale_delay_s": 30}
+        }
     key, down = serve_up(args.config, options)
     try:
         r, events, elapsed = asyncio.run(run(key, args.duration, args.http_users, args.ws_users))
         final = replica_counts()
     finally:
         down()
-    t = Table(title=f"load: {args.http_users} HTTP + {args.ws_users} WebSocket users for {elapsed:.0f} s, "
-                    f"{Path(args.config).name} (ms)")
+    t = Table(
+        title=f"load: {args.http_users} HTTP + {args.ws_users} WebSocket users for {elapsed:.0f} s, "
+        f"{Path(args.config).name} (ms)"
+    )
     for c in ("route", "requests", "errors", "req/s", "p50", "p99", "status codes"):
         t.add_column(c)
     for route in sorted(r.ms):
         ms = r.ms[route]
         codes = ", ".join(f"{k}: {v}" for k, v in sorted(r.codes[route].items()) if k)
-        t.add_row(route, str(len(ms)), str(r.errors[route]), f"{len(ms) / elapsed:.1f}", f"{pct(ms, 0.5):.0f}",
-                  f"{pct(ms, 0.99):.0f}", codes)
+        t.add_row(
+            route,
+            str(len(ms)),
+            str(r.errors[route]),
+            f"{len(ms) / elapsed:.1f}",
+            f"{pct(ms, 0.5):.0f}",
+            f"{pct(ms, 0.99):.0f}",
+            codes,
+        )
     total = sum(len(v) for v in r.ms.values())
     t.add_row("all", str(total), str(sum(r.errors.values())), f"{total / elapsed:.1f}", "", "", "")
     console.print(t)
@@ -190,8 +222,10 @@ def soak_main(args) -> None:
     finally:
         g.down()
     kinds = sorted({k for _, mem, *_ in s.samples for k in mem})
-    t = Table(title=f"soak: {args.http_users} users (Idempotency-Key retries), {args.duration:.0f} s, a fault every "
-                    f"{args.fault_every:.0f} s, {args.new_session_share:.0%} new sessions; memory PSS MiB by process kind")
+    t = Table(
+        title=f"soak: {args.http_users} users (Idempotency-Key retries), {args.duration:.0f} s, a fault every "
+        f"{args.fault_every:.0f} s, {args.new_session_share:.0%} new sessions; memory PSS MiB by process kind"
+    )
     for c in ["t (s)", *kinds, "turns in window", "turn p95 ms", "failed attempts"]:
         t.add_column(c)
     for at, mem, n, p95, failed in s.samples:
@@ -199,8 +233,10 @@ def soak_main(args) -> None:
     console.print(t)
     for f in s.faults:
         console.print("  " + f)
-    console.print(f"acknowledged turns: {len(s.acknowledged)}; never answered within the retry budget: {s.gave_up}; "
-                  f"lost: {lost}; duplicated: {duplicated}")
+    console.print(
+        f"acknowledged turns: {len(s.acknowledged)}; never answered within the retry budget: {s.gave_up}; "
+        f"lost: {lost}; duplicated: {duplicated}"
+    )
 
 
 if __name__ == "__main__":

@@ -72,8 +72,9 @@ async def in_process(requests: int, progress: Progress) -> dict[int, list[float]
     return {c: await measure(one, requests, c, progress, f"in-process c={c}") for c in (1, 16)}
 
 
-async def over_serve(requests: int, progress: Progress, dsn: str, redis_url: str,
-                     mode: str) -> tuple[dict[int, list[float]], dict[str, float]]:
+async def over_serve(
+    requests: int, progress: Progress, dsn: str, redis_url: str, mode: str
+) -> tuple[dict[int, list[float]], dict[str, float]]:
     from samvad.settings import load_settings, secret
     from samvad.storage.repository import Repository
 
@@ -81,11 +82,15 @@ async def over_serve(requests: int, progress: Progress, dsn: str, redis_url: str
     _, key = await repo.create_key("bench")
     await repo.close()
     out = {}
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{PORT}", headers={"X-API-Key": key}, timeout=120) as client:
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{PORT}", headers={"X-API-Key": key}, timeout=120
+    ) as client:
         sessions = [(await client.post("/api/v1/sessions", json={})).json()["id"] for _ in range(16)]
 
         async def one(i: int) -> None:
-            r = await client.post("/api/v1/turn", json={"session_id": sessions[i % 16], "text": "what is the stub answer"})
+            r = await client.post(
+                "/api/v1/turn", json={"session_id": sessions[i % 16], "text": "what is the stub answer"}
+            )
             r.raise_for_status()
 
         hops: dict[str, float] = {}
@@ -121,18 +126,36 @@ def one_mode(mode: str, requests: int, dsn: str, redis_url: str, throughput_opti
     if mode == "proxy-app-env":  # this process inherited them from bench_common: take them back out
         for name in replica_env(serve_config):
             os.environ.pop(name, None)
-    env = (replica_env(serve_config) if mode == "proxy-app-env" else export_node_env(serve_config)) | ingress_env(MODES[mode])
+    env = (replica_env(serve_config) if mode == "proxy-app-env" else export_node_env(serve_config)) | ingress_env(
+        MODES[mode]
+    )
 
     import ray
     from ray import serve
 
     from deployments.app import build_app
 
-    ray.init(num_cpus=2, include_dashboard=False, namespace="samvad", log_to_driver=False,
-             runtime_env={"env_vars": env | {"PYTHONPATH": str(ROOT)}}, _system_config={"metrics_report_interval_ms": 1000})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        namespace="samvad",
+        log_to_driver=False,
+        runtime_env={"env_vars": env | {"PYTHONPATH": str(ROOT)}},
+        _system_config={"metrics_report_interval_ms": 1000},
+    )
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
-    serve.run(build_app({"config": CONFIG, "database_url": dsn, "redis_url": redis_url,
-                         "deployment_options": deployment_options(serve_config)}), name="samvad", route_prefix="/")
+    serve.run(
+        build_app(
+            {
+                "config": CONFIG,
+                "database_url": dsn,
+                "redis_url": redis_url,
+                "deployment_options": deployment_options(serve_config),
+            }
+        ),
+        name="samvad",
+        route_prefix="/",
+    )
     try:
         with Progress(console=console) as progress:
             return asyncio.run(over_serve(requests, progress, dsn, redis_url, mode))
@@ -147,10 +170,17 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=200)
-    ap.add_argument("--modes", default="proxy", help="Serve ingress modes to compare in this run: proxy,proxy-app-env,haproxy")
+    ap.add_argument(
+        "--modes", default="proxy", help="Serve ingress modes to compare in this run: proxy,proxy-app-env,haproxy"
+    )
     ap.add_argument("--throughput-optimized", action="store_true", help="RAY_SERVE_THROUGHPUT_OPTIMIZED=1")
-    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                    help="an environment variable for every Ray process of the run (e.g. one Serve setting)")
+    ap.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable for every Ray process of the run (e.g. one Serve setting)",
+    )
     args = ap.parse_args()
     for pair in args.env:
         name, _, value = pair.partition("=")
@@ -168,24 +198,42 @@ def main() -> None:
         local = asyncio.run(in_process(args.requests, progress))
     for mode in args.modes.split(","):
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            remote[mode], hops[mode] = pool.submit(one_mode, mode, args.requests, dsn, redis_url,
-                                                   args.throughput_optimized).result()
+            remote[mode], hops[mode] = pool.submit(
+                one_mode, mode, args.requests, dsn, redis_url, args.throughput_optimized
+            ).result()
     if "SAMVAD_REDIS_URL" not in os.environ:
         embedded.stop_redis(data)
     if "SAMVAD_DATABASE_URL" not in os.environ:
         embedded.stop_postgres(data)
     extra = ", throughput-optimized" if args.throughput_optimized else ""
     table = Table(title=f"one stub turn, {args.requests} requests per row{extra} (ms)")
-    for col in ("Serve ingress", "concurrency", "in-process p50", "p99", "Serve/HTTP p50", "p99", "ratio p50",
-                "Serve turns/s", "Serve - in-process p50"):
+    for col in (
+        "Serve ingress",
+        "concurrency",
+        "in-process p50",
+        "p99",
+        "Serve/HTTP p50",
+        "p99",
+        "ratio p50",
+        "Serve turns/s",
+        "Serve - in-process p50",
+    ):
         table.add_column(col)
     for mode, runs in remote.items():
         for c in (1, 16):
             a, b = local[c], runs[c]
             throughput = len(b) / (sum(b) / 1000 / c)  # completed turns per second of wall time
-            table.add_row(mode, str(c), f"{statistics.median(a):.2f}", f"{pct(a, 0.99):.2f}", f"{statistics.median(b):.1f}",
-                          f"{pct(b, 0.99):.1f}", f"{statistics.median(b) / statistics.median(a):.0f}x", f"{throughput:.0f}",
-                          f"{statistics.median(b) - statistics.median(a):.1f}")
+            table.add_row(
+                mode,
+                str(c),
+                f"{statistics.median(a):.2f}",
+                f"{pct(a, 0.99):.2f}",
+                f"{statistics.median(b):.1f}",
+                f"{pct(b, 0.99):.1f}",
+                f"{statistics.median(b) / statistics.median(a):.0f}x",
+                f"{throughput:.0f}",
+                f"{statistics.median(b) - statistics.median(a):.1f}",
+            )
     console.print(table)
     hop_table = Table(title="cross-process calls per REST turn (Serve requests by deployment, c=1 run)")
     for col in ("Serve ingress", "deployment", "calls per turn"):

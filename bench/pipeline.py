@@ -27,6 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from bench_common import environment  # noqa: E402
+from voice_session import DEFAULTS, VOICES, _spoken  # noqa: E402
+
 from rag_index.build import build_index  # noqa: E402
 from rag_index.corpus import chunk_document, load_corpus  # noqa: E402
 from rag_index.pipeline import local_runner  # noqa: E402
@@ -36,8 +39,6 @@ from samvad.providers.local.vad import Endpointer, SileroVad, SpeechEnded  # noq
 from samvad.settings import load_settings  # noqa: E402
 from samvad.turn import TurnRequest  # noqa: E402
 from tests.speech import wer  # noqa: E402
-from bench_common import environment  # noqa: E402
-from voice_session import DEFAULTS, VOICES, _spoken  # noqa: E402
 
 console = Console()
 
@@ -91,10 +92,13 @@ async def turns(label: str, env: dict[str, str], n: int) -> dict[str, float]:
         first_audio_ms.append(done.first_audio_ms)
         eos_to_audio.append(endpoint_ms[-1] + done.first_audio_ms)
     out = {f"{stage} p50 ms": p50(v) for stage, v in stage_total.items()}
-    out |= {"ASR word error rate": statistics.mean(errors), "endpointing (silence waited) ms": p50(endpoint_ms),
-            "turn start -> first audio p50 ms": p50(first_audio_ms),
-            "end of speech -> first audio p50 ms": p50(eos_to_audio),
-            "end of speech -> first audio max ms": max(eos_to_audio)}
+    out |= {
+        "ASR word error rate": statistics.mean(errors),
+        "endpointing (silence waited) ms": p50(endpoint_ms),
+        "turn start -> first audio p50 ms": p50(first_audio_ms),
+        "end of speech -> first audio p50 ms": p50(eos_to_audio),
+        "end of speech -> first audio max ms": max(eos_to_audio),
+    }
     return out
 
 
@@ -123,9 +127,17 @@ def index_throughput(repeats: int) -> None:
         raw.append(len(chunks) / (time.perf_counter() - t))
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
-            build_index(corpus, Path(tmp) / "idx", embedder, chunk_chars=settings.rag.chunk_chars, overlap_chars=settings.rag.overlap_chars)
+            build_index(
+                corpus,
+                Path(tmp) / "idx",
+                embedder,
+                chunk_chars=settings.rag.chunk_chars,
+                overlap_chars=settings.rag.overlap_chars,
+            )
             ours.append(len(chunks) / (time.perf_counter() - t))
-    table = Table(title=f"index build throughput, {embedder.model_name}, {len(chunks)} chunks, {repeats} alternating runs")
+    table = Table(
+        title=f"index build throughput, {embedder.model_name}, {len(chunks)} chunks, {repeats} alternating runs"
+    )
     for col in ("", "chunks/s (median)"):
         table.add_column(col)
     table.add_row("raw encode", f"{p50(raw):.0f}")

@@ -46,7 +46,12 @@ async def cache_bench(url: str, redis_url: str, calls: int) -> list[tuple[str, f
     rows = []
     for name, run in (
         ("tts (one sentence)", lambda text: _drain(tts.stream(SpeechRequest(text=text, language="hi-IN"), []))),
-        ("translation", lambda text: tr.translate(TranslationRequest(text=text, source_language="en-IN", target_language="hi-IN"), [])),
+        (
+            "translation",
+            lambda text: tr.translate(
+                TranslationRequest(text=text, source_language="en-IN", target_language="hi-IN"), []
+            ),
+        ),
     ):
         miss, hit = [], []
         for _ in track(range(calls), description=f"cache {name}", console=console):
@@ -72,11 +77,20 @@ async def sdk_bench(url: str, calls: int) -> tuple[float, float]:
     from sarvamai.environment import SarvamAIEnvironment
 
     ours = SarvamTranslator(SarvamSettings(base_url=url, api_key=SARVAM_KEY))
-    sdk = AsyncSarvamAI(api_subscription_key=SARVAM_KEY, environment=SarvamAIEnvironment(base=url, creative=url, production=url))
+    sdk = AsyncSarvamAI(
+        api_subscription_key=SARVAM_KEY, environment=SarvamAIEnvironment(base=url, creative=url, production=url)
+    )
     a, b = [], []
-    for i in track(range(calls), description="client vs SDK (translate)", console=console):
-        for fn, out in ((lambda: ours.translate(TranslationRequest(text="Hello.", source_language="en-IN", target_language="hi-IN"), []), a),
-                        (lambda: sdk.text.translate(input="Hello.", source_language_code="en-IN", target_language_code="hi-IN"), b)):
+    for _ in track(range(calls), description="client vs SDK (translate)", console=console):
+        for fn, out in (
+            (
+                lambda: ours.translate(
+                    TranslationRequest(text="Hello.", source_language="en-IN", target_language="hi-IN"), []
+                ),
+                a,
+            ),
+            (lambda: sdk.text.translate(input="Hello.", source_language_code="en-IN", target_language_code="hi-IN"), b),
+        ):
             t = time.perf_counter()
             await fn()
             out.append(time.perf_counter() - t)

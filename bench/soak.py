@@ -19,11 +19,15 @@ from dataclasses import dataclass, field
 
 import httpx
 import ray
-
 from bench_common import PORT, Graph, pct, processes_by_kind, pss_mib
 
-QUESTIONS = ["How do I block my lost debit card?", "What is the UPI limit per day?", "How do I open a fixed deposit?",
-             "Can I close my fixed deposit early?", "How do I reset my UPI PIN?"]
+QUESTIONS = [
+    "How do I block my lost debit card?",
+    "What is the UPI limit per day?",
+    "How do I open a fixed deposit?",
+    "Can I close my fixed deposit early?",
+    "How do I reset my UPI PIN?",
+]
 
 
 @dataclass
@@ -76,8 +80,11 @@ async def user(client: httpx.AsyncClient, stop_at: float, s: Soak, new_session_s
 
 
 def _kill(deployment: str) -> str:
-    names = sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                   if a["name"].startswith(f"SERVE_REPLICA::samvad#{deployment}#"))
+    names = sorted(
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["name"].startswith(f"SERVE_REPLICA::samvad#{deployment}#")
+    )
     if not names:
         return f"no {deployment} replica to kill"
     ray.kill(ray.get_actor(names[0], namespace="serve"), no_restart=True)
@@ -117,8 +124,15 @@ async def sampler(stop_at: float, s: Soak, start: float, period: float = 30.0) -
     while time.monotonic() < stop_at:
         await asyncio.sleep(min(period, max(0.1, stop_at - time.monotonic())))
         window, s.window_ms = s.window_ms, []
-        s.samples.append((time.monotonic() - start, await asyncio.to_thread(memory_by_kind), len(window),
-                          pct(window, 0.95) if window else float("nan"), s.failures - last_failures))
+        s.samples.append(
+            (
+                time.monotonic() - start,
+                await asyncio.to_thread(memory_by_kind),
+                len(window),
+                pct(window, 0.95) if window else float("nan"),
+                s.failures - last_failures,
+            )
+        )
         last_failures = s.failures
 
 
@@ -144,9 +158,16 @@ async def run(g: Graph, duration: float, users: int, fault_every: float, new_ses
     s = Soak()
     start = time.monotonic()
     stop_at = start + duration
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{PORT}", headers={"X-API-Key": g.key}, timeout=60,
-                                 limits=httpx.Limits(max_connections=users + 4)) as client:
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{PORT}",
+        headers={"X-API-Key": g.key},
+        timeout=60,
+        limits=httpx.Limits(max_connections=users + 4),
+    ) as client:
         s.samples.append((0.0, await asyncio.to_thread(memory_by_kind), 0, float("nan"), 0))
-        await asyncio.gather(*(user(client, stop_at, s, new_session_share) for _ in range(users)),
-                             faults(g, stop_at, fault_every, s, start), sampler(stop_at, s, start))
+        await asyncio.gather(
+            *(user(client, stop_at, s, new_session_share) for _ in range(users)),
+            faults(g, stop_at, fault_every, s, start),
+            sampler(stop_at, s, start),
+        )
     return s

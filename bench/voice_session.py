@@ -1,17 +1,17 @@
 """Voice-session benchmark over the real Serve graph (loopback only, bounded):
 
-  latency   from the real end of speech (the last voiced frame of the audio sent) to the first
-            answer audio, for questions in eSpeak voices and speeds the tests never use, with
-            natural trailing silence, each in a new session and all in one warm one; p50/p95/max
-            and the timeline (endpoint, partial and final transcript, first sentence); then the
-            same questions through the demo page in headless Chromium (its own figure).
-  capacity  live calls with zero-cost stub engines, each streaming audio like the demo page (a
-            recorded question paced in real time, silence between questions), ramped in steps
-            until errors appear or the steps run out; errors, latency from the end of speech,
-            frames per second, and where the CPU goes (proxy, ingress, sessions, stages).
+latency   from the real end of speech (the last voiced frame of the audio sent) to the first
+          answer audio, for questions in eSpeak voices and speeds the tests never use, with
+          natural trailing silence, each in a new session and all in one warm one; p50/p95/max
+          and the timeline (endpoint, partial and final transcript, first sentence); then the
+          same questions through the demo page in headless Chromium (its own figure).
+capacity  live calls with zero-cost stub engines, each streaming audio like the demo page (a
+          recorded question paced in real time, silence between questions), ramped in steps
+          until errors appear or the steps run out; errors, latency from the end of speech,
+          frames per second, and where the CPU goes (proxy, ingress, sessions, stages).
 
-    python bench/voice_session.py latency [--turns 20] [--page-turns 6] [--early-asr-ms 0,150]
-    python bench/voice_session.py capacity [--steps 25,50,100,125] [--hold 30] [--frame-ms 100] [--ingress proxy,haproxy]
+  python bench/voice_session.py latency [--turns 20] [--page-turns 6] [--early-asr-ms 0,150]
+  python bench/voice_session.py capacity [--steps 25,50,100,125] [--hold 30] [--frame-ms 100] [--ingress proxy,haproxy]
 """
 
 from __future__ import annotations
@@ -34,17 +34,21 @@ import httpx  # noqa: E402
 import psutil  # noqa: E402
 import websockets  # noqa: E402
 import yaml  # noqa: E402
+from bench_common import PORT, environment, metrics_text, pct, processes_by_kind, serve_requests, serve_up  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.progress import track  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from bench_common import PORT, environment, metrics_text, pct, processes_by_kind, serve_requests, serve_up  # noqa: E402
 console = Console()
 
 
 async def open_ws(key: str):
-    ws = await websockets.connect(f"ws://127.0.0.1:{PORT}/api/v1/voice-session", additional_headers={"X-API-Key": key},
-                                  max_size=None, open_timeout=60)
+    ws = await websockets.connect(
+        f"ws://127.0.0.1:{PORT}/api/v1/voice-session",
+        additional_headers={"X-API-Key": key},
+        max_size=None,
+        open_timeout=60,
+    )
     await ws.send(json.dumps({"type": "session.start", "language": "en-IN"}))
     started = json.loads(await ws.recv())
     assert started["type"] == "session.started", started
@@ -52,8 +56,14 @@ async def open_ws(key: str):
 
 
 # Voices the tests never use (they speak en-us at 170 wpm): accents and speeds of eSpeak NG.
-VOICES = [("en-029", 150), ("en-gb-scotland", 175), ("en-gb-x-rp+f3", 160), ("en-us-nyc+m3", 190),
-          ("en-gb-x-gbclan", 140), ("en-us+f2", 200)]
+VOICES = [
+    ("en-029", 150),
+    ("en-gb-scotland", 175),
+    ("en-gb-x-rp+f3", 160),
+    ("en-us-nyc+m3", 190),
+    ("en-gb-x-gbclan", 140),
+    ("en-us+f2", 200),
+]
 FRAME_MS = 20
 VOICED_DBFS = -40.0  # a 20 ms frame louder than this is speech (eSpeak's pauses sit far below)
 
@@ -89,7 +99,7 @@ def _last_voiced_frame(pcm: bytes) -> int:
     x = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768
     n = 16 * FRAME_MS
     frames = x[: len(x) // n * n].reshape(-1, n)
-    loud = np.nonzero(10 * np.log10(np.mean(frames ** 2, axis=1) + 1e-12) > VOICED_DBFS)[0]
+    loud = np.nonzero(10 * np.log10(np.mean(frames**2, axis=1) + 1e-12) > VOICED_DBFS)[0]
     return int(loud[-1])
 
 
@@ -121,7 +131,9 @@ async def _ask(ws, pcm: bytes) -> dict[str, float]:
         while True:
             ev = json.loads(await asyncio.wait_for(ws.recv(), 60))
             now = time.perf_counter()
-            kind = {"vad.speech_end": "endpoint", "response.delta": "first sentence", "audio": "first audio"}.get(ev["type"])
+            kind = {"vad.speech_end": "endpoint", "response.delta": "first sentence", "audio": "first audio"}.get(
+                ev["type"]
+            )
             if ev["type"] == "transcript":
                 kind = "transcript" if ev.get("final") else None
                 if not ev.get("final"):
@@ -147,7 +159,9 @@ async def latency(key: str, turns: int, fresh: bool) -> list[dict[str, float]]:
     audio = [_spoken(questions[i % len(questions)], *VOICES[i % len(VOICES)]) for i in range(turns)]
     results = []
     ws = None if fresh else (await open_ws(key))[0]
-    for i in track(range(turns), description=f"spoken turns ({'new sessions' if fresh else 'one session'})", console=console):
+    for i in track(
+        range(turns), description=f"spoken turns ({'new sessions' if fresh else 'one session'})", console=console
+    ):
         if fresh:
             ws, _ = await open_ws(key)
         results.append(await _ask(ws, audio[i]))
@@ -173,21 +187,32 @@ def page(key: str, turns: int) -> list[dict[str, float]]:
 
     questions = [q["question"] for q in yaml.safe_load((ROOT / "tests/data/heldout_questions.yaml").read_text())]
     gap = (np.random.default_rng(3).standard_normal(16000 * 20) * 10 ** (-70 / 20) * 32768).astype("<i2").tobytes()
-    pcm = gap[: 16000 * 2 * 2] + b"".join(_spoken(questions[i % len(questions)], *VOICES[i % len(VOICES)]) + gap
-                                         for i in range(turns))
+    pcm = gap[: 16000 * 2 * 2] + b"".join(
+        _spoken(questions[i % len(questions)], *VOICES[i % len(VOICES)]) + gap for i in range(turns)
+    )
     with tempfile.TemporaryDirectory() as tmp:
         mic = Path(tmp) / "mic.wav"
         mic.write_bytes(wav_bytes(pcm, 16000))
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium", headless=True, args=[
-                "--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required",
-                "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-audio-capture={mic}"])
+            browser = p.chromium.launch(
+                executable_path=shutil.which("chromium") or "/usr/bin/chromium",
+                headless=True,
+                args=[
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--autoplay-policy=no-user-gesture-required",
+                    "--use-fake-ui-for-media-stream",
+                    "--use-fake-device-for-media-stream",
+                    f"--use-file-for-fake-audio-capture={mic}",
+                ],
+            )
             try:
                 pg = browser.new_page()
                 pg.goto(f"http://127.0.0.1:{PORT}/#api_key={key}")
                 pg.click("#start")
-                pg.wait_for_function(f"window.samvadTimeline.length >= {turns}", timeout=(turns * 25 + 60) * 1000, polling=500)
+                pg.wait_for_function(
+                    f"window.samvadTimeline.length >= {turns}", timeout=(turns * 25 + 60) * 1000, polling=500
+                )
                 timeline = pg.evaluate("window.samvadTimeline")
             finally:
                 browser.close()
@@ -195,9 +220,14 @@ def page(key: str, turns: int) -> list[dict[str, float]]:
 
 
 # The offline defaults before multilingual ASR and embeddings (issue 15), and as they are now.
-DEFAULTS = {"old": {"SAMVAD_ASR__WHISPER__MODEL": "tiny.en", "SAMVAD_ASR__WHISPER__SHORT_WINDOW": "false",
-                    "SAMVAD_EMBEDDINGS__BACKEND": "sentence-transformers"},
-            "new": {}}
+DEFAULTS = {
+    "old": {
+        "SAMVAD_ASR__WHISPER__MODEL": "tiny.en",
+        "SAMVAD_ASR__WHISPER__SHORT_WINDOW": "false",
+        "SAMVAD_EMBEDDINGS__BACKEND": "sentence-transformers",
+    },
+    "new": {},
+}
 
 TIMELINE = ("partials while speaking", "endpoint", "early transcript", "transcript", "first sentence", "first audio")
 
@@ -206,20 +236,34 @@ def latency_table(rows: list[tuple[str, list[dict[str, float]]]], turns: int) ->
     from samvad.settings import load_settings
 
     s = load_settings()
-    t = Table(title=f"from the real end of speech (last voiced frame), {turns} questions per row in {len(VOICES)} unseen "
-                    f"eSpeak voices, offline engines; endpointing silence {s.vad.min_silence_ms} ms (ms)")
+    t = Table(
+        title=f"from the real end of speech (last voiced frame), {turns} questions per row in {len(VOICES)} unseen "
+        f"eSpeak voices, offline engines; endpointing silence {s.vad.min_silence_ms} ms (ms)"
+    )
     for c in ("setting", "sessions", "first audio p50", "p95", "max", "> 2 s", *(f"{k} p50" for k in TIMELINE[:-1])):
         t.add_column(c, overflow="fold")
     slowest = []
     for label, r in rows:
         first = sorted(x["first audio"] for x in r if "first audio" in x)
-        cells = [f"{statistics.median([x[k] for x in r if k in x]):.{1 if k.startswith('partials') else 0}f}"
-                 if any(k in x for x in r) else "-" for k in TIMELINE[:-1]]
-        t.add_row(*label.split("|"), f"{statistics.median(first):.0f}", f"{pct(first, 0.95):.0f}", f"{first[-1]:.0f}",
-                  str(sum(v > 2000 for v in first)), *cells)
+        cells = [
+            f"{statistics.median([x[k] for x in r if k in x]):.{1 if k.startswith('partials') else 0}f}"
+            if any(k in x for x in r)
+            else "-"
+            for k in TIMELINE[:-1]
+        ]
+        t.add_row(
+            *label.split("|"),
+            f"{statistics.median(first):.0f}",
+            f"{pct(first, 0.95):.0f}",
+            f"{first[-1]:.0f}",
+            str(sum(v > 2000 for v in first)),
+            *cells,
+        )
         worst = max((x for x in r if "first audio" in x), key=lambda x: x["first audio"])
-        slowest.append(f"{label.replace('|', ', ')}: turn {r.index(worst) + 1} of {len(r)}: "
-                       + ", ".join(f"{k} {worst[k]:+.0f}" for k in TIMELINE if k in worst and not k.startswith("partials")))
+        slowest.append(
+            f"{label.replace('|', ', ')}: turn {r.index(worst) + 1} of {len(r)}: "
+            + ", ".join(f"{k} {worst[k]:+.0f}" for k in TIMELINE if k in worst and not k.startswith("partials"))
+        )
     console.print(t)
     console.print("The slowest turn of each row (ms from the end of speech):", *slowest, sep="\n  ")
 
@@ -268,8 +312,10 @@ class Caller:
         pending: list[bytes] = []
         while t < stop_at:
             if not pending and self.spoke_at is None and t >= self.next_question:
-                pending = [self.question[i : i + self.step].ljust(self.step, b"\x00")
-                           for i in range(0, len(self.question), self.step)]
+                pending = [
+                    self.question[i : i + self.step].ljust(self.step, b"\x00")
+                    for i in range(0, len(self.question), self.step)
+                ]
                 self.next_question = float("inf")  # the next one once this one is answered
             await self.ws.send(pending.pop(0) if pending else self.silence)
             self.frames += 1
@@ -340,15 +386,32 @@ async def capacity(key: str, steps: list[int], hold: float, every: float, frame_
         ends = sorted(x for c in callers for x in c.speech_end)
         errors = sum(c.errors for c in callers) + sum(1 for r in receivers if r.done())
         frames = sum(c.frames for c in callers)
-        rows.append((target, len(callers), len(turns), errors,
-                     f"{pct(ends, 0.5):.0f}/{pct(ends, 0.95):.0f}" if ends else "-",
-                     f"{pct(first, 0.5):.0f}/{pct(first, 0.95):.0f}" if first else "-",
-                     f"{pct(turns, 0.5):.0f}/{pct(turns, 0.95):.0f}" if turns else "-",
-                     f"{frames / hold:.0f}", f"{psutil.virtual_memory().available / 2**30:.1f}"))
-        cpu_rows.append((target, {k: (cpu1.get(k, 0) - cpu0.get(k, 0)) / elapsed for k in cpu1} | {"load client": (mine1 - mine0) / elapsed}))
+        rows.append(
+            (
+                target,
+                len(callers),
+                len(turns),
+                errors,
+                f"{pct(ends, 0.5):.0f}/{pct(ends, 0.95):.0f}" if ends else "-",
+                f"{pct(first, 0.5):.0f}/{pct(first, 0.95):.0f}" if first else "-",
+                f"{pct(turns, 0.5):.0f}/{pct(turns, 0.95):.0f}" if turns else "-",
+                f"{frames / hold:.0f}",
+                f"{psutil.virtual_memory().available / 2**30:.1f}",
+            )
+        )
+        cpu_rows.append(
+            (
+                target,
+                {k: (cpu1.get(k, 0) - cpu0.get(k, 0)) / elapsed for k in cpu1}
+                | {"load client": (mine1 - mine0) / elapsed},
+            )
+        )
         calls0, calls1 = serve_requests(text0), serve_requests(text1)
         hops = {d: (calls1.get(d, 0) - calls0.get(d, 0)) / max(1, len(turns)) for d in calls1}
-        vad = {n: _counter(text1, n) - _counter(text0, n) for n in ("ray_samvad_vad_frames_total", "ray_samvad_vad_runs_total")}
+        vad = {
+            n: _counter(text1, n) - _counter(text0, n)
+            for n in ("ray_samvad_vad_frames_total", "ray_samvad_vad_runs_total")
+        }
         hop_rows.append((target, hops, vad["ray_samvad_vad_frames_total"] / max(1.0, vad["ray_samvad_vad_runs_total"])))
         console.print(f"step {target}: {len(turns)} turns, {errors} errors")
         if errors:
@@ -358,10 +421,21 @@ async def capacity(key: str, steps: list[int], hold: float, every: float, frame_
     for r in receivers:
         r.cancel()
     await client.aclose()
-    t = Table(title=f"{ingress} ingress: live calls streaming {frame_ms} ms audio frames, stub engines, a question every ~{every:.0f} s, "
-                    f"{hold:.0f} s per step (latency from the end of speech, ms)")
-    for col in ("target", "open", "turns", "errors", "speech_end p50/p95", "first audio p50/p95", "turn.done p50/p95",
-                "frames/s sent", "free GiB"):
+    t = Table(
+        title=f"{ingress} ingress: live calls streaming {frame_ms} ms audio frames, stub engines, a question every ~{every:.0f} s, "
+        f"{hold:.0f} s per step (latency from the end of speech, ms)"
+    )
+    for col in (
+        "target",
+        "open",
+        "turns",
+        "errors",
+        "speech_end p50/p95",
+        "first audio p50/p95",
+        "turn.done p50/p95",
+        "frames/s sent",
+        "free GiB",
+    ):
         t.add_column(col)
     for r in rows:
         t.add_row(*map(str, r))
@@ -375,19 +449,30 @@ async def capacity(key: str, steps: list[int], hold: float, every: float, frame_
             t.add_row(k, f"{v:.2f}")
         console.print(t)
     if hop_rows:
-        t = Table(title="Serve calls per voice turn, by deployment called (ingress included: one per call opened "
-                        "is not a turn's), and audio frames per VAD model run")
+        t = Table(
+            title="Serve calls per voice turn, by deployment called (ingress included: one per call opened "
+            "is not a turn's), and audio frames per VAD model run"
+        )
         deployments = sorted({d for _, hops, _ in hop_rows for d in hops})
         for col in ("calls", *deployments, "total", "VAD frames/run"):
             t.add_column(col)
         for target, hops, per_run in hop_rows:
-            t.add_row(str(target), *(f"{hops.get(d, 0):.2f}" for d in deployments), f"{sum(hops.values()):.2f}", f"{per_run:.1f}")
+            t.add_row(
+                str(target),
+                *(f"{hops.get(d, 0):.2f}" for d in deployments),
+                f"{sum(hops.values()):.2f}",
+                f"{per_run:.1f}",
+            )
         console.print(t)
 
 
 def _counter(text: str, name: str) -> float:
     """A counter's value summed over its series (every process's) in a Prometheus text page."""
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{") or line.startswith(name + " "))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{") or line.startswith(name + " ")
+    )
 
 
 def capacity_run(config: str, ingress: str, steps: list[int], hold: float, every: float, frame_ms: int) -> None:
@@ -414,15 +499,29 @@ def main() -> None:
     ap.add_argument("--hold", type=float, default=30.0)
     ap.add_argument("--every", type=float, default=4.0, help="capacity: seconds between a caller's questions")
     ap.add_argument("--frame-ms", type=int, default=None, help="capacity: audio frame size (default: the demo page's)")
-    ap.add_argument("--ingress", default="proxy",
-                    help="capacity: Serve ingress modes to measure in this run, one after the other: proxy,haproxy")
-    ap.add_argument("--page-turns", type=int, default=6, help="latency: questions asked through the demo page (0: none)")
-    ap.add_argument("--early-asr-ms", default=None,
-                    help="latency: voice.early_asr_ms values to compare in this run, e.g. 0,150 (0 = off)")
-    ap.add_argument("--partials", default=None,
-                    help="latency: voice.partial_interval_ms values to compare in this run, e.g. 0,700 (0 = off)")
-    ap.add_argument("--defaults", default=None,
-                    help="latency: offline defaults to compare in this run: old (tiny.en, 30 s window, MiniLM), new")
+    ap.add_argument(
+        "--ingress",
+        default="proxy",
+        help="capacity: Serve ingress modes to measure in this run, one after the other: proxy,haproxy",
+    )
+    ap.add_argument(
+        "--page-turns", type=int, default=6, help="latency: questions asked through the demo page (0: none)"
+    )
+    ap.add_argument(
+        "--early-asr-ms",
+        default=None,
+        help="latency: voice.early_asr_ms values to compare in this run, e.g. 0,150 (0 = off)",
+    )
+    ap.add_argument(
+        "--partials",
+        default=None,
+        help="latency: voice.partial_interval_ms values to compare in this run, e.g. 0,700 (0 = off)",
+    )
+    ap.add_argument(
+        "--defaults",
+        default=None,
+        help="latency: offline defaults to compare in this run: old (tiny.en, 30 s window, MiniLM), new",
+    )
     args = ap.parse_args()
     config = str(ROOT / "configs" / ("default.yaml" if args.mode == "latency" else "stub.yaml"))
     if args.mode == "capacity":  # measure the machine, not the per-key limit
@@ -432,11 +531,24 @@ def main() -> None:
         os.environ.setdefault("SAMVAD_VOICE__MAX_SESSIONS_PER_KEY", "100000")
         for ingress in args.ingress.split(","):  # each in a fresh interpreter: Serve reads its mode on import
             with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-                pool.submit(capacity_run, config, ingress, [int(x) for x in args.steps.split(",")], args.hold, args.every,
-                            args.frame_ms or demo_page_frame_ms()).result()
+                pool.submit(
+                    capacity_run,
+                    config,
+                    ingress,
+                    [int(x) for x in args.steps.split(",")],
+                    args.hold,
+                    args.every,
+                    args.frame_ms or demo_page_frame_ms(),
+                ).result()
         return
-    settings = [(f"early_asr_ms={v}", {"SAMVAD_VOICE__EARLY_ASR_MS": v}) for v in (args.early_asr_ms or "").split(",") if v]
-    settings += [(f"partial_interval_ms={v}", {"SAMVAD_VOICE__PARTIAL_INTERVAL_MS": v}) for v in (args.partials or "").split(",") if v]
+    settings = [
+        (f"early_asr_ms={v}", {"SAMVAD_VOICE__EARLY_ASR_MS": v}) for v in (args.early_asr_ms or "").split(",") if v
+    ]
+    settings += [
+        (f"partial_interval_ms={v}", {"SAMVAD_VOICE__PARTIAL_INTERVAL_MS": v})
+        for v in (args.partials or "").split(",")
+        if v
+    ]
     settings += [(f"{d} defaults", DEFAULTS[d]) for d in (args.defaults or "").split(",") if d]
     rows = []
     for label, env in settings or [("config", {})]:

@@ -40,7 +40,7 @@ def build_app(args: dict) -> Application:
 
     asr, tts = node(ASR), node(TTS)
     # Every call for a conversation goes to the replica hosting it (rendezvous hashing).
-    sessions = Sessions.options(**({"request_router_config": {"request_router_class": SESSION_ROUTER}} | options(Sessions))).bind(
-        settings, asr, node(LLM), node(Retriever), node(Translation), tts
-    )
+    sessions = Sessions.options(
+        **({"request_router_config": {"request_router_class": SESSION_ROUTER}} | options(Sessions))
+    ).bind(settings, asr, node(LLM), node(Retriever), node(Translation), tts)
     return Ingress.options(**options(Ingress)).bind(settings, asr, tts, sessions)

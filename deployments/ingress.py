@@ -75,8 +75,9 @@ class Ingress:
     def __init__(self, settings: dict[str, Any], asr, tts, sessions) -> None:
         telemetry.install()
         s = Settings.model_validate(settings)
-        self.frontend = Frontend(s, Database(s), ServeBackend(asr, tts, sessions),
-                                 replica=serve.get_replica_context().replica_id.unique_id)
+        self.frontend = Frontend(
+            s, Database(s), ServeBackend(asr, tts, sessions), replica=serve.get_replica_context().replica_id.unique_id
+        )
 
     def __serve_build_asgi_app__(self):
         # Built here rather than at import: Serve serves a pickled copy of an app given to

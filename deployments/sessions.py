@@ -51,9 +51,14 @@ class Sessions:
         telemetry.install()
         _turn_log()
         s = Settings.model_validate(settings)
-        engines = Engines(stt=RemoteSTT(asr), retriever=RemoteRetriever(retriever), llm=RemoteLLM(llm),
-                          translator=RemoteTranslator(translation), tts=RemoteTTS(tts),
-                          language_id=RemoteLanguageId(translation) if s.language_id.provider else None)
+        engines = Engines(
+            stt=RemoteSTT(asr),
+            retriever=RemoteRetriever(retriever),
+            llm=RemoteLLM(llm),
+            translator=RemoteTranslator(translation),
+            tts=RemoteTTS(tts),
+            language_id=RemoteLanguageId(translation) if s.language_id.provider else None,
+        )
         self.db = Database(s, s.sessions.db_pool_size)
         host_id = f"{serve.get_replica_context().replica_id.unique_id}-{uuid.uuid4().hex[:8]}"
         self.host = SessionHost(host_id, TurnRunner(engines, s), self.db, s.sessions)
@@ -95,9 +100,13 @@ class Sessions:
         mem = psutil.Process(os.getpid()).memory_full_info()
         import ray
 
-        return (await self._ready()).info() | {"pid": os.getpid(), "rss_bytes": mem.rss, "hops": remote.hops,
-                                               "pss_bytes": getattr(mem, "pss", None),
-                                               "node_id": ray.get_runtime_context().get_node_id()}
+        return (await self._ready()).info() | {
+            "pid": os.getpid(),
+            "rss_bytes": mem.rss,
+            "hops": remote.hops,
+            "pss_bytes": getattr(mem, "pss", None),
+            "node_id": ray.get_runtime_context().get_node_id(),
+        }
 
     async def check_health(self) -> None:
         if self._started is not None and self._started.done() and self._started.exception() is not None:

@@ -13,7 +13,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import faiss
@@ -101,8 +101,9 @@ def build_index(
     if previous is not None:
         old = Manifest.model_validate_json((previous / MANIFEST).read_text(encoding="utf-8"))
         if (old.embedding_model, old.dimension) != (embedder.model_name, embedder.dimension):
-            raise InputError(f"{previous} was built with {old.embedding_model}; rebuild instead of updating",
-                             code="index_mismatch")
+            raise InputError(
+                f"{previous} was built with {old.embedding_model}; rebuild instead of updating", code="index_mismatch"
+            )
         chunk_chars, overlap_chars = old.chunk_chars, old.overlap_chars
         unchanged = {d.doc_id for d in docs if old.document_hashes.get(d.doc_id) == d.sha256}
         index = faiss.read_index(str(previous / FAISS_FILE))
@@ -147,7 +148,7 @@ def build_index(
         chunks=len(chunks),
         corpus_hash=corpus_hash(docs),
         document_hashes={d.doc_id: d.sha256 for d in docs},
-        created_at=datetime.now(timezone.utc).isoformat(),
+        created_at=datetime.now(UTC).isoformat(),
         tool_version=samvad.__version__,
         embedded_chunks=len(fresh),
     )
@@ -223,10 +224,14 @@ def ensure_index(settings: Settings, embedder: Embedder, progress: Progress | No
             docs, _ = load_corpus(Path(settings.rag.corpus_dir))
             stale = old.corpus_hash == corpus_hash(docs)
     if stale or not (live / MANIFEST).is_file():
-        version = live.parent / "versions" / datetime.now(timezone.utc).strftime("v%Y%m%dT%H%M%S%f")
+        version = live.parent / "versions" / datetime.now(UTC).strftime("v%Y%m%dT%H%M%S%f")
         build_index(
-            Path(settings.rag.corpus_dir), version, embedder,
-            chunk_chars=settings.rag.chunk_chars, overlap_chars=settings.rag.overlap_chars, progress=progress,
+            Path(settings.rag.corpus_dir),
+            version,
+            embedder,
+            chunk_chars=settings.rag.chunk_chars,
+            overlap_chars=settings.rag.overlap_chars,
+            progress=progress,
             ann_threshold=settings.rag.ann_threshold,
         )
         publish(version, live)

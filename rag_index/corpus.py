@@ -73,7 +73,9 @@ def load_corpus(root: Path) -> tuple[list[Document], list[str]]:
             continue
         docs.append(Document(rel, text.replace("\r\n", "\n")))
     if not docs:
-        raise InputError(f"no readable documents in {root} (looked for {', '.join(sorted(SUFFIXES))})", code="corpus_empty")
+        raise InputError(
+            f"no readable documents in {root} (looked for {', '.join(sorted(SUFFIXES))})", code="corpus_empty"
+        )
     return docs, warnings
 
 

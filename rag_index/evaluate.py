@@ -44,13 +44,21 @@ def load_qa(path: Path, known_documents: set[str]) -> list[QaItem]:
         raise InputError(f"cannot read the QA file {path}: {exc}", code="qa_invalid") from None
     unknown = sorted({s for it in items for s in it.sources} - known_documents)
     if unknown:
-        raise InputError(f"the QA file names documents the index does not have: {', '.join(unknown[:5])}",
-                         code="qa_unknown_documents")
+        raise InputError(
+            f"the QA file names documents the index does not have: {', '.join(unknown[:5])}",
+            code="qa_unknown_documents",
+        )
     return items
 
 
-def evaluate(retriever: Retriever, items: list[QaItem], k: int = 5,
-             progress: Callable[[int, int], None] | None = None, *, conversational: bool = True) -> Scores:
+def evaluate(
+    retriever: Retriever,
+    items: list[QaItem],
+    k: int = 5,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    conversational: bool = True,
+) -> Scores:
     recall, rr, ndcg, kinds, kind_rr = [], [], [], {}, {}
     depth = k * 4  # chunks, so that k distinct documents are usually among them
     for n, item in enumerate(items, 1):
@@ -72,8 +80,14 @@ def evaluate(retriever: Retriever, items: list[QaItem], k: int = 5,
         if progress:
             progress(n, len(items))
     mean = lambda xs: round(sum(xs) / len(xs), 4) if xs else 0.0  # noqa: E731
-    follow = [r for r, item in zip(recall, items) if item.history and item.kind != "switch"]
-    return Scores(questions=len(items), k=k, recall_at_k=mean(recall), mrr=mean(rr), ndcg_at_k=mean(ndcg),
-                  by_kind={kind: mean(v) for kind, v in sorted(kinds.items())},
-                  mrr_by_kind={kind: mean(v) for kind, v in sorted(kind_rr.items())},
-                  follow_up_recall=mean(follow) if follow else None)
+    follow = [r for r, item in zip(recall, items, strict=True) if item.history and item.kind != "switch"]
+    return Scores(
+        questions=len(items),
+        k=k,
+        recall_at_k=mean(recall),
+        mrr=mean(rr),
+        ndcg_at_k=mean(ndcg),
+        by_kind={kind: mean(v) for kind, v in sorted(kinds.items())},
+        mrr_by_kind={kind: mean(v) for kind, v in sorted(kind_rr.items())},
+        follow_up_recall=mean(follow) if follow else None,
+    )

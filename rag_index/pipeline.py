@@ -14,7 +14,9 @@ from samvad.turn import Engines, TurnRunner
 def local_runner(settings: Settings, progress: Progress | None = None) -> TurnRunner:
     engines = Engines(
         stt=registry.build_stt(settings),
-        retriever=RetrievalStage(settings).retriever if settings.rag.retriever == "stub" else _faiss(settings, progress),
+        retriever=RetrievalStage(settings).retriever
+        if settings.rag.retriever == "stub"
+        else _faiss(settings, progress),
         llm=registry.build_llm(settings),
         translator=registry.build_translator(settings),
         tts=registry.build_tts(settings),

@@ -59,13 +59,17 @@ class Retriever:
         QA set 0.89 -> 0.97 with e5; English questions are untouched). The first `plain` texts
         are encoded as they are: the attack check's classifier was fitted on plain text, and
         does better on Hinglish without the reading (bench/guardrails.py)."""
-        readings = [None] * plain + ([devanagari_reading(t) for t in texts[plain:]] if self._embedder.multilingual else [])
+        readings = [None] * plain + (
+            [devanagari_reading(t) for t in texts[plain:]] if self._embedder.multilingual else []
+        )
         extra = [r for r in readings if r]
         # Each distinct text encoded once: a one-clause question is both the attack check's text
         # and the search's query, and a Hinglish one's plain vector is half of its search vector.
         unique = list(dict.fromkeys(texts + extra))
         encoded = self._embedder.queries(unique)
-        vectors = encoded[[unique.index(t) for t in texts + extra]] if len(unique) < len(texts) + len(extra) else encoded
+        vectors = (
+            encoded[[unique.index(t) for t in texts + extra]] if len(unique) < len(texts) + len(extra) else encoded
+        )
         if not extra:
             return vectors
         out, j = vectors[: len(texts)].copy(), len(texts)
@@ -78,12 +82,19 @@ class Retriever:
     def _search(self, vector, k: int) -> list[Passage]:
         scores, ids = self._index.search(vector, min(k, self._index.ntotal))
         out = []
-        for score, i in zip(scores[0], ids[0]):
+        for score, i in zip(scores[0], ids[0], strict=True):
             if i < 0:
                 continue
             c = self._chunks[i]
-            out.append(Passage(chunk_id=int(i), source=c["source"], heading=c["heading"], text=c["text"],
-                               score=float(scale(score, self._embedder.floor))))
+            out.append(
+                Passage(
+                    chunk_id=int(i),
+                    source=c["source"],
+                    heading=c["heading"],
+                    text=c["text"],
+                    score=float(scale(score, self._embedder.floor)),
+                )
+            )
         return out
 
     async def asearch(self, query: str, k: int) -> list[Passage]:
@@ -97,11 +108,16 @@ class Retriever:
         # One fit per library and embedder in the process: an index swap does not re-encode it.
         key = (self._embedder.model_name, library)
         if key not in _MODELS:
-            _MODELS[key] = AttackModel.fit(self.query_vectors(list(library.attacks), readings=False),
-                                           self.query_vectors(list(library.benign), readings=False), library.regularization)
+            _MODELS[key] = AttackModel.fit(
+                self.query_vectors(list(library.attacks), readings=False),
+                self.query_vectors(list(library.benign), readings=False),
+                library.regularization,
+            )
         return _MODELS[key]
 
-    def lookup(self, text: str, library: AttackLibrary | None, k: int, query: str | None = None) -> tuple[float | None, list[Passage]]:
+    def lookup(
+        self, text: str, library: AttackLibrary | None, k: int, query: str | None = None
+    ) -> tuple[float | None, list[Passage]]:
         """The injection check's score of `text` (None without a library) and the search for
         `query` (default: the text itself), encoded in one batch (one call on the turn path)."""
         if not text.strip():
@@ -113,7 +129,9 @@ class Retriever:
             return score, []
         return score, self._search(vectors[-1:], k)
 
-    async def alookup(self, text: str, library: AttackLibrary | None, k: int, query: str | None = None) -> tuple[float | None, list[Passage]]:
+    async def alookup(
+        self, text: str, library: AttackLibrary | None, k: int, query: str | None = None
+    ) -> tuple[float | None, list[Passage]]:
         return await asyncio.to_thread(self.lookup, text, library, k, query)
 
     async def aattack_score(self, text: str, library: AttackLibrary) -> float | None:

@@ -57,7 +57,9 @@ class RetrievalStage:
         self._maybe_reload()
         return await self.retriever.asearch(query, k)
 
-    async def lookup(self, text: str, check: bool, k: int, query: str | None = None) -> tuple[float | None, list[Passage]]:
+    async def lookup(
+        self, text: str, check: bool, k: int, query: str | None = None
+    ) -> tuple[float | None, list[Passage]]:
         """The attack check's score (with `check`, against the configured library) and the search
         in one call (the turn path's only Retriever hop)."""
         self._maybe_reload()

@@ -61,12 +61,15 @@ def decode_audio(data: bytes, *, target_rate: int, max_seconds: float, min_secon
         if not 1 <= f.channels <= MAX_CHANNELS:
             raise InputError(f"the audio has {f.channels} channels; send mono or stereo", code="audio_channels")
         if not MIN_RATE <= f.samplerate <= MAX_RATE:
-            raise InputError(f"the audio's sample rate is {f.samplerate} Hz; send {MIN_RATE}-{MAX_RATE} Hz",
-                             code="audio_sample_rate")
+            raise InputError(
+                f"the audio's sample rate is {f.samplerate} Hz; send {MIN_RATE}-{MAX_RATE} Hz", code="audio_sample_rate"
+            )
         budget = int(max_seconds * f.samplerate)  # frames
         if budget < f.frames < UNKNOWN_LENGTH:
-            raise InputError(f"the audio is {f.frames / f.samplerate:.1f} s long; the limit is {max_seconds:g} s",
-                             code="audio_too_long")
+            raise InputError(
+                f"the audio is {f.frames / f.samplerate:.1f} s long; the limit is {max_seconds:g} s",
+                code="audio_too_long",
+            )
         blocks, total = [], 0
         block = max(1, int(f.samplerate * BLOCK_SECONDS))
         try:

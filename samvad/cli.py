@@ -10,7 +10,7 @@ import asyncio
 import os
 import uuid
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -25,7 +25,7 @@ index_app = typer.Typer(help="Build and inspect the RAG index", no_args_is_help=
 app.add_typer(index_app, name="index")
 console = Console()
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (default configs/default.yaml)")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (default configs/default.yaml)")]
 
 
 def _settings(config: Path | None) -> Settings:
@@ -38,7 +38,11 @@ def _settings(config: Path | None) -> Settings:
 
 def _bar(description: str) -> Progress:
     return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
     )
 
 
@@ -59,7 +63,11 @@ def index_build(
         bar.update(task, description="embedding chunks")
         try:
             result = build_index(
-                corpus, out, embedder, chunk_chars=s.rag.chunk_chars, overlap_chars=s.rag.overlap_chars,
+                corpus,
+                out,
+                embedder,
+                chunk_chars=s.rag.chunk_chars,
+                overlap_chars=s.rag.overlap_chars,
                 ann_threshold=s.rag.ann_threshold,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
@@ -73,7 +81,11 @@ def index_build(
     for col in ("documents", "chunks", "model", "dim", "seconds", "chunks/s"):
         table.add_column(col)
     table.add_row(
-        str(m.documents), str(m.chunks), m.embedding_model, str(m.dimension), f"{result.seconds:.1f}",
+        str(m.documents),
+        str(m.chunks),
+        m.embedding_model,
+        str(m.dimension),
+        f"{result.seconds:.1f}",
         f"{m.chunks / max(result.embed_seconds, 1e-9):.0f}",
     )
     console.print(table)
@@ -109,25 +121,38 @@ def index_update(
     with _bar("embedding") as bar:
         task = bar.add_task("embedding changed documents", total=None)
         try:
-            result = build_index(corpus, out, get_embedder(s.embeddings), chunk_chars=old.chunk_chars,
-                                 overlap_chars=old.overlap_chars, previous=index_dir, ann_threshold=s.rag.ann_threshold,
-                                 progress=lambda d, t: bar.update(task, completed=d, total=t))
+            result = build_index(
+                corpus,
+                out,
+                get_embedder(s.embeddings),
+                chunk_chars=old.chunk_chars,
+                overlap_chars=old.overlap_chars,
+                previous=index_dir,
+                ann_threshold=s.rag.ann_threshold,
+                progress=lambda d, t: bar.update(task, completed=d, total=t),
+            )
         except SamvadError as exc:
             console.print(f"[red]{exc.code}:[/red] {exc.message}")
             raise typer.Exit(1) from None
     m = result.manifest
     added = set(m.document_hashes) - set(old.document_hashes)
     removed = set(old.document_hashes) - set(m.document_hashes)
-    changed = {d for d in set(m.document_hashes) & set(old.document_hashes) if m.document_hashes[d] != old.document_hashes[d]}
+    changed = {
+        d for d in set(m.document_hashes) & set(old.document_hashes) if m.document_hashes[d] != old.document_hashes[d]
+    }
     table = Table(title=f"new version written to {out}")
     for col in ("documents", "added", "changed", "removed", "chunks", "chunks embedded"):
         table.add_column(col)
-    table.add_row(str(m.documents), str(len(added)), str(len(changed)), str(len(removed)), str(m.chunks), str(m.embedded_chunks))
+    table.add_row(
+        str(m.documents), str(len(added)), str(len(changed)), str(len(removed)), str(m.chunks), str(m.embedded_chunks)
+    )
     console.print(table)
 
 
 @index_app.command("publish")
-def index_publish(index_dir: Annotated[Path, typer.Argument(help="the version to make live")], config: ConfigOpt = None) -> None:
+def index_publish(
+    index_dir: Annotated[Path, typer.Argument(help="the version to make live")], config: ConfigOpt = None
+) -> None:
     """Make INDEX_DIR the live index (atomic symlink swap of rag.index_dir). Running Retriever
     replicas switch to it within rag.reload_interval_s, without a restart."""
     from rag_index.build import publish
@@ -156,8 +181,10 @@ def index_info(index_dir: Annotated[Path, typer.Argument()], config: ConfigOpt =
 
 @index_app.command("search")
 def index_search(
-    index_dir: Annotated[Path, typer.Argument()], query: Annotated[str, typer.Argument()],
-    k: Annotated[int, typer.Option("-k")] = 5, config: ConfigOpt = None,
+    index_dir: Annotated[Path, typer.Argument()],
+    query: Annotated[str, typer.Argument()],
+    k: Annotated[int, typer.Option("-k")] = 5,
+    config: ConfigOpt = None,
 ) -> None:
     """Top-k passages for a query."""
     table = Table(title=query)
@@ -170,9 +197,10 @@ def index_search(
 
 @index_app.command("eval")
 def index_eval(
-    index_dir: Annotated[Path, typer.Argument()], qa_file: Annotated[Path, typer.Argument(help="YAML: question, sources, kind")],
+    index_dir: Annotated[Path, typer.Argument()],
+    qa_file: Annotated[Path, typer.Argument(help="YAML: question, sources, kind")],
     k: Annotated[int, typer.Option("-k")] = 5,
-    compare: Annotated[Optional[Path], typer.Option("--compare", help="another index, measured side by side")] = None,
+    compare: Annotated[Path | None, typer.Option("--compare", help="another index, measured side by side")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """recall@k, MRR and nDCG@k of the index on a labelled QA file."""
@@ -189,7 +217,7 @@ def index_eval(
             raise typer.Exit(1) from None
         with _bar("eval") as bar:
             task = bar.add_task(f"evaluating {path}", total=len(items))
-            results[label] = evaluate(retriever, items, k, lambda d, t: bar.update(task, completed=d))
+            results[label] = evaluate(retriever, items, k, lambda d, t, task=task: bar.update(task, completed=d))
         if label == "index" and not compare and any(it.history for it in items):
             # Follow-ups: the same index searched on the question's own words only, side by side.
             results["compare"] = evaluate(retriever, items, k, conversational=False)
@@ -206,7 +234,11 @@ def index_eval(
     rows = [("recall@k", "recall_at_k"), ("MRR", "mrr"), ("nDCG@k", "ndcg_at_k")]
     if a.follow_up_recall is not None:
         rows.append(("recall@k follow-ups", "follow_up_recall"))
-    rows += [row for kind in a.by_kind for row in ((f"recall@k {kind}", ("by_kind", kind)), (f"MRR {kind}", ("mrr_by_kind", kind)))]
+    rows += [
+        row
+        for kind in a.by_kind
+        for row in ((f"recall@k {kind}", ("by_kind", kind)), (f"MRR {kind}", ("mrr_by_kind", kind)))
+    ]
 
     def value(scores, key) -> float:
         return getattr(scores, key[0]).get(key[1], 0.0) if isinstance(key, tuple) else getattr(scores, key)
@@ -224,9 +256,9 @@ def index_eval(
 @app.command()
 def say(
     out: Annotated[Path, typer.Option("--out", "-o", help="WAV file for the spoken answer")],
-    audio_in: Annotated[Optional[Path], typer.Option("--in", "-i", help="WAV (or FLAC/OGG) question")] = None,
-    text: Annotated[Optional[str], typer.Option("--text", "-t", help="question as text")] = None,
-    language: Annotated[Optional[str], typer.Option("--language", "-l", help="caller's language, e.g. hi-IN")] = None,
+    audio_in: Annotated[Path | None, typer.Option("--in", "-i", help="WAV (or FLAC/OGG) question")] = None,
+    text: Annotated[str | None, typer.Option("--text", "-t", help="question as text")] = None,
+    language: Annotated[str | None, typer.Option("--language", "-l", help="caller's language, e.g. hi-IN")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Run one turn in this process and write the reply audio."""
@@ -246,15 +278,19 @@ def say(
         raise typer.Exit(2) from None
     with _bar("index") as bar:
         task = bar.add_task("loading engines", total=None)
-        runner = local_runner(s, progress=lambda d, t: bar.update(task, description="building index", completed=d, total=t))
+        runner = local_runner(
+            s, progress=lambda d, t: bar.update(task, description="building index", completed=d, total=t)
+        )
     request = TurnRequest(turn_id=uuid.uuid4().hex, audio=data, text=text, language=language or s.default_language)
 
     async def run() -> tuple[list[bytes], int, TurnDoneEvent | None, list[str]]:
         pcm, rate, done, errors = [], 0, None, []
         async for ev in runner.run(request):
             if isinstance(ev, TranscriptEvent):
-                console.print(f"[bold]transcript[/bold] ({ev.transcript.language_code}, "
-                              f"confidence {ev.transcript.confidence:.2f}): {ev.transcript.text}")
+                console.print(
+                    f"[bold]transcript[/bold] ({ev.transcript.language_code}, "
+                    f"confidence {ev.transcript.confidence:.2f}): {ev.transcript.text}"
+                )
             elif isinstance(ev, ResponseDeltaEvent):
                 console.print(f"[bold]answer[/bold] [{ev.index}]: {ev.text}")
             elif isinstance(ev, AudioEvent):
@@ -314,9 +350,8 @@ def _servers(s: Settings) -> Settings:
 
 
 async def _repo(s: Settings):
-    from samvad.storage.repository import Repository
-
     from samvad.settings import ConfigError, secret
+    from samvad.storage.repository import Repository
 
     try:
         key_secret = secret(s.service, "key")
@@ -362,12 +397,20 @@ def db_migrate(config: ConfigOpt = None) -> None:
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Argument(help="who the key is for")],
-    rpm: Annotated[Optional[int], typer.Option("--rpm", min=1, help="requests per minute (default: limits.requests_per_minute)")] = None,
-    max_sessions: Annotated[Optional[int], typer.Option("--max-sessions", min=1, help="concurrent voice sessions")] = None,
-    max_open: Annotated[Optional[int], typer.Option("--max-open-sessions", min=1,
-                                                    help="open conversations (default: limits.max_open_sessions)")] = None,
-    new_per_minute: Annotated[Optional[int], typer.Option("--sessions-per-minute", min=1,
-                                                          help="new conversations per minute (default: limits.sessions_per_minute)")] = None,
+    rpm: Annotated[
+        int | None, typer.Option("--rpm", min=1, help="requests per minute (default: limits.requests_per_minute)")
+    ] = None,
+    max_sessions: Annotated[int | None, typer.Option("--max-sessions", min=1, help="concurrent voice sessions")] = None,
+    max_open: Annotated[
+        int | None,
+        typer.Option("--max-open-sessions", min=1, help="open conversations (default: limits.max_open_sessions)"),
+    ] = None,
+    new_per_minute: Annotated[
+        int | None,
+        typer.Option(
+            "--sessions-per-minute", min=1, help="new conversations per minute (default: limits.sessions_per_minute)"
+        ),
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Create an API key (shown once; only its hash is stored) with optional limits of its own."""
@@ -387,8 +430,10 @@ def keys_revoke(key_id: int, config: ConfigOpt = None) -> None:
     try:
         asyncio.run(publish_revocation(s.redis_url, key_id))
     except Exception as exc:  # noqa: BLE001 - the database (the authority) already refuses it
-        console.print(f"revoked key {key_id} [yellow]in the database; Redis could not be told ({type(exc).__name__}), "
-                      "so replicas refuse it when their 30 s key cache expires and live calls go on[/yellow]")
+        console.print(
+            f"revoked key {key_id} [yellow]in the database; Redis could not be told ({type(exc).__name__}), "
+            "so replicas refuse it when their 30 s key cache expires and live calls go on[/yellow]"
+        )
         return
     console.print(f"revoked key {key_id}: refused by every replica now, its live calls closed")
 
@@ -401,7 +446,13 @@ def keys_list(config: ConfigOpt = None) -> None:
     for col in ("id", "name", "prefix", "created", "revoked"):
         table.add_column(col)
     for k in keys:
-        table.add_row(str(k.id), k.name, k.prefix + "…", f"{k.created_at:%Y-%m-%d %H:%M}", f"{k.revoked_at:%Y-%m-%d}" if k.revoked_at else "")
+        table.add_row(
+            str(k.id),
+            k.name,
+            k.prefix + "…",
+            f"{k.created_at:%Y-%m-%d %H:%M}",
+            f"{k.revoked_at:%Y-%m-%d}" if k.revoked_at else "",
+        )
     console.print(table)
 
 
@@ -409,9 +460,14 @@ def keys_list(config: ConfigOpt = None) -> None:
 def run(
     config: ConfigOpt = None,
     serve_config: Annotated[Path, typer.Option(help="deployment options")] = Path("serve_config.yaml"),
-    ingress: Annotated[str, typer.Option(help="Serve's ingress: proxy (its Python proxy) or haproxy (HAProxy in "
-                                              "front of ingress replicas that serve HTTP themselves: more live calls "
-                                              "per core; see the README)")] = "proxy",
+    ingress: Annotated[
+        str,
+        typer.Option(
+            help="Serve's ingress: proxy (its Python proxy) or haproxy (HAProxy in "
+            "front of ingress replicas that serve HTTP themselves: more live calls "
+            "per core; see the README)"
+        ),
+    ] = "proxy",
 ) -> None:
     """Run the service on this machine: embedded servers where no URL is set, Ray Serve graph."""
     import logging
@@ -448,7 +504,11 @@ def run(
 
     with _bar("index") as bar:
         task = bar.add_task("checking index", total=None)
-        ensure_index(s, get_embedder(s.embeddings), lambda d, t: bar.update(task, description="building index", completed=d, total=t))
+        ensure_index(
+            s,
+            get_embedder(s.embeddings),
+            lambda d, t: bar.update(task, description="building index", completed=d, total=t),
+        )
 
     from deployments.serve_config import deployment_options, export_node_env
 
@@ -465,22 +525,36 @@ def run(
     # status` work as the README writes them. `RAY_AUTH_MODE=token make run` keeps Ray's token
     # auth (the production setting: deploy/kuberay); the token is then in ~/.ray/auth_token.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", namespace="samvad",
-             log_to_driver=False, logging_level=logging.WARNING, runtime_env={"env_vars": node_env})
+    ray.init(
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        _node_ip_address="127.0.0.1",
+        namespace="samvad",
+        log_to_driver=False,
+        logging_level=logging.WARNING,
+        runtime_env={"env_vars": node_env},
+    )
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
     serve.start(http_options={"host": s.service.host, "port": s.service.port})
     serve.run(
-        build_app({
-            "config": str(config) if config else None, "database_url": s.database_url, "redis_url": s.redis_url,
-            "deployment_options": deployment_options(str(serve_config)),
-        }),
-        name=s.service.app_name, route_prefix="/",
+        build_app(
+            {
+                "config": str(config) if config else None,
+                "database_url": s.database_url,
+                "redis_url": s.redis_url,
+                "deployment_options": deployment_options(str(serve_config)),
+            }
+        ),
+        name=s.service.app_name,
+        route_prefix="/",
     )
     base = f"http://{s.service.host}:{s.service.port}"
-    console.print(f"[green]Samvad is up[/green] at {base}\n"
-                  f"  API docs       {base}/docs\n"
-                  f"  Ray dashboard  http://127.0.0.1:8265  (its Serve tab)\n"
-                  f"  Ctrl-C drains live calls and stops")
+    console.print(
+        f"[green]Samvad is up[/green] at {base}\n"
+        f"  API docs       {base}/docs\n"
+        f"  Ray dashboard  http://127.0.0.1:8265  (its Serve tab)\n"
+        f"  Ctrl-C drains live calls and stops"
+    )
     if dev_key:
         console.print(f"development API key (shown once): [bold]{dev_key}[/bold]")
     stop = False

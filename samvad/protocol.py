@@ -3,7 +3,7 @@ server events that are not turn events. Turn events are those of `samvad.events`
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -54,7 +54,7 @@ class Ping(_Msg):
     type: Literal["ping"]
 
 
-ClientMessage = Annotated[Union[SessionStart, SessionUpdate, TextInput, ResponseCancel, Ping], Field(discriminator="type")]
+ClientMessage = Annotated[SessionStart | SessionUpdate | TextInput | ResponseCancel | Ping, Field(discriminator="type")]
 client_message = TypeAdapter(ClientMessage)
 
 

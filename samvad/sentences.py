@@ -13,10 +13,52 @@ import re
 # Lower-cased words that end with a dot but do not end a sentence.
 ABBREVIATIONS = frozenset(
     {
-        "rs", "re", "inr", "e.g", "i.e", "mr", "mrs", "ms", "dr", "prof", "no", "nos", "vs", "st",
-        "approx", "a/c", "acc", "ltd", "pvt", "co", "dept", "govt", "sr", "jr", "min", "max", "est",
-        "a.m", "p.m", "etc.", "fig", "ref", "sec", "vol", "jan", "feb", "mar", "apr", "jun", "jul",
-        "aug", "sep", "sept", "oct", "nov", "dec",
+        "rs",
+        "re",
+        "inr",
+        "e.g",
+        "i.e",
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "prof",
+        "no",
+        "nos",
+        "vs",
+        "st",
+        "approx",
+        "a/c",
+        "acc",
+        "ltd",
+        "pvt",
+        "co",
+        "dept",
+        "govt",
+        "sr",
+        "jr",
+        "min",
+        "max",
+        "est",
+        "a.m",
+        "p.m",
+        "etc.",
+        "fig",
+        "ref",
+        "sec",
+        "vol",
+        "jan",
+        "feb",
+        "mar",
+        "apr",
+        "jun",
+        "jul",
+        "aug",
+        "sep",
+        "sept",
+        "oct",
+        "nov",
+        "dec",
     }
 )
 # A run of terminators, optional closing quotes/brackets, then whitespace: a candidate boundary.
@@ -83,4 +125,3 @@ class SentenceAggregator:
     def flush(self) -> list[str]:
         rest, self._buffer = self._buffer, ""
         return split_sentences(rest)
-

@@ -9,11 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-# The register an answer is rendered in, and the script of a romanised or native answer (Sarvam's
-# translation modes); defined once, used by settings, the REST models and the voice protocol.
-Mode = Literal["formal", "modern-colloquial", "classic-colloquial", "code-mixed"]
-OutputScript = Literal["roman", "fully-native", "spoken-form-in-native"]
-
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -21,6 +16,11 @@ from pydantic_settings import (
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+
+# The register an answer is rendered in, and the script of a romanised or native answer (Sarvam's
+# translation modes); defined once, used by settings, the REST models and the voice protocol.
+Mode = Literal["formal", "modern-colloquial", "classic-colloquial", "code-mixed"]
+OutputScript = Literal["roman", "fully-native", "spoken-form-in-native"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
@@ -145,7 +145,7 @@ class EmbeddingSettings(BaseModel):
     floor: float | None = Field(None, ge=-1, lt=1)  # cosine of unrelated texts (None: the model's measured one)
 
     @model_validator(mode="after")
-    def _model_for_backend(self) -> "EmbeddingSettings":
+    def _model_for_backend(self) -> EmbeddingSettings:
         if self.backend == "e5" and self.model is not None:
             raise ValueError("embeddings.model names a sentence-transformers model: set backend: sentence-transformers")
         return self
@@ -154,7 +154,9 @@ class EmbeddingSettings(BaseModel):
 class RagSettings(BaseModel):
     retriever: Literal["faiss", "stub"] = "faiss"
     corpus_dir: Path = REPO_ROOT / "data" / "sample_corpus"
-    index_dir: Path = REPO_ROOT / "var" / "index" / "current"  # the live pointer (a symlink), see `samvad index publish`
+    index_dir: Path = (
+        REPO_ROOT / "var" / "index" / "current"
+    )  # the live pointer (a symlink), see `samvad index publish`
     reload_interval_s: float = 2.0  # how often the Retriever checks the pointer for a new version
     chunk_chars: int = 700
     overlap_chars: int = 120
@@ -219,8 +221,14 @@ class ElevenLabsSettings(HttpProviderSettings):
     base_url: str = "https://api.elevenlabs.io"
     # Which languages a model speaks differs (samvad.providers.elevenlabs.tts.MODEL_LANGUAGES): the
     # flash and multilingual v2 models speak English, Hindi and Tamil of ours; eleven_v3 all but Odia.
-    model_id: Literal["eleven_flash_v2_5", "eleven_turbo_v2_5", "eleven_multilingual_v2", "eleven_v3",
-                      "eleven_flash_v2", "eleven_turbo_v2"] = "eleven_flash_v2_5"
+    model_id: Literal[
+        "eleven_flash_v2_5",
+        "eleven_turbo_v2_5",
+        "eleven_multilingual_v2",
+        "eleven_v3",
+        "eleven_flash_v2",
+        "eleven_turbo_v2",
+    ] = "eleven_flash_v2_5"
     voice_id: str = "21m00Tcm4TlvDq8ikWAM"
     # Raw PCM16 mono: what the pipeline streams, with no decoder in the path.
     output_format: Literal["pcm_16000", "pcm_22050", "pcm_24000"] = "pcm_22050"
@@ -264,9 +272,47 @@ class VoiceSettings(BaseModel):
     # Compared word by word after lower-casing and stripping punctuation; the session's language
     # and English both count.
     interrupt_words: dict[str, list[str]] = {
-        "en-IN": ["stop", "wait", "no", "nope", "sorry", "pardon", "hold", "pause", "cancel", "enough", "hello",
-                  "what", "why", "how", "excuse", "repeat", "again", "ruko", "ruk", "bas", "nahi", "suno", "suniye"],
-        "hi-IN": ["रुको", "रुकिए", "बस", "नहीं", "सुनो", "सुनिए", "क्या", "ruko", "rukiye", "bas", "nahi", "suno", "suniye", "kya"],
+        "en-IN": [
+            "stop",
+            "wait",
+            "no",
+            "nope",
+            "sorry",
+            "pardon",
+            "hold",
+            "pause",
+            "cancel",
+            "enough",
+            "hello",
+            "what",
+            "why",
+            "how",
+            "excuse",
+            "repeat",
+            "again",
+            "ruko",
+            "ruk",
+            "bas",
+            "nahi",
+            "suno",
+            "suniye",
+        ],
+        "hi-IN": [
+            "रुको",
+            "रुकिए",
+            "बस",
+            "नहीं",
+            "सुनो",
+            "सुनिए",
+            "क्या",
+            "ruko",
+            "rukiye",
+            "bas",
+            "nahi",
+            "suno",
+            "suniye",
+            "kya",
+        ],
         "ta-IN": ["நில்லு", "நிறுத்து", "வேண்டாம்", "இல்லை", "என்ன", "nillu", "vendam", "illa"],
         "te-IN": ["ఆపు", "ఆగండి", "వద్దు", "లేదు", "ఏమిటి", "aapu", "vaddu"],
         "bn-IN": ["থামো", "থামুন", "না", "দাঁড়াও", "কী", "thamo", "na"],
@@ -362,14 +408,16 @@ class ConfigError(ValueError):
 WEAK_SECRETS = frozenset({"samvad-dev-secret-change-me", "changeme", "change-me", "secret", "test"})
 
 
-def secret(service: "ServiceSettings", which: Literal["key", "resume"]) -> str:
+def secret(service: ServiceSettings, which: Literal["key", "resume"]) -> str:
     """`service.<which>_secret`, refused when missing, known or short: a default secret would let
     anyone who read the source forge resume tokens or API-key hashes."""
     value = getattr(service, f"{which}_secret")
     raw = value.get_secret_value() if value is not None else ""
     if not raw:
-        raise ConfigError(f"service.{which}_secret is not set: set SAMVAD_SERVICE__{which.upper()}_SECRET to 32+ random "
-                          "characters (python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+        raise ConfigError(
+            f"service.{which}_secret is not set: set SAMVAD_SERVICE__{which.upper()}_SECRET to 32+ random "
+            "characters (python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
     if raw in WEAK_SECRETS or len(raw) < 16:
         raise ConfigError(f"service.{which}_secret is a known or short value: use 32+ random characters")
     return raw
@@ -413,7 +461,7 @@ class Settings(BaseSettings):
     redis_url: str | None = None  # None: an embedded Redis in data_dir
 
     @model_validator(mode="after")
-    def _default_language_known(self) -> "Settings":
+    def _default_language_known(self) -> Settings:
         if self.languages and self.default_language not in self.languages:
             raise ValueError(f"default_language {self.default_language!r} is not in languages")
         for vendor in ("sarvam", "elevenlabs", "openai"):
@@ -436,7 +484,7 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls))
 
 
-def as_settings(value: "Settings | dict[str, Any]") -> "Settings":
+def as_settings(value: Settings | dict[str, Any]) -> Settings:
     """Settings as passed to a deployment or actor (a dict after crossing Ray) or in process."""
     return value if isinstance(value, Settings) else Settings.model_validate(value)
 

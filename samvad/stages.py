@@ -14,8 +14,8 @@ from pydantic import BaseModel
 
 from samvad.audio import Audio
 from samvad.contracts import ProviderCall, Transcript
-from samvad.providers import registry
 from samvad.errors import SamvadError
+from samvad.providers import registry
 from samvad.providers.base import (
     AudioChunk,
     ChatRequest,

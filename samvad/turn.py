@@ -43,11 +43,15 @@ from samvad.events import (
     TurnDoneEvent,
     TurnEvent,
 )
+from samvad.followup import search_query
+from samvad.guardrails.attack_model import AttackLibrary
+from samvad.guardrails.policy import Guardrails
+from samvad.language import AUTO, check_language, choose, detect_text
 from samvad.providers.base import (
     CallLog,
     ChatModel,
-    LanguageGuess,
     ChatRequest,
+    LanguageGuess,
     SpeechRequest,
     SpeechToText,
     TextToSpeech,
@@ -55,18 +59,14 @@ from samvad.providers.base import (
     TranslationResult,
     Translator,
 )
-from samvad.followup import search_query
-from samvad.language import AUTO, check_language, choose, detect_text
-from samvad.guardrails.attack_model import AttackLibrary
-from samvad.guardrails.policy import Guardrails
 from samvad.sentences import SentenceAggregator
 from samvad.settings import Settings
-
 
 ANSWER_LANGUAGE = "en-IN"  # the language answers are written in (the knowledge base's), then translated
 
 
 log = logging.getLogger("samvad.turn")
+
 
 class TextLanguageId(Protocol):
     async def identify(self, text: str, calls: CallLog) -> LanguageGuess | None:
@@ -76,7 +76,9 @@ class TextLanguageId(Protocol):
 
 
 class PassageRetriever(Protocol):
-    async def alookup(self, text: str, library: AttackLibrary | None, k: int, query: str | None = None) -> tuple[float | None, list[Passage]]:
+    async def alookup(
+        self, text: str, library: AttackLibrary | None, k: int, query: str | None = None
+    ) -> tuple[float | None, list[Passage]]:
         """(the injection check's score of `text` against `library`, or None; the top-`k`
         passages for `query`, default `text`) in one call."""
         ...
@@ -156,8 +158,12 @@ def prepare_turn(request: TurnRequest, s: Settings) -> PreparedTurn:
             code, sure, romanised = detect_text(text, fallback)
             language = choose(code, sure, fallback, s.languages, s.auto_language_min_confidence)
             script = request.output_script or ("roman" if romanised and language == code else None)
-            return PreparedTurn(request.model_copy(update={"language": language, "output_script": script}), None, text,
-                                detected=(code, sure))
+            return PreparedTurn(
+                request.model_copy(update={"language": language, "output_script": script}),
+                None,
+                text,
+                detected=(code, sure),
+            )
         return PreparedTurn(request, None, text)
     audio = decode_audio(
         request.audio or b"",
@@ -174,8 +180,9 @@ class TurnRunner:
         self.settings = settings
         self.guardrails = Guardrails.from_file(settings.guardrails_file)
 
-    async def _identify(self, req: TurnRequest, text: str, code: str | None, sure: float | None,
-                        calls: CallLog) -> tuple[TurnRequest, str | None, float | None]:
+    async def _identify(
+        self, req: TurnRequest, text: str, code: str | None, sure: float | None, calls: CallLog
+    ) -> tuple[TurnRequest, str | None, float | None]:
         """Typed text's language from the identifier: romanised Tamil or Bengali reads as English
         to the offline detection. Answered in the language's own script unless the caller wrote
         it in Latin letters (then in Latin, as offline Hinglish is). Its failure keeps the offline
@@ -200,7 +207,9 @@ class TurnRunner:
         """Validate the request; raises `InputError` with an actionable message."""
         return prepare_turn(request, self.settings)
 
-    async def _speak(self, req: TurnRequest, sentence: str, state: _Spoken, calls: CallLog, flags: list[str]) -> AsyncIterator[TurnEvent]:
+    async def _speak(
+        self, req: TurnRequest, sentence: str, state: _Spoken, calls: CallLog, flags: list[str]
+    ) -> AsyncIterator[TurnEvent]:
         """Translate one sentence into the caller's language and register, then synthesise it."""
         e = self.engines
         if _base(req.language) == _base(ANSWER_LANGUAGE):  # already in the caller's language: no hop
@@ -208,7 +217,10 @@ class TurnRunner:
         else:
             tr = await e.translator.translate(
                 TranslationRequest(
-                    text=sentence, source_language=ANSWER_LANGUAGE, target_language=req.language, mode=req.mode,
+                    text=sentence,
+                    source_language=ANSWER_LANGUAGE,
+                    target_language=req.language,
+                    mode=req.mode,
                     output_script=req.output_script,
                 ),
                 calls,
@@ -216,19 +228,22 @@ class TurnRunner:
         flags.extend(f for f in tr.flags if f not in flags)
         index = len(state.texts)
         state.texts.append(tr.text)
-        yield ResponseDeltaEvent(turn_id=req.turn_id, index=index, text=tr.text, language_code=tr.language_code,
-                                 source_text=sentence)
+        yield ResponseDeltaEvent(
+            turn_id=req.turn_id, index=index, text=tr.text, language_code=tr.language_code, source_text=sentence
+        )
         if req.speak:
             voice = req.voice if tr.language_code == req.language else None
             previous = state.texts[-2] if len(state.texts) > 1 else None  # this answer's sentence before
-            speech = SpeechRequest(text=tr.text, language=tr.language_code, voice=voice, tenant=req.tenant,
-                                   previous_text=previous)
+            speech = SpeechRequest(
+                text=tr.text, language=tr.language_code, voice=voice, tenant=req.tenant, previous_text=previous
+            )
             async for chunk in e.tts.stream(speech, calls):
                 state.seq += 1
                 if state.first_audio_at is None:
                     state.first_audio_at = time.perf_counter()
-                yield AudioEvent(turn_id=req.turn_id, index=index, seq=state.seq, sample_rate=chunk.sample_rate,
-                                 audio=chunk.pcm16)
+                yield AudioEvent(
+                    turn_id=req.turn_id, index=index, seq=state.seq, sample_rate=chunk.sample_rate, audio=chunk.pcm16
+                )
 
     async def run(self, request: TurnRequest) -> AsyncIterator[TurnEvent]:
         prepared = self.prepare(request)  # raises InputError before any event
@@ -267,7 +282,8 @@ class TurnRunner:
                 stages=_stage_timings(priced),
                 first_audio_ms=None if spoken.first_audio_at is None else (spoken.first_audio_at - t0) * 1000,
                 calls=priced,
-                flags=flags + [f for f in _failovers(priced) if f not in flags]
+                flags=flags
+                + [f for f in _failovers(priced) if f not in flags]
                 + (["answer_truncated"] if any(c.stage == "llm" and c.truncated for c in priced) else []),
                 cost=totals(priced),
             )
@@ -289,17 +305,31 @@ class TurnRunner:
                 code, sure = prepared.detected
                 if e.language_id is not None:  # a cloud identifier, when configured, has the last word
                     req, code, sure = await self._identify(req, prepared.text or "", code, sure, calls)
-                transcript = Transcript(text=prepared.text or "", language_code=code or req.language, confidence=1.0,
-                                        language_confidence=sure)
+                transcript = Transcript(
+                    text=prepared.text or "",
+                    language_code=code or req.language,
+                    confidence=1.0,
+                    language_confidence=sure,
+                )
             else:
                 transcript = Transcript(text=prepared.text or "", language_code=req.language, confidence=1.0)
             if auto:  # speech: from here on the turn speaks the language detected in this utterance
-                req = req.model_copy(update={"language": choose(
-                    transcript.language_code, transcript.language_confidence, fallback, self.settings.languages,
-                    self.settings.auto_language_min_confidence)})
+                req = req.model_copy(
+                    update={
+                        "language": choose(
+                            transcript.language_code,
+                            transcript.language_confidence,
+                            fallback,
+                            self.settings.languages,
+                            self.settings.auto_language_min_confidence,
+                        )
+                    }
+                )
             yield TranscriptEvent(turn_id=tid, transcript=transcript)
             if not transcript.text.strip():
-                yield ErrorEvent(turn_id=tid, code="no_speech", message="no speech was recognised; please repeat", status=422)
+                yield ErrorEvent(
+                    turn_id=tid, code="no_speech", message="no speech was recognised; please repeat", status=422
+                )
                 yield done("failed")
                 return
 
@@ -311,10 +341,16 @@ class TurnRunner:
                 t_ret = time.perf_counter()
                 # A follow-up ("what about the PIN?") is searched with the question it follows.
                 query = search_query(verdict.text, [m.content for m in history if m.role == "user"])
-                attack_score, passages = await e.retriever.alookup(verdict.text, library, self.settings.rag.top_k,
-                                                                 query if query != verdict.text else None)
+                attack_score, passages = await e.retriever.alookup(
+                    verdict.text, library, self.settings.rag.top_k, query if query != verdict.text else None
+                )
                 calls.append(
-                    ProviderCall(stage="retrieval", provider="faiss", model="local", latency_ms=(time.perf_counter() - t_ret) * 1000)
+                    ProviderCall(
+                        stage="retrieval",
+                        provider="faiss",
+                        model="local",
+                        latency_ms=(time.perf_counter() - t_ret) * 1000,
+                    )
                 )
                 if (similar := self.guardrails.check_attack_score(attack_score)) is not None:
                     verdict = similar.model_copy(update={"text": verdict.text, "flags": verdict.flags + similar.flags})
@@ -330,7 +366,9 @@ class TurnRunner:
             if verdict.reply is not None:  # refusal or escalation: a fixed reply, no model call
                 answer = _single(verdict.reply)
             else:
-                chat = ChatRequest(messages=[*history, ChatMessage(role="user", content=verdict.text)], passages=passages)
+                chat = ChatRequest(
+                    messages=[*history, ChatMessage(role="user", content=verdict.text)], passages=passages
+                )
                 answer = _sentences(e.llm, chat, calls)
             async for sentence in answer:
                 if verdict.reply is None:  # checked before it is spoken
@@ -346,7 +384,9 @@ class TurnRunner:
                     yield event
         except SamvadError as exc:
             log.warning("turn %s failed: %s: %s", tid, exc.code, exc.message)
-            yield ErrorEvent(turn_id=tid, code=exc.code, message=public_message(exc), retryable=exc.retryable, status=exc.status)
+            yield ErrorEvent(
+                turn_id=tid, code=exc.code, message=public_message(exc), retryable=exc.retryable, status=exc.status
+            )
             yield done("failed")
             return
         yield done("complete")

@@ -52,13 +52,24 @@ def turn_out(session_id: str, turn_id: str, events: list[TurnEvent]) -> TurnOut:
     if chunks:
         pcm = b"".join(c.audio for c in chunks)
         rate = chunks[0].sample_rate
-        audio = AudioOut(sample_rate=rate, seconds=round(len(pcm) / 2 / rate, 3),
-                         base64=base64.b64encode(wav_bytes(pcm, rate)).decode("ascii"))
+        audio = AudioOut(
+            sample_rate=rate,
+            seconds=round(len(pcm) / 2 / rate, 3),
+            base64=base64.b64encode(wav_bytes(pcm, rate)).decode("ascii"),
+        )
     transcript = next((e.transcript for e in events if isinstance(e, TranscriptEvent)), None)
     return TurnOut(
-        session_id=session_id, turn_id=turn_id, outcome=done.outcome, transcript=transcript,
-        response=done.response, audio=audio, stages=done.stages, first_audio_ms=done.first_audio_ms,
-        cost=done.cost, flags=done.flags + ([f"error:{error.code}"] if error else []), calls=done.calls,
+        session_id=session_id,
+        turn_id=turn_id,
+        outcome=done.outcome,
+        transcript=transcript,
+        response=done.response,
+        audio=audio,
+        stages=done.stages,
+        first_audio_ms=done.first_audio_ms,
+        cost=done.cost,
+        flags=done.flags + ([f"error:{error.code}"] if error else []),
+        calls=done.calls,
     )
 
 

@@ -108,8 +108,10 @@ class _Early:
 
 
 # Words after which a caller is not done, however long the pause ("my account number is …").
-_CONTINUES = frozenset("""a an the and or but so because if of to for with my your our is are was am be
-    from in on at by as than then that which who um uh er hmm like please""".split())
+_CONTINUES = frozenset(
+    """a an the and or but so because if of to for with my your our is are was am be
+    from in on at by as than then that which who um uh er hmm like please""".split()
+)
 
 
 def sounds_complete(text: str) -> bool:
@@ -136,10 +138,19 @@ def asks_to_stop(text: str, v: VoiceSettings, language: str) -> bool:
 
 class VoiceCall:
     def __init__(
-        self, ws: WebSocket, settings: Settings, session: CallState, start: SessionStart,
-        start_turn: StartTurn, settle: Settle, transcribe: Transcribe,
-        closing: asyncio.Event | None = None, goodbye: SessionClosing | None = None, charge: Charge | None = None,
-        partial: Partial | None = None, listener: Listener | None = None,
+        self,
+        ws: WebSocket,
+        settings: Settings,
+        session: CallState,
+        start: SessionStart,
+        start_turn: StartTurn,
+        settle: Settle,
+        transcribe: Transcribe,
+        closing: asyncio.Event | None = None,
+        goodbye: SessionClosing | None = None,
+        charge: Charge | None = None,
+        partial: Partial | None = None,
+        listener: Listener | None = None,
     ) -> None:
         self.ws, self.s, self.v = ws, settings, settings.voice
         self.session = session
@@ -196,7 +207,7 @@ class VoiceCall:
                     return
                 try:
                     msg = await asyncio.wait_for(self.ws.receive(), timeout=min(self.v.idle_timeout_s, remaining))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     if time.monotonic() - self.opened >= self.v.max_session_s:
                         continue
                     await self.ws.close(CLOSE_IDLE, "idle timeout")
@@ -298,7 +309,11 @@ class VoiceCall:
             self._end_early = None
         for event in events:
             if isinstance(event, SpeechStarted):
-                self._utterance_id, self._partial_frames, self._partial_text = uuid.uuid4().hex, self.vad.speech_frames, ""
+                self._utterance_id, self._partial_frames, self._partial_text = (
+                    uuid.uuid4().hex,
+                    self.vad.speech_frames,
+                    "",
+                )
                 self._open_stream()
                 await self.send(VadEvent(type="vad.speech_start", at=round(event.at, 3)))
             elif isinstance(event, SpeechEnded):
@@ -323,8 +338,12 @@ class VoiceCall:
         """After `early_asr_ms` of silence, transcribe the utterance so far while endpointing
         waits for `vad.min_silence_ms`; speech that resumes makes it stale (discarded). Not with a
         realtime recogniser: it has heard the utterance already, and finalises it at the end."""
-        if (not self.v.early_asr_ms or not self.vad.in_speech or self.vad.silence_ms < self.v.early_asr_ms
-                or self._stream is not None):
+        if (
+            not self.v.early_asr_ms
+            or not self.vad.in_speech
+            or self.vad.silence_ms < self.v.early_asr_ms
+            or self._stream is not None
+        ):
             return
         frames = self.vad.speech_frames
         if self.early is not None and self.early.speech_frames == frames:
@@ -350,9 +369,16 @@ class VoiceCall:
         """While the caller speaks, each `partial_interval_ms` of new speech, the utterance so far
         is offered to the ASR for a partial transcript. One at a time; only an idle local engine
         makes one, and a real decode preempts it after its encoder pass."""
-        if (self._partial is None or self._stream is not None or not self.v.partial_interval_ms or not self.vad.in_speech
-                or self.vad.silence_ms > 0 or self.early is not None or self._answer_playing()
-                or (self._partial_task is not None and not self._partial_task.done())):
+        if (
+            self._partial is None
+            or self._stream is not None
+            or not self.v.partial_interval_ms
+            or not self.vad.in_speech
+            or self.vad.silence_ms > 0
+            or self.early is not None
+            or self._answer_playing()
+            or (self._partial_task is not None and not self._partial_task.done())
+        ):
             return
         if (self.vad.speech_frames - self._partial_frames) * self.vad.frame_ms < self.v.partial_interval_ms:
             return
@@ -372,8 +398,13 @@ class VoiceCall:
             metrics.inc("samvad_partial_asr_total", result="skipped")
             return
         text = result.text.strip()
-        if (utterance_id != self._utterance_id or not self.vad.in_speech or self.early is not None
-                or not text or text == self._partial_text):
+        if (
+            utterance_id != self._utterance_id
+            or not self.vad.in_speech
+            or self.early is not None
+            or not text
+            or text == self._partial_text
+        ):
             metrics.inc("samvad_partial_asr_total", result="stale")
             return
         self._partial_text = text
@@ -392,8 +423,7 @@ class VoiceCall:
         utterance_id = self._utterance_id
 
         async def on_partial(transcript: Transcript) -> None:
-            if (utterance_id != self._utterance_id or self._answer_playing()
-                    or transcript.text == self._partial_text):
+            if utterance_id != self._utterance_id or self._answer_playing() or transcript.text == self._partial_text:
                 return
             self._partial_text = transcript.text
             metrics.inc("samvad_partial_asr_total", result="sent")
@@ -471,8 +501,12 @@ class VoiceCall:
         if early is not None:
             request = TurnRequest(turn_id=turn_id, transcript=early[0], transcript_calls=early[1], **fields)
         else:
-            request = TurnRequest(turn_id=turn_id, audio=wav_bytes(float_to_pcm16(ended.audio), 16000),
-                                  transcript_calls=self._failed_calls, **fields)
+            request = TurnRequest(
+                turn_id=turn_id,
+                audio=wav_bytes(float_to_pcm16(ended.audio), 16000),
+                transcript_calls=self._failed_calls,
+                **fields,
+            )
         self._failed_calls = []
         self._begin_turn(request, speech_ended_at=time.monotonic() - ended.silence_ms / 1000)
 
@@ -480,7 +514,6 @@ class VoiceCall:
         """The language the ASR is told: none when the session detects it per utterance."""
         language = self.session.language
         return None if language == AUTO else language
-
 
     def _turn_fields(self) -> dict:
         return self.session.model_dump() | {"channel": "voice"}
@@ -502,7 +535,9 @@ class VoiceCall:
                 await self._charge()  # every turn counts against the key's rate limit
             except SamvadError as exc:
                 p.done = True
-                await self.send(ErrorEvent(turn_id=request.turn_id, code=exc.code, message=exc.message, status=exc.status))
+                await self.send(
+                    ErrorEvent(turn_id=request.turn_id, code=exc.code, message=exc.message, status=exc.status)
+                )
                 return
         try:
             async for event in self._start_turn(request):
@@ -529,8 +564,14 @@ class VoiceCall:
                     log.exception("turn %s could not be marked interrupted", request.turn_id)
             p.done = True
             # The reason stays in the log (with the turn id): engine internals are not the caller's.
-            await self.send(ErrorEvent(turn_id=request.turn_id, code="turn_failed",
-                                       message="the turn failed; ask again (quote the turn id when reporting it)", status=502))
+            await self.send(
+                ErrorEvent(
+                    turn_id=request.turn_id,
+                    code="turn_failed",
+                    message="the turn failed; ask again (quote the turn id when reporting it)",
+                    status=502,
+                )
+            )
 
     async def _pace(self, p: _Playing, event: AudioEvent) -> None:
         """Send audio no further than `playback_lead_s` ahead of where playback is now, so that

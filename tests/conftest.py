@@ -29,7 +29,9 @@ def tmp_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def settings(tmp_root) -> Settings:
     s = load_settings()
-    return s.model_copy(update={"rag": s.rag.model_copy(update={"index_dir": tmp_root / "index"}), "data_dir": tmp_root / "var"})
+    return s.model_copy(
+        update={"rag": s.rag.model_copy(update={"index_dir": tmp_root / "index"}), "data_dir": tmp_root / "var"}
+    )
 
 
 @pytest.fixture(scope="session")

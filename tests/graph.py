@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from samvad.settings import REPO_ROOT, secret
+from samvad.storage import embedded
 from samvad.storage.repository import Repository
 from tests import aio
-from samvad.storage import embedded
 
 PORT = 8765
 INGRESS_REPLICAS = 2
@@ -84,19 +84,30 @@ def serve_app(servers, tmp_path_factory):
     os.environ["SAMVAD_SERVICE__ADMIN_KEY"] = ADMIN_KEY
     os.environ["SAMVAD_SERVICE__CORS_ORIGINS"] = f'["{ALLOWED_ORIGIN}"]'
     ray.init(
-        address="local", num_cpus=2, include_dashboard=False, namespace="samvad", log_to_driver=False,
-        runtime_env={"env_vars": export_node_env(str(REPO_ROOT / "serve_config.yaml"))
-                     | {"PYTHONPATH": str(REPO_ROOT), "RAY_AUTH_MODE": "disabled"}},
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        namespace="samvad",
+        log_to_driver=False,
+        runtime_env={
+            "env_vars": export_node_env(str(REPO_ROOT / "serve_config.yaml"))
+            | {"PYTHONPATH": str(REPO_ROOT), "RAY_AUTH_MODE": "disabled"}
+        },
         _system_config={"metrics_report_interval_ms": 1000},  # metrics reach the agent within a second
     )
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     options = deployment_options(str(REPO_ROOT / "serve_config.yaml"))
     # Two live ingress replicas, as on a scaled cluster: limits and sessions must hold across them.
-    options["Ingress"] = {k: v for k, v in options["Ingress"].items() if k != "autoscaling_config"} | {"num_replicas": INGRESS_REPLICAS}
-    options["Sessions"] = {k: v for k, v in options["Sessions"].items() if k != "autoscaling_config"} | {"num_replicas": SESSIONS_REPLICAS}
+    options["Ingress"] = {k: v for k, v in options["Ingress"].items() if k != "autoscaling_config"} | {
+        "num_replicas": INGRESS_REPLICAS
+    }
+    options["Sessions"] = {k: v for k, v in options["Sessions"].items() if k != "autoscaling_config"} | {
+        "num_replicas": SESSIONS_REPLICAS
+    }
     serve.run(
         build_app({"database_url": servers.dsn, "redis_url": servers.redis_url, "deployment_options": options}),
-        name="samvad", route_prefix="/",
+        name="samvad",
+        route_prefix="/",
     )
     yield servers.dsn
     serve.shutdown()
@@ -120,8 +131,9 @@ def api_key(serve_app) -> str:
 
 @pytest.fixture()
 def client(api_key):
-    with httpx.Client(base_url=f"http://127.0.0.1:{PORT}", headers={"X-API-Key": api_key, "X-Admin-Key": ADMIN_KEY},
-                      timeout=120) as c:
+    with httpx.Client(
+        base_url=f"http://127.0.0.1:{PORT}", headers={"X-API-Key": api_key, "X-Admin-Key": ADMIN_KEY}, timeout=120
+    ) as c:
         yield c
 
 

@@ -34,7 +34,11 @@ def postgres(tmp: Path):
             await conn.close()
 
     asyncio.run(sql(f'CREATE DATABASE "{name}"'))
-    dsn = admin.replace("/test", f"/{name}", 1) if admin.endswith("/test") else admin.replace("/postgres?", f"/{name}?", 1)
+    dsn = (
+        admin.replace("/test", f"/{name}", 1)
+        if admin.endswith("/test")
+        else admin.replace("/postgres?", f"/{name}?", 1)
+    )
     try:
         yield dsn
     finally:

@@ -12,7 +12,9 @@ from samvad.providers.base import SpeechRequest, TextToSpeech
 from tests import aio
 
 
-def speak_wav(tts: TextToSpeech, text: str, language: str = "en-IN", *, lead_silence: float = 0.0, tail_silence: float = 0.0) -> bytes:
+def speak_wav(
+    tts: TextToSpeech, text: str, language: str = "en-IN", *, lead_silence: float = 0.0, tail_silence: float = 0.0
+) -> bytes:
     async def run() -> tuple[bytes, int]:
         chunks, rate = [], 0
         async for c in tts.stream(SpeechRequest(text=text, language=language), []):

@@ -11,9 +11,12 @@ from samvad.api.context import RequestContext
 
 
 def build_api() -> FastAPI:
-    app = FastAPIOffline(title="Samvad", version="0.1.0",
-                         description="Voice assistant backend for Indian-language customer conversations",
-                         static_url="/static-docs")
+    app = FastAPIOffline(
+        title="Samvad",
+        version="0.1.0",
+        description="Voice assistant backend for Indian-language customer conversations",
+        static_url="/static-docs",
+    )
     errors.install(app)
     app.add_middleware(RequestContext)
     app.include_router(rest.router)

@@ -29,7 +29,8 @@ def origin_allowed(origin: str, host: str, app) -> bool:
 
 def cors_headers(origin: str) -> dict[str, str]:
     return {
-        "Access-Control-Allow-Origin": origin, "Vary": "Origin",
+        "Access-Control-Allow-Origin": origin,
+        "Vary": "Origin",
         "Access-Control-Allow-Methods": "GET, POST, DELETE",
         "Access-Control-Allow-Headers": "X-API-Key, Content-Type, X-Request-ID, Idempotency-Key",
         "Access-Control-Max-Age": "600",
@@ -57,21 +58,29 @@ class RequestContext:
         state = scope["app"].state
         allowed = origin is not None and origin_allowed(origin, request.headers.get("host", ""), scope["app"])
         if request.method == "OPTIONS" and origin is not None:  # CORS preflight
-            response = (error_response(request, 403, "origin_not_allowed", f"origin {origin} may not call this API")
-                        if not allowed else Response(status_code=204, headers=cors_headers(origin)))
+            response = (
+                error_response(request, 403, "origin_not_allowed", f"origin {origin} may not call this API")
+                if not allowed
+                else Response(status_code=204, headers=cors_headers(origin))
+            )
             await response(scope, receive, send)
             return
         limit = getattr(state, "max_body_bytes", 8 << 20)
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
-            await error_response(request, 413, "payload_too_large",
-                                 f"the request body is larger than {limit} bytes")(scope, receive, send)
+            await error_response(request, 413, "payload_too_large", f"the request body is larger than {limit} bytes")(
+                scope, receive, send
+            )
             return
         admin = getattr(state, "admin_key", None)
-        if admin and scope["path"] in OPS_PATHS and not hmac.compare_digest(
-                request.headers.get("x-admin-key", "").encode(), admin.encode()):
-            await error_response(request, 401, "admin_key_required",
-                                 "this operations route needs the X-Admin-Key header")(scope, receive, send)
+        if (
+            admin
+            and scope["path"] in OPS_PATHS
+            and not hmac.compare_digest(request.headers.get("x-admin-key", "").encode(), admin.encode())
+        ):
+            await error_response(
+                request, 401, "admin_key_required", "this operations route needs the X-Admin-Key header"
+            )(scope, receive, send)
             return
         received = 0
         inner_receive = receive
@@ -84,6 +93,7 @@ class RequestContext:
                 if received > limit:
                     raise BodyTooLarge(limit)
             return message
+
         extra = [(b"x-samvad-replica", getattr(state, "replica", "").encode())]  # which replica answered (ops)
         if allowed:
             extra += [(k.lower().encode(), v.encode()) for k, v in cors_headers(origin).items()]
@@ -100,7 +110,11 @@ class RequestContext:
             await self.app(scope, receive, send_with_headers)
         finally:
             route = scope.get("route")
-            metrics.observe("samvad_http_ms", (time.perf_counter() - t0) * 1000,
-                            route=getattr(route, "path", "unmatched"), status=str(status))
+            metrics.observe(
+                "samvad_http_ms",
+                (time.perf_counter() - t0) * 1000,
+                route=getattr(route, "path", "unmatched"),
+                status=str(status),
+            )
         # No X-Request-ID here: Serve's proxy passes the client's id (or one it made) to us and sets
         # the same id on every response; adding ours would send the header twice.

@@ -59,8 +59,12 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     expected = _expected_media(request)
     sent = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if expected and sent != expected and any(e.get("loc", ("",))[0] == "body" for e in exc.errors()):
-        return error_response(request, 415, "unsupported_media_type",
-                              f"send the body as {expected}" + (f", not {sent}" if sent else " (Content-Type is missing)"))
+        return error_response(
+            request,
+            415,
+            "unsupported_media_type",
+            f"send the body as {expected}" + (f", not {sent}" if sent else " (Content-Type is missing)"),
+        )
     first = exc.errors()[0] if exc.errors() else {}
     return error_response(request, 422, "validation_error", _validation_message(first))
 
@@ -71,7 +75,9 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error request_id=%s", getattr(request.state, "request_id", None))
-    return error_response(request, 500, "internal_error", "an internal error occurred; quote the request id when reporting it")
+    return error_response(
+        request, 500, "internal_error", "an internal error occurred; quote the request id when reporting it"
+    )
 
 
 def install(app: FastAPI) -> None:

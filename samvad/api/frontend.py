@@ -19,8 +19,8 @@ from samvad.api.gate import Gate
 from samvad.audio import Audio
 from samvad.contracts import Transcript
 from samvad.errors import DatabaseUnavailable
-from samvad.language import check_language
 from samvad.events import TurnEvent
+from samvad.language import check_language
 from samvad.protocol import CLOSE_UNAUTHORIZED
 from samvad.providers.base import AudioChunk, SpeechRequest
 from samvad.providers.registry import build_listener

@@ -131,8 +131,13 @@ class Gate:
         limits = self.s.limits
         await asyncio.gather(
             self._take("ip", f"ip:{ip}", limits.ip_requests_per_minute, fail_open=limits.ip_fail_open),
-            self._take("auth_failures", f"authfail:{ip}", limits.auth_failures_per_minute, fail_open=limits.ip_fail_open,
-                       peek=True),
+            self._take(
+                "auth_failures",
+                f"authfail:{ip}",
+                limits.auth_failures_per_minute,
+                fail_open=limits.ip_fail_open,
+                peek=True,
+            ),
         )
 
     async def admit(self, key: str | None, ip: str) -> ApiKeyRow:
@@ -160,24 +165,33 @@ class Gate:
 
     async def new_session(self, row: ApiKeyRow) -> dict:
         """Charge the key's new-session limit; returns the open-session cap for `create_session`."""
-        await self._take("new_session", f"newsession:{row.id}", row.sessions_per_minute or self.s.limits.sessions_per_minute)
-        return {"max_open": row.max_open_sessions or self.s.limits.max_open_sessions,
-                "open_s": self.s.limits.session_open_s}
+        await self._take(
+            "new_session", f"newsession:{row.id}", row.sessions_per_minute or self.s.limits.sessions_per_minute
+        )
+        return {
+            "max_open": row.max_open_sessions or self.s.limits.max_open_sessions,
+            "open_s": self.s.limits.session_open_s,
+        }
 
-    async def _take(self, scope: str, bucket: str, per_minute: int, *, fail_open: bool | None = None,
-                    peek: bool = False) -> None:
+    async def _take(
+        self, scope: str, bucket: str, per_minute: int, *, fail_open: bool | None = None, peek: bool = False
+    ) -> None:
         if self.limiter is None:
             return
         decision = await self.limiter.take(bucket, per_minute, fail_open=fail_open, peek=peek)
         if decision.degraded:
             metrics.inc("samvad_rate_limit_degraded_total", policy="open" if decision.allowed else "closed")
             if not decision.allowed:
-                raise LimiterUnavailable(f"the {scope} rate limit cannot be checked right now; retry shortly",
-                                         decision.retry_after_s)
+                raise LimiterUnavailable(
+                    f"the {scope} rate limit cannot be checked right now; retry shortly", decision.retry_after_s
+                )
         if not decision.allowed:
             metrics.inc("samvad_rate_limited_total", scope=scope)
-            what = ("too many failed API-key attempts from this address" if scope == "auth_failures"
-                    else f"rate limit of {per_minute} per minute per {scope} reached")
+            what = (
+                "too many failed API-key attempts from this address"
+                if scope == "auth_failures"
+                else f"rate limit of {per_minute} per minute per {scope} reached"
+            )
             raise RateLimitedError(f"{what}; retry later", decision.retry_after_s)
 
     # revocation ---------------------------------------------------------------------------------
@@ -231,8 +245,9 @@ class Gate:
         cached = self._sessions.get((key_id, session_id))
         if cached and not fresh and cached[0] > time.monotonic():
             return cached[1]
-        row = await self.last_known("session", f"{key_id}:{session_id}", SessionRow,
-                                    lambda: self.db.get_session(session_id, key_id))
+        row = await self.last_known(
+            "session", f"{key_id}:{session_id}", SessionRow, lambda: self.db.get_session(session_id, key_id)
+        )
         _bounded(self._sessions)[(key_id, session_id)] = (time.monotonic() + SESSION_CACHE_S, row)
         return row
 
@@ -286,7 +301,9 @@ class Gate:
         """A slot among the IP's open voice sockets (`limits.max_sockets_per_ip`, across replicas)."""
         if self.slots is None:
             return True
-        decision = await self.slots.admit(f"ip:{ip}", slot, self.s.limits.max_sockets_per_ip, fail_open=self.s.limits.ip_fail_open)
+        decision = await self.slots.admit(
+            f"ip:{ip}", slot, self.s.limits.max_sockets_per_ip, fail_open=self.s.limits.ip_fail_open
+        )
         return decision.allowed
 
     async def keep_socket(self, ip: str, slot: str) -> None:

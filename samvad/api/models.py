@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from samvad.protocol import Voice
@@ -21,9 +20,14 @@ class TtsBody(_Body):
 
 
 class SessionBody(_Body):
-    language: str | None = Field(None, description="the caller's language, or \"auto\": detected in each utterance "
-                                               "(default: the service's `default_language`)")
-    mode: Mode | None = Field(None, description="the answer's register (default: the service's `translation.default_mode`)")
+    language: str | None = Field(
+        None,
+        description='the caller\'s language, or "auto": detected in each utterance '
+        "(default: the service's `default_language`)",
+    )
+    mode: Mode | None = Field(
+        None, description="the answer's register (default: the service's `translation.default_mode`)"
+    )
     voice: Voice | None = None
     output_script: OutputScript | None = None
 

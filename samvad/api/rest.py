@@ -22,20 +22,25 @@ from samvad.api.models import ErrorOut, SessionBody, TtsBody, TurnBody, TurnOut
 from samvad.audio import decode_audio, wav_bytes
 from samvad.errors import InputError, NotFoundError, SamvadError
 from samvad.language import AUTO
+from samvad.providers.base import SpeechRequest
 from samvad.stages import StageReport
 from samvad.storage.repository import ApiKeyRow, MessageRow, SessionRow
-from samvad.providers.base import SpeechRequest
 from samvad.turn import TurnRequest, prepare_turn
 
 STATIC = Path(__file__).resolve().parent / "static"
 
 ERRORS = (400, 401, 404, 409, 413, 415, 422, 429)
 RESPONSES = {status: {"model": ErrorOut} for status in ERRORS}
-IDEMPOTENCY = Header(None, alias="Idempotency-Key", max_length=255,
-                     description="the same key returns the same result: retry safely after a dropped connection")
+IDEMPOTENCY = Header(
+    None,
+    alias="Idempotency-Key",
+    max_length=255,
+    description="the same key returns the same result: retry safely after a dropped connection",
+)
 # Declared as the API's security scheme, so /docs' "Authorize" sends it with "Try it out".
-API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="ApiKey",
-                       description="an API key made with `samvad keys create`")
+API_KEY = APIKeyHeader(
+    name="X-API-Key", auto_error=False, scheme_name="ApiKey", description="an API key made with `samvad keys create`"
+)
 
 router = APIRouter()
 
@@ -103,45 +108,60 @@ async def tts_route(body: TtsBody, key: ApiKeyRow = Depends(caller), f: Frontend
     if f.language(body.language) == AUTO:
         raise InputError("say which language to speak: auto is for what callers say", code="unknown_language")
     pcm, rate, hit = [], 0, False
-    async for item in f.backend.synthesize(SpeechRequest(text=body.text, language=body.language, voice=body.voice,
-                                                         tenant=str(key.id))):
+    async for item in f.backend.synthesize(
+        SpeechRequest(text=body.text, language=body.language, voice=body.voice, tenant=str(key.id))
+    ):
         if isinstance(item, StageReport):
             hit = item.cache_hit
         else:
             pcm.append(item.pcm16)
             rate = item.sample_rate
     metrics.inc("samvad_cache_total", stage="tts_api", result="hit" if hit else "miss")
-    return Response(wav_bytes(b"".join(pcm), rate), media_type="audio/wav", headers={"X-Cache": "hit" if hit else "miss"})
+    return Response(
+        wav_bytes(b"".join(pcm), rate), media_type="audio/wav", headers={"X-Cache": "hit" if hit else "miss"}
+    )
 
 
 @router.post("/api/v1/asr", responses=RESPONSES)
 async def asr_route(
-    file: UploadFile = File(..., description="WAV/FLAC/OGG audio"), language: str = Form("en-IN"),
-    key: ApiKeyRow = Depends(caller), f: Frontend = Depends(frontend),
+    file: UploadFile = File(..., description="WAV/FLAC/OGG audio"),
+    language: str = Form("en-IN"),
+    key: ApiKeyRow = Depends(caller),
+    f: Frontend = Depends(frontend),
 ) -> dict:
     """Speech to text: returns the transcript payload."""
     f.language(language)
     a = f.settings.audio
-    audio = decode_audio(await file.read(), target_rate=a.sample_rate, max_seconds=a.max_seconds, min_seconds=a.min_seconds)
+    audio = decode_audio(
+        await file.read(), target_rate=a.sample_rate, max_seconds=a.max_seconds, min_seconds=a.min_seconds
+    )
     transcript, _ = await f.backend.transcribe(audio, None if language == AUTO else language)
     return transcript.model_dump()
 
 
 @router.post("/api/v1/sessions", status_code=201, responses=RESPONSES)
-async def create_session(body: SessionBody, idempotency_key: str | None = IDEMPOTENCY,
-                         key: ApiKeyRow = Depends(caller), f: Frontend = Depends(frontend)) -> SessionRow:
+async def create_session(
+    body: SessionBody,
+    idempotency_key: str | None = IDEMPOTENCY,
+    key: ApiKeyRow = Depends(caller),
+    f: Frontend = Depends(frontend),
+) -> SessionRow:
     """Open a session (one database insert: its conversation is activated on first use)."""
-    args = {"language": f.language(body.language or f.settings.default_language),
-            "mode": body.mode or f.settings.translation.default_mode, "voice": body.voice,
-            "output_script": body.output_script}
+    args = {
+        "language": f.language(body.language or f.settings.default_language),
+        "mode": body.mode or f.settings.translation.default_mode,
+        "voice": body.voice,
+        "output_script": body.output_script,
+    }
     if idempotency_key is None:
         return await f.db.create_session(**args, api_key_id=key.id, **await f.gate.new_session(key))
     request_hash = _idempotency_hash("sessions", args)
     # A retry is recognised before it is charged: it opens no new session.
     claim = await f.db.find_claim(key.id, idempotency_key, "sessions", request_hash)
     if claim is None:
-        claim = await f.db.claim(key.id, idempotency_key, "sessions", request_hash,
-                                 new_session=args | await f.gate.new_session(key))
+        claim = await f.db.claim(
+            key.id, idempotency_key, "sessions", request_hash, new_session=args | await f.gate.new_session(key)
+        )
     return await f.db.get_session(claim.session_id, key.id)
 
 
@@ -161,7 +181,9 @@ async def close_session(session_id: str, key: ApiKeyRow = Depends(caller), f: Fr
 
 
 @router.get("/api/v1/sessions/{session_id}/messages", responses=RESPONSES)
-async def get_messages(session_id: str, key: ApiKeyRow = Depends(caller), f: Frontend = Depends(frontend)) -> list[MessageRow]:
+async def get_messages(
+    session_id: str, key: ApiKeyRow = Depends(caller), f: Frontend = Depends(frontend)
+) -> list[MessageRow]:
     """Every message of the session. Turns are acknowledged only once committed, so this shows
     every turn answered before it (read-your-writes)."""
     await f.gate.session(session_id, key.id)
@@ -178,8 +200,13 @@ def _audio(body: TurnBody) -> bytes | None:
 
 
 @router.post("/api/v1/turn", responses={**RESPONSES, 503: {"model": ErrorOut}})
-async def turn(body: TurnBody, request: Request, idempotency_key: str | None = IDEMPOTENCY,
-               key: ApiKeyRow = Depends(caller), f: Frontend = Depends(frontend)) -> TurnOut:
+async def turn(
+    body: TurnBody,
+    request: Request,
+    idempotency_key: str | None = IDEMPOTENCY,
+    key: ApiKeyRow = Depends(caller),
+    f: Frontend = Depends(frontend),
+) -> TurnOut:
     """One turn: audio or text in; transcript, grounded answer, audio (base64 WAV), timings, cost
     out. Answered only once the turn is committed; with an `Idempotency-Key`, a retry returns the
     stored answer instead of running the turn again."""
@@ -193,16 +220,29 @@ async def turn(body: TurnBody, request: Request, idempotency_key: str | None = I
         session = await f.gate.session(body.session_id, key.id)
         if session.closed_at is not None:
             raise SessionClosed("the session is closed: open a new one")
-        fields = {"language": session.language, "mode": session.mode, "voice": session.voice,
-                  "output_script": session.output_script}
+        fields = {
+            "language": session.language,
+            "mode": session.mode,
+            "voice": session.voice,
+            "output_script": session.output_script,
+        }
     else:
-        fields = {"language": f.settings.default_language, "mode": f.settings.translation.default_mode,
-                  "voice": None, "output_script": None}
+        fields = {
+            "language": f.settings.default_language,
+            "mode": f.settings.translation.default_mode,
+            "voice": None,
+            "output_script": None,
+        }
     fields |= body.model_dump(include={"language", "mode", "voice", "output_script"}, exclude_none=True)
     turn = TurnRequest(
         turn_id=uuid.uuid4().hex,  # the server's: a client's id never names (or overwrites) a turn
-        request_id=request.state.request_id, idempotent=idempotency_key is not None, tenant=str(key.id),
-        audio=audio, text=body.text, speak=body.speak, **fields,
+        request_id=request.state.request_id,
+        idempotent=idempotency_key is not None,
+        tenant=str(key.id),
+        audio=audio,
+        text=body.text,
+        speak=body.speak,
+        **fields,
     )
     request_hash = _idempotency_hash("turn", body.model_dump()) if idempotency_key is not None else ""
     claim = None
@@ -213,11 +253,19 @@ async def turn(body: TurnBody, request: Request, idempotency_key: str | None = I
         # Nothing is created for a turn that cannot run: its input is checked (audio decoded)
         # first. A turn in an existing session is checked where it runs.
         prepare_turn(turn, f.settings)
-        new_session = {k: fields[k] for k in ("language", "mode", "voice", "output_script")} | await f.gate.new_session(key)
+        new_session = {k: fields[k] for k in ("language", "mode", "voice", "output_script")} | await f.gate.new_session(
+            key
+        )
     if idempotency_key is not None:
-        claim = claim or await f.db.claim(key.id, idempotency_key, "turn", request_hash,
-                                          session_id=session.id if session else None, new_session=new_session,
-                                          new_turn=True)
+        claim = claim or await f.db.claim(
+            key.id,
+            idempotency_key,
+            "turn",
+            request_hash,
+            session_id=session.id if session else None,
+            new_session=new_session,
+            new_turn=True,
+        )
         if claim.response is not None:
             return TurnOut.model_validate_json(claim.response)
         turn.turn_id = claim.turn_id

@@ -19,7 +19,7 @@ def make(secret: str, session_id: str, key_id: int, ttl_s: float, now: float | N
 
 
 def check(secret: str, token: str | None, session_id: str, key_id: int, now: float | None = None) -> str:
-    """"ok", "expired" (this key's genuine token, too old) or "invalid" (malformed, forged, for
+    """ "ok", "expired" (this key's genuine token, too old) or "invalid" (malformed, forged, for
     another session or another key: indistinguishable from a session that does not exist)."""
     if not token or len(token) > MAX_LEN or not token.isascii():
         return "invalid"

@@ -77,8 +77,11 @@ async def voice_session(ws: WebSocket) -> None:
     except SamvadError as exc:
         await _refuse(ws, exc)
         return
-    async with _lease(lambda slot: f.gate.open_socket(ip, slot), lambda slot: f.gate.keep_socket(ip, slot),
-                      lambda slot: f.gate.close_socket(ip, slot)) as held:
+    async with _lease(
+        lambda slot: f.gate.open_socket(ip, slot),
+        lambda slot: f.gate.keep_socket(ip, slot),
+        lambda slot: f.gate.close_socket(ip, slot),
+    ) as held:
         if not held:
             await ws.close(CLOSE_TOO_MANY_SESSIONS, "too many open sockets from this address")
             return
@@ -92,8 +95,14 @@ async def _admit_call(f: Frontend, ws: WebSocket, ip: str) -> None:
             raise ValueError("session.start too big")
         start = SessionStart.model_validate(json.loads(raw))
     except Exception:  # noqa: BLE001 - a late, malformed or missing opening ends the connection
-        await ws.send_text(ErrorEvent(turn_id="", code="bad_start", status=400,
-                                      message="the first message must be a valid session.start, sent at once").model_dump_json())
+        await ws.send_text(
+            ErrorEvent(
+                turn_id="",
+                code="bad_start",
+                status=400,
+                message="the first message must be a valid session.start, sent at once",
+            ).model_dump_json()
+        )
         await ws.close(CLOSE_BAD_START, "expected session.start")
         return
     if f.closing.is_set():
@@ -109,8 +118,11 @@ async def _admit_call(f: Frontend, ws: WebSocket, ip: str) -> None:
     except SamvadError as exc:
         await _refuse(ws, exc)
         return
-    async with _lease(lambda slot: f.gate.open_call(key, slot), lambda slot: f.gate.keep_call(key, slot),
-                      lambda slot: f.gate.close_call(key, slot)) as held:
+    async with _lease(
+        lambda slot: f.gate.open_call(key, slot),
+        lambda slot: f.gate.keep_call(key, slot),
+        lambda slot: f.gate.close_call(key, slot),
+    ) as held:
         if not held:
             await ws.close(CLOSE_TOO_MANY_SESSIONS, "too many live sessions for this API key")
             return
@@ -136,8 +148,13 @@ async def _call(f: Frontend, ws: WebSocket, start: SessionStart, key: ApiKeyRow)
         # nothing, and answers exactly like a session that does not exist.
         verdict = f.check_resume(ws.query_params.get("resume_token"), sid, key.id)
         if verdict != "ok":
-            await ws.close(*((CLOSE_FORBIDDEN, "resume token expired: start a new session") if verdict == "expired"
-                             else (CLOSE_NOT_FOUND, "unknown session")))
+            await ws.close(
+                *(
+                    (CLOSE_FORBIDDEN, "resume token expired: start a new session")
+                    if verdict == "expired"
+                    else (CLOSE_NOT_FOUND, "unknown session")
+                )
+            )
             return
         try:
             row = await f.db.get_session(sid, key.id)  # another key's session is "unknown"
@@ -153,19 +170,30 @@ async def _call(f: Frontend, ws: WebSocket, start: SessionStart, key: ApiKeyRow)
     else:
         try:
             caps = await f.gate.new_session(key)
-            row = await f.db.create_session(language, start.mode or s.translation.default_mode, start.voice, key.id,
-                                            start.output_script, **caps)
+            row = await f.db.create_session(
+                language, start.mode or s.translation.default_mode, start.voice, key.id, start.output_script, **caps
+            )
         except SamvadError as exc:
             await _refuse(ws, exc)
             return
         sid = row.id
-    session = CallState(language=start.language or row.language, mode=start.mode or row.mode,
-                        voice=start.voice or row.voice, output_script=start.output_script or row.output_script,
-                        tenant=str(key.id))
-    await ws.send_text(SessionStarted(
-        session_id=sid, resume_token=f.resume_token(sid, key.id), resumed=bool(ws.query_params.get("session_id")),
-        language=session.language, mode=session.mode, interrupted_turn=interrupted,
-    ).model_dump_json())
+    session = CallState(
+        language=start.language or row.language,
+        mode=start.mode or row.mode,
+        voice=start.voice or row.voice,
+        output_script=start.output_script or row.output_script,
+        tenant=str(key.id),
+    )
+    await ws.send_text(
+        SessionStarted(
+            session_id=sid,
+            resume_token=f.resume_token(sid, key.id),
+            resumed=bool(ws.query_params.get("session_id")),
+            language=session.language,
+            mode=session.mode,
+            interrupted_turn=interrupted,
+        ).model_dump_json()
+    )
     backend = f.backend
 
     async def settle(turn_id: str, heard: str, complete: bool) -> None:
@@ -175,9 +203,20 @@ async def _call(f: Frontend, ws: WebSocket, start: SessionStart, key: ApiKeyRow)
         await f.gate.charge(key)
 
     goodbye = SessionClosing(session_id=sid, resume_token=f.resume_token(sid, key.id))
-    call = VoiceCall(ws, s, session, start, start_turn=lambda request: backend.stream(sid, request), settle=settle,
-                     transcribe=backend.transcribe, closing=f.closing, goodbye=goodbye, charge=charge,
-                     partial=backend.partial, listener=f.listener)
+    call = VoiceCall(
+        ws,
+        s,
+        session,
+        start,
+        start_turn=lambda request: backend.stream(sid, request),
+        settle=settle,
+        transcribe=backend.transcribe,
+        closing=f.closing,
+        goodbye=goodbye,
+        charge=charge,
+        partial=backend.partial,
+        listener=f.listener,
+    )
     f.add_call(key.id, call)
     try:
         await call.run()

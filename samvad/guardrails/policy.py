@@ -153,8 +153,11 @@ class Guardrails(BaseModel):
             kinds = sorted({m.kind for m in matches})
             flags.append(GuardrailFlag(check="pii", severity="high", action="redact", detail=",".join(kinds)))
             text = redact(text, matches)
-        for name, check, severity in (("injection", p.injection, "high"), ("abuse", p.abuse, "medium"),
-                                      ("human_agent", p.human_agent, "info")):
+        for name, check, severity in (
+            ("injection", p.injection, "high"),
+            ("abuse", p.abuse, "medium"),
+            ("human_agent", p.human_agent, "info"),
+        ):
             if check.hit(text):
                 flags.append(GuardrailFlag(check=name, severity=severity, action=check.action))
                 if check.action in ("refuse", "escalate"):
@@ -167,8 +170,12 @@ class Guardrails(BaseModel):
         c = self.input.injection
         if not c.enabled or score is None or score < c.threshold:
             return None
-        flag = GuardrailFlag(check="injection", severity="high", action=c.action,
-                             detail=f"classified as an attack (score {score:.2f}, threshold {c.threshold:.2f})")
+        flag = GuardrailFlag(
+            check="injection",
+            severity="high",
+            action=c.action,
+            detail=f"classified as an attack (score {score:.2f}, threshold {c.threshold:.2f})",
+        )
         return InputVerdict(text="", flags=[flag], action=c.action, reply=self.replies.injection)
 
     def check_retrieval(self, passages: list[Passage]) -> InputVerdict | None:
@@ -188,11 +195,18 @@ class Guardrails(BaseModel):
         if o.grounding.enabled and passages:
             score = support(sentence, passages)
             if score < o.grounding.min_support:
-                flags.append(GuardrailFlag(check="grounding", severity="medium", action="refuse",
-                                           detail=f"support {score:.2f}"))
+                flags.append(
+                    GuardrailFlag(check="grounding", severity="medium", action="refuse", detail=f"support {score:.2f}")
+                )
                 return OutputVerdict(text=None if o.grounding.on_fail == "drop" else self.replies.fallback, flags=flags)
         if o.pii.enabled and (matches := find_pii(sentence)):
-            flags.append(GuardrailFlag(check="pii_output", severity="high", action="redact",
-                                       detail=",".join(sorted({m.kind for m in matches}))))
+            flags.append(
+                GuardrailFlag(
+                    check="pii_output",
+                    severity="high",
+                    action="redact",
+                    detail=",".join(sorted({m.kind for m in matches})),
+                )
+            )
             sentence = redact(sentence, matches)
         return OutputVerdict(text=sentence, flags=flags)

@@ -34,8 +34,11 @@ class _Cached:
 
     def _hit(self, calls: CallLog, started: float) -> None:
         ms = (time.perf_counter() - started) * 1000
-        calls.append(ProviderCall(stage=self.inner.stage, provider=self.name, model=self.model, cache_hit=True,
-                                  ttfb_ms=ms, latency_ms=ms))
+        calls.append(
+            ProviderCall(
+                stage=self.inner.stage, provider=self.name, model=self.model, cache_hit=True, ttfb_ms=ms, latency_ms=ms
+            )
+        )
 
 
 class CachedTTS(_Cached):
@@ -44,7 +47,9 @@ class CachedTTS(_Cached):
     async def stream(self, request: SpeechRequest, calls: CallLog) -> AsyncIterator[AudioChunk]:
         started = time.perf_counter()
         # Per tenant: a hit (X-Cache on /tts, or its speed) must not tell one tenant another's text.
-        key = cache_key("tts", request.tenant or "", self.name, self.model, request.voice or "", request.language, request.text)
+        key = cache_key(
+            "tts", request.tenant or "", self.name, self.model, request.voice or "", request.language, request.text
+        )
         cached = await self.cache.get(key)
         if cached is not None and len(cached) > 4:
             rate = int.from_bytes(cached[:4], "little")
@@ -66,8 +71,16 @@ class CachedTranslator(_Cached):
 
     async def translate(self, request: TranslationRequest, calls: CallLog) -> TranslationResult:
         started = time.perf_counter()
-        key = cache_key("translation", self.name, self.model, request.source_language, request.target_language,
-                        request.mode, request.output_script, request.text)
+        key = cache_key(
+            "translation",
+            self.name,
+            self.model,
+            request.source_language,
+            request.target_language,
+            request.mode,
+            request.output_script,
+            request.text,
+        )
         if (cached := await self.cache.get(key)) is not None:
             self._hit(calls, started)
             return TranslationResult.model_validate_json(cached)
@@ -84,7 +97,9 @@ class CachedSTT(_Cached):
         started = time.perf_counter()
         # Transcripts hold what callers said (card and phone numbers): stored sealed with a key
         # derived from the audio itself, so Redis never holds one readable.
-        key, secret = sealed_key("asr", self.name, self.model, language, str(audio.sample_rate), audio.samples.tobytes())
+        key, secret = sealed_key(
+            "asr", self.name, self.model, language, str(audio.sample_rate), audio.samples.tobytes()
+        )
         if (cached := await self.cache.get(key)) is not None and (plain := unseal(secret, cached)) is not None:
             self._hit(calls, started)
             return Transcript.model_validate(json.loads(plain))

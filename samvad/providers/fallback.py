@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
+from samvad import metrics
 from samvad.audio import Audio
 from samvad.contracts import Transcript
 from samvad.errors import InputError, ProviderError
@@ -22,7 +23,6 @@ from samvad.providers.base import (
     TranslationRequest,
     TranslationResult,
 )
-from samvad import metrics
 from samvad.providers.breaker import CircuitBreaker
 
 T = TypeVar("T")
@@ -47,7 +47,10 @@ class _Chain:
             raise ProviderError(
                 f"no {self.stage} provider is available for {language or 'this request'} "
                 f"(circuits: {', '.join(f'{p.name}={self.breakers[p.name].state}' for p in self.providers)})",
-                provider="none", stage=self.stage, retryable=True, code="providers_unavailable",
+                provider="none",
+                stage=self.stage,
+                retryable=True,
+                code="providers_unavailable",
             )
         return out
 

@@ -29,7 +29,9 @@ def shared_client(base_url: str) -> httpx.AsyncClient:
     key = (base_url, id(asyncio.get_running_loop()))
     client = _clients.get(key)
     if client is None or client.is_closed:
-        client = httpx.AsyncClient(base_url=base_url, limits=httpx.Limits(max_connections=64, max_keepalive_connections=16))
+        client = httpx.AsyncClient(
+            base_url=base_url, limits=httpx.Limits(max_connections=64, max_keepalive_connections=16)
+        )
         _clients[key] = client
     return client
 
@@ -54,7 +56,12 @@ class HttpProvider:
     """What a cloud provider module holds: its settings, auth headers and error dialect."""
 
     def __init__(
-        self, name: str, stage: str, settings: HttpProviderSettings, auth: dict[str, str], parse_error: ErrorParser,
+        self,
+        name: str,
+        stage: str,
+        settings: HttpProviderSettings,
+        auth: dict[str, str],
+        parse_error: ErrorParser,
         fatal_codes: frozenset[str] = frozenset(),
     ) -> None:
         self.name, self.stage, self.settings = name, stage, settings
@@ -75,16 +82,24 @@ class HttpProvider:
         status = response.status_code
         retryable = (status in RETRYABLE_STATUS or status >= 500) and code not in self._fatal_codes
         return ProviderError(
-            f"{self.name} {self.stage} returned {status}: {message}", provider=self.name, stage=self.stage,
-            status=status, retryable=retryable, request_id=request_id, code=code or f"http_{status}",
+            f"{self.name} {self.stage} returned {status}: {message}",
+            provider=self.name,
+            stage=self.stage,
+            status=status,
+            retryable=retryable,
+            request_id=request_id,
+            code=code or f"http_{status}",
             retry_after=retry_after_seconds(response.headers),
         )
 
     def _transport_error(self, exc: Exception) -> ProviderError:
         kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection"
         return ProviderError(
-            f"{self.name} {self.stage} {kind} error ({type(exc).__name__})", provider=self.name, stage=self.stage,
-            retryable=True, code=f"provider_{kind}",
+            f"{self.name} {self.stage} {kind} error ({type(exc).__name__})",
+            provider=self.name,
+            stage=self.stage,
+            retryable=True,
+            code=f"provider_{kind}",
         )
 
     def _retrying(self, rec: CallRecord) -> AsyncRetrying:
@@ -93,7 +108,8 @@ class HttpProvider:
 
         def should_retry(exc: BaseException) -> bool:
             return (
-                isinstance(exc, ProviderError) and exc.retryable
+                isinstance(exc, ProviderError)
+                and exc.retryable
                 and (exc.retry_after is None or exc.retry_after <= s.max_retry_wait_s)  # else fail over now
             )
 
@@ -105,8 +121,11 @@ class HttpProvider:
             rec.retries += 1
 
         return AsyncRetrying(
-            stop=stop_after_attempt(s.max_retries + 1), retry=retry_if_exception(should_retry), wait=wait,
-            before_sleep=count, reraise=True,
+            stop=stop_after_attempt(s.max_retries + 1),
+            retry=retry_if_exception(should_retry),
+            wait=wait,
+            before_sleep=count,
+            reraise=True,
         )
 
     async def request(self, rec: CallRecord, method: str, path: str, **kwargs: Any) -> httpx.Response:

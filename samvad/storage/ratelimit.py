@@ -24,6 +24,7 @@ READ_TIMEOUT_S = 5.0
 def _client(url: str) -> aioredis.Redis:
     return aioredis.Redis.from_url(url, socket_timeout=READ_TIMEOUT_S, socket_connect_timeout=CONNECT_TIMEOUT_S)
 
+
 # KEYS[1] bucket; ARGV: capacity, refill per second, cost (1 takes a token, 0 only looks).
 # Returns {allowed, retry_after_ms}.
 _SCRIPT = """
@@ -62,13 +63,21 @@ class RateLimiter:
         self._script = self._redis.register_script(_SCRIPT)
         self.fail_open = fail_open
 
-    async def take(self, bucket: str, per_minute: int, burst: int | None = None, *,
-                   fail_open: bool | None = None, peek: bool = False) -> Decision:
+    async def take(
+        self,
+        bucket: str,
+        per_minute: int,
+        burst: int | None = None,
+        *,
+        fail_open: bool | None = None,
+        peek: bool = False,
+    ) -> Decision:
         """Take one token from `bucket`, refilled at `per_minute`, holding up to `burst` (`peek`:
         only say whether one is there). `fail_open` overrides the limiter's failure policy."""
         try:
-            allowed, wait_ms = await self._script(keys=[f"samvad:rl:{bucket}"],
-                                                  args=[burst or per_minute, per_minute / 60, 0 if peek else 1])
+            allowed, wait_ms = await self._script(
+                keys=[f"samvad:rl:{bucket}"], args=[burst or per_minute, per_minute / 60, 0 if peek else 1]
+            )
         except (RedisError, OSError) as exc:
             opened = self.fail_open if fail_open is None else fail_open
             log.warning("rate limiter unavailable (%s): failing %s", type(exc).__name__, "open" if opened else "closed")
@@ -112,7 +121,9 @@ class SessionSlots:
             ok = await self._script(keys=[f"samvad:live:{owner}"], args=[session, limit, int(self.lease_s * 1000)])
         except (RedisError, OSError) as exc:
             opened = self.fail_open if fail_open is None else fail_open
-            log.warning("session slots unavailable (%s): failing %s", type(exc).__name__, "open" if opened else "closed")
+            log.warning(
+                "session slots unavailable (%s): failing %s", type(exc).__name__, "open" if opened else "closed"
+            )
             return Decision(allowed=opened, retry_after_s=0.0 if opened else 1.0, degraded=True)
         return Decision(allowed=bool(ok))
 

@@ -73,9 +73,15 @@ class FencedError(SamvadError):
 def _earlier(row, route: str, request_hash: str) -> Claim:
     """The claim of an earlier request with the same key, which must be the same request."""
     if row["route"] != route or row["request_hash"] != request_hash:
-        raise IdempotencyMismatch("this Idempotency-Key was used for a different request; use a new key for a new request")
-    return Claim(session_id=str(row["session_id"]) if row["session_id"] else None,
-                 turn_id=row["turn_id"], response=row["response"], fresh=False)
+        raise IdempotencyMismatch(
+            "this Idempotency-Key was used for a different request; use a new key for a new request"
+        )
+    return Claim(
+        session_id=str(row["session_id"]) if row["session_id"] else None,
+        turn_id=row["turn_id"],
+        response=row["response"],
+        fresh=False,
+    )
 
 
 class IdempotencyMismatch(SamvadError):
@@ -117,8 +123,16 @@ class Repository:
 
     # sessions -------------------------------------------------------------------------------
     async def create_session(
-        self, language: str, mode: str, voice: str | None, api_key_id: int | None = None, output_script: str | None = None,
-        *, conn: asyncpg.Connection | None = None, max_open: int | None = None, open_s: float = 3600.0,
+        self,
+        language: str,
+        mode: str,
+        voice: str | None,
+        api_key_id: int | None = None,
+        output_script: str | None = None,
+        *,
+        conn: asyncpg.Connection | None = None,
+        max_open: int | None = None,
+        open_s: float = 3600.0,
     ) -> SessionRow:
         """A new session. With `max_open`, refused (`TooManySessions`) while the key already has
         that many open: not closed and with a turn in the last `open_s` seconds. The count and the
@@ -128,12 +142,21 @@ class Repository:
         try:  # the per-key lock, the count and the insert in one call (migration 0008)
             row = await (conn or self._pool).fetchrow(
                 "SELECT * FROM samvad_open_session($1, $2, $3, $4, $5, $6, $7, $8)",
-                uuid.uuid4(), language, mode, voice, api_key_id, output_script, max_open, open_s,
+                uuid.uuid4(),
+                language,
+                mode,
+                voice,
+                api_key_id,
+                output_script,
+                max_open,
+                open_s,
             )
         except asyncpg.RaiseError as exc:
             if exc.args and exc.args[0] == "samvad_too_many_sessions":
-                raise TooManySessions(f"this API key has {exc.detail} open sessions (the limit is {max_open}): "
-                                      "close one (DELETE /api/v1/sessions/{id}) or reuse it") from None
+                raise TooManySessions(
+                    f"this API key has {exc.detail} open sessions (the limit is {max_open}): "
+                    "close one (DELETE /api/v1/sessions/{id}) or reuse it"
+                ) from None
             raise
         return _session(row)
 
@@ -141,7 +164,12 @@ class Repository:
         row = await conn.fetchrow(
             "INSERT INTO sessions (id, language, mode, voice, api_key_id, output_script)"
             " VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
-            uuid.uuid4(), language, mode, voice, api_key_id, output_script,
+            uuid.uuid4(),
+            language,
+            mode,
+            voice,
+            api_key_id,
+            output_script,
         )
         return _session(row)
 
@@ -152,7 +180,10 @@ class Repository:
         except ValueError:
             return False
         status = await self._pool.execute(
-            "UPDATE sessions SET closed_at = coalesce(closed_at, now()) WHERE id = $1 AND api_key_id = $2", sid, api_key_id)
+            "UPDATE sessions SET closed_at = coalesce(closed_at, now()) WHERE id = $1 AND api_key_id = $2",
+            sid,
+            api_key_id,
+        )
         return status.endswith(" 1")
 
     async def get_session(self, session_id: str, api_key_id: int | None = None) -> SessionRow:
@@ -173,7 +204,9 @@ class Repository:
         async with self._pool.acquire() as conn:
             await conn.execute(
                 "INSERT INTO session_hosts (id, lease_until) VALUES ($1, now() + make_interval(secs => $2))"
-                " ON CONFLICT (id) DO UPDATE SET lease_until = EXCLUDED.lease_until", host_id, ttl_s,
+                " ON CONFLICT (id) DO UPDATE SET lease_until = EXCLUDED.lease_until",
+                host_id,
+                ttl_s,
             )
             rows = await conn.fetch("SELECT id FROM sessions WHERE owner = $1 AND handoff", host_id)
         return [str(r["id"]) for r in rows]
@@ -188,7 +221,9 @@ class Repository:
                 """UPDATE sessions s SET owner = $2, epoch = s.epoch + 1, handoff = false
                    WHERE s.id = $1 AND (s.owner IS NULL OR s.owner = $2 OR NOT EXISTS (
                        SELECT 1 FROM session_hosts h WHERE h.id = s.owner AND h.lease_until > now()))
-                   RETURNING s.epoch""", sid, host_id,
+                   RETURNING s.epoch""",
+                sid,
+                host_id,
             )
             if epoch is not None:
                 return epoch
@@ -202,7 +237,8 @@ class Repository:
         if session_ids:
             await self._pool.execute(
                 "UPDATE sessions SET owner = NULL, handoff = false WHERE id = ANY($1::uuid[]) AND owner = $2",
-                [uuid.UUID(s) for s in session_ids], host_id,
+                [uuid.UUID(s) for s in session_ids],
+                host_id,
             )
 
     async def drop_host(self, host_id: str) -> None:
@@ -213,7 +249,10 @@ class Repository:
     async def update_session(self, session_id: str, *, language: str, mode: str, voice: str | None) -> None:
         await self._pool.execute(
             "UPDATE sessions SET language = $2, mode = $3, voice = $4, updated_at = now() WHERE id = $1",
-            uuid.UUID(session_id), language, mode, voice,
+            uuid.UUID(session_id),
+            language,
+            mode,
+            voice,
         )
 
     # messages -------------------------------------------------------------------------------
@@ -245,8 +284,15 @@ class Repository:
                              guardrail_flags = EXCLUDED.guardrail_flags, language = EXCLUDED.language,
                              language_confidence = EXCLUDED.language_confidence
                RETURNING 1""",
-            uuid.UUID(session_id), turn_id, role, content, language, status,
-            json.dumps([f.model_dump() for f in flags or []]), epoch, language_confidence,
+            uuid.UUID(session_id),
+            turn_id,
+            role,
+            content,
+            language,
+            status,
+            json.dumps([f.model_dump() for f in flags or []]),
+            epoch,
+            language_confidence,
         )
         if written is None:
             raise FencedError(f"session {session_id} is owned by another host now")
@@ -292,8 +338,15 @@ class Repository:
                i AS (UPDATE idempotency_keys SET response = $9 WHERE $9::text IS NOT NULL
                          AND session_id IN (SELECT id FROM s) AND turn_id = $2)
                SELECT count(*) FROM m""",
-            uuid.UUID(session_id), turn_id, content, language, status,
-            json.dumps([f.model_dump() for f in flags or []]), json.dumps([_call_row(c) for c in calls]), epoch, response,
+            uuid.UUID(session_id),
+            turn_id,
+            content,
+            language,
+            status,
+            json.dumps([f.model_dump() for f in flags or []]),
+            json.dumps([_call_row(c) for c in calls]),
+            epoch,
+            response,
         )
         if not written:
             raise FencedError(f"session {session_id} is owned by another host now")
@@ -305,18 +358,33 @@ class Repository:
             """WITH s AS (SELECT id FROM sessions WHERE id = $1 AND ($5::bigint IS NULL OR epoch = $5) FOR UPDATE)
                UPDATE messages m SET content = $3, status = $4 FROM s
                WHERE m.session_id = s.id AND m.turn_id = $2 AND m.role = 'assistant' RETURNING 1""",
-            uuid.UUID(session_id), turn_id, content, status, epoch,
+            uuid.UUID(session_id),
+            turn_id,
+            content,
+            status,
+            epoch,
         )
-        if done is None and epoch is not None and not await self._pool.fetchval(
-            "SELECT 1 FROM sessions WHERE id = $1 AND epoch = $2", uuid.UUID(session_id), epoch
+        if (
+            done is None
+            and epoch is not None
+            and not await self._pool.fetchval(
+                "SELECT 1 FROM sessions WHERE id = $1 AND epoch = $2", uuid.UUID(session_id), epoch
+            )
         ):
             raise FencedError(f"session {session_id} is owned by another host now")
         return done is not None
 
     # idempotency keys -------------------------------------------------------------------------
     async def claim(
-        self, api_key_id: int, key: str, route: str, request_hash: str, *,
-        session_id: str | None = None, new_session: dict | None = None, new_turn: bool = False,
+        self,
+        api_key_id: int,
+        key: str,
+        route: str,
+        request_hash: str,
+        *,
+        session_id: str | None = None,
+        new_session: dict | None = None,
+        new_turn: bool = False,
     ) -> Claim:
         """Record an Idempotency-Key, or find the earlier request that used it. A new claim
         creates its session (`new_session`: create_session's arguments) in the same transaction,
@@ -333,7 +401,12 @@ class Repository:
             inserted = await conn.fetchval(
                 "INSERT INTO idempotency_keys (api_key_id, key, route, request_hash, session_id, turn_id)"
                 " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING 1",
-                api_key_id, key, route, request_hash, uuid.UUID(session_id) if session_id else None, turn_id,
+                api_key_id,
+                key,
+                route,
+                request_hash,
+                uuid.UUID(session_id) if session_id else None,
+                turn_id,
             )
         if inserted is None:  # a concurrent request with the same key won the race: take its claim
             return await self.claim(api_key_id, key, route, request_hash, session_id=session_id)
@@ -342,14 +415,16 @@ class Repository:
     async def find_claim(self, api_key_id: int, key: str, route: str, request_hash: str) -> Claim | None:
         """The earlier request that used this Idempotency-Key, if any (a retry is recognised
         before anything is charged for it)."""
-        row = await self._pool.fetchrow("SELECT * FROM idempotency_keys WHERE api_key_id = $1 AND key = $2",
-                                        api_key_id, key)
+        row = await self._pool.fetchrow(
+            "SELECT * FROM idempotency_keys WHERE api_key_id = $1 AND key = $2", api_key_id, key
+        )
         return None if row is None else _earlier(row, route, request_hash)
 
     async def idempotent_response(self, session_id: str, turn_id: str) -> str | None:
         return await self._pool.fetchval(
             "SELECT response FROM idempotency_keys WHERE session_id = $1 AND turn_id = $2 AND response IS NOT NULL",
-            uuid.UUID(session_id), turn_id,
+            uuid.UUID(session_id),
+            turn_id,
         )
 
     async def expire_idempotency_keys(self, older_than_s: float) -> int:
@@ -361,20 +436,25 @@ class Repository:
     async def messages(self, session_id: str, limit: int = 1000) -> list[MessageRow]:
         rows = await self._pool.fetch(
             "SELECT * FROM (SELECT * FROM messages WHERE session_id = $1 ORDER BY id DESC LIMIT $2) m ORDER BY id",
-            uuid.UUID(session_id), limit,
+            uuid.UUID(session_id),
+            limit,
         )
-        return [
-            MessageRow(**{**dict(r), "guardrail_flags": json.loads(r["guardrail_flags"])}) for r in rows
-        ]
+        return [MessageRow(**{**dict(r), "guardrail_flags": json.loads(r["guardrail_flags"])}) for r in rows]
 
     async def provider_calls(self, session_id: str) -> list[dict]:
-        rows = await self._pool.fetch("SELECT * FROM provider_calls WHERE session_id = $1 ORDER BY id", uuid.UUID(session_id))
+        rows = await self._pool.fetch(
+            "SELECT * FROM provider_calls WHERE session_id = $1 ORDER BY id", uuid.UUID(session_id)
+        )
         return [dict(r) for r in rows]
 
     # API keys -------------------------------------------------------------------------------
     async def create_key(
-        self, name: str, requests_per_minute: int | None = None, max_voice_sessions: int | None = None,
-        max_open_sessions: int | None = None, sessions_per_minute: int | None = None,
+        self,
+        name: str,
+        requests_per_minute: int | None = None,
+        max_voice_sessions: int | None = None,
+        max_open_sessions: int | None = None,
+        sessions_per_minute: int | None = None,
     ) -> tuple[ApiKeyRow, str]:
         """Returns the row and the plaintext key; only its HMAC is stored. Limits left None
         follow the service's `limits.*`."""
@@ -382,7 +462,12 @@ class Repository:
         row = await self._pool.fetchrow(
             "INSERT INTO api_keys (name, prefix, key_hash, requests_per_minute, max_voice_sessions, max_open_sessions,"
             " sessions_per_minute) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
-            name, key[:14], hash_key(key, self._secret), requests_per_minute, max_voice_sessions, max_open_sessions,
+            name,
+            key[:14],
+            hash_key(key, self._secret),
+            requests_per_minute,
+            max_voice_sessions,
+            max_open_sessions,
             sessions_per_minute,
         )
         return ApiKeyRow(**dict(row)), key
@@ -394,7 +479,9 @@ class Repository:
         return ApiKeyRow(**dict(row)) if row else None
 
     async def revoke_key(self, key_id: int) -> bool:
-        status = await self._pool.execute("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", key_id)
+        status = await self._pool.execute(
+            "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", key_id
+        )
         return status.endswith(" 1")
 
     async def list_keys(self) -> list[ApiKeyRow]:
@@ -403,11 +490,25 @@ class Repository:
 
 def _call_row(c: ProviderCall) -> dict:
     u = c.usage
-    return {"stage": c.stage, "provider": c.provider, "model": c.model, "audio_seconds": u.audio_seconds,
-            "characters": u.characters, "input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
-            "cached_tokens": u.cached_tokens, "cost": c.cost, "currency": c.currency, "ttfb_ms": c.ttfb_ms,
-            "latency_ms": c.latency_ms, "outcome": c.outcome, "error": c.error, "retries": c.retries,
-            "reasoning_tokens": u.reasoning_tokens, "usage_estimated": u.estimated}
+    return {
+        "stage": c.stage,
+        "provider": c.provider,
+        "model": c.model,
+        "audio_seconds": u.audio_seconds,
+        "characters": u.characters,
+        "input_tokens": u.input_tokens,
+        "output_tokens": u.output_tokens,
+        "cached_tokens": u.cached_tokens,
+        "cost": c.cost,
+        "currency": c.currency,
+        "ttfb_ms": c.ttfb_ms,
+        "latency_ms": c.latency_ms,
+        "outcome": c.outcome,
+        "error": c.error,
+        "retries": c.retries,
+        "reasoning_tokens": u.reasoning_tokens,
+        "usage_estimated": u.estimated,
+    }
 
 
 def _session(row: asyncpg.Record) -> SessionRow:

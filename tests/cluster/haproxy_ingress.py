@@ -53,15 +53,24 @@ def main() -> None:
     data = Path(tempfile.mkdtemp(prefix="samvad-haproxy-"))
     dsn, redis_url = embedded.start_postgres(data), embedded.start_redis(data)
     try:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, namespace="samvad", log_to_driver=False,
-                 runtime_env={"env_vars": NODE_ENV | {"PYTHONPATH": str(ROOT)}})
+        ray.init(
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            namespace="samvad",
+            log_to_driver=False,
+            runtime_env={"env_vars": NODE_ENV | {"PYTHONPATH": str(ROOT)}},
+        )
         serve.start(http_options={"host": "127.0.0.1", "port": PORT})
         options = deployment_options(SERVE_CONFIG)
         for o in options.values():  # one replica each: this checks the path, not capacity
             o.pop("autoscaling_config", None)
             o["num_replicas"] = 1
-        serve.run(build_app({"config": CONFIG, "database_url": dsn, "redis_url": redis_url, "deployment_options": options}),
-                  name="samvad", route_prefix="/")
+        serve.run(
+            build_app({"config": CONFIG, "database_url": dsn, "redis_url": redis_url, "deployment_options": options}),
+            name="samvad",
+            route_prefix="/",
+        )
         print(json.dumps(asyncio.run(scenario(dsn))))
     finally:
         serve.shutdown()
@@ -76,19 +85,31 @@ async def scenario(dsn: str) -> dict:
     await repo.close()
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{PORT}", timeout=60) as client:
         sid = (await client.post("/api/v1/sessions", json={}, headers={"X-API-Key": key})).json()["id"]
-        turn = await client.post("/api/v1/turn", json={"session_id": sid, "text": "what is the stub answer", "speak": False},
-                                 headers={"X-API-Key": key})
+        turn = await client.post(
+            "/api/v1/turn",
+            json={"session_id": sid, "text": "what is the stub answer", "speak": False},
+            headers={"X-API-Key": key},
+        )
         assert turn.status_code == 200 and turn.json()["response"]["response_text"], turn.text
     # Bad keys from 127.0.0.2 (loopback, but not an address uvicorn trusts), each claiming another
     # address: the limit of 3 failures per address counts them all against 127.0.0.2.
     transport = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{PORT}", timeout=60, transport=transport) as stranger:
-        bad = [(await stranger.post("/api/v1/sessions", json={}, headers={"X-API-Key": "nope",
-                                                                         "X-Forwarded-For": f"203.0.113.{i}"})).status_code
-               for i in range(1, 6)]
+        bad = [
+            (
+                await stranger.post(
+                    "/api/v1/sessions", json={}, headers={"X-API-Key": "nope", "X-Forwarded-For": f"203.0.113.{i}"}
+                )
+            ).status_code
+            for i in range(1, 6)
+        ]
     assert bad[:3] == [401] * 3 and bad[3:] == [429, 429], bad
-    async with websockets.connect(f"ws://127.0.0.1:{PORT}/api/v1/voice-session", additional_headers={"X-API-Key": key},
-                                  max_size=None, open_timeout=60) as ws:
+    async with websockets.connect(
+        f"ws://127.0.0.1:{PORT}/api/v1/voice-session",
+        additional_headers={"X-API-Key": key},
+        max_size=None,
+        open_timeout=60,
+    ) as ws:
         await ws.send(json.dumps({"type": "session.start", "language": "en-IN"}))
         assert json.loads(await ws.recv())["type"] == "session.started"
         await ws.send(json.dumps({"type": "text.input", "text": "what is the stub answer"}))
@@ -97,8 +118,11 @@ async def scenario(dsn: str) -> dict:
             kinds.append(json.loads(await asyncio.wait_for(ws.recv(), 60))["type"])
         assert "audio" in kinds, kinds
     # The HAProxy running is the bundled binary (the wrapper exec'd it), on the file the wrapper edited.
-    running = [p.info["cmdline"] for p in psutil.process_iter(["cmdline"])
-               if p.info["cmdline"] and Path(p.info["cmdline"][0]).name == "haproxy"]
+    running = [
+        p.info["cmdline"]
+        for p in psutil.process_iter(["cmdline"])
+        if p.info["cmdline"] and Path(p.info["cmdline"][0]).name == "haproxy"
+    ]
     assert running, "no haproxy process"
     config = Path(running[-1][running[-1].index("-f") + 1]).read_text()
     binds = [line.split()[1] for line in config.splitlines() if line.strip().startswith("bind ")]

@@ -51,20 +51,26 @@ def main() -> None:
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "resources": {"head": 100}})
     worker = cluster.add_node(num_cpus=2, resources={"worker": 100})
     try:
-        ray.init(address=cluster.address, namespace="samvad", log_to_driver=False,
-                 runtime_env={"env_vars": replica_env(str(ROOT / "serve_config.yaml")) | {"PYTHONPATH": str(ROOT)}})
+        ray.init(
+            address=cluster.address,
+            namespace="samvad",
+            log_to_driver=False,
+            runtime_env={"env_vars": replica_env(str(ROOT / "serve_config.yaml")) | {"PYTHONPATH": str(ROOT)}},
+        )
         # One proxy, on the head: both "nodes" share this machine's address and port.
         serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": PORT})
         options = deployment_options(str(ROOT / "serve_config.yaml"))
         on_head = {"resources": {"head": 1}}
-        for name, o in options.items():  # everything on the head node but one Sessions replica per node
+        for o in options.values():  # everything on the head node but one Sessions replica per node
             o.pop("autoscaling_config", None)
             o["num_replicas"] = 1
             o["ray_actor_options"] = o.get("ray_actor_options", {}) | on_head
-        options["Sessions"] |= {"num_replicas": 2, "max_replicas_per_node": 1,
-                                "ray_actor_options": {"num_cpus": 0.1}}
-        serve.run(build_app({"config": CONFIG, "database_url": dsn, "redis_url": redis_url, "deployment_options": options}),
-                  name="samvad", route_prefix="/")
+        options["Sessions"] |= {"num_replicas": 2, "max_replicas_per_node": 1, "ray_actor_options": {"num_cpus": 0.1}}
+        serve.run(
+            build_app({"config": CONFIG, "database_url": dsn, "redis_url": redis_url, "deployment_options": options}),
+            name="samvad",
+            route_prefix="/",
+        )
         print(json.dumps(asyncio.run(scenario(dsn, cluster, worker))))
     finally:
         serve.shutdown()
@@ -80,6 +86,7 @@ async def scenario(dsn: str, cluster: Cluster, worker) -> dict:
     await repo.close()
     sessions = serve.get_deployment_handle("Sessions", app_name="samvad")
     with httpx.Client(base_url=f"http://127.0.0.1:{PORT}", headers={"X-API-Key": key}, timeout=120) as client:
+
         def ask(sid: str, text: str) -> httpx.Response:
             return client.post("/api/v1/turn", json={"session_id": sid, "text": text, "speak": False})
 
@@ -105,8 +112,10 @@ async def scenario(dsn: str, cluster: Cluster, worker) -> dict:
         assert after == {cluster.head_node.node_id}, after
     conn = await asyncpg.connect(dsn)
     try:
-        rows = await conn.fetch("SELECT session_id, turn_id, role FROM messages WHERE session_id = ANY($1::uuid[])",
-                                [uuid.UUID(s) for s in ids])
+        rows = await conn.fetch(
+            "SELECT session_id, turn_id, role FROM messages WHERE session_id = ANY($1::uuid[])",
+            [uuid.UUID(s) for s in ids],
+        )
     finally:
         await conn.close()
     assert len(rows) == 6 * len(ids), len(rows)  # 3 turns x (question, answer): nothing lost or doubled

@@ -11,9 +11,11 @@ from tests import aio
 from tests.graph import ADMIN_KEY
 
 
-def make_key(dsn: str, name: str, requests_per_minute: int | None = None, max_voice_sessions: int | None = None,
-             **limits) -> str:
+def make_key(
+    dsn: str, name: str, requests_per_minute: int | None = None, max_voice_sessions: int | None = None, **limits
+) -> str:
     """A new API key; `limits`: max_open_sessions, sessions_per_minute (None: the service's)."""
+
     async def make():
         repo = await Repository.connect(dsn, secret(load_settings().service, "key"), max_size=1)
         try:
@@ -36,8 +38,11 @@ def metric_lines(client, family: str, *labels: str, timeout: float = 30.0) -> li
     deadline = time.monotonic() + timeout
     while True:
         text = client.get("/metrics", headers={"X-Admin-Key": ADMIN_KEY}).text  # an operations route
-        lines = [line for line in text.splitlines()
-                 if line.startswith(family + "{") and all(label in line for label in labels)]
+        lines = [
+            line
+            for line in text.splitlines()
+            if line.startswith(family + "{") and all(label in line for label in labels)
+        ]
         if lines or time.monotonic() > deadline:
             return lines
         time.sleep(1.0)

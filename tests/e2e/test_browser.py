@@ -23,16 +23,33 @@ def test_demo_page_talks_with_a_fake_microphone(api_key, tmp_path):
     s = load_settings()
     mic = tmp_path / "question.wav"
     # Chromium loops the file: a question, then a long silence so the endpointer closes the utterance.
-    mic.write_bytes(speak_wav(EspeakTTS(s.tts.espeak, s.languages), "How can I block my stolen debit card?",
-                              lead_silence=1.0, tail_silence=12.0))
+    mic.write_bytes(
+        speak_wav(
+            EspeakTTS(s.tts.espeak, s.languages),
+            "How can I block my stolen debit card?",
+            lead_silence=1.0,
+            tail_silence=12.0,
+        )
+    )
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required",
-            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-audio-capture={mic}",
-        ])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--autoplay-policy=no-user-gesture-required",
+                "--use-fake-ui-for-media-stream",
+                "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-audio-capture={mic}",
+            ],
+        )
         try:
             page = browser.new_page()
             errors = []
@@ -42,8 +59,10 @@ def test_demo_page_talks_with_a_fake_microphone(api_key, tmp_path):
             page.click("#start")
             page.wait_for_selector("#conn.on", timeout=30_000)
             page.wait_for_selector("p.you", timeout=60_000)
-            page.wait_for_function("document.querySelector('p.bot') && document.querySelector('p.bot').textContent.length > 20",
-                                   timeout=60_000)
+            page.wait_for_function(
+                "document.querySelector('p.bot') && document.querySelector('p.bot').textContent.length > 20",
+                timeout=60_000,
+            )
             page.wait_for_function("parseInt(document.getElementById('audioin').textContent) > 0", timeout=60_000)
             page.screenshot(path=str(ARTIFACTS / "demo-page.png"), full_page=True)
             transcript = page.inner_text("p.you")

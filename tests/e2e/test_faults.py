@@ -14,8 +14,8 @@ import pytest
 import ray
 from ray import serve
 
-from tests.graph import PORT
 from tests.e2e.helpers import count_messages
+from tests.graph import PORT
 
 pytestmark = pytest.mark.e2e
 LONG_QUESTION = "How do I block my lost debit card and get a new one?"
@@ -27,8 +27,11 @@ def _ask(client, sid: str, text: str, rid: str | None = None, speak: bool = True
 
 
 def _replicas(deployment: str) -> list[str]:
-    return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                  if a["name"].startswith(f"SERVE_REPLICA::samvad#{deployment}#"))
+    return sorted(
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["name"].startswith(f"SERVE_REPLICA::samvad#{deployment}#")
+    )
 
 
 def _wait_healthy(timeout: float = 90.0) -> None:
@@ -48,7 +51,7 @@ def test_sessions_replica_killed_mid_turn_loses_nothing(client, db):
     assert _ask(client, sid, "What is the UPI limit per day?").status_code == 200
     mid_turn_kills, turns = 0, 1
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        for attempt in range(6):
+        for _ in range(6):
             future = pool.submit(_ask, client, sid, LONG_QUESTION)
             turns += 1
             # Kill the host once this turn's question is stored and before its answer is.
@@ -97,7 +100,7 @@ def test_ingress_killed_mid_turn_idempotent_retries_never_duplicate(client, db):
         victim = _replicas("Ingress")[0]
         ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
         answers = [f.result(timeout=300) for f in futures]
-    for key, r in zip(keys, answers):
+    for key, r in zip(keys, answers, strict=True):
         sid, tid = r.json()["session_id"], r.json()["turn_id"]
         rows = db("SELECT role FROM messages WHERE session_id = $1 ORDER BY id", uuid.UUID(sid))
         assert [x["role"] for x in rows] == ["user", "assistant"], key  # one turn, once
@@ -117,7 +120,11 @@ def test_stage_replica_killed_under_load(client, db):
     """TTS replicas die while six conversations are talking; Serve starts new ones."""
     sessions = [client.post("/api/v1/sessions", json={}).json()["id"] for _ in range(6)]
     before = _replicas("TTS")
-    questions = ["How do I block my lost debit card?", "What is the UPI limit per day?", "How do I open a fixed deposit?"]
+    questions = [
+        "How do I block my lost debit card?",
+        "What is the UPI limit per day?",
+        "How do I open a fixed deposit?",
+    ]
 
     def talk(sid: str) -> list[int]:
         return [_ask(client, sid, q).status_code for q in questions]
@@ -178,7 +185,9 @@ def test_postgres_down_nothing_acknowledged_is_lost(client, db, servers):
         assert [m["turn_id"] for m in msgs if m["role"] == "assistant"][-1] == r.json()["turn_id"]
     assert r.json()["response"]["metadata"]["context_messages"] == 2 * (acknowledged - 1)
     rows = db("SELECT role, status FROM messages WHERE session_id = $1 ORDER BY id", uuid.UUID(sid))
-    assert [x["role"] for x in rows] == ["user", "assistant"] * acknowledged and all(x["status"] == "complete" for x in rows)
+    assert [x["role"] for x in rows] == ["user", "assistant"] * acknowledged and all(
+        x["status"] == "complete" for x in rows
+    )
     assert client.get("/readyz").status_code == 200
 
 
@@ -200,7 +209,7 @@ def test_redis_stopped(client, db, servers):
     while 'policy="closed"' not in metrics and time.monotonic() < deadline:
         time.sleep(1)
         metrics = client.get("/metrics").text
-    assert 'ray_samvad_rate_limit_degraded_total' in metrics and 'policy="closed"' in metrics
+    assert "ray_samvad_rate_limit_degraded_total" in metrics and 'policy="closed"' in metrics
     deadline = time.monotonic() + 30
     while (r := _ask(client, sid, "What is the UPI limit per day?")).status_code != 200 and time.monotonic() < deadline:
         time.sleep(0.5)  # the replicas' Redis connections come back
@@ -210,20 +219,31 @@ def test_redis_stopped(client, db, servers):
 
 def test_metrics_cover_every_replica(client):
     for _ in range(3):
-        assert _ask(client, client.post("/api/v1/sessions", json={}).json()["id"], "What is the UPI limit?").status_code == 200
+        assert (
+            _ask(client, client.post("/api/v1/sessions", json={}).json()["id"], "What is the UPI limit?").status_code
+            == 200
+        )
     text, deadline = "", time.monotonic() + 30
     while "ray_samvad_stage_ms_bucket" not in text and time.monotonic() < deadline:
         time.sleep(1)
         r = client.get("/metrics")
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
         text = r.text
-    for family in ["ray_samvad_turns_total", "ray_samvad_stage_ms_bucket", "ray_samvad_provider_calls_total",
-                   "ray_samvad_http_ms_bucket", "ray_serve_num_router_requests_total"]:
+    for family in [
+        "ray_samvad_turns_total",
+        "ray_samvad_stage_ms_bucket",
+        "ray_samvad_provider_calls_total",
+        "ray_samvad_http_ms_bucket",
+        "ray_serve_num_router_requests_total",
+    ]:
         assert family in text, family
     assert 'stage="tts"' in text and 'provider="espeak"' in text
     # Series come from several worker processes (both ingress replicas, the stage replicas).
-    workers = {line.split('WorkerId="')[1].split('"')[0] for line in text.splitlines()
-               if line.startswith("ray_samvad_") and 'WorkerId="' in line}
+    workers = {
+        line.split('WorkerId="')[1].split('"')[0]
+        for line in text.splitlines()
+        if line.startswith("ray_samvad_") and 'WorkerId="' in line
+    }
     assert len(workers) >= 2, workers
     assert "ray_node_" not in text  # only Samvad's and Serve's families are relayed
 
@@ -232,8 +252,10 @@ def test_rate_limit_is_exact_across_two_ingress_replicas(serve_app):
     from tests.e2e.helpers import make_key
 
     key = make_key(serve_app, "burst", requests_per_minute=10)
-    with httpx.Client(base_url=f"http://127.0.0.1:{PORT}", headers={"X-API-Key": key}, timeout=60) as c, \
-            concurrent.futures.ThreadPoolExecutor(16) as pool:
+    with (
+        httpx.Client(base_url=f"http://127.0.0.1:{PORT}", headers={"X-API-Key": key}, timeout=60) as c,
+        concurrent.futures.ThreadPoolExecutor(16) as pool,
+    ):
         responses = list(pool.map(lambda _: c.get(f"/api/v1/sessions/{uuid.uuid4()}"), range(40)))
     codes = [r.status_code for r in responses]
     assert codes.count(404) == 10 and codes.count(429) == 30, codes  # 404: passed the limiter
@@ -252,7 +274,9 @@ async def test_voice_session_limit_holds_across_replicas(serve_app):
     second, _ = await open_session(key)
     try:
         for _ in range(3):  # whichever replica takes the third call, it is refused
-            ws = await websockets.connect(f"ws://127.0.0.1:{PORT}/api/v1/voice-session", additional_headers={"X-API-Key": key})
+            ws = await websockets.connect(
+                f"ws://127.0.0.1:{PORT}/api/v1/voice-session", additional_headers={"X-API-Key": key}
+            )
             await ws.send('{"type": "session.start", "language": "en-IN"}')
             with pytest.raises(websockets.ConnectionClosed) as closed:
                 await ws.recv()

@@ -13,14 +13,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode, checks
 
-from tests.graph import ADMIN_KEY, PORT
 from tests.e2e.helpers import make_key
+from tests.graph import ADMIN_KEY, PORT
 
 pytestmark = pytest.mark.e2e
 EXAMPLES = int(os.environ.get("SAMVAD_FUZZ_EXAMPLES", "120"))  # per route and mode (valid, invalid)
 MIN_CASES = int(os.environ.get("SAMVAD_FUZZ_MIN_CASES", "1000"))
-CHECKS = [checks.not_a_server_error, checks.status_code_conformance, checks.content_type_conformance,
-          checks.response_schema_conformance, checks.response_headers_conformance]
+CHECKS = [
+    checks.not_a_server_error,
+    checks.status_code_conformance,
+    checks.content_type_conformance,
+    checks.response_schema_conformance,
+    checks.response_headers_conformance,
+]
 ran: list[str] = []
 
 
@@ -33,11 +38,19 @@ def test_every_route_survives_generated_input(fuzz_key):
     # Hypothesis driven directly (not schemathesis' pytest plugin, which needs pytest < 9).
     schema = schemathesis.openapi.from_url(f"http://127.0.0.1:{PORT}/openapi.json", headers={"X-Admin-Key": ADMIN_KEY})
     failures = {}
-    for result, mode in itertools.product(schema.get_all_operations(), (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)):
+    for result, mode in itertools.product(
+        schema.get_all_operations(), (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+    ):
         operation = result.ok()
 
-        @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
-                  database=None, print_blob=False)
+        @settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=True,
+            database=None,
+            print_blob=False,
+        )
         @given(case=operation.as_strategy(generation_mode=mode))
         def fuzz(case):
             ran.append(case.operation.label)
@@ -54,7 +67,13 @@ def test_every_route_survives_generated_input(fuzz_key):
 
 def test_enough_cases_ran():
     operations = set(ran)
-    assert {"POST /api/v1/turn", "POST /api/v1/tts", "POST /api/v1/asr", "POST /api/v1/sessions",
-            "GET /api/v1/sessions/{session_id}", "GET /api/v1/sessions/{session_id}/messages"} <= operations, operations
+    assert {
+        "POST /api/v1/turn",
+        "POST /api/v1/tts",
+        "POST /api/v1/asr",
+        "POST /api/v1/sessions",
+        "GET /api/v1/sessions/{session_id}",
+        "GET /api/v1/sessions/{session_id}/messages",
+    } <= operations, operations
     print(f"fuzzing: {len(ran)} cases over {len(operations)} routes")
     assert len(ran) >= MIN_CASES

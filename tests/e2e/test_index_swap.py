@@ -21,16 +21,21 @@ def test_hot_swap_under_load(client, tmp_path):
     corpus = tmp_path / "corpus"
     shutil.copytree(REPO_ROOT / "data" / "sample_corpus", corpus)
     (corpus / "cards" / "moon-card.md").write_text(
-        "# The Navtara Moon card\n\n## Annual fee\nThe Navtara Moon card has no annual fee and earns lunar reward points.\n")
+        "# The Navtara Moon card\n\n## Annual fee\nThe Navtara Moon card has no annual fee and earns lunar reward points.\n"
+    )
     new = tmp_path / "v-moon"
-    build_index(corpus, new, get_embedder(load_settings().embeddings), chunk_chars=700, overlap_chars=120, previous=live)
+    build_index(
+        corpus, new, get_embedder(load_settings().embeddings), chunk_chars=700, overlap_chars=120, previous=live
+    )
     results, stop = [], threading.Event()
     sid = client.post("/api/v1/sessions", json={}).json()["id"]
 
     def load():
         while not stop.is_set():
-            r = client.post("/api/v1/turn", json={"session_id": sid, "text": "What is the annual fee of the Moon card?",
-                                                  "speak": False})
+            r = client.post(
+                "/api/v1/turn",
+                json={"session_id": sid, "text": "What is the annual fee of the Moon card?", "speak": False},
+            )
             ok = r.status_code == 200 and bool(r.json()["response"]["response_text"])
             results.append((time.monotonic(), ok, ok and "lunar" in r.json()["response"]["response_text"]))
 

@@ -9,8 +9,8 @@ import uuid
 import httpx
 import pytest
 
-from tests.graph import IDLE_SECONDS, INGRESS_REPLICAS, PORT, SESSIONS_REPLICAS
 from tests.e2e.helpers import host_of, kill_host_of
+from tests.graph import IDLE_SECONDS, INGRESS_REPLICAS, PORT, SESSIONS_REPLICAS
 
 pytestmark = pytest.mark.e2e
 
@@ -23,7 +23,9 @@ def test_conversations_spread_over_hosts_without_a_process_each(client, db):
     import ray
 
     def actors() -> set[str]:  # Serve's own (replicas, which may be replaced meanwhile) aside
-        return {a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if not a["name"].startswith("SERVE_")}
+        return {
+            a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if not a["name"].startswith("SERVE_")
+        }
 
     before = actors()
     sessions = [client.post("/api/v1/sessions", json={}).json()["id"] for _ in range(12)]

@@ -5,6 +5,7 @@ import base64
 import json
 import uuid
 
+import httpx
 import numpy as np
 import pytest
 import websockets
@@ -12,10 +13,8 @@ import websockets
 from samvad.audio import decode_audio, float_to_pcm16
 from samvad.providers.local.espeak import EspeakTTS
 from samvad.settings import load_settings
-import httpx
-
-from tests.graph import PORT
 from tests.e2e.helpers import metric_lines
+from tests.graph import PORT
 from tests.speech import speak_wav, wer
 
 pytestmark = pytest.mark.e2e
@@ -29,7 +28,9 @@ def tts():
 
 
 def pcm16k(tts, text: str, language: str = "en-IN", lead: float = 0.3, tail: float = 1.0) -> bytes:
-    audio = decode_audio(speak_wav(tts, text, language, lead_silence=lead, tail_silence=tail), target_rate=16000, max_seconds=60)
+    audio = decode_audio(
+        speak_wav(tts, text, language, lead_silence=lead, tail_silence=tail), target_rate=16000, max_seconds=60
+    )
     return float_to_pcm16(audio.samples)
 
 
@@ -53,8 +54,11 @@ async def until(ws, kind: str, seen: list, timeout=60.0):
 
 
 async def open_session(api_key, **start):
-    ws = await websockets.connect(URL + "?" + "&".join(f"{k}={v}" for k, v in start.pop("query", {}).items()),
-                                  additional_headers={"X-API-Key": api_key}, max_size=None)
+    ws = await websockets.connect(
+        URL + "?" + "&".join(f"{k}={v}" for k, v in start.pop("query", {}).items()),
+        additional_headers={"X-API-Key": api_key},
+        max_size=None,
+    )
     await ws.send(json.dumps({"type": "session.start", "language": "en-IN", **start}))
     started = await recv(ws)
     assert started["type"] == "session.started", started
@@ -82,7 +86,7 @@ async def test_spoken_question_in_real_time_gives_ordered_events_and_audio(api_k
     assert partials and partials[0]["turn_id"] == seen[-1]["turn_id"]
     assert types.index("transcript.partial") < types.index("transcript")
     assert [t for t in types if t in order and (types.index(t) == types.index(t))] and all(
-        types.index(a) < types.index(b) for a, b in zip(order, order[1:])
+        types.index(a) < types.index(b) for a, b in zip(order, order[1:], strict=False)
     ), types
     transcript = next(e for e in seen if e["type"] == "transcript" and e["final"])["transcript"]["text"]
     assert wer(question, transcript) <= 0.25
@@ -95,8 +99,10 @@ async def test_spoken_question_in_real_time_gives_ordered_events_and_audio(api_k
     # ASR call still rides with the turn, so its cost and timing are recorded.
     done = seen[-1]
     assert [c["provider"] for c in done["calls"] if c["stage"] == "asr"] == ["whisper"]
-    calls = db("SELECT stage, audio_seconds FROM provider_calls WHERE session_id = $1 AND stage = 'asr'",
-               uuid.UUID(started["session_id"]))
+    calls = db(
+        "SELECT stage, audio_seconds FROM provider_calls WHERE session_id = $1 AND stage = 'asr'",
+        uuid.UUID(started["session_id"]),
+    )
     assert len(calls) == 1 and calls[0]["audio_seconds"] > 1
     with httpx.Client(base_url=f"http://127.0.0.1:{PORT}") as client:
         assert metric_lines(client, "ray_samvad_early_asr_total", 'result="used"')
@@ -114,14 +120,18 @@ async def test_partial_transcripts_arrive_while_the_caller_speaks(api_key, tts, 
     assert len(during[-1]["transcript"]["text"].split()) >= 4, during  # words so far, not a fragment
     final = next(e for e in seen if e["type"] == "transcript" and e["final"])["transcript"]["text"]
     assert wer(question, final) <= 0.25
-    calls = db("SELECT count(*) AS n FROM provider_calls WHERE session_id = $1 AND stage = 'asr'",
-               uuid.UUID(started["session_id"]))
+    calls = db(
+        "SELECT count(*) AS n FROM provider_calls WHERE session_id = $1 AND stage = 'asr'",
+        uuid.UUID(started["session_id"]),
+    )
     assert calls[0]["n"] == 1  # the turn's own transcription only
 
 
 async def test_barge_in_interrupts_and_keeps_only_what_was_sent(api_key, tts, db):
     ws, started = await open_session(api_key)
-    await ws.send(json.dumps({"type": "text.input", "text": "What happens if I do not keep the minimum balance in my account?"}))
+    await ws.send(
+        json.dumps({"type": "text.input", "text": "What happens if I do not keep the minimum balance in my account?"})
+    )
     seen = []
     await until(ws, "audio", seen)  # the answer has started playing
     second = pcm16k(tts, "What are the branch working hours on Saturday?", lead=0.1)
@@ -132,8 +142,11 @@ async def test_barge_in_interrupts_and_keeps_only_what_was_sent(api_key, tts, db
     await until(ws, "turn.done", seen)  # the second question is answered
     await ws.close()
     full = " ".join(e["text"] for e in seen if e["type"] == "response.delta" and e["turn_id"] == first_turn)
-    (row,) = db("SELECT content, status FROM messages WHERE session_id = $1 AND turn_id = $2 AND role = 'assistant'",
-                uuid.UUID(started["session_id"]), first_turn)
+    (row,) = db(
+        "SELECT content, status FROM messages WHERE session_id = $1 AND turn_id = $2 AND role = 'assistant'",
+        uuid.UUID(started["session_id"]),
+        first_turn,
+    )
     assert row["status"] == "interrupted"
     assert row["content"] == cancelled["heard_text"]
     assert len(row["content"]) < len(full) and full.startswith(row["content"])
@@ -144,7 +157,9 @@ async def test_barge_in_interrupts_and_keeps_only_what_was_sent(api_key, tts, db
 
 async def test_backchannel_does_not_interrupt(api_key, tts):
     ws, _ = await open_session(api_key)
-    await ws.send(json.dumps({"type": "text.input", "text": "What happens if I do not keep the minimum balance in my account?"}))
+    await ws.send(
+        json.dumps({"type": "text.input", "text": "What happens if I do not keep the minimum balance in my account?"})
+    )
     seen = []
     await until(ws, "audio", seen)
     await stream_realtime(ws, pcm16k(tts, "haan", lead=0.1, tail=0.8))
@@ -169,8 +184,10 @@ async def test_reconnect_with_the_same_session_continues(api_key):
     assert done["response"]["metadata"]["context_messages"] >= 2
     await ws.close()
     bad = dict(query, resume_token="0" * 32)
-    ws = await websockets.connect(URL + f"?session_id={bad['session_id']}&resume_token={bad['resume_token']}",
-                                  additional_headers={"X-API-Key": api_key})
+    ws = await websockets.connect(
+        URL + f"?session_id={bad['session_id']}&resume_token={bad['resume_token']}",
+        additional_headers={"X-API-Key": api_key},
+    )
     await ws.send(json.dumps({"type": "session.start"}))
     with pytest.raises(websockets.ConnectionClosed) as closed:
         await recv(ws)
@@ -179,7 +196,9 @@ async def test_reconnect_with_the_same_session_continues(api_key):
 
 async def test_a_dropped_socket_mid_turn_is_reported_as_interrupted(api_key, db):
     ws, started = await open_session(api_key)
-    await ws.send(json.dumps({"type": "text.input", "text": "What happens if I do not keep the minimum balance in my account?"}))
+    await ws.send(
+        json.dumps({"type": "text.input", "text": "What happens if I do not keep the minimum balance in my account?"})
+    )
     await until(ws, "audio", [])
     await ws.close()  # hang up while the answer plays
     sid = uuid.UUID(started["session_id"])
@@ -260,9 +279,13 @@ async def test_foreign_origins_are_refused(api_key):
     import httpx
 
     with httpx.Client(base_url=f"http://127.0.0.1:{PORT}") as c:
-        pre = c.options("/api/v1/turn", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
+        pre = c.options(
+            "/api/v1/turn", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"}
+        )
         assert pre.status_code == 403 and "access-control-allow-origin" not in pre.headers
-        same = c.options("/api/v1/turn", headers={"Origin": f"http://127.0.0.1:{PORT}", "Access-Control-Request-Method": "POST"})
+        same = c.options(
+            "/api/v1/turn", headers={"Origin": f"http://127.0.0.1:{PORT}", "Access-Control-Request-Method": "POST"}
+        )
         assert same.status_code == 204 and same.headers["access-control-allow-origin"] == f"http://127.0.0.1:{PORT}"
 
 
@@ -275,7 +298,9 @@ async def test_closing_right_after_turn_done_keeps_the_answer_complete(api_key, 
         await ws.close()  # at once, while the last half second may still be playing
         assert done["outcome"] == "complete"
         await asyncio.sleep(1.5)  # the ingress has seen the close
-        rows = db("SELECT role, status FROM messages WHERE session_id = $1 ORDER BY id", uuid.UUID(started["session_id"]))
+        rows = db(
+            "SELECT role, status FROM messages WHERE session_id = $1 ORDER BY id", uuid.UUID(started["session_id"])
+        )
         assert [(r["role"], r["status"]) for r in rows] == [("user", "complete"), ("assistant", "complete")]
         query = {"session_id": started["session_id"], "resume_token": started["resume_token"]}
         ws, again = await open_session(api_key, query=query)
@@ -339,7 +364,9 @@ async def test_ingress_death_mid_answer_stores_what_was_heard(api_key, db):
     from tests.e2e.test_faults import _replicas, _wait_healthy
 
     ws, started = await open_session(api_key)
-    await ws.send(json.dumps({"type": "text.input", "text": "What happens if I do not keep the minimum balance in my account?"}))
+    await ws.send(
+        json.dumps({"type": "text.input", "text": "What happens if I do not keep the minimum balance in my account?"})
+    )
     done = []
     await until(ws, "audio", done)
     for name in _replicas("Ingress"):  # whichever one carries this call
@@ -349,7 +376,10 @@ async def test_ingress_death_mid_answer_stores_what_was_heard(api_key, db):
             await recv(ws, timeout=30)
     # The host finishes the turn on its own (nobody is left to hear it): its record lands shortly.
     for _ in range(100):
-        rows = db("SELECT turn_id, role, status FROM messages WHERE session_id = $1 ORDER BY id", uuid.UUID(started["session_id"]))
+        rows = db(
+            "SELECT turn_id, role, status FROM messages WHERE session_id = $1 ORDER BY id",
+            uuid.UUID(started["session_id"]),
+        )
         if len(rows) == 2:
             break
         await asyncio.sleep(0.1)
@@ -402,6 +432,7 @@ async def test_a_pause_inside_a_question_discards_the_early_work_and_keeps_one_t
     first, second = pcm16k(tts, "How do I block", lead=0.3, tail=0.0), pcm16k(tts, "my lost debit card?", lead=0.0)
     gap = b"\x00\x00" * (16 * pause_ms)
     with httpx.Client(base_url=f"http://127.0.0.1:{PORT}") as client:
+
         def discarded() -> float:
             lines = metric_lines(client, "ray_samvad_early_asr_total", 'result="discarded"', timeout=0)
             return sum(float(line.rsplit(" ", 1)[1]) for line in lines)

@@ -34,7 +34,20 @@ ELEVEN_KEY = "eleven-test-key"
 OPENAI_KEY = "openai-test-key"
 
 CORE = {"hi-IN", "bn-IN", "gu-IN", "kn-IN", "ml-IN", "mr-IN", "od-IN", "pa-IN", "ta-IN", "te-IN", "en-IN"}
-ALL_STT = CORE | {"as-IN", "ur-IN", "ne-IN", "kok-IN", "ks-IN", "sd-IN", "sa-IN", "sat-IN", "mni-IN", "brx-IN", "mai-IN", "doi-IN"}
+ALL_STT = CORE | {
+    "as-IN",
+    "ur-IN",
+    "ne-IN",
+    "kok-IN",
+    "ks-IN",
+    "sd-IN",
+    "sa-IN",
+    "sat-IN",
+    "mni-IN",
+    "brx-IN",
+    "mai-IN",
+    "doi-IN",
+}
 V2 = {"anushka", "manisha", "vidya", "arya", "abhilash", "karun", "hitesh"}
 V3 = set(
     "shubh aditya ritu priya neha rahul pooja rohan simran kavya amit dev ishita shreya ratan varun manan sumit roopa "
@@ -42,12 +55,36 @@ V3 = set(
     "rupali".split()
 )
 ELEVEN_VOICES = {"21m00Tcm4TlvDq8ikWAM", "voice-hi-1"}
-ELEVEN_MODELS = {"eleven_multilingual_v2", "eleven_flash_v2_5", "eleven_turbo_v2_5", "eleven_v3", "eleven_flash_v2",
-                 "eleven_turbo_v2"}
+ELEVEN_MODELS = {
+    "eleven_multilingual_v2",
+    "eleven_flash_v2_5",
+    "eleven_turbo_v2_5",
+    "eleven_v3",
+    "eleven_flash_v2",
+    "eleven_turbo_v2",
+}
 ELEVEN_FORMATS = {
-    "mp3_22050_32", "mp3_24000_48", "mp3_44100_32", "mp3_44100_64", "mp3_44100_96", "mp3_44100_128", "mp3_44100_192",
-    "pcm_8000", "pcm_16000", "pcm_22050", "pcm_24000", "pcm_32000", "pcm_44100", "pcm_48000", "ulaw_8000", "alaw_8000",
-    "opus_48000_32", "opus_48000_64", "opus_48000_96", "opus_48000_128", "opus_48000_192",
+    "mp3_22050_32",
+    "mp3_24000_48",
+    "mp3_44100_32",
+    "mp3_44100_64",
+    "mp3_44100_96",
+    "mp3_44100_128",
+    "mp3_44100_192",
+    "pcm_8000",
+    "pcm_16000",
+    "pcm_22050",
+    "pcm_24000",
+    "pcm_32000",
+    "pcm_44100",
+    "pcm_48000",
+    "ulaw_8000",
+    "alaw_8000",
+    "opus_48000_32",
+    "opus_48000_64",
+    "opus_48000_96",
+    "opus_48000_128",
+    "opus_48000_192",
 }
 
 
@@ -90,8 +127,11 @@ def eleven_error(status: int, type_: str, code: str, message: str) -> JSONRespon
 
 
 def openai_error(status: int, type_: str, code: str | None, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": type_, "param": None, "code": code}}, status_code=status,
-                        headers={"x-request-id": f"req_{uuid.uuid4().hex}"})
+    return JSONResponse(
+        {"error": {"message": message, "type": type_, "param": None, "code": code}},
+        status_code=status,
+        headers={"x-request-id": f"req_{uuid.uuid4().hex}"},
+    )
 
 
 def tone(seconds: float, rate: int) -> np.ndarray:
@@ -154,7 +194,11 @@ async def sarvam_stt(request: Request) -> Response:
         "language_probability": 0.97 if language == "unknown" else None,
     }
     if form.get("with_timestamps") == "true":
-        body["timestamps"] = {"words": [body["transcript"]], "start_time_seconds": [0.0], "end_time_seconds": [info.duration]}
+        body["timestamps"] = {
+            "words": [body["transcript"]],
+            "start_time_seconds": [0.0],
+            "end_time_seconds": [info.duration],
+        }
     return JSONResponse(body)
 
 
@@ -211,7 +255,9 @@ async def sarvam_translate(request: Request) -> Response:
     text, source, target = body.get("input"), body.get("source_language_code"), body.get("target_language_code")
     model, mode = body.get("model", "mayura:v1"), body.get("mode", "formal")
     if not isinstance(text, str) or not text or source is None or target is None:
-        return sarvam_error(422, "unprocessable_entity_error", "input, source_language_code and target_language_code are required")
+        return sarvam_error(
+            422, "unprocessable_entity_error", "input, source_language_code and target_language_code are required"
+        )
     limit = 1000 if model == "mayura:v1" else 2000
     if len(text) > limit:
         return sarvam_error(400, "invalid_request_error", f"input exceeds {limit} characters for {model}")
@@ -224,8 +270,13 @@ async def sarvam_translate(request: Request) -> Response:
         return sarvam_error(400, "invalid_request_error", f"invalid mode {mode}")
     script = body.get("output_script")
     tag = f"{target}|{mode}" + (f"|{script}" if script else "")
-    return JSONResponse({"request_id": _rid(), "translated_text": f"[{tag}] {text}",
-                         "source_language_code": "en-IN" if source == "auto" else source})
+    return JSONResponse(
+        {
+            "request_id": _rid(),
+            "translated_text": f"[{tag}] {text}",
+            "source_language_code": "en-IN" if source == "auto" else source,
+        }
+    )
 
 
 async def sarvam_lid(request: Request) -> Response:
@@ -243,11 +294,17 @@ async def sarvam_lid(request: Request) -> Response:
     return JSONResponse({"request_id": _rid(), "language_code": lang, "script_code": "Latn"})
 
 
-LID_SCRIPTS = [("hi-IN", "Deva", r"[\u0900-\u097F]"), ("bn-IN", "Beng", r"[\u0980-\u09FF]"),
-               ("pa-IN", "Guru", r"[\u0A00-\u0A7F]"), ("gu-IN", "Gujr", r"[\u0A80-\u0AFF]"),
-               ("od-IN", "Orya", r"[\u0B00-\u0B7F]"), ("ta-IN", "Taml", r"[\u0B80-\u0BFF]"),
-               ("te-IN", "Telu", r"[\u0C00-\u0C7F]"), ("kn-IN", "Knda", r"[\u0C80-\u0CFF]"),
-               ("ml-IN", "Mlym", r"[\u0D00-\u0D7F]")]
+LID_SCRIPTS = [
+    ("hi-IN", "Deva", r"[\u0900-\u097F]"),
+    ("bn-IN", "Beng", r"[\u0980-\u09FF]"),
+    ("pa-IN", "Guru", r"[\u0A00-\u0A7F]"),
+    ("gu-IN", "Gujr", r"[\u0A80-\u0AFF]"),
+    ("od-IN", "Orya", r"[\u0B00-\u0B7F]"),
+    ("ta-IN", "Taml", r"[\u0B80-\u0BFF]"),
+    ("te-IN", "Telu", r"[\u0C00-\u0C7F]"),
+    ("kn-IN", "Knda", r"[\u0C80-\u0CFF]"),
+    ("ml-IN", "Mlym", r"[\u0D00-\u0D7F]"),
+]
 LID_ROMANISED = {
     "hi-IN": set("mera meri hai hain kya kaise nahi gaya karna karu kho".split()),
     "ta-IN": set("enna epdi illa enakku ungal naan panna vendum irukku en".split()),
@@ -264,12 +321,18 @@ async def chat(request: Request, provider: str) -> Response:
     those tokens against `max_tokens` (a short limit stops the answer: finish_reason "length"); its
     stream carries no usage (v1 has no stream_options). OpenAI streams usage when asked."""
     body = await request.json()
-    err = (lambda s, c, m: sarvam_error(s, c, m)) if provider == "sarvam" else (lambda s, c, m: openai_error(s, "invalid_request_error", c, m))
+    err = (
+        (lambda s, c, m: sarvam_error(s, c, m))
+        if provider == "sarvam"
+        else (lambda s, c, m: openai_error(s, "invalid_request_error", c, m))
+    )
     model, messages = body.get("model"), body.get("messages")
     if not model or not isinstance(messages, list) or not messages:
         return err(400, "invalid_request_error", "model and messages are required")
     if provider == "sarvam" and model not in SARVAM_V1_MODELS:
-        return err(400, "invalid_request_error", f"model {model} is not supported; use one of: {', '.join(SARVAM_V1_MODELS)}")
+        return err(
+            400, "invalid_request_error", f"model {model} is not supported; use one of: {', '.join(SARVAM_V1_MODELS)}"
+        )
     thinking = REASONING.split(" ") if provider == "sarvam" else []
     words = request.app.state.fake.answer.split(" ")
     limit = body.get("max_tokens") or body.get("max_completion_tokens")
@@ -279,20 +342,39 @@ async def chat(request: Request, provider: str) -> Response:
     answer = " ".join(words)
     prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
     completion = len(thinking) + len(words)
-    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion,
-             "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": len(thinking)}}
+    usage = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion,
+        "total_tokens": prompt_tokens + completion,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": len(thinking)},
+    }
     cid, created = f"chatcmpl-{uuid.uuid4().hex[:12]}", int(time.time())
     if not body.get("stream"):
         message = {"role": "assistant", "content": answer, "refusal": None}
         if thinking:
             message["reasoning_content"] = " ".join(thinking)
-        return JSONResponse({"id": cid, "object": "chat.completion", "created": created, "model": model,
-                             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
-                             "usage": usage})
+        return JSONResponse(
+            {
+                "id": cid,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+                "usage": usage,
+            }
+        )
 
     def chunk(delta: dict, finish: str | None = None, **extra) -> bytes:
-        data = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}], "usage": None, **extra}
+        data = {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            "usage": None,
+            **extra,
+        }
         return f"data: {json.dumps(data)}\n\n".encode()  # "data: " with the space: Sarvam's SDK needs it
 
     parts = [chunk({"role": "assistant", "content": ""})]
@@ -300,7 +382,14 @@ async def chat(request: Request, provider: str) -> Response:
     parts += [chunk({"content": w + " "}) for w in words if w]
     parts.append(chunk({}, finish))
     if provider == "openai" and (body.get("stream_options") or {}).get("include_usage"):
-        last = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [], "usage": usage}
+        last = {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [],
+            "usage": usage,
+        }
         parts.append(f"data: {json.dumps(last)}\n\n".encode())
     parts.append(b"data: [DONE]\n\n")
     return stream_parts(request, parts, "text/event-stream")
@@ -336,7 +425,9 @@ async def eleven_tts(request: Request) -> Response:
     if model not in ELEVEN_MODELS:
         return eleven_error(404, "not_found", "model_not_found", f"model {model} was not found")
     if "language_code" in body and model == "eleven_multilingual_v2":
-        return eleven_error(400, "validation_error", "unsupported_model", "language_code is not supported by this model")
+        return eleven_error(
+            400, "validation_error", "unsupported_model", "language_code is not supported by this model"
+        )
     vs = body.get("voice_settings") or {}
     ranges = {"stability": (0, 1), "similarity_boost": (0, 1), "style": (0, 1), "speed": (0.7, 1.2)}
     if any(k in vs and not lo <= vs[k] <= hi for k, (lo, hi) in ranges.items()):
@@ -431,17 +522,24 @@ async def sarvam_stt_ws(ws: WebSocket) -> None:
                 # them), each after its END_SPEECH when vad_signals is on; nothing for silence.
                 audio = np.concatenate(pcm) if pcm else np.zeros(0, dtype=np.int16)
                 segments = _segments(audio, rate)
-                for (start, end), words in zip(segments, _split_words(ws.app.state.fake.transcript, len(segments))):
+                for (start, end), words in zip(
+                    segments, _split_words(ws.app.state.fake.transcript, len(segments)), strict=True
+                ):
                     if signals:
                         await send("events", {"signal_type": "START_SPEECH", "occured_at": time.time()})
                         await send("events", {"signal_type": "END_SPEECH", "occured_at": time.time()})
-                    await send("data", {
-                        "request_id": _rid(), "transcript": words,
-                        "language_code": ws.app.state.fake.spoken_language if language == "unknown" else language,
-                        "language_probability": 0.97 if language == "unknown" else None, "timestamps": None,
-                        "diarized_transcript": None,
-                        "metrics": {"audio_duration": round(end - start, 3), "processing_latency": 0.01},
-                    })
+                    await send(
+                        "data",
+                        {
+                            "request_id": _rid(),
+                            "transcript": words,
+                            "language_code": ws.app.state.fake.spoken_language if language == "unknown" else language,
+                            "language_probability": 0.97 if language == "unknown" else None,
+                            "timestamps": None,
+                            "diarized_transcript": None,
+                            "metrics": {"audio_duration": round(end - start, 3), "processing_latency": 0.01},
+                        },
+                    )
                 pcm = []
     except WebSocketDisconnect:
         return
@@ -450,9 +548,12 @@ async def sarvam_stt_ws(ws: WebSocket) -> None:
 # --- Sarvam realtime STT socket (providers.md §11) -----------------------------------------------
 REALTIME_LANGUAGES = (ALL_STT - {"od-IN"}) | {"or-IN"}  # this socket spells Odia or-IN
 REALTIME_QUERY = {
-    "model": {"saaras:v3-realtime", "saaras:v4"}, "stream_type": {"fast", "balanced", "simulated"},
-    "mode": {"transcribe", "translate", "verbatim", "translit", "codemix"}, "endpointing": {"vad", "manual"},
-    "encoding": {"linear16", "linear32", "mulaw", "alaw"}, "sample_rate": {"8000", "16000"},
+    "model": {"saaras:v3-realtime", "saaras:v4"},
+    "stream_type": {"fast", "balanced", "simulated"},
+    "mode": {"transcribe", "translate", "verbatim", "translit", "codemix"},
+    "endpointing": {"vad", "manual"},
+    "encoding": {"linear16", "linear32", "mulaw", "alaw"},
+    "sample_rate": {"8000", "16000"},
 }
 PARTIAL_EVERY_S = {"fast": 0.2, "balanced": 0.4}  # speech between two partials; `simulated` sends none
 
@@ -467,8 +568,14 @@ async def sarvam_stt_realtime_ws(ws: WebSocket) -> None:
         await ws.close(1003, "invalid API key")
         return
     q = {k: ws.query_params.get(k) for k in ("language_code", *REALTIME_QUERY)}
-    q = {"model": "saaras:v3-realtime", "stream_type": "balanced", "mode": "transcribe", "endpointing": "vad",
-         "encoding": "linear16", "sample_rate": "16000"} | {k: v for k, v in q.items() if v is not None}
+    q = {
+        "model": "saaras:v3-realtime",
+        "stream_type": "balanced",
+        "mode": "transcribe",
+        "endpointing": "vad",
+        "encoding": "linear16",
+        "sample_rate": "16000",
+    } | {k: v for k, v in q.items() if v is not None}
     language = q.get("language_code")
     if language is None or (language != "auto" and language not in REALTIME_LANGUAGES):
         await ws.close(4000, f"invalid language_code {language}"[:123])
@@ -547,8 +654,13 @@ async def sarvam_stt_realtime_ws(ws: WebSocket) -> None:
             elif event == "end":
                 if in_speech:
                     await final()
-                await send("session.end", request_id=rid, total_duration_s=round(time.monotonic() - opened, 3),
-                           total_utterances=utterance, audio_duration_s=round(received_s, 3))
+                await send(
+                    "session.end",
+                    request_id=rid,
+                    total_duration_s=round(time.monotonic() - opened, 3),
+                    total_utterances=utterance,
+                    audio_duration_s=round(received_s, 3),
+                )
                 await ws.close(1000)
                 return
             else:
@@ -574,7 +686,7 @@ async def sarvam_tts_ws(ws: WebSocket) -> None:
         while True:
             try:
                 msg = json.loads(await asyncio.wait_for(ws.receive_text(), timeout=60))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 await ws.close(1008, "idle for 60 s")  # the socket closes after about a minute idle
                 return
             kind = msg.get("type")
@@ -598,11 +710,26 @@ async def sarvam_tts_ws(ws: WebSocket) -> None:
                 rate = int(config.get("speech_sample_rate") or 22050)
                 codec = config.get("output_audio_codec", "mp3")
                 samples = speech_for(buffer, rate)
-                audio = samples.tobytes() if codec == "linear16" else wav(samples, rate) if codec == "wav" else b"\xff\xfb\x90\x00" * 64
+                audio = (
+                    samples.tobytes()
+                    if codec == "linear16"
+                    else wav(samples, rate)
+                    if codec == "wav"
+                    else b"\xff\xfb\x90\x00" * 64
+                )
                 for i in range(0, len(audio), 8192):
-                    await ws.send_text(json.dumps({"type": "audio", "data": {
-                        "content_type": f"audio/{'pcm' if codec == 'linear16' else codec}", "request_id": _rid(),
-                        "audio": base64.b64encode(audio[i : i + 8192]).decode()}}))
+                    await ws.send_text(
+                        json.dumps(
+                            {
+                                "type": "audio",
+                                "data": {
+                                    "content_type": f"audio/{'pcm' if codec == 'linear16' else codec}",
+                                    "request_id": _rid(),
+                                    "audio": base64.b64encode(audio[i : i + 8192]).decode(),
+                                },
+                            }
+                        )
+                    )
                 buffer = ""
                 if completion:
                     await ws.send_text(json.dumps({"type": "event", "data": {"event_type": "final"}}))
@@ -670,7 +797,9 @@ class Faults:
         elif path.startswith("/v1/text-to-speech"):
             r = eleven_error(fault.status, "service_unavailable", fault.code or "system_busy", "fake fault")
         else:
-            code = fault.code or ("rate_limit_exceeded_error" if fault.status in (429, 503) else "internal_server_error")
+            code = fault.code or (
+                "rate_limit_exceeded_error" if fault.status in (429, 503) else "internal_server_error"
+            )
             r = sarvam_error(fault.status, code, "fake fault")
         r.headers.update(headers)
         return r
@@ -702,23 +831,25 @@ def build_app(state: State | None = None):
     async def calls(request: Request) -> Response:
         return JSONResponse(dict(state.calls))
 
-    app = Starlette(routes=[
-        Route("/speech-to-text", guarded(sarvam_stt), methods=["POST"]),
-        WebSocketRoute("/speech-to-text/ws", sarvam_stt_ws),
-        WebSocketRoute("/speech-to-text-realtime/ws", sarvam_stt_realtime_ws),
-        WebSocketRoute("/text-to-speech/ws", sarvam_tts_ws),
-        Route("/text-to-speech", guarded(sarvam_tts), methods=["POST"]),
-        Route("/text-to-speech/stream", guarded(sarvam_tts_stream), methods=["POST"]),
-        Route("/translate", guarded(sarvam_translate), methods=["POST"]),
-        Route("/text-lid", guarded(sarvam_lid), methods=["POST"]),
-        Route("/v1/chat/completions", guarded(sarvam_chat), methods=["POST"]),
-        Route("/v1/text-to-speech/{voice_id}", guarded(eleven_tts, None), methods=["POST"]),
-        Route("/v1/text-to-speech/{voice_id}/stream", guarded(eleven_tts, None), methods=["POST"]),
-        Route("/openai/v1/chat/completions", guarded(openai_chat, None), methods=["POST"]),
-        Route("/_control/faults", add_fault, methods=["POST"]),
-        Route("/_control/faults", clear, methods=["DELETE"]),
-        Route("/_control/calls", calls, methods=["GET"]),
-    ])
+    app = Starlette(
+        routes=[
+            Route("/speech-to-text", guarded(sarvam_stt), methods=["POST"]),
+            WebSocketRoute("/speech-to-text/ws", sarvam_stt_ws),
+            WebSocketRoute("/speech-to-text-realtime/ws", sarvam_stt_realtime_ws),
+            WebSocketRoute("/text-to-speech/ws", sarvam_tts_ws),
+            Route("/text-to-speech", guarded(sarvam_tts), methods=["POST"]),
+            Route("/text-to-speech/stream", guarded(sarvam_tts_stream), methods=["POST"]),
+            Route("/translate", guarded(sarvam_translate), methods=["POST"]),
+            Route("/text-lid", guarded(sarvam_lid), methods=["POST"]),
+            Route("/v1/chat/completions", guarded(sarvam_chat), methods=["POST"]),
+            Route("/v1/text-to-speech/{voice_id}", guarded(eleven_tts, None), methods=["POST"]),
+            Route("/v1/text-to-speech/{voice_id}/stream", guarded(eleven_tts, None), methods=["POST"]),
+            Route("/openai/v1/chat/completions", guarded(openai_chat, None), methods=["POST"]),
+            Route("/_control/faults", add_fault, methods=["POST"]),
+            Route("/_control/faults", clear, methods=["DELETE"]),
+            Route("/_control/calls", calls, methods=["GET"]),
+        ]
+    )
     app.state.fake = state
     return Faults(app, state), state
 
@@ -739,7 +870,7 @@ class FakeServer:
         self._server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning"))
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
-    def start(self) -> "FakeServer":
+    def start(self) -> FakeServer:
         self._thread.start()
         while not self._server.started:
             time.sleep(0.02)

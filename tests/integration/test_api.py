@@ -82,8 +82,12 @@ def api_settings(dsn, rurl):
     s = load_settings(REPO_ROOT / "configs" / "stub.yaml", database_url=dsn, redis_url=rurl)
     # A register other than the built-in default, so a test can see the config is read; an admin
     # key of its own (the suite's graph sets one in the environment too).
-    return s.model_copy(update={"translation": s.translation.model_copy(update={"default_mode": "modern-colloquial"}),
-                                "service": s.service.model_copy(update={"admin_key": SecretStr(ADMIN)})})
+    return s.model_copy(
+        update={
+            "translation": s.translation.model_copy(update={"default_mode": "modern-colloquial"}),
+            "service": s.service.model_copy(update={"admin_key": SecretStr(ADMIN)}),
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -136,11 +140,14 @@ def test_sessions_take_their_register_from_the_request_else_the_config(client):
     assert client.post("/api/v1/sessions", json={"mode": "formal"}).json()["mode"] == "formal"
 
 
-@pytest.mark.parametrize("body,code", [
-    ({"text": "   "}, "text_empty"),
-    ({"audio_base64": base64.b64encode(b"RIFF....not audio").decode()}, "audio_unreadable"),
-    ({"audio_base64": "!!!"}, "audio_unreadable"),
-])
+@pytest.mark.parametrize(
+    "body,code",
+    [
+        ({"text": "   "}, "text_empty"),
+        ({"audio_base64": base64.b64encode(b"RIFF....not audio").decode()}, "audio_unreadable"),
+        ({"audio_base64": "!!!"}, "audio_unreadable"),
+    ],
+)
 def test_a_rejected_first_turn_creates_no_session(client, dsn, body, code):
     before = _sessions(dsn)
     r = client.post("/api/v1/turn", json=body)
@@ -168,7 +175,11 @@ def test_the_docs_work_offline_and_can_send_the_key(client):
     assert client.get("/openapi.json").status_code == 401  # an operations route: the admin key
     spec = client.get("/openapi.json", headers={"X-Admin-Key": ADMIN}).json()
     assert spec["components"]["securitySchemes"]["ApiKey"] == {
-        "type": "apiKey", "in": "header", "name": "X-API-Key", "description": "an API key made with `samvad keys create`"}
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": "an API key made with `samvad keys create`",
+    }
     assert {"ApiKey": []} in spec["paths"]["/api/v1/turn"]["post"]["security"]
     assert "security" not in spec["paths"]["/healthz"]["get"]
     assert "415" in spec["paths"]["/api/v1/turn"]["post"]["responses"]
@@ -181,16 +192,24 @@ def test_the_docs_work_offline_and_can_send_the_key(client):
 def test_an_auto_session_answers_each_turn_in_the_callers_language(client, dsn):
     session = client.post("/api/v1/sessions", json={"language": "auto"}).json()
     assert session["language"] == "auto"
-    one = client.post("/api/v1/turn", json={"session_id": session["id"], "text": "UPI limit kitni hai per day?", "speak": False})
-    two = client.post("/api/v1/turn", json={"session_id": session["id"], "text": "what is the stub answer", "speak": False})
+    one = client.post(
+        "/api/v1/turn", json={"session_id": session["id"], "text": "UPI limit kitni hai per day?", "speak": False}
+    )
+    two = client.post(
+        "/api/v1/turn", json={"session_id": session["id"], "text": "what is the stub answer", "speak": False}
+    )
     assert one.status_code == two.status_code == 200, one.text + two.text
-    assert one.json()["transcript"]["language_code"] == "hi-IN" and one.json()["transcript"]["language_confidence"] > 0.5
+    assert (
+        one.json()["transcript"]["language_code"] == "hi-IN" and one.json()["transcript"]["language_confidence"] > 0.5
+    )
     assert two.json()["transcript"]["language_code"] == "en-IN"
 
     async def languages() -> list[str]:
         conn = await asyncpg.connect(dsn)
         try:
-            rows = await conn.fetch("SELECT language FROM messages WHERE session_id = $1 ORDER BY id", uuid.UUID(session["id"]))
+            rows = await conn.fetch(
+                "SELECT language FROM messages WHERE session_id = $1 ORDER BY id", uuid.UUID(session["id"])
+            )
             return [r["language"] for r in rows]
         finally:
             await conn.close()
@@ -230,9 +249,13 @@ def _streaming_api(api_settings, key, fake, sarvam_key: str) -> TestClient:
 
     providers = api_settings.providers
     sarvam = providers.sarvam.model_copy(update={"base_url": fake.url, "api_key": SecretStr(sarvam_key)})
-    s = api_settings.model_copy(update={"asr": api_settings.asr.model_copy(update={"streaming": "sarvam"}),
-                                        "providers": providers.model_copy(update={"sarvam": sarvam}),
-                                        "pricing": api_settings.pricing | {"sarvam": load_settings().pricing["sarvam"]}})
+    s = api_settings.model_copy(
+        update={
+            "asr": api_settings.asr.model_copy(update={"streaming": "sarvam"}),
+            "providers": providers.model_copy(update={"sarvam": sarvam}),
+            "pricing": api_settings.pricing | {"sarvam": load_settings().pricing["sarvam"]},
+        }
+    )
     db = Database(s)
     app = build_api()
     Frontend(s, db, InProcessBackend(local_runner(s), db, s)).configure(app)
@@ -269,16 +292,23 @@ def _question_pcm() -> bytes:
     from tests.speech import speak_wav
 
     s = load_settings()
-    wav = speak_wav(EspeakTTS(s.tts.espeak, s.languages), "I would like to know how to block my lost debit card",
-                    lead_silence=0.3, tail_silence=1.2)
+    wav = speak_wav(
+        EspeakTTS(s.tts.espeak, s.languages),
+        "I would like to know how to block my lost debit card",
+        lead_silence=0.3,
+        tail_silence=1.2,
+    )
     return float_to_pcm16(decode_audio(wav, target_rate=16000, max_seconds=60).samples)
 
 
 async def _asr_calls(dsn: str, session_id: str) -> list:
     conn = await asyncpg.connect(dsn)
     try:
-        return await conn.fetch("SELECT provider, model, outcome, audio_seconds, cost FROM provider_calls "
-                                "WHERE session_id = $1 AND stage = 'asr'", uuid.UUID(session_id))
+        return await conn.fetch(
+            "SELECT provider, model, outcome, audio_seconds, cost FROM provider_calls "
+            "WHERE session_id = $1 AND stage = 'asr'",
+            uuid.UUID(session_id),
+        )
     finally:
         await conn.close()
 

@@ -24,7 +24,9 @@ def test_sarvam_sdk_speech_to_text(sarvam, fake):
     r = sarvam.speech_to_text.transcribe(file=("q.wav", wav(tone(2.0, 16000), 16000), "audio/wav"), model="saaras:v3")
     assert r.transcript == fake.state.transcript
     assert r.language_code == "en-IN" and r.language_probability is not None  # auto-detected
-    r = sarvam.speech_to_text.transcribe(file=("q.wav", wav(tone(1.0, 16000), 16000), "audio/wav"), language_code="hi-IN")
+    r = sarvam.speech_to_text.transcribe(
+        file=("q.wav", wav(tone(1.0, 16000), 16000), "audio/wav"), language_code="hi-IN"
+    )
     assert r.language_code == "hi-IN" and r.language_probability is None
 
 
@@ -38,7 +40,10 @@ def test_sarvam_sdk_rejects_long_audio_and_bad_key(sarvam, fake):
     from sarvamai.environment import SarvamAIEnvironment
     from sarvamai.errors import ForbiddenError
 
-    bad = SarvamAI(api_subscription_key="wrong", environment=SarvamAIEnvironment(base=fake.url, creative=fake.url, production=fake.url))
+    bad = SarvamAI(
+        api_subscription_key="wrong",
+        environment=SarvamAIEnvironment(base=fake.url, creative=fake.url, production=fake.url),
+    )
     with pytest.raises(ForbiddenError):
         bad.text.identify_language(input="hello")
 
@@ -46,18 +51,32 @@ def test_sarvam_sdk_rejects_long_audio_and_bad_key(sarvam, fake):
 def test_sarvam_sdk_text_to_speech_rest_and_stream(sarvam):
     import base64
 
-    r = sarvam.text_to_speech.convert(text="Namaste, aapka swagat hai.", language_code="hi-IN", speaker="shubh", model="bulbul:v3")
+    r = sarvam.text_to_speech.convert(
+        text="Namaste, aapka swagat hai.", language_code="hi-IN", speaker="shubh", model="bulbul:v3"
+    )
     data, rate = sf.read(io.BytesIO(base64.b64decode(r.audios[0])))
     assert rate == 22050 and len(data) > 1000
-    streamed = b"".join(sarvam.text_to_speech.convert_stream(
-        text="Hello there.", language_code="en-IN", speaker="shubh", model="bulbul:v3", output_audio_codec="linear16",
-    ))
+    streamed = b"".join(
+        sarvam.text_to_speech.convert_stream(
+            text="Hello there.",
+            language_code="en-IN",
+            speaker="shubh",
+            model="bulbul:v3",
+            output_audio_codec="linear16",
+        )
+    )
     assert len(streamed) > 1000 and len(streamed) % 2 == 0
 
 
 def test_sarvam_sdk_translate_and_language_id(sarvam):
-    r = sarvam.text.translate(input="Your EMI is pending.", source_language_code="en-IN", target_language_code="hi-IN",
-                              model="mayura:v1", mode="code-mixed", output_script="roman")
+    r = sarvam.text.translate(
+        input="Your EMI is pending.",
+        source_language_code="en-IN",
+        target_language_code="hi-IN",
+        model="mayura:v1",
+        mode="code-mixed",
+        output_script="roman",
+    )
     assert "hi-IN|code-mixed|roman" in r.translated_text and r.source_language_code == "en-IN"
     lid = sarvam.text.identify_language(input="मेरा कार्ड खो गया")
     assert lid.language_code == "hi-IN" and lid.script_code == "Deva"
@@ -86,13 +105,25 @@ def test_elevenlabs_sdk_stream_and_convert(fake):
     from elevenlabs.core.api_error import ApiError
 
     client = ElevenLabs(api_key=ELEVEN_KEY, base_url=fake.url)
-    pcm = b"".join(client.text_to_speech.stream(voice_id="21m00Tcm4TlvDq8ikWAM", text="Hello there.",
-                                                model_id="eleven_flash_v2_5", output_format="pcm_22050"))
+    pcm = b"".join(
+        client.text_to_speech.stream(
+            voice_id="21m00Tcm4TlvDq8ikWAM",
+            text="Hello there.",
+            model_id="eleven_flash_v2_5",
+            output_format="pcm_22050",
+        )
+    )
     assert len(pcm) > 1000 and len(pcm) % 2 == 0
-    full = b"".join(client.text_to_speech.convert(voice_id="21m00Tcm4TlvDq8ikWAM", text="Hi.", output_format="pcm_16000"))
+    full = b"".join(
+        client.text_to_speech.convert(voice_id="21m00Tcm4TlvDq8ikWAM", text="Hi.", output_format="pcm_16000")
+    )
     assert len(full) > 100
     with pytest.raises(ApiError) as err:
-        b"".join(ElevenLabs(api_key="bad", base_url=fake.url).text_to_speech.stream(voice_id="21m00Tcm4TlvDq8ikWAM", text="x"))
+        b"".join(
+            ElevenLabs(api_key="bad", base_url=fake.url).text_to_speech.stream(
+                voice_id="21m00Tcm4TlvDq8ikWAM", text="x"
+            )
+        )
     assert err.value.status_code == 401
 
 
@@ -100,21 +131,32 @@ def test_openai_sdk_streams_with_usage(fake):
     import openai
 
     client = openai.OpenAI(api_key=OPENAI_KEY, base_url=f"{fake.url}/openai/v1", max_retries=0)
-    chunks = list(client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
-                                                  stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text.strip() == fake.state.answer
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
     with pytest.raises(openai.AuthenticationError):
-        openai.OpenAI(api_key="bad", base_url=f"{fake.url}/openai/v1").chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+        openai.OpenAI(api_key="bad", base_url=f"{fake.url}/openai/v1").chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "x"}]
+        )
 
 
 def test_sarvam_sdk_streaming_speech_to_text(sarvam, fake):
     import base64
 
-    with sarvam.speech_to_text_streaming.connect(language_code="hi-IN", model="saaras:v3", vad_signals="true",
-                                                 flush_signal="true") as ws:  # a flush is ignored without it
-        ws.transcribe(audio=base64.b64encode(wav(tone(1.0, 16000), 16000)).decode(), encoding="audio/wav", sample_rate=16000)
+    with sarvam.speech_to_text_streaming.connect(
+        language_code="hi-IN", model="saaras:v3", vad_signals="true", flush_signal="true"
+    ) as ws:  # a flush is ignored without it
+        ws.transcribe(
+            audio=base64.b64encode(wav(tone(1.0, 16000), 16000)).decode(), encoding="audio/wav", sample_rate=16000
+        )
         ws.flush()
         messages = [ws.recv() for _ in range(3)]
     kinds = [m.type for m in messages]
@@ -132,8 +174,9 @@ def test_sarvam_sdk_realtime_speech_to_text(sarvam, fake):
     from sarvamai.types import RealtimeAudioInput, RealtimeEnd, RealtimeSpeechEnd, RealtimeSpeechStart
 
     pcm = tone(0.1, 16000).tobytes()  # 100 ms of PCM16 (linear16)
-    with sarvam.speech_to_text_realtime_streaming.connect(language_code="auto", endpointing="manual", encoding="linear16",
-                                                         sample_rate="16000") as ws:
+    with sarvam.speech_to_text_realtime_streaming.connect(
+        language_code="auto", endpointing="manual", encoding="linear16", sample_rate="16000"
+    ) as ws:
         assert ws.recv().event == "session.begin"
         ws.send_realtime_speech_start(RealtimeSpeechStart())
         for _ in range(10):

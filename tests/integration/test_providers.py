@@ -4,8 +4,8 @@ retries, errors, splitting of long input, failover with circuit breakers, cachin
 import asyncio
 
 import numpy as np
-from pydantic import SecretStr
 import pytest
+from pydantic import SecretStr
 
 from samvad.audio import Audio
 from samvad.contracts import ChatMessage
@@ -41,7 +41,9 @@ async def collect(stream):
 
 async def test_sarvam_tts_streams_pcm_and_records_usage(fake):
     calls = []
-    chunks = await collect(SarvamTTS(sarvam_settings(fake)).stream(SpeechRequest(text="Namaste.", language="hi-IN"), calls))
+    chunks = await collect(
+        SarvamTTS(sarvam_settings(fake)).stream(SpeechRequest(text="Namaste.", language="hi-IN"), calls)
+    )
     pcm = b"".join(c.pcm16 for c in chunks)
     assert len(pcm) > 1000 and chunks[0].sample_rate == 22050
     assert calls[0].provider == "sarvam" and calls[0].usage.characters == len("Namaste.") and calls[0].retries == 0
@@ -72,14 +74,24 @@ async def test_sarvam_stt_splits_audio_over_30_seconds(fake):
 async def test_sarvam_translate_modes_and_splitting(fake):
     tr = SarvamTranslator(sarvam_settings(fake))
     calls = []
-    r = await tr.translate(TranslationRequest(text="Your EMI is pending.", source_language="en-IN", target_language="hi-IN",
-                                              mode="code-mixed", output_script="roman"), calls)
+    r = await tr.translate(
+        TranslationRequest(
+            text="Your EMI is pending.",
+            source_language="en-IN",
+            target_language="hi-IN",
+            mode="code-mixed",
+            output_script="roman",
+        ),
+        calls,
+    )
     assert r.text.startswith("[hi-IN|code-mixed|roman]") and r.language_code == "hi-IN"
     long = "A short sentence here. " * 60  # 1380 chars > mayura's 1000
     await tr.translate(TranslationRequest(text=long, source_language="en-IN", target_language="ta-IN"), calls)
     assert fake.state.calls["/translate"] == 3
     st = SarvamTranslator(sarvam_settings(fake, translate_model="sarvam-translate:v1"))
-    r = await st.translate(TranslationRequest(text="Hi.", source_language="en-IN", target_language="as-IN", mode="code-mixed"), [])
+    r = await st.translate(
+        TranslationRequest(text="Hi.", source_language="en-IN", target_language="as-IN", mode="code-mixed"), []
+    )
     assert "mode_unavailable:code-mixed" in r.flags and "|formal" in r.text
 
 
@@ -110,15 +122,23 @@ async def test_sarvam_reasoning_is_counted_never_spoken(fake):
 
 async def test_an_answer_cut_at_the_token_limit_ends_on_a_whole_sentence(fake, settings):
     """finish_reason "length": the turn speaks up to the last complete sentence and is flagged."""
+    from rag_index.pipeline import local_runner
     from samvad.providers.sarvam.llm import SarvamChat
     from samvad.turn import Engines, TurnRequest, TurnRunner
-    from rag_index.pipeline import local_runner
 
     reasoning_words = 15  # the fake's reasoning, one token a word; the limit leaves ~8 words of answer
     chat = SarvamChat(sarvam_settings(fake, max_tokens=reasoning_words + 8), "be brief")
     local = local_runner(settings)
-    runner = TurnRunner(Engines(stt=local.engines.stt, retriever=local.engines.retriever, llm=chat,
-                                translator=local.engines.translator, tts=local.engines.tts), settings)
+    runner = TurnRunner(
+        Engines(
+            stt=local.engines.stt,
+            retriever=local.engines.retriever,
+            llm=chat,
+            translator=local.engines.translator,
+            tts=local.engines.tts,
+        ),
+        settings,
+    )
     done = None
     async for event in runner.run(TurnRequest(turn_id="t1", text="How do I block my card?", speak=False)):
         if event.type == "turn.done":
@@ -134,8 +154,11 @@ async def test_sarvam_chat_models_are_the_v1_endpoints_own(fake):
 
     with pytest.raises(ValidationError):
         SarvamSettings(chat_model="sarvam-m")  # retired: refused in the config, not at the first call
-    r = httpx.post(f"{fake.url}/v1/chat/completions", headers={"api-subscription-key": SARVAM_KEY},
-                   json={"model": "sarvam-30b", "messages": [{"role": "user", "content": "hi"}]})
+    r = httpx.post(
+        f"{fake.url}/v1/chat/completions",
+        headers={"api-subscription-key": SARVAM_KEY},
+        json={"model": "sarvam-30b", "messages": [{"role": "user", "content": "hi"}]},
+    )
     assert r.status_code == 400 and "sarvam-105b-conversations" in r.json()["error"]["message"]
     from samvad.providers.sarvam.llm import SarvamChat
 
@@ -150,9 +173,9 @@ async def test_elevenlabs_speaks_only_its_models_languages_and_failover_skips_it
     """The default flash model speaks English, Hindi and Tamil of ours: a Bengali caller is passed
     to the next TTS in the chain instead of being spoken to in the wrong language; eleven_v3 speaks
     Bengali; Odia goes out as ISO `or` where a model has it."""
+    from samvad.providers.breaker import CircuitBreaker
     from samvad.providers.elevenlabs.tts import iso
     from samvad.providers.fallback import FallbackTTS
-    from samvad.providers.breaker import CircuitBreaker
 
     flash = ElevenLabsTTS(ElevenLabsSettings(base_url=fake.url, api_key=ELEVEN_KEY))
     assert "hi-IN" in flash.capabilities.languages and "ta-IN" in flash.capabilities.languages
@@ -177,12 +200,19 @@ async def test_elevenlabs_speaks_only_its_models_languages_and_failover_skips_it
 async def test_elevenlabs_voice_settings_and_previous_text(fake):
     from samvad.settings import ElevenVoiceSettings
 
-    tts = ElevenLabsTTS(ElevenLabsSettings(base_url=fake.url, api_key=ELEVEN_KEY,
-                                           voice_settings=ElevenVoiceSettings(stability=0.4, speed=1.1)))
+    tts = ElevenLabsTTS(
+        ElevenLabsSettings(
+            base_url=fake.url, api_key=ELEVEN_KEY, voice_settings=ElevenVoiceSettings(stability=0.4, speed=1.1)
+        )
+    )
     fake.reset()
-    await collect(tts.stream(SpeechRequest(text="Then call us.", language="en-IN", previous_text="Block it in the app."), []))
+    await collect(
+        tts.stream(SpeechRequest(text="Then call us.", language="en-IN", previous_text="Block it in the app."), [])
+    )
     body = fake.state.eleven_bodies[-1]
-    assert body["voice_settings"] == {"stability": 0.4, "speed": 1.1} and body["previous_text"] == "Block it in the app."
+    assert (
+        body["voice_settings"] == {"stability": 0.4, "speed": 1.1} and body["previous_text"] == "Block it in the app."
+    )
     with pytest.raises(ValueError):
         ElevenVoiceSettings(speed=2.0)  # outside what the API accepts: refused in the config
 
@@ -198,7 +228,8 @@ async def test_429_then_200_succeeds_with_one_retry(fake):
     calls = []
     started = asyncio.get_running_loop().time()
     await SarvamTranslator(sarvam_settings(fake)).translate(
-        TranslationRequest(text="Hi.", source_language="en-IN", target_language="hi-IN"), calls)
+        TranslationRequest(text="Hi.", source_language="en-IN", target_language="hi-IN"), calls
+    )
     assert calls[0].outcome == "ok" and calls[0].retries == 1
     assert asyncio.get_running_loop().time() - started >= 0.9  # retry-after honoured
     fake.fault(path="/openai", status=503, times=1, retry_after_ms="50")
@@ -212,13 +243,15 @@ async def test_no_retry_on_bad_key_or_exhausted_quota(fake):
     calls = []
     with pytest.raises(ProviderError) as err:
         await SarvamTranslator(SarvamSettings(base_url=fake.url, api_key="wrong")).translate(
-            TranslationRequest(text="Hi.", source_language="en-IN", target_language="hi-IN"), calls)
+            TranslationRequest(text="Hi.", source_language="en-IN", target_language="hi-IN"), calls
+        )
     assert err.value.provider_status == 403 and not err.value.retryable and calls[0].retries == 0
     assert "wrong" not in str(err.value)  # the key never travels in errors
     fake.fault(path="/translate", status=429, times=5, code="insufficient_quota_error")
     with pytest.raises(ProviderError) as err:
         await SarvamTranslator(sarvam_settings(fake)).translate(
-            TranslationRequest(text="Hi.", source_language="en-IN", target_language="hi-IN"), [])
+            TranslationRequest(text="Hi.", source_language="en-IN", target_language="hi-IN"), []
+        )
     assert err.value.code == "insufficient_quota_error" and fake.state.calls["/translate"] == 2
 
 
@@ -226,16 +259,22 @@ async def test_stream_dropped_midway_is_a_provider_error(fake):
     fake.fault(path="/text-to-speech/stream", drop_after_bytes=4096, status=0, times=1)
     calls = []
     with pytest.raises(ProviderError):
-        await collect(SarvamTTS(sarvam_settings(fake)).stream(SpeechRequest(text="Hello there. " * 20, language="en-IN"), calls))
+        await collect(
+            SarvamTTS(sarvam_settings(fake)).stream(SpeechRequest(text="Hello there. " * 20, language="en-IN"), calls)
+        )
     assert calls[0].outcome == "error"
 
 
 def _settings(fake, tts: list[str], **extra):
     s = load_settings()
-    p = s.providers.model_copy(update={
-        "sarvam": sarvam_settings(fake), "elevenlabs": ElevenLabsSettings(base_url=fake.url, api_key=ELEVEN_KEY, max_retries=0),
-        "breaker_failures": 2, "breaker_cooldown_s": 60,
-    })
+    p = s.providers.model_copy(
+        update={
+            "sarvam": sarvam_settings(fake),
+            "elevenlabs": ElevenLabsSettings(base_url=fake.url, api_key=ELEVEN_KEY, max_retries=0),
+            "breaker_failures": 2,
+            "breaker_cooldown_s": 60,
+        }
+    )
     return s.model_copy(update={"providers": p, "tts": s.tts.model_copy(update={"providers": tts}), **extra})
 
 
@@ -444,8 +483,14 @@ async def test_sarvam_realtime_stt_failures_are_provider_errors(fake):
 async def test_sarvam_language_identification(fake):
 
     lid, calls = SarvamLanguageId(sarvam_settings(fake)), []
-    assert (await lid.identify("मेरा कार्ड खो गया", calls)).model_dump() == {"language_code": "hi-IN", "script_code": "Deva"}
-    assert (await lid.identify("mera card kho gaya", calls)).model_dump() == {"language_code": "hi-IN", "script_code": "Latn"}
+    assert (await lid.identify("मेरा कार्ड खो गया", calls)).model_dump() == {
+        "language_code": "hi-IN",
+        "script_code": "Deva",
+    }
+    assert (await lid.identify("mera card kho gaya", calls)).model_dump() == {
+        "language_code": "hi-IN",
+        "script_code": "Latn",
+    }
     assert (await lid.identify("x" * 5000, calls)).language_code == "en-IN"  # long input is cut to the 1000-char limit
     with pytest.raises(InputError):
         await lid.identify("   ", calls)
@@ -473,11 +518,17 @@ def test_hindi_code_mixed_session_end_to_end_against_the_fake(fake, runner, tmp_
     caplog.set_level(logging.DEBUG)
     s = _settings(fake, ["sarvam"])
     s.providers.sarvam.stt_mode = "translate"
-    s = s.model_copy(update={"asr": s.asr.model_copy(update={"providers": ["sarvam"]}),
-                             "translation": s.translation.model_copy(update={"providers": ["sarvam"]})})
+    s = s.model_copy(
+        update={
+            "asr": s.asr.model_copy(update={"providers": ["sarvam"]}),
+            "translation": s.translation.model_copy(update={"providers": ["sarvam"]}),
+        }
+    )
     e = runner.engines
-    turn = TurnRunner(Engines(registry.build_stt(s), e.retriever, e.llm, registry.build_translator(s), registry.build_tts(s)),
-                      runner.settings)
+    turn = TurnRunner(
+        Engines(registry.build_stt(s), e.retriever, e.llm, registry.build_translator(s), registry.build_tts(s)),
+        runner.settings,
+    )
     audio = speak_wav(e.tts, "मेरा डेबिट कार्ड खो गया है", "hi-IN")
 
     async def scenario(dsn):
@@ -485,7 +536,10 @@ def test_hindi_code_mixed_session_end_to_end_against_the_fake(fake, runner, tmp_
         try:
             session = await repo.create_session("hi-IN", "code-mixed", None)
             conv = Conversation(session.id, await _own(repo, session.id), turn, repo)
-            events = [ev async for ev in conv.turn(TurnRequest(turn_id="t1", audio=audio, language="hi-IN", mode="code-mixed"))]
+            events = [
+                ev
+                async for ev in conv.turn(TurnRequest(turn_id="t1", audio=audio, language="hi-IN", mode="code-mixed"))
+            ]
             return events, await repo.provider_calls(session.id), await repo.messages(session.id)
         finally:
             await repo.close()
@@ -493,7 +547,9 @@ def test_hindi_code_mixed_session_end_to_end_against_the_fake(fake, runner, tmp_
     with postgres(tmp_path) as dsn:
         events, calls, messages = asyncio.run(scenario(dsn))
     transcript = next(ev for ev in events if ev.type == "transcript").transcript
-    assert transcript.language_code == "hi-IN" and transcript.text == fake.state.transcript  # English, from translate mode
+    assert (
+        transcript.language_code == "hi-IN" and transcript.text == fake.state.transcript
+    )  # English, from translate mode
     deltas = [ev for ev in events if ev.type == "response.delta"]
     assert deltas and all(d.text.startswith("[hi-IN|code-mixed]") and d.language_code == "hi-IN" for d in deltas)
     assert any(ev.type == "audio" for ev in events) and events[-1].outcome == "complete"
@@ -551,9 +607,16 @@ async def test_auto_language_follows_the_caller_turn_by_turn(fake, settings):
     from samvad.turn import Engines, TurnRequest, TurnRunner
 
     local = local_runner(settings)
-    runner = TurnRunner(Engines(stt=SarvamSTT(sarvam_settings(fake)), retriever=local.engines.retriever,
-                                llm=local.engines.llm, translator=local.engines.translator, tts=local.engines.tts),
-                        settings)
+    runner = TurnRunner(
+        Engines(
+            stt=SarvamSTT(sarvam_settings(fake)),
+            retriever=local.engines.retriever,
+            llm=local.engines.llm,
+            translator=local.engines.translator,
+            tts=local.engines.tts,
+        ),
+        settings,
+    )
     buf = io.BytesIO()
     sf.write(buf, (0.3 * np.sin(2 * np.pi * 200 * np.arange(16000) / 16000)).astype(np.float32), 16000, format="WAV")
 
@@ -595,8 +658,12 @@ async def test_the_translation_stage_serves_language_identification(fake, settin
     plain class): a guess with its priced call, or None with the failed call when Sarvam fails."""
     from samvad.stages import TranslationStage
 
-    s = settings.model_copy(update={"language_id": settings.language_id.model_copy(update={"provider": "sarvam"}),
-                                    "providers": settings.providers.model_copy(update={"sarvam": sarvam_settings(fake)})})
+    s = settings.model_copy(
+        update={
+            "language_id": settings.language_id.model_copy(update={"provider": "sarvam"}),
+            "providers": settings.providers.model_copy(update={"sarvam": sarvam_settings(fake)}),
+        }
+    )
     stage = TranslationStage(s)
     guess, calls = await stage.identify("naan en card-ai block panna vendum, epdi?")
     assert guess.language_code == "ta-IN" and guess.script_code == "Latn" and [c.outcome for c in calls] == ["ok"]
@@ -615,8 +682,10 @@ def test_a_typed_question_is_stored_in_the_language_the_identifier_found(fake, r
     from tests.servers import postgres
 
     e = runner.engines
-    turn = TurnRunner(Engines(e.stt, e.retriever, e.llm, e.translator, e.tts,
-                              language_id=SarvamLanguageId(sarvam_settings(fake))), runner.settings)
+    turn = TurnRunner(
+        Engines(e.stt, e.retriever, e.llm, e.translator, e.tts, language_id=SarvamLanguageId(sarvam_settings(fake))),
+        runner.settings,
+    )
     text = "en debit card kaanom, epdi block panna vendum?"
 
     async def scenario(dsn):

@@ -29,7 +29,9 @@ async def test_migrations_apply_once_and_concurrently(dsn):
         results = await asyncio.gather(*(migrate(c) for c in conns))
         assert sorted(len(r) for r in results) == [0, 0, len(available())]
         assert await migrate(conns[0]) == []
-        tables = {r["tablename"] for r in await conns[0].fetch("SELECT tablename FROM pg_tables WHERE schemaname='public'")}
+        tables = {
+            r["tablename"] for r in await conns[0].fetch("SELECT tablename FROM pg_tables WHERE schemaname='public'")
+        }
         assert {"sessions", "messages", "provider_calls", "api_keys", "schema_migrations"} <= tables
     finally:
         for c in conns:
@@ -86,6 +88,7 @@ def test_embedded_servers_start_without_system_services(tmp_path):
     dsn = embedded.start_postgres(tmp_path)
     url = embedded.start_redis(tmp_path)
     try:
+
         async def check():
             conn = await asyncpg.connect(dsn)
             try:
@@ -207,7 +210,8 @@ async def test_concurrent_opens_of_one_key_never_overshoot_its_cap(dsn):
         key = (await repo.create_key("capped-concurrently"))[0].id
         other = (await repo.create_key("uncapped-neighbour"))[0].id
         results = await asyncio.gather(
-            *(repo.create_session("hi-IN", "formal", None, key, max_open=5) for _ in range(20)), return_exceptions=True)
+            *(repo.create_session("hi-IN", "formal", None, key, max_open=5) for _ in range(20)), return_exceptions=True
+        )
         opened = [r for r in results if not isinstance(r, Exception)]
         refused = [r for r in results if isinstance(r, TooManySessions)]
         assert len(opened) == 5 and len(refused) == 15, results

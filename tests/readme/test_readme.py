@@ -32,12 +32,22 @@ NOISE = re.compile(r"WARNING|Traceback|Error|worker processes|actor is dead|ray\
 class Service:
     def __init__(self, tmp: Path) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SAMVAD_", "RAY_"))}  # a fresh user's shell
-        env |= {"SAMVAD_DATA_DIR": str(tmp / "var"), "SAMVAD_RAG__INDEX_DIR": str(tmp / "var" / "index" / "current"),
-                "PATH": f"{BIN}:{env.get('PATH', '')}"}
+        env |= {
+            "SAMVAD_DATA_DIR": str(tmp / "var"),
+            "SAMVAD_RAG__INDEX_DIR": str(tmp / "var" / "index" / "current"),
+            "PATH": f"{BIN}:{env.get('PATH', '')}",
+        }
         self.env = env
         self.lines: list[str] = []
-        self.proc = subprocess.Popen([str(BIN / "samvad"), "run"], cwd=REPO_ROOT, env=env, text=True,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [str(BIN / "samvad"), "run"],
+            cwd=REPO_ROOT,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -89,8 +99,14 @@ def test_the_quick_start_commands_work_as_written(service):
     for leftover in ("answer.wav", "turn.json"):
         (REPO_ROOT / leftover).unlink(missing_ok=True)
     try:
-        done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=REPO_ROOT, env=service.env,
-                              capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=REPO_ROOT,
+            env=service.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         answers = re.findall(r"^answer: (.+)$", done.stdout, flags=re.M)
         heard = re.findall(r"^heard:  (.+)$", done.stdout, flags=re.M)
@@ -117,9 +133,18 @@ def test_serve_status_lists_every_deployment_healthy(service):
 
 
 def _browser(p):
-    return p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-        "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync"])
+    return p.chromium.launch(
+        executable_path=CHROMIUM,
+        headless=True,
+        args=[
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ],
+    )
 
 
 def test_the_dashboard_shows_every_deployment_and_the_docs_render_offline(service):
@@ -138,7 +163,9 @@ def test_the_dashboard_shows_every_deployment_and_the_docs_render_offline(servic
             assert "Authentication Token Required" not in page.content()
             docs = browser.new_page()
             outside = []
-            docs.on("request", lambda r: outside.append(r.url) if not r.url.startswith("http://127.0.0.1:8000") else None)
+            docs.on(
+                "request", lambda r: outside.append(r.url) if not r.url.startswith("http://127.0.0.1:8000") else None
+            )
             docs.goto("http://127.0.0.1:8000/docs")
             docs.wait_for_selector(".swagger-ui .opblock", timeout=30_000)
             docs.wait_for_selector("button.authorize", timeout=10_000)  # X-API-Key can be given to "Try it out"

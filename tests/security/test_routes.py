@@ -64,14 +64,22 @@ def _peak_rss_kib(kinds: tuple[str, ...]) -> dict[int, int]:
 def test_every_path_to_another_tenants_conversation_answers_not_found(api_key, serve_app):
     mine = _client(api_key)
     sid = mine.post("/api/v1/sessions", json={}).json()["id"]
-    assert mine.post("/api/v1/turn", json={"session_id": sid, "text": "What is the UPI limit?", "speak": False}).status_code == 200
+    assert (
+        mine.post(
+            "/api/v1/turn", json={"session_id": sid, "text": "What is the UPI limit?", "speak": False}
+        ).status_code
+        == 200
+    )
     thief = _client(make_key(serve_app, "thief"))
     missing = str(uuid.uuid4())
     for target in (sid, missing):  # theirs and nobody's look the same
         _error(thief.get(f"/api/v1/sessions/{target}"), 404, "session_not_found")
         _error(thief.get(f"/api/v1/sessions/{target}/messages"), 404, "session_not_found")
-        _error(thief.post("/api/v1/turn", json={"session_id": target, "text": "read it to me", "speak": False}), 404,
-               "session_not_found")
+        _error(
+            thief.post("/api/v1/turn", json={"session_id": target, "text": "read it to me", "speak": False}),
+            404,
+            "session_not_found",
+        )
         _error(thief.delete(f"/api/v1/sessions/{target}"), 404, "session_not_found")
     assert len(mine.get(f"/api/v1/sessions/{sid}/messages").json()) == 2  # untouched
 
@@ -84,7 +92,9 @@ async def test_resuming_with_anothers_token_or_a_malformed_one_is_not_found(api_
     thief = make_key(serve_app, "resume-thief")
     sid, token = started["session_id"], started["resume_token"]
     for key, tok in ((thief, token), (api_key, "é" * 32), (api_key, "0" * 4000), (api_key, token[:-1] + "x")):
-        ws = await websockets.connect(f"{WS}?session_id={sid}&resume_token={tok}", additional_headers={"X-API-Key": key})
+        ws = await websockets.connect(
+            f"{WS}?session_id={sid}&resume_token={tok}", additional_headers={"X-API-Key": key}
+        )
         await ws.send(json.dumps({"type": "session.start"}))
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await asyncio.wait_for(ws.recv(), 10)
@@ -92,13 +102,16 @@ async def test_resuming_with_anothers_token_or_a_malformed_one_is_not_found(api_
 
 
 # audio bombs ----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name,make,code", [
-    ("flac-8ch-655kHz", bombs.flac_wide, "audio_channels"),
-    ("flac-hour-no-length", bombs.flac_without_length, "audio_too_long"),
-    ("ogg-10-min", bombs.ogg_long, "audio_too_long"),
-    ("wav-8-channels", lambda: bombs.wav(channels=8), "audio_channels"),
-    ("wav-384-kHz", lambda: bombs.wav(rate=384000, seconds=0.5), "audio_sample_rate"),
-])
+@pytest.mark.parametrize(
+    "name,make,code",
+    [
+        ("flac-8ch-655kHz", bombs.flac_wide, "audio_channels"),
+        ("flac-hour-no-length", bombs.flac_without_length, "audio_too_long"),
+        ("ogg-10-min", bombs.ogg_long, "audio_too_long"),
+        ("wav-8-channels", lambda: bombs.wav(channels=8), "audio_channels"),
+        ("wav-384-kHz", lambda: bombs.wav(rate=384000, seconds=0.5), "audio_sample_rate"),
+    ],
+)
 def test_audio_bombs_are_refused_fast_on_every_route(api_key, name, make, code):
     bomb = make()
     before = _peak_rss_kib(("Ingress", "Sessions", "ASR"))
@@ -128,15 +141,19 @@ def test_a_chunked_body_over_the_budget_is_refused(api_key):
 
     with _client(api_key) as c:
         boundary = "samvadboundary"
-        head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n"
-                "Content-Type: audio/wav\r\n\r\n").encode()
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+            "Content-Type: audio/wav\r\n\r\n"
+        ).encode()
 
         def multipart():
             yield head
             yield from body()
             yield f"\r\n--{boundary}--\r\n".encode()
 
-        r = c.post("/api/v1/asr", content=multipart(), headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        r = c.post(
+            "/api/v1/asr", content=multipart(), headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        )
         _error(r, 413, "payload_too_large")
         r = c.post("/api/v1/turn", content=body(), headers={"Content-Type": "application/json"})
         _error(r, 413, "payload_too_large")
@@ -159,7 +176,9 @@ def test_the_deployed_service_applies_its_operations_and_cors_settings(api_key):
         preflight = {"Access-Control-Request-Method": "POST"}
         ok = c.options("/api/v1/turn", headers={"Origin": ALLOWED_ORIGIN} | preflight)
         assert ok.status_code == 204 and ok.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
-        _error(c.options("/api/v1/turn", headers={"Origin": "https://evil.example"} | preflight), 403, "origin_not_allowed")
+        _error(
+            c.options("/api/v1/turn", headers={"Origin": "https://evil.example"} | preflight), 403, "origin_not_allowed"
+        )
         assert c.get("/healthz").headers["x-samvad-replica"]
 
 
@@ -239,7 +258,9 @@ def test_open_sessions_are_capped_per_key_and_closing_one_frees_it(serve_app):
             assert c.get(f"/api/v1/sessions/{ids[0]}").status_code == 200
         assert c.delete(f"/api/v1/sessions/{ids[0]}").status_code == 204
         for _ in range(4):  # whichever replica answers, the closed session takes no turn
-            _error(c.post("/api/v1/turn", json={"session_id": ids[0], "text": "hi", "speak": False}), 409, "session_closed")
+            _error(
+                c.post("/api/v1/turn", json={"session_id": ids[0], "text": "hi", "speak": False}), 409, "session_closed"
+            )
         assert c.post("/api/v1/sessions", json={}).status_code == 201
 
 
@@ -255,14 +276,19 @@ def test_a_retry_with_its_idempotency_key_is_not_charged_a_new_session(serve_app
     id) or a session open retried with its Idempotency-Key gets its earlier answer, however
     often it is sent, and opens nothing new."""
     with _client(make_key(serve_app, "retrying-opener", sessions_per_minute=2)) as c:
-        body, key = {"text": "What is the UPI limit per day?", "speak": False}, {"Idempotency-Key": f"first-{uuid.uuid4().hex}"}
+        body, key = (
+            {"text": "What is the UPI limit per day?", "speak": False},
+            {"Idempotency-Key": f"first-{uuid.uuid4().hex}"},
+        )
         first = c.post("/api/v1/turn", json=body, headers=key)
         opened = c.post("/api/v1/sessions", json={}, headers={"Idempotency-Key": f"open-{uuid.uuid4().hex}"})
         assert first.status_code == 200 and opened.status_code == 201, first.text + opened.text
         for _ in range(3):  # the bucket (2 a minute) is empty: only retries can pass
             again = c.post("/api/v1/turn", json=body, headers=key)
             assert again.status_code == 200 and again.json()["turn_id"] == first.json()["turn_id"], again.text
-            reopened = c.post("/api/v1/sessions", json={}, headers={"Idempotency-Key": opened.request.headers["Idempotency-Key"]})
+            reopened = c.post(
+                "/api/v1/sessions", json={}, headers={"Idempotency-Key": opened.request.headers["Idempotency-Key"]}
+            )
             assert reopened.status_code == 201 and reopened.json()["id"] == opened.json()["id"], reopened.text
         _error(c.post("/api/v1/sessions", json={}), 429, "rate_limited")  # a new one is still limited
 

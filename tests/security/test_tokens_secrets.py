@@ -29,8 +29,22 @@ def test_a_token_is_good_for_its_session_key_and_lifetime_only():
     assert tokens.check(SECRET, forged, "s1", 7, now=1030) == "invalid"
 
 
-@pytest.mark.parametrize("token", [None, "", "0" * 32, "v1.7.1060", "v1.7.1060.é" + "0" * 31, "v1.7.1060." + "0" * 500,
-                                   "v1.-7.1060.00", "v1.7.1e9.00", "v1.7." + "9" * 40 + ".00", "\x00", "v1..."])
+@pytest.mark.parametrize(
+    "token",
+    [
+        None,
+        "",
+        "0" * 32,
+        "v1.7.1060",
+        "v1.7.1060.é" + "0" * 31,
+        "v1.7.1060." + "0" * 500,
+        "v1.-7.1060.00",
+        "v1.7.1e9.00",
+        "v1.7." + "9" * 40 + ".00",
+        "\x00",
+        "v1...",
+    ],
+)
 def test_malformed_tokens_are_invalid_not_errors(token):
     assert tokens.check(SECRET, token, "s1", 7) == "invalid"
 
@@ -45,7 +59,9 @@ def test_missing_known_or_short_secrets_are_refused(value):
 def test_the_service_refuses_to_deploy_without_secrets():
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAMVAD_SERVICE__")}
     code = "from deployments.app import build_app; build_app({'database_url': 'postgresql://x/y', 'redis_url': 'redis://x'})"
-    r = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert r.returncode != 0 and "ConfigError" in r.stderr and "SAMVAD_SERVICE__KEY_SECRET" in r.stderr
 
 

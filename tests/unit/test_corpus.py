@@ -71,7 +71,12 @@ def test_html_and_pdf_documents_are_loaded_with_headings(tmp_path):
     docs, warnings = load_corpus(tmp_path)
     by_id = {d.doc_id: d for d in docs}
     html = by_id["faq.html"]
-    assert "# Card FAQ" in html.text and "## Lost card" in html.text and "var x" not in html.text and "Menu" not in html.text
+    assert (
+        "# Card FAQ" in html.text
+        and "## Lost card" in html.text
+        and "var x" not in html.text
+        and "Menu" not in html.text
+    )
     chunks = chunk_document(html, 700, 120)
     assert chunks[0].heading == "Card FAQ > Lost card" and "Block it in the app" in chunks[0].text
     assert "blank-notice.pdf" in by_id and by_id["blank-notice.pdf"].title == "Blank notice"

@@ -27,7 +27,12 @@ def test_rayservice_matches_serve_config():
     names = {d["name"] for d in local["applications"][0]["deployments"]}
     assert names == {"Ingress", "ASR", "LLM", "Retriever", "Translation", "TTS", "Sessions"}
     for d in local["applications"][0]["deployments"]:
-        assert {"autoscaling_config", "max_ongoing_requests", "ray_actor_options", "graceful_shutdown_timeout_s"} <= set(d)
+        assert {
+            "autoscaling_config",
+            "max_ongoing_requests",
+            "ray_actor_options",
+            "graceful_shutdown_timeout_s",
+        } <= set(d)
 
 
 def test_prometheus_and_grafana():
@@ -43,18 +48,32 @@ def test_prometheus_and_grafana():
                 assert base in metrics.SPECS, f"{panel['title']}: unknown metric {name}"
                 used.add(base)
     # The series the operations issue asks for are all on the dashboard.
-    assert {"samvad_turns_total", "samvad_first_audio_ms", "samvad_stage_ms", "samvad_provider_calls_total",
-            "samvad_cache_total", "samvad_circuit_state", "samvad_live_voice_sessions", "samvad_cost_total",
-            "samvad_guardrail_actions_total"} <= used
+    assert {
+        "samvad_turns_total",
+        "samvad_first_audio_ms",
+        "samvad_stage_ms",
+        "samvad_provider_calls_total",
+        "samvad_cache_total",
+        "samvad_circuit_state",
+        "samvad_live_voice_sessions",
+        "samvad_cost_total",
+        "samvad_guardrail_actions_total",
+    } <= used
 
 
 def test_select_families_keeps_whole_families():
-    text = "\n".join([
-        "# HELP ray_samvad_turns_total turns", "# TYPE ray_samvad_turns_total counter",
-        'ray_samvad_turns_total{outcome="complete"} 3.0',
-        "# HELP ray_node_cpu cpu", "# TYPE ray_node_cpu gauge", "ray_node_cpu 1.0",
-        "# TYPE ray_serve_num_router_requests_total counter", "ray_serve_num_router_requests_total 2.0",
-    ])
+    text = "\n".join(
+        [
+            "# HELP ray_samvad_turns_total turns",
+            "# TYPE ray_samvad_turns_total counter",
+            'ray_samvad_turns_total{outcome="complete"} 3.0',
+            "# HELP ray_node_cpu cpu",
+            "# TYPE ray_node_cpu gauge",
+            "ray_node_cpu 1.0",
+            "# TYPE ray_serve_num_router_requests_total counter",
+            "ray_serve_num_router_requests_total 2.0",
+        ]
+    )
     out = metrics.select_families(text)
     assert 'ray_samvad_turns_total{outcome="complete"} 3.0' in out and "ray_serve_num_router_requests_total 2.0" in out
     assert "ray_node_cpu" not in out

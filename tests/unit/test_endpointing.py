@@ -9,14 +9,35 @@ from samvad.voice import sounds_complete
 pytestmark = pytest.mark.unit
 
 
-@pytest.mark.parametrize("text", ["How do I block my lost debit card?", "What is the UPI limit per day?",
-                                  "I want to close my account.", "Stop!", "Yes.", "Mera card block karo."])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "How do I block my lost debit card?",
+        "What is the UPI limit per day?",
+        "I want to close my account.",
+        "Stop!",
+        "Yes.",
+        "Mera card block karo.",
+    ],
+)
 def test_finished_utterances_sound_complete(text):
     assert sounds_complete(text)
 
 
-@pytest.mark.parametrize("text", ["My account number is", "My account number is...", "I want to know about my",
-                                  "and the", "Okay,", "How do I block my", "", "Um.", "Transfer money to…"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "My account number is",
+        "My account number is...",
+        "I want to know about my",
+        "and the",
+        "Okay,",
+        "How do I block my",
+        "",
+        "Um.",
+        "Transfer money to…",
+    ],
+)
 def test_trailing_or_fragmentary_utterances_wait(text):
     assert not sounds_complete(text)
 

@@ -27,7 +27,9 @@ async def test_streams_several_chunks_and_records_usage(tts):
     assert call.ttfb_ms is not None and call.ttfb_ms <= call.latency_ms
 
 
-@pytest.mark.parametrize("language", ["hi-IN", "ta-IN", "te-IN", "bn-IN", "mr-IN", "gu-IN", "kn-IN", "ml-IN", "pa-IN", "od-IN"])
+@pytest.mark.parametrize(
+    "language", ["hi-IN", "ta-IN", "te-IN", "bn-IN", "mr-IN", "gu-IN", "kn-IN", "ml-IN", "pa-IN", "od-IN"]
+)
 async def test_indian_language_voices_speak(tts, language):
     chunks = await _collect(tts, "नमस्ते 1 2 3", language)
     assert sum(len(c.pcm16) for c in chunks) > 2000

@@ -1,7 +1,7 @@
 """Who may call and what they may do, without Ray or servers: keys (cached), tenants' sessions,
 voice-call admission. The database is a fake with the repository's contract."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -11,14 +11,18 @@ from samvad.settings import Settings
 from samvad.storage.repository import ApiKeyRow, SessionRow
 
 pytestmark = pytest.mark.unit
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 
 
 class FakeDb:
     def __init__(self) -> None:
-        self.keys = {"sk_a": ApiKeyRow(id=1, name="a", prefix="sk_a", created_at=NOW, revoked_at=None, max_voice_sessions=1),
-                     "sk_b": ApiKeyRow(id=2, name="b", prefix="sk_b", created_at=NOW, revoked_at=None)}
-        self.sessions = {"s1": (1, SessionRow(id="s1", language="en-IN", mode="formal", voice=None, created_at=NOW, updated_at=NOW))}
+        self.keys = {
+            "sk_a": ApiKeyRow(id=1, name="a", prefix="sk_a", created_at=NOW, revoked_at=None, max_voice_sessions=1),
+            "sk_b": ApiKeyRow(id=2, name="b", prefix="sk_b", created_at=NOW, revoked_at=None),
+        }
+        self.sessions = {
+            "s1": (1, SessionRow(id="s1", language="en-IN", mode="formal", voice=None, created_at=NOW, updated_at=NOW))
+        }
         self.reads = 0
 
     async def verify_key(self, key):

@@ -67,15 +67,24 @@ def test_checksums():
 
 
 def test_output_checks():
-    passages = [Passage(chunk_id=0, source="x.md", text="You can block your debit card in the app or by calling 1800-266-4400.", score=0.8)]
+    passages = [
+        Passage(
+            chunk_id=0,
+            source="x.md",
+            text="You can block your debit card in the app or by calling 1800-266-4400.",
+            score=0.8,
+        )
+    ]
     ok = G.check_output("You can block your debit card in the app.", passages)
     assert ok.text and not ok.flags
     unsupported = G.check_output("Your card will be upgraded to platinum for free next week.", passages)
     assert unsupported.text is None and unsupported.flags[0].check == "grounding"
     advice = G.check_output("You should buy these shares for guaranteed returns.", passages)
     assert advice.text is None and advice.flags[0].check == "blocked_topic"
-    leak = G.check_output("Your card is blocked and your mobile 9840123456 is updated.", passages + [
-        Passage(chunk_id=1, source="y.md", text="card blocked mobile updated", score=0.5)])
+    leak = G.check_output(
+        "Your card is blocked and your mobile 9840123456 is updated.",
+        passages + [Passage(chunk_id=1, source="y.md", text="card blocked mobile updated", score=0.5)],
+    )
     assert "[PHONE]" in leak.text and "9840123456" not in leak.text
 
 
@@ -111,7 +120,9 @@ async def test_paraphrased_injections_are_caught_by_the_classifier(runner):
 async def test_attack_check_on_the_labelled_test_half(runner):
     """The held-out half of tests/data/injection_cases.yaml (English, Hinglish, Devanagari
     attacks; benign questions that share their words): most attacks refused, few questions."""
-    cases = [c for c in yaml.safe_load((REPO_ROOT / "tests/data/injection_cases.yaml").read_text()) if c["split"] == "test"]
+    cases = [
+        c for c in yaml.safe_load((REPO_ROOT / "tests/data/injection_cases.yaml").read_text()) if c["split"] == "test"
+    ]
     decided = {}
     for c in cases:
         verdict = G.check_input(c["text"])
@@ -150,7 +161,10 @@ async def test_a_smuggled_instruction_is_refused_though_the_whole_question_looks
     whole = retriever._attack_model(library).score(retriever.query_vectors([text], readings=False))
     score = await retriever.aattack_score(text, library)
     assert score > whole and G.check_attack_score(score) is not None
-    assert G.check_attack_score(await retriever.aattack_score("What is the savings account interest rate?", library)) is None
+    assert (
+        G.check_attack_score(await retriever.aattack_score("What is the savings account interest rate?", library))
+        is None
+    )
 
 
 def test_the_policy_reads_its_library_and_refuses_nothing_without_one(tmp_path):

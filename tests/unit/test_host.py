@@ -8,7 +8,7 @@ import asyncio
 import time
 import tracemalloc
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -60,18 +60,27 @@ class FakeStore:
         if epoch is not None and self.sessions[session_id]["epoch"] != epoch:
             raise FencedError("moved")
 
-    async def add_message(self, session_id, turn_id, role, content, language, status, flags=None, *, epoch=None,
-                          language_confidence=None):
+    async def add_message(
+        self, session_id, turn_id, role, content, language, status, flags=None, *, epoch=None, language_confidence=None
+    ):
         await asyncio.sleep(self.write_delay)
         self._fence(session_id, epoch)
         rows = self.messages_by[session_id]
         old = rows.get((turn_id, role))
-        rows[(turn_id, role)] = MessageRow(id=old.id if old else sum(map(len, self.messages_by.values())) + 1,
-                                           turn_id=turn_id, role=role, content=content, language=language,
-                                           status=status, guardrail_flags=flags or [],
-                                           created_at=datetime.now(timezone.utc))
+        rows[(turn_id, role)] = MessageRow(
+            id=old.id if old else sum(map(len, self.messages_by.values())) + 1,
+            turn_id=turn_id,
+            role=role,
+            content=content,
+            language=language,
+            status=status,
+            guardrail_flags=flags or [],
+            created_at=datetime.now(UTC),
+        )
 
-    async def record_turn(self, session_id, turn_id, calls, content, language, status, flags=None, *, epoch=None, response=None):
+    async def record_turn(
+        self, session_id, turn_id, calls, content, language, status, flags=None, *, epoch=None, response=None
+    ):
         await self.add_message(session_id, turn_id, "assistant", content, language, status, flags, epoch=epoch)
         if response is not None:
             self.answers[(session_id, turn_id)] = response
@@ -81,7 +90,9 @@ class FakeStore:
         row = self.messages_by[session_id].get((turn_id, "assistant"))
         if row is None:
             return False
-        self.messages_by[session_id][(turn_id, "assistant")] = row.model_copy(update={"content": content, "status": status})
+        self.messages_by[session_id][(turn_id, "assistant")] = row.model_copy(
+            update={"content": content, "status": status}
+        )
         return True
 
     async def messages(self, session_id, limit=1000):

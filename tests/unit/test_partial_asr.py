@@ -79,7 +79,9 @@ async def test_only_a_chain_with_a_local_engine_offers_partials(settings):
     from samvad.providers.stub import StubSTT
 
     def chain(*names: str):
-        return registry.build_stt(settings.model_copy(update={"asr": settings.asr.model_copy(update={"providers": list(names)})}))
+        return registry.build_stt(
+            settings.model_copy(update={"asr": settings.asr.model_copy(update={"providers": list(names)})})
+        )
 
     assert not StubSTT().offers_partials and not chain("stub").offers_partials
     assert chain("whisper").offers_partials and chain("sarvam", "whisper").offers_partials
@@ -92,8 +94,16 @@ async def test_partials_follow_the_chains_language_rules(settings, speech):
     real decodes, so it makes no partials for them either (Sarvam, first, offers none)."""
     from samvad.providers import registry
 
-    light = settings.model_copy(update={"asr": settings.asr.model_copy(update={
-        "providers": ["sarvam", "whisper"], "whisper": settings.asr.whisper.model_copy(update={"model": "tiny.en"})})})
+    light = settings.model_copy(
+        update={
+            "asr": settings.asr.model_copy(
+                update={
+                    "providers": ["sarvam", "whisper"],
+                    "whisper": settings.asr.whisper.model_copy(update={"model": "tiny.en"}),
+                }
+            )
+        }
+    )
     chain = registry.build_stt(light)
     assert await chain.partial(speech, "hi-IN") is None
     assert (await chain.partial(speech, "en-IN")).text

@@ -17,8 +17,12 @@ def _choices(model, field: str) -> set[str]:
 @pytest.mark.parametrize("config", ["default.yaml", "sarvam.yaml"])
 def test_every_selectable_model_has_a_price(config):
     pricing = load_settings(REPO_ROOT / "configs" / config).pricing
-    sarvam = (_choices(SarvamSettings, "chat_model") | _choices(SarvamSettings, "tts_model")
-              | _choices(SarvamSettings, "translate_model") | {"saaras:v3", "saaras:v4"})
+    sarvam = (
+        _choices(SarvamSettings, "chat_model")
+        | _choices(SarvamSettings, "tts_model")
+        | _choices(SarvamSettings, "translate_model")
+        | {"saaras:v3", "saaras:v4"}
+    )
     assert sarvam - set(pricing["sarvam"]) == set()
     if config == "default.yaml":
         assert "*" in pricing["elevenlabs"] and pricing["elevenlabs"]["*"].per_character == 1.0  # the other models

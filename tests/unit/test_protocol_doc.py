@@ -26,8 +26,11 @@ def _types(model: type[BaseModel]) -> set[str]:
 
 
 def _models(module) -> set[type[BaseModel]]:
-    return {m for m in vars(module).values()
-            if isinstance(m, type) and issubclass(m, BaseModel) and "type" in getattr(m, "model_fields", {})}
+    return {
+        m
+        for m in vars(module).values()
+        if isinstance(m, type) and issubclass(m, BaseModel) and "type" in getattr(m, "model_fields", {})
+    }
 
 
 def _documented(section: str) -> set[str]:

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.unit
         ("हाँ, ठीक है। धन्यवाद॥ अगला", ["हाँ, ठीक है।", "धन्यवाद॥", "अगला"]),
         ("Talk to Dr. A. Kumar now. Bye", ["Talk to Dr. A. Kumar now.", "Bye"]),
         ("See section A. Next part.", ["See section A.", "Next part."]),
-        ("Really?! \"Yes.\" Ok", ["Really?!", "\"Yes.\"", "Ok"]),
+        ('Really?! "Yes." Ok', ["Really?!", '"Yes."', "Ok"]),
         ("   ", []),
     ],
 )

@@ -1,8 +1,7 @@
 import pytest
 
-from samvad.contracts import Transcript
+from samvad.contracts import LLMResponse, Transcript
 from samvad.events import AudioEvent, TranscriptEvent, TurnDoneEvent, parse_event
-from samvad.contracts import LLMResponse
 from samvad.settings import REPO_ROOT, load_settings
 
 pytestmark = pytest.mark.unit
@@ -57,11 +56,25 @@ def test_costs_from_the_price_table():
 
     s = load_settings()
     calls = [
-        price(ProviderCall(stage="tts", provider="sarvam", model="bulbul:v3", usage=Usage(characters=10000)), s.pricing),
-        price(ProviderCall(stage="asr", provider="sarvam", model="saaras:v3", usage=Usage(audio_seconds=3600)), s.pricing),
-        price(ProviderCall(stage="tts", provider="elevenlabs", model="eleven_flash_v2_5", usage=Usage(characters=100)), s.pricing),
-        price(ProviderCall(stage="llm", provider="sarvam", model="sarvam-105b",
-                           usage=Usage(input_tokens=1_000_000, cached_tokens=0, output_tokens=1_000_000)), s.pricing),
+        price(
+            ProviderCall(stage="tts", provider="sarvam", model="bulbul:v3", usage=Usage(characters=10000)), s.pricing
+        ),
+        price(
+            ProviderCall(stage="asr", provider="sarvam", model="saaras:v3", usage=Usage(audio_seconds=3600)), s.pricing
+        ),
+        price(
+            ProviderCall(stage="tts", provider="elevenlabs", model="eleven_flash_v2_5", usage=Usage(characters=100)),
+            s.pricing,
+        ),
+        price(
+            ProviderCall(
+                stage="llm",
+                provider="sarvam",
+                model="sarvam-105b",
+                usage=Usage(input_tokens=1_000_000, cached_tokens=0, output_tokens=1_000_000),
+            ),
+            s.pricing,
+        ),
         price(ProviderCall(stage="tts", provider="nobody", model="x"), s.pricing),
     ]
     assert calls[0].cost == pytest.approx(30.0) and calls[0].currency == "INR"

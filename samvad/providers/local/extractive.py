@@ -21,8 +21,8 @@ import numpy as np
 
 from samvad.contracts import Passage, Usage
 from samvad.embeddings import Embedder, scale
-from samvad.providers.base import CallRecord, Capabilities, ChatModel, ChatRequest
 from samvad.followup import search_query
+from samvad.providers.base import CallRecord, Capabilities, ChatModel, ChatRequest
 from samvad.sentences import split_sentences
 from samvad.settings import ExtractiveSettings
 
@@ -80,13 +80,15 @@ class ExtractiveAnswerer(ChatModel):
                 time.sleep(1.0)
             try:
                 with open(chunks, encoding="utf-8") as f:
-                    passages = [Passage(chunk_id=i, score=0.0, **{k: c[k] for k in ("source", "heading", "text")})
-                                for i, c in enumerate(map(json.loads, f))]
+                    passages = [
+                        Passage(chunk_id=i, score=0.0, **{k: c[k] for k in ("source", "heading", "text")})
+                        for i, c in enumerate(map(json.loads, f))
+                    ]
                 sentences = [c[2] for c in _candidates(passages)][: SENTENCE_CACHE // 2]
                 for i in range(0, len(sentences), 64):
                     batch = [t for t in sentences[i : i + 64] if t not in self._vectors]
                     if batch:
-                        self._vectors.update(zip(batch, self._embedder.passages(batch)))
+                        self._vectors.update(zip(batch, self._embedder.passages(batch), strict=True))
             except (OSError, ValueError, KeyError) as exc:  # a warm-up only: turns encode what they need
                 log.info("answer sentences not pre-encoded: %s", exc)
 
@@ -98,7 +100,7 @@ class ExtractiveAnswerer(ChatModel):
         known = {t: v for t in sentences if (v := self._vectors.get(t)) is not None}
         missing = [t for t in dict.fromkeys(sentences) if t not in known]
         if missing:  # (turns run in threads: only whole-dict swaps and single updates here)
-            fresh = dict(zip(missing, self._embedder.passages(missing)))
+            fresh = dict(zip(missing, self._embedder.passages(missing), strict=True))
             known |= fresh
             if len(self._vectors) + len(fresh) > SENTENCE_CACHE:
                 self._vectors = {}  # a new knowledge base: start again rather than track age
@@ -138,7 +140,9 @@ class ExtractiveAnswerer(ChatModel):
         if similarity[best] < self._s.relevance_threshold:
             return []
         floor = max(self._s.relevance_threshold, similarity[best] - self._s.support_margin)
-        support = [i for i in np.argsort(-combined) if i != best and similarity[i] >= floor][: self._s.max_sentences - 1]
+        support = [i for i in np.argsort(-combined) if i != best and similarity[i] >= floor][
+            : self._s.max_sentences - 1
+        ]
         # Spoken in the document's order: a help page leads with its key instruction ("block it
         # at once in the app") and follows with the alternatives ("you can also send an SMS").
         chosen = sorted([best, *support], key=lambda i: (passages[candidates[i][0]].chunk_id, candidates[i][1]))
@@ -148,7 +152,9 @@ class ExtractiveAnswerer(ChatModel):
         question = request.question
         earlier = [m.content for m in request.messages[:-1] if m.role == "user"]
         context = search_query(question, earlier)  # the retriever's query for this turn
-        sentences = await asyncio.to_thread(self.select, question, request.passages, context if context != question else None)
+        sentences = await asyncio.to_thread(
+            self.select, question, request.passages, context if context != question else None
+        )
         if not sentences:
             sentences = [self._s.no_answer_text]
         rec.usage = Usage(

@@ -142,7 +142,9 @@ class VadBatcher:
             while open_:
                 for i in range(0, len(open_), self.max_batch):
                     part = open_[i : i + self.max_batch]
-                    for r, p in zip(part, score([r.vad for r in part], [r.frames[position] for r in part]), strict=True):
+                    for r, p in zip(
+                        part, score([r.vad for r in part], [r.frames[position] for r in part]), strict=True
+                    ):
                         r.probs.append(p)
                     runs, frames = runs + 1, frames + len(part)
                 position += 1
@@ -314,6 +316,7 @@ class Endpointer:
             audio = np.concatenate(self._utterance[: len(self._utterance) - trailing])
             silence_ms, speech_frames = self._silence_run * self._frame_ms, self.speech_frames
             self._in_speech, self._utterance, self._speech_run, self._silence_run = False, [], 0, 0
-            return SpeechEnded(at=self._now(), audio=audio, silence_ms=silence_ms, speech_frames=speech_frames,
-                               forced=forced)
+            return SpeechEnded(
+                at=self._now(), audio=audio, silence_ms=silence_ms, speech_frames=speech_frames, forced=forced
+            )
         return None

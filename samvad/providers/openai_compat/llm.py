@@ -32,14 +32,22 @@ CHARS_PER_TOKEN = 4  # a usage estimate when the provider reports none
 def _usage(usage: dict) -> Usage:
     cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
     reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
-    return Usage(input_tokens=usage.get("prompt_tokens", 0), output_tokens=usage.get("completion_tokens", 0),
-                 cached_tokens=cached, reasoning_tokens=reasoning)
+    return Usage(
+        input_tokens=usage.get("prompt_tokens", 0),
+        output_tokens=usage.get("completion_tokens", 0),
+        cached_tokens=cached,
+        reasoning_tokens=reasoning,
+    )
 
 
 def _estimate(body: dict[str, Any], content: int, reasoning: int) -> Usage:
     prompt = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
-    return Usage(input_tokens=-(-prompt // CHARS_PER_TOKEN), output_tokens=-(-(content + reasoning) // CHARS_PER_TOKEN),
-                 reasoning_tokens=-(-reasoning // CHARS_PER_TOKEN), estimated=True)
+    return Usage(
+        input_tokens=-(-prompt // CHARS_PER_TOKEN),
+        output_tokens=-(-(content + reasoning) // CHARS_PER_TOKEN),
+        reasoning_tokens=-(-reasoning // CHARS_PER_TOKEN),
+        estimated=True,
+    )
 
 
 async def stream_chat(http: HttpProvider, rec: CallRecord, path: str, body: dict[str, Any]) -> AsyncIterator[str]:
@@ -60,7 +68,9 @@ async def stream_chat(http: HttpProvider, rec: CallRecord, path: str, body: dict
             if "error" in chunk:
                 err = chunk["error"]
                 raise ProviderError(
-                    f"{http.name} llm stream error: {err.get('message', '')}", provider=http.name, stage="llm",
+                    f"{http.name} llm stream error: {err.get('message', '')}",
+                    provider=http.name,
+                    stage="llm",
                     code=err.get("code") or "stream_error",
                 )
             if chunk.get("usage"):
@@ -85,7 +95,11 @@ class OpenAICompatChat(ChatModel):
         self._system = system_prompt
         key = settings.api_key.get_secret_value() if settings.api_key else ""
         self._http = HttpProvider(
-            "openai", "llm", settings, {"Authorization": f"Bearer {key}"}, parse_openai_error,
+            "openai",
+            "llm",
+            settings,
+            {"Authorization": f"Bearer {key}"},
+            parse_openai_error,
             fatal_codes=frozenset({"insufficient_quota", "invalid_api_key"}),
         )
 

@@ -55,7 +55,11 @@ class SarvamSTT(SpeechToText):
         # language) is the only signal it gives, otherwise we report full confidence.
         confidence = float(probability) if probability is not None else 1.0
         return Transcript(
-            text=" ".join(texts), language_code=detected or language or "en-IN",
-            confidence=max(0.0, min(1.0, confidence)), raw_segments=segments,
-            language_confidence=max(0.0, min(1.0, float(probability))) if language is None and probability is not None else None,
+            text=" ".join(texts),
+            language_code=detected or language or "en-IN",
+            confidence=max(0.0, min(1.0, confidence)),
+            raw_segments=segments,
+            language_confidence=max(0.0, min(1.0, float(probability)))
+            if language is None and probability is not None
+            else None,
         )

@@ -55,18 +55,29 @@ class SarvamRealtimeSTT(RealtimeSpeechToText):
     def url(self, language: str | None) -> str:
         query = {
             "language_code": _TO_SOCKET.get(language, language) if language else "auto",
-            "model": self.model, "stream_type": self._s.realtime_stream_type, "mode": self._s.stt_mode,
-            "endpointing": "manual", "encoding": "linear16", "sample_rate": str(RATE),
+            "model": self.model,
+            "stream_type": self._s.realtime_stream_type,
+            "mode": self._s.stt_mode,
+            "endpointing": "manual",
+            "encoding": "linear16",
+            "sample_rate": str(RATE),
         }
         return f"{self._url}?{urllib.parse.urlencode(query)}"
 
     def open(self, language: str | None, on_partial: OnPartial) -> SpeechStream:
         return _Stream(self, language, on_partial)
 
-    def error(self, message: str, *, status: int | None = None, retryable: bool = True,
-              code: str = "stream_error") -> ProviderError:
-        return ProviderError(f"sarvam realtime asr: {message}", provider="sarvam", stage="asr", status=status,
-                             retryable=retryable, code=code)
+    def error(
+        self, message: str, *, status: int | None = None, retryable: bool = True, code: str = "stream_error"
+    ) -> ProviderError:
+        return ProviderError(
+            f"sarvam realtime asr: {message}",
+            provider="sarvam",
+            stage="asr",
+            status=status,
+            retryable=retryable,
+            code=code,
+        )
 
 
 class _Stream(SpeechStream):
@@ -117,8 +128,11 @@ class _Stream(SpeechStream):
         s = self._stt._s
         key = s.api_key.get_secret_value() if s.api_key else ""
         try:
-            async with websockets.connect(self._stt.url(self._language), open_timeout=s.connect_timeout_s,
-                                          additional_headers={"Api-Subscription-Key": key}) as ws:
+            async with websockets.connect(
+                self._stt.url(self._language),
+                open_timeout=s.connect_timeout_s,
+                additional_headers={"Api-Subscription-Key": key},
+            ) as ws:
                 writer = asyncio.create_task(self._write(ws))
                 try:
                     await self._read(ws)
@@ -129,8 +143,11 @@ class _Stream(SpeechStream):
             self._fail(self._stt.error(f"handshake refused ({status})", status=status, retryable=status >= 500))
         except websockets.ConnectionClosed as exc:
             code = exc.rcvd.code if exc.rcvd else None
-            self._fail(self._stt.error(f"socket closed ({code}: {exc.rcvd.reason if exc.rcvd else ''})",
-                                       retryable=code not in (1003, 4000)))
+            self._fail(
+                self._stt.error(
+                    f"socket closed ({code}: {exc.rcvd.reason if exc.rcvd else ''})", retryable=code not in (1003, 4000)
+                )
+            )
         except (OSError, TimeoutError) as exc:
             self._fail(self._stt.error(type(exc).__name__))
         finally:
@@ -162,8 +179,14 @@ class _Stream(SpeechStream):
             elif event == "transcript.final" and not self._final.done():
                 self._final.set_result(msg)
             elif event == "error" and msg.get("is_fatal", True):
-                self._fail(self._stt.error(str(msg.get("message") or msg.get("code")), status=msg.get("status_code"),
-                                           retryable=False, code=str(msg.get("code") or "stream_error")))
+                self._fail(
+                    self._stt.error(
+                        str(msg.get("message") or msg.get("code")),
+                        status=msg.get("status_code"),
+                        retryable=False,
+                        code=str(msg.get("code") or "stream_error"),
+                    )
+                )
                 return
             elif event == "error":
                 log.warning("sarvam realtime asr: %s", msg.get("message"))
@@ -183,6 +206,8 @@ def _transcript(msg: dict, asked: str | None) -> Transcript:
     language = msg.get("language") or asked or "en-IN"
     confidence = msg.get("language_confidence")
     return Transcript(
-        text=(msg.get("text") or "").strip(), language_code=_FROM_SOCKET.get(language, language), confidence=1.0,
+        text=(msg.get("text") or "").strip(),
+        language_code=_FROM_SOCKET.get(language, language),
+        confidence=1.0,
         language_confidence=None if asked or confidence is None else max(0.0, min(1.0, float(confidence))),
     )

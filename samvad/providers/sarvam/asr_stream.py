@@ -38,27 +38,49 @@ class SarvamStreamingSTT(SpeechToText):
         self._url = socket_url(settings, "/speech-to-text/ws")
 
     def _error(self, message: str, *, status: int | None = None, retryable: bool = True) -> ProviderError:
-        return ProviderError(f"sarvam asr stream: {message}", provider="sarvam", stage="asr", status=status,
-                             retryable=retryable, code="stream_error")
+        return ProviderError(
+            f"sarvam asr stream: {message}",
+            provider="sarvam",
+            stage="asr",
+            status=status,
+            retryable=retryable,
+            code="stream_error",
+        )
 
     async def _transcribe_impl(self, audio: Audio, language: str | None, rec: CallRecord) -> Transcript:
-        query = urllib.parse.urlencode({
-            "language-code": language or "unknown", "model": self._s.stt_model, "mode": self._s.stt_mode,
-            "sample_rate": str(audio.sample_rate), "input_audio_codec": "pcm_s16le",
-            "flush_signal": "true", "vad_signals": "true",
-        })
+        query = urllib.parse.urlencode(
+            {
+                "language-code": language or "unknown",
+                "model": self._s.stt_model,
+                "mode": self._s.stt_mode,
+                "sample_rate": str(audio.sample_rate),
+                "input_audio_codec": "pcm_s16le",
+                "flush_signal": "true",
+                "vad_signals": "true",
+            }
+        )
         key = self._s.api_key.get_secret_value() if self._s.api_key else ""
         pcm = float_to_pcm16(audio.samples)
         step = int(audio.sample_rate * FRAME_SECONDS) * 2
         segments: list[dict] = []
         try:
-            async with websockets.connect(f"{self._url}?{query}", additional_headers={"Api-Subscription-Key": key},
-                                          open_timeout=self._s.connect_timeout_s) as ws:
+            async with websockets.connect(
+                f"{self._url}?{query}",
+                additional_headers={"Api-Subscription-Key": key},
+                open_timeout=self._s.connect_timeout_s,
+            ) as ws:
                 for i in range(0, len(pcm), step):
-                    await ws.send(json.dumps({"audio": {
-                        "data": base64.b64encode(pcm[i : i + step]).decode(), "sample_rate": audio.sample_rate,
-                        "encoding": "audio/wav",  # the socket's only value, even for raw PCM
-                    }}))
+                    await ws.send(
+                        json.dumps(
+                            {
+                                "audio": {
+                                    "data": base64.b64encode(pcm[i : i + step]).decode(),
+                                    "sample_rate": audio.sample_rate,
+                                    "encoding": "audio/wav",  # the socket's only value, even for raw PCM
+                                }
+                            }
+                        )
+                    )
                 await ws.send(json.dumps({"type": "flush"}))
                 starts = 0
                 while True:
@@ -103,10 +125,13 @@ def _joined(segments: list[dict], language: str | None, duration: float) -> Tran
     if len(out) == 1 and len(segments) == 1:
         out[0] = out[0].model_copy(update={"start": 0.0, "end": at or duration})
     return Transcript(
-        text=" ".join(seg.text for seg in out), language_code=best.get("language_code") or language or "en-IN",
+        text=" ".join(seg.text for seg in out),
+        language_code=best.get("language_code") or language or "en-IN",
         confidence=max(0.0, min(1.0, float(probability))) if probability is not None else 1.0,
         raw_segments=out,
-        language_confidence=max(0.0, min(1.0, float(probability))) if language is None and probability is not None else None,
+        language_confidence=max(0.0, min(1.0, float(probability)))
+        if language is None and probability is not None
+        else None,
     )
 
 

@@ -33,8 +33,11 @@ class SarvamTranslator(Translator):
         out = []
         for piece in split_text(request.text, LIMITS[model]):
             body = {
-                "input": piece, "source_language_code": request.source_language,
-                "target_language_code": request.target_language, "model": model, "mode": mode,
+                "input": piece,
+                "source_language_code": request.source_language,
+                "target_language_code": request.target_language,
+                "model": model,
+                "mode": mode,
                 "numerals_format": self._s.numerals_format,
             }
             if self._s.speaker_gender:

@@ -26,7 +26,9 @@ def check_speaker(model: str, speaker: str) -> None:
     if model == "bulbul:v4-flash":
         # v4 personas look like <name>_<lang>_<style>; short v2/v3 names are rejected there.
         if speaker.count("_") < 2 or speaker != speaker.lower():
-            raise InputError(f"{speaker!r} is not a bulbul:v4-flash persona (e.g. shubh_enhi_ads)", code="unknown_voice")
+            raise InputError(
+                f"{speaker!r} is not a bulbul:v4-flash persona (e.g. shubh_enhi_ads)", code="unknown_voice"
+            )
     elif speaker not in SPEAKERS[model]:
         raise InputError(f"speaker {speaker!r} does not exist for {model}", code="unknown_voice")
 
@@ -49,8 +51,13 @@ class SarvamTTS(TextToSpeech):
         rate = self._s.tts_sample_rate
         for piece in split_text(request.text, STREAM_LIMIT):
             body = {
-                "text": piece, "language_code": request.language, "model": self._s.tts_model, "speaker": speaker,
-                "pace": self._s.tts_pace, "speech_sample_rate": rate, "output_audio_codec": "linear16",
+                "text": piece,
+                "language_code": request.language,
+                "model": self._s.tts_model,
+                "speaker": speaker,
+                "pace": self._s.tts_pace,
+                "speech_sample_rate": rate,
+                "output_audio_codec": "linear16",
             }
             async with self._http.stream(rec, "POST", "/text-to-speech/stream", json=body) as response:
                 async for pcm in whole_samples(response.aiter_bytes()):

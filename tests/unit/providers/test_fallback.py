@@ -15,8 +15,15 @@ pytestmark = pytest.mark.unit
 class Scripted(TextToSpeech):
     """Speaks `chunks` chunks, failing with `fail` after `fail_after` of them (never, with None)."""
 
-    def __init__(self, name: str, *, fail: ProviderError | None = None, fail_after: int = 0, chunks: int = 2,
-                 languages: frozenset[str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        fail: ProviderError | None = None,
+        fail_after: int = 0,
+        chunks: int = 2,
+        languages: frozenset[str] | None = None,
+    ) -> None:
         super().__init__(model=name)
         self.name, self.fail, self.fail_after, self.chunks = name, fail, fail_after, chunks
         self.capabilities = Capabilities(languages=languages)
@@ -40,7 +47,12 @@ def _chain(*providers, failures_to_open: int = 2):
 
 
 async def _speak(chain, language="hi-IN", calls=None):
-    return [c.pcm16 async for c in chain.stream(SpeechRequest(text="namaste", language=language), calls if calls is not None else [])]
+    return [
+        c.pcm16
+        async for c in chain.stream(
+            SpeechRequest(text="namaste", language=language), calls if calls is not None else []
+        )
+    ]
 
 
 async def test_a_failure_before_any_audio_moves_on_and_every_attempt_is_recorded():
