@@ -44,7 +44,7 @@ browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 bench: install
-	$(PY) bench/pipeline.py
+	$(PY) -m bench.pipeline
 
 clean:
 	rm -rf $(VENV) var

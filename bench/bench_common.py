@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import os
 import secrets
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -32,7 +31,6 @@ for _k, _v in BENCH_ENV.items():
     os.environ.setdefault(_k, _v)
 # serve_config.yaml's Serve settings, before a benchmark imports Ray (as `samvad run` does);
 # SAMVAD_BENCH_APP_ENV_ONLY=1 leaves them to the app's runtime_env only, as starters did before.
-sys.path.insert(0, str(ROOT))
 from deployments.serve_config import export_node_env  # noqa: E402
 
 if os.environ.get("SAMVAD_BENCH_APP_ENV_ONLY") != "1":

@@ -3,26 +3,24 @@ one turn (stub engines), all still held in memory by their Sessions replicas (no
 memory of every process kind before and after, per conversation; session-open latency.
 Loopback only, bounded.
 
-    python bench/conversations.py [--conversations 10000] [--concurrency 16] [--ingress proxy|haproxy]
+    python -m bench.conversations [--conversations 10000] [--concurrency 16] [--ingress proxy|haproxy]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
 import httpx  # noqa: E402
-from bench_common import PORT, pct, processes_by_kind, pss_mib, serve_up  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 from rich.table import Table  # noqa: E402
+
+from bench.bench_common import PORT, pct, processes_by_kind, pss_mib, serve_up  # noqa: E402
 
 console = Console()
 

@@ -4,20 +4,18 @@ injection check does on tests/data/injection_cases.yaml: the similarity threshol
 chosen on the tuning half (the highest recall with at most 2% of benign questions refused),
 precision, recall and benign refusals reported on the test half, next to the configured values.
 
-    python bench/guardrails.py [--repeats 20]
+    python -m bench.guardrails [--repeats 20]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 from rich.console import Console  # noqa: E402

@@ -3,7 +3,7 @@
 2. incremental update time for 1 changed document of 100, vs a full rebuild;
 3. retrieval p50 including query embedding at 10k and 100k chunks (synthetic vectors).
 
-  python bench/index.py [--repeats 3] [--sizes 10000,100000]
+  python -m bench.index [--repeats 3] [--sizes 10000,100000]
 """
 
 from __future__ import annotations
@@ -11,13 +11,11 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402

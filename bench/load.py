@@ -5,8 +5,8 @@ users hold voice sessions sending a text question after each answer. Reports per
 requests, errors, throughput, p50/p99 latency; and every change in replica counts that Serve's
 autoscaler made while the load ran (serve_config.yaml's autoscaling settings).
 
-    python bench/load.py [--duration 60] [--http-users 16] [--ws-users 4] [--config configs/stub.yaml]
-    python bench/load.py --soak [--duration 600] [--http-users 8] [--fault-every 60]   # see bench/soak.py
+    python -m bench.load [--duration 60] [--http-users 16] [--ws-users 4] [--config configs/stub.yaml]
+    python -m bench.load --soak [--duration 600] [--http-users 8] [--fault-every 60]   # see bench/soak.py
 """
 
 from __future__ import annotations
@@ -16,21 +16,19 @@ import asyncio
 import json
 import os
 import random
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
 import httpx  # noqa: E402
 import websockets  # noqa: E402
-from bench_common import PORT, pct, serve_up  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 from rich.table import Table  # noqa: E402
+
+from bench.bench_common import PORT, pct, serve_up  # noqa: E402
 
 console = Console()
 QUESTIONS = [

@@ -4,7 +4,7 @@ HTTP (proxy -> ingress -> the conversation's Sessions replica -> stage deploymen
 side by side in one run, at concurrency 1 and 16, with the cross-process calls (Serve requests,
 from Serve's own router counters) per turn. Loopback only; bounded request counts.
 
-    python bench/overhead.py [--requests 200] [--modes proxy,proxy-app-env,haproxy] [--throughput-optimized]
+    python -m bench.overhead [--requests 200] [--modes proxy,proxy-app-env,haproxy] [--throughput-optimized]
 """
 
 from __future__ import annotations
@@ -13,14 +13,12 @@ import argparse
 import asyncio
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from bench_common import BENCH_ENV, metrics_text, serve_requests  # noqa: E402
+from bench.bench_common import BENCH_ENV, metrics_text, serve_requests  # noqa: E402
 
 for _k, _v in BENCH_ENV.items():
     os.environ.setdefault(_k, _v)

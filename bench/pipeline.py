@@ -5,7 +5,7 @@ tests never use, ASR word error rate, end of speech -> first audio byte; and ind
 throughput as a ratio to the embedder's raw encode on the same chunks (alternating runs,
 because these machines are noisy).
 
-    python bench/pipeline.py [--turns 12] [--repeats 3]
+    python -m bench.pipeline [--turns 12] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,12 +23,9 @@ from rich.progress import track
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_common import environment  # noqa: E402
-from voice_session import DEFAULTS, VOICES, _spoken  # noqa: E402
-
+from bench.bench_common import environment  # noqa: E402
+from bench.voice_session import DEFAULTS, VOICES, _spoken
 from rag_index.build import build_index  # noqa: E402
 from rag_index.corpus import chunk_document, load_corpus  # noqa: E402
 from rag_index.pipeline import local_runner  # noqa: E402
@@ -38,7 +34,7 @@ from samvad.embeddings import get_embedder  # noqa: E402
 from samvad.providers.local.vad import Endpointer, SileroVad, SpeechEnded  # noqa: E402
 from samvad.settings import load_settings  # noqa: E402
 from samvad.turn import TurnRequest  # noqa: E402
-from tests.speech import wer  # noqa: E402
+from testkit.speech import wer  # noqa: E402
 
 console = Console()
 

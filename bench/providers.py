@@ -2,7 +2,7 @@
 (1) cache hit vs miss latency for TTS and translation, side by side (ratio);
 (2) per-call client overhead: Samvad's client vs the official Sarvam SDK on the same endpoint.
 
-    python bench/providers.py [--calls 200]
+    python -m bench.providers [--calls 200]
 """
 
 from __future__ import annotations
@@ -10,14 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from rich.console import Console  # noqa: E402
 from rich.progress import track  # noqa: E402
@@ -30,7 +28,7 @@ from samvad.providers.sarvam.tts import SarvamTTS  # noqa: E402
 from samvad.settings import SarvamSettings  # noqa: E402
 from samvad.storage import embedded  # noqa: E402
 from samvad.storage.cache import Cache  # noqa: E402
-from tests.fakes.provider_server import SARVAM_KEY, FakeServer  # noqa: E402
+from testkit.provider_server import SARVAM_KEY, FakeServer  # noqa: E402
 
 console = Console()
 

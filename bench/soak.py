@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import httpx
 import ray
-from bench_common import PORT, Graph, pct, processes_by_kind, pss_mib
+
+from bench.bench_common import PORT, Graph, pct, processes_by_kind, pss_mib
 
 QUESTIONS = [
     "How do I block my lost debit card?",

@@ -10,8 +10,8 @@ capacity  live calls with zero-cost stub engines, each streaming audio like the 
           until errors appear or the steps run out; errors, latency from the end of speech,
           frames per second, and where the CPU goes (proxy, ingress, sessions, stages).
 
-  python bench/voice_session.py latency [--turns 20] [--page-turns 6] [--early-asr-ms 0,150]
-  python bench/voice_session.py capacity [--steps 25,50,100,125] [--hold 30] [--frame-ms 100] [--ingress proxy,haproxy]
+  python -m bench.voice_session latency [--turns 20] [--page-turns 6] [--early-asr-ms 0,150]
+  python -m bench.voice_session capacity [--steps 25,50,100,125] [--hold 30] [--frame-ms 100] [--ingress proxy,haproxy]
 """
 
 from __future__ import annotations
@@ -22,22 +22,20 @@ import json
 import os
 import random
 import statistics
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
 import httpx  # noqa: E402
 import psutil  # noqa: E402
 import websockets  # noqa: E402
 import yaml  # noqa: E402
-from bench_common import PORT, environment, metrics_text, pct, processes_by_kind, serve_requests, serve_up  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.progress import track  # noqa: E402
 from rich.table import Table  # noqa: E402
+
+from bench.bench_common import PORT, environment, metrics_text, pct, processes_by_kind, serve_requests, serve_up  # noqa: E402
 
 console = Console()
 
@@ -77,7 +75,7 @@ def _spoken(text: str, voice: str, wpm: int) -> bytes:
     from samvad.providers.base import SpeechRequest
     from samvad.providers.local.espeak import EspeakTTS
     from samvad.settings import load_settings
-    from tests import aio
+    from testkit import aio
 
     s = load_settings()
     tts = EspeakTTS(s.tts.espeak.model_copy(update={"rate_wpm": wpm}), s.languages)
@@ -273,7 +271,7 @@ def _question_pcm(text: str = "What is the UPI limit per day?") -> bytes:
     from samvad.audio import decode_audio, float_to_pcm16
     from samvad.providers.local.espeak import EspeakTTS
     from samvad.settings import load_settings
-    from tests.speech import speak_wav
+    from testkit.speech import speak_wav
 
     s = load_settings()
     speech = decode_audio(speak_wav(EspeakTTS(s.tts.espeak, s.languages), text), target_rate=16000, max_seconds=60)

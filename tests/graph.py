@@ -17,7 +17,7 @@ import pytest
 from samvad.settings import REPO_ROOT, secret
 from samvad.storage import embedded
 from samvad.storage.repository import Repository
-from tests import aio
+from testkit import aio
 
 PORT = 8765
 INGRESS_REPLICAS = 2

@@ -7,7 +7,7 @@ import uuid
 
 from samvad.settings import load_settings, secret
 from samvad.storage.repository import Repository
-from tests import aio
+from testkit import aio
 from tests.graph import ADMIN_KEY
 
 

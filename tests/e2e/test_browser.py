@@ -9,8 +9,8 @@ import pytest
 
 from samvad.providers.local.espeak import EspeakTTS
 from samvad.settings import REPO_ROOT, load_settings
+from testkit.speech import speak_wav
 from tests.graph import PORT
-from tests.speech import speak_wav
 
 pytestmark = pytest.mark.e2e
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

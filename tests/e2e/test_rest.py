@@ -10,8 +10,8 @@ import soundfile as sf
 
 from samvad.providers.local.espeak import EspeakTTS
 from samvad.settings import load_settings
+from testkit.speech import speak_wav, wer
 from tests.e2e.helpers import metric_lines
-from tests.speech import speak_wav, wer
 
 pytestmark = pytest.mark.e2e
 

@@ -13,9 +13,9 @@ import websockets
 from samvad.audio import decode_audio, float_to_pcm16
 from samvad.providers.local.espeak import EspeakTTS
 from samvad.settings import load_settings
+from testkit.speech import speak_wav, wer
 from tests.e2e.helpers import metric_lines
 from tests.graph import PORT
-from tests.speech import speak_wav, wer
 
 pytestmark = pytest.mark.e2e
 URL = f"ws://127.0.0.1:{PORT}/api/v1/voice-session"

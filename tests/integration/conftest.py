@@ -1,6 +1,6 @@
 import pytest
 
-from tests.fakes.provider_server import FakeServer
+from testkit.provider_server import FakeServer
 
 
 @pytest.fixture(scope="module")

@@ -264,7 +264,7 @@ def _streaming_api(api_settings, key, fake, sarvam_key: str) -> TestClient:
 
 @pytest.fixture(scope="module")
 def streaming_client(api_settings, key, fake):
-    from tests.fakes.provider_server import SARVAM_KEY
+    from testkit.provider_server import SARVAM_KEY
 
     with _streaming_api(api_settings, key, fake, SARVAM_KEY) as c:
         yield c
@@ -289,7 +289,7 @@ def _spoken_call(client, key, pcm: bytes) -> tuple[dict, list[dict]]:
 def _question_pcm() -> bytes:
     from samvad.audio import decode_audio, float_to_pcm16
     from samvad.providers.local.espeak import EspeakTTS
-    from tests.speech import speak_wav
+    from testkit.speech import speak_wav
 
     s = load_settings()
     wav = speak_wav(

@@ -6,7 +6,7 @@ import io
 import pytest
 import soundfile as sf
 
-from tests.fakes.provider_server import ELEVEN_KEY, OPENAI_KEY, SARVAM_KEY, tone, wav
+from testkit.provider_server import ELEVEN_KEY, OPENAI_KEY, SARVAM_KEY, tone, wav
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ from samvad.providers.sarvam.llm import SarvamChat
 from samvad.providers.sarvam.translate import SarvamTranslator
 from samvad.providers.sarvam.tts import SarvamTTS
 from samvad.settings import ElevenLabsSettings, OpenAISettings, SarvamSettings, load_settings
-from tests.fakes.provider_server import ELEVEN_KEY, OPENAI_KEY, SARVAM_KEY
+from testkit.provider_server import ELEVEN_KEY, OPENAI_KEY, SARVAM_KEY
 
 pytestmark = pytest.mark.integration
 
@@ -512,8 +512,8 @@ def test_hindi_code_mixed_session_end_to_end_against_the_fake(fake, runner, tmp_
     from actors.conversation import Conversation
     from samvad.storage.repository import Repository
     from samvad.turn import Engines, TurnRequest, TurnRunner
+    from testkit.speech import speak_wav
     from tests.servers import postgres
-    from tests.speech import speak_wav
 
     caplog.set_level(logging.DEBUG)
     s = _settings(fake, ["sarvam"])

@@ -210,7 +210,7 @@ def test_revocation_is_immediate_on_every_replica_and_ends_live_calls(serve_app,
     from samvad.api.gate import publish_revocation
     from samvad.settings import load_settings, secret
     from samvad.storage.repository import Repository
-    from tests import aio
+    from testkit import aio
 
     key = make_key(serve_app, "to-revoke")
     with _client(key) as c:

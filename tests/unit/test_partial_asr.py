@@ -12,7 +12,7 @@ import pytest
 from samvad.audio import Audio, decode_audio
 from samvad.providers.local.espeak import EspeakTTS
 from samvad.providers.local.whisper import PARTIAL_WINDOW_S, WhisperSTT
-from tests.speech import speak_wav, wer
+from testkit.speech import speak_wav, wer
 
 pytestmark = pytest.mark.unit
 QUESTION = "How do I block my lost debit card today"

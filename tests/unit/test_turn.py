@@ -16,8 +16,8 @@ from samvad.errors import InputError
 from samvad.events import AudioEvent, ResponseDeltaEvent, TranscriptEvent, TurnDoneEvent
 from samvad.providers.base import CallRecord, ChatModel, ChatRequest
 from samvad.turn import Engines, TurnRequest, TurnRunner
+from testkit.speech import speak_wav, wer
 from tests.conftest import DATA
-from tests.speech import speak_wav, wer
 
 pytestmark = pytest.mark.unit
 

@@ -3,7 +3,7 @@ import pytest
 
 from samvad.audio import decode_audio
 from samvad.providers.local.vad import Endpointer, SileroVad, SpeechEnded, SpeechStarted
-from tests.speech import speak_wav
+from testkit.speech import speak_wav
 
 pytestmark = pytest.mark.unit
 

@@ -9,7 +9,7 @@ from num2words import num2words
 
 from samvad.audio import wav_bytes
 from samvad.providers.base import SpeechRequest, TextToSpeech
-from tests import aio
+from testkit import aio
 
 
 def speak_wav(
