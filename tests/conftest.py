@@ -46,7 +46,15 @@ def tts(runner):
     return runner.engines.tts
 
 
+# Fixtures that load the offline models (Whisper, the e5 embedder, the index): a test using one is
+# marked `models`, so `pytest -m "unit and not models"` is the tier that runs in seconds.
+MODEL_FIXTURES = {"runner", "tts"}
+
+
 def pytest_collection_modifyitems(items) -> None:
     """Tests that start their own Ray (in another process) run first, before the suite's shared
     graph starts one in this process: two Ray instances at once would fight over the 2 cores."""
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.models)
     items.sort(key=lambda item: item.get_closest_marker("own_ray") is None)  # stable: order kept otherwise

@@ -40,6 +40,7 @@ def test_an_utterance_that_never_ends_is_cut_at_the_budget(settings):
     assert len(ep.utterance_so_far()) <= 3.0 * 16000  # what early ASR may be sent is bounded too
 
 
+@pytest.mark.models
 async def test_a_cancelled_transcription_stops_using_the_cpu(settings):
     from samvad.audio import Audio
     from samvad.providers.local.whisper import WhisperSTT
@@ -60,6 +61,7 @@ async def test_a_cancelled_transcription_stops_using_the_cpu(settings):
     assert stopped_in < 15
 
 
+@pytest.mark.models
 async def test_a_long_upload_of_noise_is_not_read_back_as_words(settings):
     """Past the short window, a window whose text loops is decoded again at most once (at the
     hottest temperature): with one temperature Whisper base read 60 s of noise back as its

@@ -16,7 +16,7 @@ from samvad.embeddings import get_embedder
 from samvad.errors import InputError
 from samvad.settings import REPO_ROOT
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.models]  # builds indexes with the e5 embedder
 CORPUS = REPO_ROOT / "data" / "sample_corpus"
 QA = REPO_ROOT / "data" / "qa_sample.yaml"
 FOLLOW_UPS = REPO_ROOT / "data" / "qa_followups.yaml"
