@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from samvad.errors import SamvadError
-from samvad.settings import Settings, load_settings
+from samvad.settings import SERVE_CONFIG, Settings, load_settings
 
 app = typer.Typer(help="Samvad voice-assistant backend", no_args_is_help=True, pretty_exceptions_enable=False)
 index_app = typer.Typer(help="Build and inspect the RAG index", no_args_is_help=True)
@@ -459,7 +459,7 @@ def keys_list(config: ConfigOpt = None) -> None:
 @app.command()
 def run(
     config: ConfigOpt = None,
-    serve_config: Annotated[Path, typer.Option(help="deployment options")] = Path("serve_config.yaml"),
+    serve_config: Annotated[Path, typer.Option(help="deployment options")] = SERVE_CONFIG,
     ingress: Annotated[
         str,
         typer.Option(

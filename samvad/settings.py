@@ -6,6 +6,7 @@ reads the environment.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,8 +23,23 @@ from pydantic_settings import (
 Mode = Literal["formal", "modern-colloquial", "classic-colloquial", "code-mixed"]
 OutputScript = Literal["roman", "fully-native", "spoken-form-in-native"]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent  # a checkout's root (tests, benchmarks); defaults never depend on it
+# What the service reads ships in the package (configs/ and data/sample_corpus in a checkout are
+# links to it), so `pip install .` runs as the checkout does.
+DEFAULT_CONFIG = PACKAGE_DIR / "configs" / "default.yaml"
+SERVE_CONFIG = PACKAGE_DIR / "configs" / "serve_config.yaml"  # the deployments' options (serve_config.yaml)
+
+
+def _data_home() -> Path:
+    """Where the service writes (index, embedded servers): var/ in a checkout, else the user's
+    data directory ($XDG_DATA_HOME/samvad, ~/.local/share/samvad); `data_dir` overrides it."""
+    if (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "samvad").is_dir():
+        return REPO_ROOT / "var"
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "samvad"
+
+
+DATA_HOME = _data_home()
 
 
 class Language(BaseModel):
@@ -153,10 +169,8 @@ class EmbeddingSettings(BaseModel):
 
 class RagSettings(BaseModel):
     retriever: Literal["faiss", "stub"] = "faiss"
-    corpus_dir: Path = REPO_ROOT / "data" / "sample_corpus"
-    index_dir: Path = (
-        REPO_ROOT / "var" / "index" / "current"
-    )  # the live pointer (a symlink), see `samvad index publish`
+    corpus_dir: Path = PACKAGE_DIR / "corpus" / "sample"
+    index_dir: Path = DATA_HOME / "index" / "current"  # the live pointer (a symlink), see `samvad index publish`
     reload_interval_s: float = 2.0  # how often the Retriever checks the pointer for a new version
     chunk_chars: int = 700
     overlap_chars: int = 120
@@ -445,13 +459,13 @@ class Settings(BaseSettings):
     # provider name -> model name (or "*") -> prices
     pricing: dict[str, dict[str, PriceEntry]] = {}
     max_text_chars: int = 2000
-    guardrails_file: Path = REPO_ROOT / "configs" / "guardrails.yaml"
+    guardrails_file: Path = PACKAGE_DIR / "configs" / "guardrails.yaml"
     service: ServiceSettings = ServiceSettings()
     voice: VoiceSettings = VoiceSettings()
     sessions: SessionTierSettings = SessionTierSettings()
     limits: LimitSettings = LimitSettings()
     providers: ProvidersSettings = ProvidersSettings()
-    data_dir: Path = REPO_ROOT / "var"
+    data_dir: Path = DATA_HOME
     # Provider keys by their documented names (SAMVAD_SARVAM_API_KEY, ...); they fill
     # providers.<vendor>.api_key when that is not set itself.
     sarvam_api_key: SecretStr | None = None
