@@ -12,18 +12,36 @@ endpoint needs, so Samvad starts HAProxy through this wrapper (`samvad-haproxy`,
     address, which uvicorn trusts, so a forged X-Forwarded-For would be believed and the
     per-address limits would be the caller's to choose.
   - its statistics and Prometheus listeners on loopback rather than every interface.
+  - when no ingress replica can take a request (one restarting, say), a `503` with a JSON error
+    body and `Retry-After`, as Samvad's own errors, rather than Serve's plain-text `500`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
 WRAPPER = "samvad-haproxy"
+UNAVAILABLE_FILE = "samvad-unavailable.http"
+_BODY = json.dumps(
+    {
+        "error": {
+            "code": "service_unavailable",
+            "message": "no ingress replica is ready: retry shortly",
+            "request_id": "",
+        }
+    }
+)
+UNAVAILABLE = (
+    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+    f"Cache-Control: no-store\r\nContent-Length: {len(_BODY)}\r\n\r\n{_BODY}"
+)
 
 
-def patch(config: str) -> str:
-    """Serve's generated HAProxy configuration with Samvad's two changes (idempotent)."""
+def patch(config: str, unavailable_file: str | None = None) -> str:
+    """Serve's generated HAProxy configuration with Samvad's changes (idempotent); its 5xx error
+    pages become `unavailable_file` when given."""
     out: list[str] = []
     section = ""
     for line in config.splitlines():
@@ -32,6 +50,8 @@ def patch(config: str) -> str:
             section = " ".join(line.split()[:2])
         if stripped == "option forwardfor":
             continue  # written again below, once
+        if unavailable_file and stripped.startswith("errorfile 50"):
+            line = "    " + " ".join(["errorfile", stripped.split()[1], unavailable_file])
         if stripped.startswith("bind ") and section in ("frontend prometheus", "listen stats"):
             address, *rest = stripped.split()[1:]
             line = "    " + " ".join(["bind", "127.0.0.1:" + address.rsplit(":", 1)[1], *rest])
@@ -60,7 +80,10 @@ def main() -> None:
         path = args[args.index("-f") + 1]
         with open(path, encoding="utf-8") as f:
             text = f.read()
-        patched = patch(text)
+        unavailable = os.path.join(os.path.dirname(path), UNAVAILABLE_FILE)
+        with open(unavailable, "w", encoding="utf-8", newline="") as f:
+            f.write(UNAVAILABLE)
+        patched = patch(text, unavailable)
         if patched != text:
             with open(path, "w", encoding="utf-8") as f:
                 f.write(patched)

@@ -128,6 +128,17 @@ async def scenario(dsn: str) -> dict:
     binds = [line.split()[1] for line in config.splitlines() if line.strip().startswith("bind ")]
     assert "option forwardfor" in config, config
     assert f"127.0.0.1:{PORT}" in binds and all(b.startswith("127.0.0.1:") for b in binds), binds
+    # No ingress replica up (the only one killed; Serve replaces it): a JSON 503, not Serve's text 500.
+    replica = next(a for a in ray.util.list_named_actors(all_namespaces=True) if "Ingress" in a["name"])
+    ray.kill(ray.get_actor(replica["name"], namespace=replica["namespace"]))
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{PORT}", timeout=10) as client:
+        for _ in range(200):
+            down = await client.get("/healthz")
+            if down.status_code != 200:
+                break
+            await asyncio.sleep(0.05)
+    assert down.status_code == 503 and down.headers["retry-after"] == "1", (down.status_code, down.text)
+    assert down.json()["error"]["code"] == "service_unavailable", down.text
     return {"haproxy": True, "bad_key_statuses": bad, "voice_events": len(kinds), "binds": binds}
 
 

@@ -1,9 +1,10 @@
+import json
 import os
 import sys
 
 import pytest
 
-from deployments.haproxy import WRAPPER, ingress_env, patch
+from deployments.haproxy import UNAVAILABLE, WRAPPER, ingress_env, patch
 
 pytestmark = pytest.mark.unit
 
@@ -13,6 +14,8 @@ GENERATED = """global
 defaults
     mode http
     option httplog
+    errorfile 502 /tmp/haproxy-serve/x/500.http
+    errorfile 503 /tmp/haproxy-serve/x/500.http
 frontend prometheus
     bind :9101
     mode http
@@ -36,6 +39,16 @@ def test_the_generated_config_gains_forwardfor_and_loopback_listeners():
     assert lines.count("option forwardfor") == 1
     assert patch(out) == out  # Serve rewrites and reloads: a second pass changes nothing
     assert "server SERVE_REPLICA_a 127.0.0.1:30000 check" in lines
+    assert "errorfile 502 /tmp/haproxy-serve/x/500.http" in lines  # left alone without a page of our own
+    ours = patch(GENERATED, "/tmp/haproxy-serve/x/samvad-unavailable.http")
+    assert "errorfile 503 /tmp/haproxy-serve/x/samvad-unavailable.http" in [line.strip() for line in ours.splitlines()]
+
+
+def test_the_unavailable_page_is_a_json_503_with_retry_after():
+    head, _, body = UNAVAILABLE.partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 503 ") and "Retry-After: 1" in head
+    assert f"Content-Length: {len(body)}" in head
+    assert json.loads(body)["error"]["code"] == "service_unavailable"
 
 
 def test_ingress_modes():
