@@ -70,6 +70,7 @@ def serve_app(servers, tmp_path_factory):
     from ray import serve
 
     from deployments.app import build_app
+    from deployments.haproxy import ingress_env
     from deployments.serve_config import deployment_options, export_node_env
 
     os.environ["SAMVAD_RAG__INDEX_DIR"] = str(tmp_path_factory.mktemp("e2e") / "index")
@@ -91,6 +92,7 @@ def serve_app(servers, tmp_path_factory):
         log_to_driver=False,
         runtime_env={
             "env_vars": export_node_env(str(REPO_ROOT / "serve_config.yaml"))
+            | ingress_env(os.environ.get("SAMVAD_TEST_INGRESS", "proxy"))
             | {"PYTHONPATH": str(REPO_ROOT), "RAY_AUTH_MODE": "disabled"}
         },
         _system_config={"metrics_report_interval_ms": 1000},  # metrics reach the agent within a second

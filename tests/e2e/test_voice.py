@@ -386,11 +386,11 @@ async def test_ingress_death_mid_answer_stores_what_was_heard(api_key, db):
     assert [(r["role"], r["status"]) for r in rows] == [("user", "complete"), ("assistant", "interrupted")]
     await asyncio.to_thread(_wait_healthy)
     query = {"session_id": started["session_id"], "resume_token": started["resume_token"]}
-    for _ in range(20):  # the proxy learns of the new replicas
+    for _ in range(20):  # the proxy learns of the new replicas (HAProxy answers 503 until then)
         try:
             ws, again = await open_session(api_key, query=query)
             break
-        except (AssertionError, websockets.ConnectionClosed, OSError):
+        except (AssertionError, websockets.ConnectionClosed, websockets.InvalidStatus, OSError):
             await asyncio.sleep(0.5)
     await ws.close()
     assert again["interrupted_turn"] == rows[1]["turn_id"]
