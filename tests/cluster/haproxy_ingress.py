@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import secrets
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -128,18 +129,32 @@ async def scenario(dsn: str) -> dict:
     binds = [line.split()[1] for line in config.splitlines() if line.strip().startswith("bind ")]
     assert "option forwardfor" in config, config
     assert f"127.0.0.1:{PORT}" in binds and all(b.startswith("127.0.0.1:") for b in binds), binds
-    # No ingress replica up (the only one killed; Serve replaces it): a JSON 503, not Serve's text 500.
-    replica = next(a for a in ray.util.list_named_actors(all_namespaces=True) if "Ingress" in a["name"])
-    ray.kill(ray.get_actor(replica["name"], namespace=replica["namespace"]))
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{PORT}", timeout=10) as client:
-        for _ in range(200):
-            down = await client.get("/healthz")
-            if down.status_code != 200:
-                break
-            await asyncio.sleep(0.05)
+    # No ingress replica up (as while Serve replaces a dead one): a JSON 503, not Serve's text 500.
+    # The servers are put in maintenance through HAProxy's admin socket rather than by killing the
+    # replica, which Serve may replace before HAProxy's retries give up (then the request succeeds).
+    admin = next(line.split()[2] for line in config.splitlines() if line.strip().startswith("stats socket "))
+    servers = [
+        row.split()[1:4:2]  # backend name, server name
+        for row in haproxy_admin(admin, "show servers state").splitlines()
+        if len(row.split()) > 3 and row[0].isdigit()
+    ]
+    assert servers, "HAProxy reports no servers"
+    for backend, server in servers:
+        haproxy_admin(admin, f"set server {backend}/{server} state maint")
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{PORT}", timeout=30) as client:
+        down = await client.get("/healthz")
+    for backend, server in servers:
+        haproxy_admin(admin, f"set server {backend}/{server} state ready")
     assert down.status_code == 503 and down.headers["retry-after"] == "1", (down.status_code, down.text)
     assert down.json()["error"]["code"] == "service_unavailable", down.text
     return {"haproxy": True, "bad_key_statuses": bad, "voice_events": len(kinds), "binds": binds}
+
+
+def haproxy_admin(path: str, command: str) -> str:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(path)
+        sock.sendall(command.encode() + b"\n")
+        return b"".join(iter(lambda: sock.recv(65536), b"")).decode()
 
 
 if __name__ == "__main__":
