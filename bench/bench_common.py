@@ -50,14 +50,15 @@ class Graph:
     data: Path  # the embedded PostgreSQL and Redis live here (stop/start them for faults)
 
 
-def serve_up(config: str, options: dict | None = None, *, graph: bool = False, ingress: str = "proxy"):
+def serve_up(config: str, options: dict | None = None, *, graph: bool = False, ingress: str = "haproxy"):
     """Start the graph with serve_config.yaml's deployment options (`options` override them by
-    deployment) behind Serve's `ingress` (proxy or haproxy, deployments/haproxy.py); returns
+    deployment) behind Serve's `ingress` (haproxy or proxy, deployments/haproxy.py); returns
     (API key, a function that stops everything), or a `Graph` with `graph=True`. Every request
     comes from 127.0.0.1: the per-IP limit is lifted so the machine is measured."""
     from deployments.haproxy import ingress_env
 
-    os.environ.update(ingress_env(ingress))  # before Ray is imported: Serve reads it then
+    mode_env = ingress_env(ingress, isolated=True)
+    os.environ.update(mode_env)  # before Ray is imported: Serve reads it then
     import ray
     from ray import serve
 
@@ -76,9 +77,7 @@ def serve_up(config: str, options: dict | None = None, *, graph: bool = False, i
         include_dashboard=False,
         namespace="samvad",
         log_to_driver=False,
-        runtime_env={
-            "env_vars": replica_env(str(ROOT / "serve_config.yaml")) | ingress_env(ingress) | {"PYTHONPATH": str(ROOT)}
-        },
+        runtime_env={"env_vars": replica_env(str(ROOT / "serve_config.yaml")) | mode_env | {"PYTHONPATH": str(ROOT)}},
     )
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     serve.run(

@@ -3,7 +3,7 @@ one turn (stub engines), all still held in memory by their Sessions replicas (no
 memory of every process kind before and after, per conversation; session-open latency.
 Loopback only, bounded.
 
-    python -m bench.conversations [--conversations 10000] [--concurrency 16] [--ingress proxy|haproxy]
+    python -m bench.conversations [--conversations 10000] [--concurrency 16] [--ingress haproxy|proxy]
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--conversations", type=int, default=10_000)
     ap.add_argument("--concurrency", type=int, default=16)
-    ap.add_argument("--ingress", default="proxy", help="Serve's ingress: proxy or haproxy (deployments/haproxy.py)")
+    ap.add_argument("--ingress", default="haproxy", help="Serve's ingress: haproxy or proxy (deployments/haproxy.py)")
     args = ap.parse_args()
     g = serve_up(str(ROOT / "configs" / "stub.yaml"), graph=True, ingress=args.ingress)
     try:

@@ -102,8 +102,8 @@ async def over_serve(
     return out, hops
 
 
-# Serve's ingress modes: its Python proxy (the default), or HAProxy in front of ingress replicas
-# that serve HTTP themselves (Ray's direct ingress; deployments/haproxy.py).
+# Serve's ingress modes: HAProxy in front of ingress replicas that serve HTTP themselves (Ray's
+# direct ingress; deployments/haproxy.py; the default), or its Python proxy.
 # proxy-app-env: the Serve settings of serve_config.yaml only in the app's runtime_env, as the
 # starters gave them before they also exported them into the environment before importing Ray
 # (deployments.serve_config.export_node_env): the proxy, and the handles the driver builds,
@@ -118,15 +118,14 @@ def one_mode(mode: str, requests: int, dsn: str, redis_url: str, throughput_opti
     serve_config = str(ROOT / "serve_config.yaml")
     from deployments.haproxy import ingress_env
 
-    os.environ.update(ingress_env(MODES[mode]))
+    mode_env = ingress_env(MODES[mode], isolated=True)
+    os.environ.update(mode_env)
     if throughput_optimized:
         os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
     if mode == "proxy-app-env":  # this process inherited them from bench_common: take them back out
         for name in replica_env(serve_config):
             os.environ.pop(name, None)
-    env = (replica_env(serve_config) if mode == "proxy-app-env" else export_node_env(serve_config)) | ingress_env(
-        MODES[mode]
-    )
+    env = (replica_env(serve_config) if mode == "proxy-app-env" else export_node_env(serve_config)) | mode_env
 
     import ray
     from ray import serve
@@ -169,7 +168,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument(
-        "--modes", default="proxy", help="Serve ingress modes to compare in this run: proxy,proxy-app-env,haproxy"
+        "--modes", default="haproxy", help="Serve ingress modes to compare in this run: haproxy,proxy,proxy-app-env"
     )
     ap.add_argument("--throughput-optimized", action="store_true", help="RAY_SERVE_THROUGHPUT_OPTIMIZED=1")
     ap.add_argument(

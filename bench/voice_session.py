@@ -499,8 +499,8 @@ def main() -> None:
     ap.add_argument("--frame-ms", type=int, default=None, help="capacity: audio frame size (default: the demo page's)")
     ap.add_argument(
         "--ingress",
-        default="proxy",
-        help="capacity: Serve ingress modes to measure in this run, one after the other: proxy,haproxy",
+        default="haproxy",
+        help="capacity: Serve ingress modes to measure in this run, one after the other: haproxy,proxy",
     )
     ap.add_argument(
         "--page-turns", type=int, default=6, help="latency: questions asked through the demo page (0: none)"

@@ -12,14 +12,17 @@ endpoint needs, so Samvad starts HAProxy through this wrapper (`samvad-haproxy`,
     address, which uvicorn trusts, so a forged X-Forwarded-For would be believed and the
     per-address limits would be the caller's to choose.
   - its statistics and Prometheus listeners on loopback rather than every interface.
-  - when no ingress replica can take a request (one restarting, say), a `503` with a JSON error
-    body and `Retry-After`, as Samvad's own errors, rather than Serve's plain-text `500`.
+  - when no server can take a request, a `503` with a JSON error body and `Retry-After`, as
+    Samvad's own errors, rather than Serve's plain-text `500`. (While ingress replicas restart,
+    HAProxy's backup server, Serve's Python proxy, holds requests until one is ready; this page
+    is for when that proxy is down too.)
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 
 WRAPPER = "samvad-haproxy"
@@ -61,17 +64,36 @@ def patch(config: str, unavailable_file: str | None = None) -> str:
     return "\n".join(out) + "\n"
 
 
-def ingress_env(mode: str) -> dict[str, str]:
-    """The environment every Ray process needs for an ingress mode: `proxy` (Serve's Python
-    proxy, the default) or `haproxy`."""
+# HAProxy's own listeners besides the service port, all on fixed ports by default.
+PORT_SETTINGS = (
+    "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT",  # Serve's proxy, HAProxy's backup server (8500)
+    "RAY_SERVE_HAPROXY_METRICS_PORT",  # Prometheus exporter (9101)
+    "RAY_SERVE_HAPROXY_STATS_PORT",  # statistics page (8404)
+)
+
+
+def ingress_env(mode: str, *, isolated: bool = False) -> dict[str, str]:
+    """The environment every Ray process needs for an ingress mode: `haproxy` (the default of
+    `samvad run`) or `proxy` (Serve's Python proxy). `isolated` gives HAProxy's other listeners
+    free ports rather than Serve's fixed ones, so that several Serve instances share a machine
+    (tests, benchmarks)."""
     if mode == "proxy":
         return {}
     if mode != "haproxy":
-        raise ValueError(f"unknown ingress mode {mode!r}: proxy or haproxy")
+        raise ValueError(f"unknown ingress mode {mode!r}: haproxy or proxy")
     wrapper = os.path.join(os.path.dirname(sys.executable), WRAPPER)
     if not os.access(wrapper, os.X_OK):
         raise FileNotFoundError(f"{wrapper} not found: install Samvad (pip install .) into this Python")
-    return {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_BINARY_PATH": wrapper}
+    env = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_BINARY_PATH": wrapper}
+    if isolated:
+        env |= {name: str(_free_port()) for name in PORT_SETTINGS}
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def main() -> None:

@@ -463,11 +463,11 @@ def run(
     ingress: Annotated[
         str,
         typer.Option(
-            help="Serve's ingress: proxy (its Python proxy) or haproxy (HAProxy in "
-            "front of ingress replicas that serve HTTP themselves: more live calls "
-            "per core; see the README)"
+            help="Serve's ingress: haproxy (HAProxy in front of ingress replicas that "
+            "serve HTTP themselves: more live calls per core; see the README) or proxy "
+            "(Serve's Python proxy)"
         ),
-    ] = "proxy",
+    ] = "haproxy",
 ) -> None:
     """Run the service on this machine: embedded servers where no URL is set, Ray Serve graph."""
     import logging

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from deployments.haproxy import ingress_env
 from deployments.serve_config import export_node_env
 from samvad.settings import Settings, load_settings
 
@@ -20,9 +19,6 @@ for _name in ("KEY", "RESUME"):
 # serve_config.yaml's Serve settings, in the environment before any test module imports Ray (Serve
 # reads them at import, and the graph's handles are built in this process): as `samvad run` does.
 export_node_env(str(Path(__file__).parents[1] / "serve_config.yaml"))
-# SAMVAD_TEST_INGRESS=haproxy runs the suite's graph behind Serve's HAProxy ingress (deployments/haproxy.py).
-INGRESS_ENV = ingress_env(os.environ.get("SAMVAD_TEST_INGRESS", "proxy"))
-os.environ.update(INGRESS_ENV)
 
 
 @pytest.fixture(scope="session")

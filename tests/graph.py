@@ -11,6 +11,14 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from deployments.haproxy import ingress_env
+
+# The graph runs behind Serve's HAProxy ingress, as `samvad run` does (deployments/haproxy.py), on
+# ports of its own; SAMVAD_TEST_INGRESS=proxy runs it behind Serve's Python proxy instead. In the
+# environment before any test module imports Ray: Serve reads it at import.
+INGRESS_ENV = ingress_env(os.environ.get("SAMVAD_TEST_INGRESS", "haproxy"), isolated=True)
+os.environ.update(INGRESS_ENV)
+
 import httpx
 import pytest
 
@@ -70,7 +78,6 @@ def serve_app(servers, tmp_path_factory):
     from ray import serve
 
     from deployments.app import build_app
-    from deployments.haproxy import ingress_env
     from deployments.serve_config import deployment_options, export_node_env
 
     os.environ["SAMVAD_RAG__INDEX_DIR"] = str(tmp_path_factory.mktemp("e2e") / "index")
@@ -92,7 +99,7 @@ def serve_app(servers, tmp_path_factory):
         log_to_driver=False,
         runtime_env={
             "env_vars": export_node_env(str(REPO_ROOT / "serve_config.yaml"))
-            | ingress_env(os.environ.get("SAMVAD_TEST_INGRESS", "proxy"))
+            | INGRESS_ENV
             | {"PYTHONPATH": str(REPO_ROOT), "RAY_AUTH_MODE": "disabled"}
         },
         _system_config={"metrics_report_interval_ms": 1000},  # metrics reach the agent within a second

@@ -30,7 +30,7 @@ from deployments.haproxy import ingress_env  # noqa: E402
 from deployments.serve_config import export_node_env  # noqa: E402
 
 SERVE_CONFIG = str(ROOT / "serve_config.yaml")
-MODE_ENV = ingress_env("haproxy")
+MODE_ENV = ingress_env("haproxy", isolated=True)
 os.environ.update(MODE_ENV)
 NODE_ENV = export_node_env(SERVE_CONFIG) | MODE_ENV  # before Ray is imported, as `samvad run` does
 

@@ -57,7 +57,9 @@ def main() -> None:
             log_to_driver=False,
             runtime_env={"env_vars": replica_env(str(ROOT / "serve_config.yaml")) | {"PYTHONPATH": str(ROOT)}},
         )
-        # One proxy, on the head: both "nodes" share this machine's address and port.
+        # One proxy, on the head: both "nodes" share this machine's address and port. Serve's Python
+        # proxy (tests/cluster/test_haproxy_ingress.py covers HAProxy): what this checks is the
+        # session tier across nodes, and HAProxy's fixed side ports would clash between them.
         serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": PORT})
         options = deployment_options(str(ROOT / "serve_config.yaml"))
         on_head = {"resources": {"head": 1}}

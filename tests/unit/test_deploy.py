@@ -7,6 +7,7 @@ import re
 import pytest
 import yaml
 
+from deployments.haproxy import WRAPPER, ingress_env
 from samvad import metrics
 from samvad.settings import REPO_ROOT
 
@@ -24,6 +25,9 @@ def test_rayservice_matches_serve_config():
     assert head["resources"]["requests"]["cpu"] and cluster["workerGroupSpecs"][0]["maxReplicas"] >= 1
     for group in [cluster["headGroupSpec"]] + cluster["workerGroupSpecs"]:
         assert group["rayStartParams"]["metrics-export-port"] == "8080"
+        env = {e["name"]: e.get("value") for e in group["template"]["spec"]["containers"][0]["env"]}
+        # HAProxy ingress, as `samvad run`: the wrapper (deployments/haproxy.py) where pip puts scripts.
+        assert set(ingress_env("haproxy")) <= set(env) and env["RAY_SERVE_HAPROXY_BINARY_PATH"].endswith("/" + WRAPPER)
     names = {d["name"] for d in local["applications"][0]["deployments"]}
     assert names == {"Ingress", "ASR", "LLM", "Retriever", "Translation", "TTS", "Sessions"}
     for d in local["applications"][0]["deployments"]:

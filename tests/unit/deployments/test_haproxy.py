@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from deployments.haproxy import UNAVAILABLE, WRAPPER, ingress_env, patch
+from deployments.haproxy import PORT_SETTINGS, UNAVAILABLE, WRAPPER, ingress_env, patch
 
 pytestmark = pytest.mark.unit
 
@@ -58,3 +58,10 @@ def test_ingress_modes():
     assert env["RAY_SERVE_HAPROXY_BINARY_PATH"] == os.path.join(os.path.dirname(sys.executable), WRAPPER)
     with pytest.raises(ValueError):
         ingress_env("nginx")
+
+
+def test_isolated_haproxy_listeners_take_free_ports_of_their_own():
+    a, b = ingress_env("haproxy", isolated=True), ingress_env("haproxy", isolated=True)
+    ports = [int(env[name]) for env in (a, b) for name in PORT_SETTINGS]
+    assert len(set(ports)) == len(ports) and 8500 not in ports  # Serve's fixed ports would clash
+    assert not set(PORT_SETTINGS) & set(ingress_env("haproxy"))  # `samvad run` keeps Serve's
