@@ -170,7 +170,7 @@ def _make_index(dim: int, n: int, ann_threshold: int | None) -> tuple[faiss.Inde
     return index, "IndexHNSWFlat", params
 
 
-def publish(index_dir: Path, live: Path) -> Path:
+def publish(index_dir: Path, live: Path) -> Path | None:
     """Point the live path (a symlink) at `index_dir`, atomically: a reader sees the old index
     or the new one, never neither. Returns the previous target (None on first publish)."""
     index_dir = index_dir.resolve()

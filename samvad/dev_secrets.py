@@ -9,6 +9,8 @@ import json
 import os
 import secrets
 
+from pydantic import SecretStr
+
 from samvad.settings import Settings
 
 NAMES = ("key", "resume")
@@ -35,7 +37,5 @@ def with_dev_secrets(s: Settings) -> Settings:
     )
 
 
-def _secret(value: str):
-    from pydantic import SecretStr
-
+def _secret(value: str) -> SecretStr:
     return SecretStr(value)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class SamvadError(Exception):
     """Base error: `code` is stable and machine-readable, `message` tells a client what to do."""
@@ -16,12 +18,12 @@ class SamvadError(Exception):
         if code:
             self.code = code
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         # Errors cross Ray process boundaries: keep the instance's code, status and fields.
         return (_rebuild, (type(self), self.message, dict(self.__dict__)))
 
 
-def _rebuild(cls: type[SamvadError], message: str, state: dict) -> SamvadError:
+def _rebuild(cls: type[SamvadError], message: str, state: dict[str, Any]) -> SamvadError:
     err = cls.__new__(cls)
     Exception.__init__(err, message)
     err.__dict__.update(state)

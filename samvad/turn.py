@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 from samvad.audio import Audio, decode_audio
 from samvad.contracts import (
     ChatMessage,
+    GuardrailFlag,
     LLMResponse,
     Passage,
     ProviderCall,
@@ -48,16 +49,13 @@ from samvad.guardrails.attack_model import AttackLibrary
 from samvad.guardrails.policy import Guardrails
 from samvad.language import AUTO, check_language, choose, detect_text
 from samvad.providers.base import (
+    AudioChunk,
     CallLog,
-    ChatModel,
     ChatRequest,
     LanguageGuess,
     SpeechRequest,
-    SpeechToText,
-    TextToSpeech,
     TranslationRequest,
     TranslationResult,
-    Translator,
 )
 from samvad.sentences import SentenceAggregator
 from samvad.settings import Settings
@@ -84,13 +82,31 @@ class PassageRetriever(Protocol):
         ...
 
 
+# What the runner calls of each stage: a provider of `samvad.providers.base`, a failover chain
+# over several, or (on Ray) an adapter over the stage's deployment handle (actors/remote.py).
+class Transcribes(Protocol):
+    async def transcribe(self, audio: Audio, language: str | None, calls: CallLog) -> Transcript: ...
+
+
+class Chats(Protocol):
+    def stream(self, request: ChatRequest, calls: CallLog) -> AsyncIterator[str]: ...
+
+
+class Translates(Protocol):
+    async def translate(self, request: TranslationRequest, calls: CallLog) -> TranslationResult: ...
+
+
+class Speaks(Protocol):
+    def stream(self, request: SpeechRequest, calls: CallLog) -> AsyncIterator[AudioChunk]: ...
+
+
 @dataclass
 class Engines:
-    stt: SpeechToText
+    stt: Transcribes
     retriever: PassageRetriever
-    llm: ChatModel
-    translator: Translator
-    tts: TextToSpeech
+    llm: Chats
+    translator: Translates
+    tts: Speaks
     language_id: TextLanguageId | None = None  # typed text of an "auto" turn (else offline detection)
 
 
@@ -132,7 +148,7 @@ class PreparedTurn:
     request: TurnRequest
     audio: Audio | None
     text: str | None
-    detected: tuple[str | None, float] | None = None  # language "auto", typed text: (language, confidence)
+    detected: tuple[str | None, float | None] | None = None  # language "auto", typed text: (language, confidence)
 
 
 def prepare_turn(request: TurnRequest, s: Settings) -> PreparedTurn:
@@ -187,13 +203,15 @@ class TurnRunner:
         to the offline detection. Answered in the language's own script unless the caller wrote
         it in Latin letters (then in Latin, as offline Hinglish is). Its failure keeps the offline
         guess (the failed call is still recorded)."""
+        if self.engines.language_id is None:
+            return req, code, sure
         try:
             guess = await self.engines.language_id.identify(text, calls)
         except SamvadError:
             guess = None
-        found = guess.language_code if guess is not None else None
-        if found is None or found not in self.settings.languages:
+        if guess is None or guess.language_code not in self.settings.languages:
             return req, code, sure
+        found = guess.language_code
         roman = guess.script_code == "Latn" and found != "en-IN"
         script = "roman" if roman else (None if req.output_script == "roman" else req.output_script)
         # The identifier reports no confidence: None, not a made-up 1.0, is stored with the message.
@@ -258,14 +276,14 @@ class TurnRunner:
         transcript: Transcript | None = None
         spoken = _Spoken()
         sources: list[str] = []
-        guard_flags: list = []
+        guard_flags: list[GuardrailFlag] = []
 
-        def done(outcome: str) -> TurnDoneEvent:
+        def done(outcome: Literal["complete", "failed", "interrupted"]) -> TurnDoneEvent:
             priced = [price(c, self.settings.pricing) for c in calls]
             llm_call = next((c for c in priced if c.stage == "llm"), None)
             return TurnDoneEvent(
                 turn_id=tid,
-                outcome=outcome,  # type: ignore[arg-type]
+                outcome=outcome,
                 transcript=transcript,
                 response=LLMResponse(
                     response_text=" ".join(spoken.texts),
@@ -400,7 +418,7 @@ async def _single(text: str) -> AsyncIterator[str]:
     yield text
 
 
-async def _sentences(llm: ChatModel, chat: ChatRequest, calls: CallLog) -> AsyncIterator[str]:
+async def _sentences(llm: Chats, chat: ChatRequest, calls: CallLog) -> AsyncIterator[str]:
     """Run the LLM as a producer task and yield whole sentences as soon as each is complete."""
     queue: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
 

@@ -106,10 +106,10 @@ def _digit_runs(text: str) -> list[tuple[str, int, int]]:
             start = m.start() if start is None else start
             repeat = MULTIPLIERS[tok]
         else:
-            if digits:
+            if digits and start is not None:
                 runs.append((digits, start, end))
             digits, start, repeat = "", None, 1
-    if digits:
+    if digits and start is not None:
         runs.append((digits, start, end))
     return runs
 

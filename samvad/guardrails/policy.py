@@ -30,7 +30,7 @@ class PatternCheck(_Check):
     patterns: list[str] = []
 
     @cached_property
-    def compiled(self) -> list[re.Pattern]:
+    def compiled(self) -> list[re.Pattern[str]]:
         return [re.compile(p, re.I) for p in self.patterns]
 
     def hit(self, text: str) -> bool:
@@ -60,7 +60,7 @@ class AbuseCheck(_Check):
     words: dict[str, list[str]] = {}
 
     @cached_property
-    def compiled(self) -> re.Pattern:
+    def compiled(self) -> re.Pattern[str]:
         words = sorted({w.lower() for ws in self.words.values() for w in ws}, key=len, reverse=True)
         return re.compile(r"(?<!\w)(" + "|".join(map(re.escape, words)) + r")(?!\w)", re.I)
 

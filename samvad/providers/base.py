@@ -13,7 +13,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 
+import numpy as np
 from pydantic import BaseModel
 
 from samvad.audio import Audio
@@ -116,7 +118,7 @@ class SpeechStream(abc.ABC):
     the final transcript is ready moments after the end of speech (no second upload)."""
 
     @abc.abstractmethod
-    def send(self, samples) -> None:
+    def send(self, samples: np.ndarray) -> None:
         """More of the utterance (16 kHz mono float32). Never blocks: audio queues until sent."""
 
     @abc.abstractmethod
@@ -245,3 +247,35 @@ class TextToSpeech(Provider):
 
     @abc.abstractmethod
     def _stream_impl(self, request: SpeechRequest, rec: CallRecord) -> AsyncIterator[AudioChunk]: ...
+
+
+# What a stage's service calls of its engine: one provider above, a failover chain over several
+# (fallback.py) or a provider behind the cache (cached.py), all alike.
+class Engine(Protocol):
+    @property
+    def stage(self) -> Stage: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+
+class Recognizer(Engine, Protocol):
+    @property
+    def offers_partials(self) -> bool: ...
+    async def transcribe(self, audio: Audio, language: str | None, calls: CallLog) -> Transcript: ...
+    async def partial(self, audio: Audio, language: str | None) -> Transcript | None: ...
+
+
+class Chat(Engine, Protocol):
+    def stream(self, request: ChatRequest, calls: CallLog) -> AsyncIterator[str]: ...
+
+
+class Translation(Engine, Protocol):
+    async def translate(self, request: TranslationRequest, calls: CallLog) -> TranslationResult: ...
+
+
+class Speech(Engine, Protocol):
+    def stream(self, request: SpeechRequest, calls: CallLog) -> AsyncIterator[AudioChunk]: ...

@@ -7,43 +7,47 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
+from typing import Generic, TypeVar
 
 from samvad.audio import Audio
 from samvad.contracts import ProviderCall, Transcript
 from samvad.providers.base import (
     AudioChunk,
     CallLog,
-    Provider,
+    Engine,
+    Recognizer,
+    Speech,
     SpeechRequest,
-    SpeechToText,
-    TextToSpeech,
+    Translation,
     TranslationRequest,
     TranslationResult,
-    Translator,
 )
 from samvad.storage.cache import Cache, cache_key, seal, sealed_key, unseal
 
 _CHUNK = 4096  # bytes per replayed audio chunk
 
 
-class _Cached:
-    def __init__(self, inner: Provider, cache: Cache) -> None:
+E = TypeVar("E", bound=Engine)
+
+
+class _Cached(Generic[E]):
+    """One engine (any `Engine`) behind the cache; a subclass per stage interface says what is kept."""
+
+    def __init__(self, inner: E, cache: Cache) -> None:
         self.inner = inner
         self.cache = cache
-        self.name, self.model, self.capabilities = inner.name, inner.model, inner.capabilities
+        self.stage, self.name, self.model, self.capabilities = inner.stage, inner.name, inner.model, inner.capabilities
 
     def _hit(self, calls: CallLog, started: float) -> None:
         ms = (time.perf_counter() - started) * 1000
         calls.append(
             ProviderCall(
-                stage=self.inner.stage, provider=self.name, model=self.model, cache_hit=True, ttfb_ms=ms, latency_ms=ms
+                stage=self.stage, provider=self.name, model=self.model, cache_hit=True, ttfb_ms=ms, latency_ms=ms
             )
         )
 
 
-class CachedTTS(_Cached):
-    inner: TextToSpeech
-
+class CachedTTS(_Cached[Speech]):
     async def stream(self, request: SpeechRequest, calls: CallLog) -> AsyncIterator[AudioChunk]:
         started = time.perf_counter()
         # Per tenant: a hit (X-Cache on /tts, or its speed) must not tell one tenant another's text.
@@ -66,9 +70,7 @@ class CachedTTS(_Cached):
             await self.cache.set("tts", key, rate.to_bytes(4, "little") + b"".join(pcm))
 
 
-class CachedTranslator(_Cached):
-    inner: Translator
-
+class CachedTranslator(_Cached[Translation]):
     async def translate(self, request: TranslationRequest, calls: CallLog) -> TranslationResult:
         started = time.perf_counter()
         key = cache_key(
@@ -90,9 +92,7 @@ class CachedTranslator(_Cached):
         return result
 
 
-class CachedSTT(_Cached):
-    inner: SpeechToText
-
+class CachedSTT(_Cached[Recognizer]):
     async def transcribe(self, audio: Audio, language: str | None, calls: CallLog) -> Transcript:
         started = time.perf_counter()
         # Transcripts hold what callers said (card and phone numbers): stored sealed with a key

@@ -9,33 +9,39 @@ records of every attempt land in the call log, so the turn shows who failed and 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Generic, TypeVar
 
 from samvad import metrics
 from samvad.audio import Audio
 from samvad.contracts import Transcript
 from samvad.errors import InputError, ProviderError
 from samvad.providers.base import (
+    AudioChunk,
     CallLog,
+    Chat,
     ChatRequest,
-    Provider,
+    Engine,
+    Recognizer,
+    Speech,
     SpeechRequest,
+    Translation,
     TranslationRequest,
     TranslationResult,
 )
 from samvad.providers.breaker import CircuitBreaker
 
 T = TypeVar("T")
+E = TypeVar("E", bound=Engine)
 _FATAL_STATUS = {401, 402, 403}  # bad key or no credits: open the circuit at once
 
 
-class _Chain:
-    def __init__(self, stage: str, providers: list[Provider], breakers: dict[str, CircuitBreaker]) -> None:
+class _Chain(Generic[E]):
+    def __init__(self, stage: str, providers: list[E], breakers: dict[str, CircuitBreaker]) -> None:
         self.stage = stage
         self.providers = providers
         self.breakers = breakers
 
-    def candidates(self, language: str | None) -> list[Provider]:
+    def candidates(self, language: str | None) -> list[E]:
         out = []
         for p in self.providers:
             langs = p.capabilities.languages
@@ -54,19 +60,19 @@ class _Chain:
             )
         return out
 
-    def _failed(self, provider: Provider, exc: Exception) -> None:
+    def _failed(self, provider: E, exc: Exception) -> None:
         status = getattr(exc, "provider_status", None)
         breaker = self.breakers[provider.name]
         breaker.failure(fatal=status in _FATAL_STATUS)
         metrics.circuit(self.stage, provider.name, breaker.state)
 
-    def _served(self, provider: Provider) -> None:
+    def _served(self, provider: E) -> None:
         breaker = self.breakers[provider.name]
         if breaker.state != "closed" or breaker.failures:
             breaker.success()
             metrics.circuit(self.stage, provider.name, "closed")
 
-    async def call(self, language: str | None, fn: Callable[[Provider], Awaitable[T]]) -> T:
+    async def call(self, language: str | None, fn: Callable[[E], Awaitable[T]]) -> T:
         last: Exception | None = None
         for p in self.candidates(language):
             try:
@@ -80,7 +86,7 @@ class _Chain:
             return result
         raise last  # type: ignore[misc]
 
-    async def stream(self, language: str | None, fn: Callable[[Provider], AsyncIterator[Any]]) -> AsyncIterator[Any]:
+    async def stream(self, language: str | None, fn: Callable[[E], AsyncIterator[T]]) -> AsyncIterator[T]:
         last: Exception | None = None
         for p in self.candidates(language):
             started = False
@@ -100,17 +106,20 @@ class _Chain:
         raise last  # type: ignore[misc]
 
 
-class _Fallback:
+class _Fallback(Generic[E]):
+    """Failover over the engines of one stage (any `Engine`); a subclass per stage interface."""
+
     name = "fallback"
 
-    def __init__(self, stage: str, providers: list[Provider], breakers: dict[str, CircuitBreaker]) -> None:
+    def __init__(self, stage: str, providers: list[E], breakers: dict[str, CircuitBreaker]) -> None:
         self._chain = _Chain(stage, providers, breakers)
+        self.stage = providers[0].stage
         self.providers = providers
         self.capabilities = providers[0].capabilities
         self.model = "+".join(p.name for p in providers)
 
 
-class FallbackSTT(_Fallback):
+class FallbackSTT(_Fallback[Recognizer]):
     async def transcribe(self, audio: Audio, language: str | None, calls: CallLog) -> Transcript:
         return await self._chain.call(language, lambda p: p.transcribe(audio, language, calls))
 
@@ -131,16 +140,16 @@ class FallbackSTT(_Fallback):
         return None
 
 
-class FallbackChat(_Fallback):
+class FallbackChat(_Fallback[Chat]):
     def stream(self, request: ChatRequest, calls: CallLog) -> AsyncIterator[str]:
         return self._chain.stream(None, lambda p: p.stream(request, calls))
 
 
-class FallbackTranslator(_Fallback):
+class FallbackTranslator(_Fallback[Translation]):
     async def translate(self, request: TranslationRequest, calls: CallLog) -> TranslationResult:
         return await self._chain.call(request.target_language, lambda p: p.translate(request, calls))
 
 
-class FallbackTTS(_Fallback):
-    def stream(self, request: SpeechRequest, calls: CallLog) -> AsyncIterator[Any]:
+class FallbackTTS(_Fallback[Speech]):
+    def stream(self, request: SpeechRequest, calls: CallLog) -> AsyncIterator[AudioChunk]:
         return self._chain.stream(request.language, lambda p: p.stream(request, calls))

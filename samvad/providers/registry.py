@@ -3,11 +3,19 @@ optionally wrapped in the Redis cache, and a failover chain when there is more t
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
+from samvad.providers.base import Chat, Recognizer, Speech, Translation
 from samvad.providers.breaker import CircuitBreaker
 from samvad.providers.cached import CachedSTT, CachedTranslator, CachedTTS
 from samvad.providers.fallback import FallbackChat, FallbackSTT, FallbackTranslator, FallbackTTS
 from samvad.settings import Settings
 from samvad.storage.cache import Cache
+
+if TYPE_CHECKING:
+    from samvad.providers.listener import Listener
+    from samvad.providers.sarvam.language_id import SarvamLanguageId
 
 _breakers: dict[str, dict[str, CircuitBreaker]] = {}  # stage -> provider -> breaker, per process
 
@@ -20,11 +28,17 @@ def breakers(stage: str, settings: Settings) -> dict[str, CircuitBreaker]:
     return table
 
 
-def _chain(stage: str, settings: Settings, built: list, fallback_cls):
-    return built[0] if len(built) == 1 else fallback_cls(stage, built, breakers(stage, settings))
+E = TypeVar("E", Recognizer, Chat, Translation, Speech)
 
 
-def _stt(name: str, s: Settings):
+def _chain(
+    stage: str, settings: Settings, built: list[E], fallback: Callable[[str, list[E], dict[str, CircuitBreaker]], E]
+) -> E:
+    """One engine as it is, or several as one failover chain (fallback.py)."""
+    return built[0] if len(built) == 1 else fallback(stage, built, breakers(stage, settings))
+
+
+def _stt(name: str, s: Settings) -> Recognizer:
     if name == "whisper":
         from samvad.providers.local.whisper import WhisperSTT
 
@@ -42,7 +56,7 @@ def _stt(name: str, s: Settings):
     return StubSTT()
 
 
-def _llm(name: str, s: Settings, warm_now: bool = False):
+def _llm(name: str, s: Settings, warm_now: bool = False) -> Chat:
     if name == "extractive":
         from samvad.embeddings import get_embedder
         from samvad.providers.local.extractive import ExtractiveAnswerer
@@ -66,7 +80,7 @@ def _llm(name: str, s: Settings, warm_now: bool = False):
     return StubChat()
 
 
-def _translator(name: str, s: Settings):
+def _translator(name: str, s: Settings) -> Translation:
     if name == "sarvam":
         from samvad.providers.sarvam.translate import SarvamTranslator
 
@@ -76,7 +90,7 @@ def _translator(name: str, s: Settings):
     return IdentityTranslator()
 
 
-def build_language_id(settings: Settings):
+def build_language_id(settings: Settings) -> SarvamLanguageId | None:
     """The typed-text language identifier, or None (offline detection only)."""
     if settings.language_id.provider != "sarvam":
         return None
@@ -85,7 +99,7 @@ def build_language_id(settings: Settings):
     return SarvamLanguageId(settings.providers.sarvam)
 
 
-def build_listener(settings: Settings):
+def build_listener(settings: Settings) -> Listener | None:
     """The realtime recogniser voice calls stream utterances to while the caller speaks, with
     its circuit breaker (samvad.providers.listener), or None."""
     if settings.asr.streaming != "sarvam":
@@ -100,7 +114,7 @@ def build_listener(settings: Settings):
     return Listener(SarvamRealtimeSTT(p.sarvam), breaker)
 
 
-def _tts(name: str, s: Settings):
+def _tts(name: str, s: Settings) -> Speech:
     if name == "espeak":
         from samvad.providers.local.espeak import EspeakTTS
 
@@ -118,28 +132,29 @@ def _tts(name: str, s: Settings):
     return StubTTS()
 
 
-def build_stt(settings: Settings, cache: Cache | None = None):
+def build_stt(settings: Settings, cache: Cache | None = None) -> Recognizer:
     built = [_stt(n, settings) for n in settings.asr.providers]
     if cache is not None:
         built = [CachedSTT(p, cache) for p in built]
     return _chain("asr", settings, built, FallbackSTT)
 
 
-def build_llm(settings: Settings, *, warm_now: bool = False):
+def build_llm(settings: Settings, *, warm_now: bool = False) -> Chat:
     """`warm_now`: the offline answerer has encoded the live index's sentences (or spent
     `llm.extractive.warm_wait_s` on them) before this returns, so a Serve replica takes no turn
     cold; else they are encoded in the background."""
-    return _chain("llm", settings, [_llm(n, settings, warm_now) for n in settings.llm.providers], FallbackChat)
+    built = [_llm(n, settings, warm_now) for n in settings.llm.providers]
+    return _chain("llm", settings, built, FallbackChat)
 
 
-def build_translator(settings: Settings, cache: Cache | None = None):
+def build_translator(settings: Settings, cache: Cache | None = None) -> Translation:
     built = [_translator(n, settings) for n in settings.translation.providers]
     if cache is not None:
         built = [CachedTranslator(p, cache) if p.name != "identity" else p for p in built]
     return _chain("translation", settings, built, FallbackTranslator)
 
 
-def build_tts(settings: Settings, cache: Cache | None = None):
+def build_tts(settings: Settings, cache: Cache | None = None) -> Speech:
     built = [_tts(n, settings) for n in settings.tts.providers]
     if cache is not None:
         built = [CachedTTS(p, cache) for p in built]

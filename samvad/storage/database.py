@@ -75,6 +75,8 @@ class Database:
 
     async def repo(self) -> Repository:
         if self._repo is None:
+            if not self._s.database_url:
+                raise RuntimeError("settings.database_url is not set (the entry point starts or names the database)")
             async with self._lock:
                 if self._repo is None:
                     self._repo = await Repository.connect(
@@ -108,7 +110,7 @@ class Database:
         """One ping, no retries (readiness probes)."""
         return await (await self.repo()).ping()
 
-    def __getattr__(self, method: str):
+    def __getattr__(self, method: str) -> Any:  # the repository's methods, retried (typed by the Protocols that use them)
         if method.startswith("_") or not hasattr(Repository, method):
             raise AttributeError(method)
 

@@ -26,7 +26,7 @@ def stop_postgres(data_dir: Path) -> None:
     opened it exits, and the service's replicas are separate processes."""
     import os
 
-    from pgserver._commands import pg_ctl
+    from pgserver._commands import pg_ctl  # type: ignore[attr-defined]  # generated at import
 
     pgdata = data_dir / "postgres"
     if not (pgdata / "postmaster.pid").exists():

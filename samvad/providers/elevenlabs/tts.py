@@ -37,7 +37,7 @@ def iso(language: str) -> str:
     return ISO.get(base, base)
 
 
-class Spoken(frozenset):
+class Spoken(frozenset[str]):
     """The languages a model speaks, asked with Samvad's codes ("hi-IN", "od-IN")."""
 
     def __contains__(self, language: object) -> bool:
@@ -71,7 +71,8 @@ class ElevenLabsTTS(TextToSpeech):
         self.capabilities = Capabilities(languages=Spoken(MODEL_LANGUAGES[settings.model_id]))
 
     async def _stream_impl(self, request: SpeechRequest, rec: CallRecord) -> AsyncIterator[AudioChunk]:
-        if request.language not in self.capabilities.languages:
+        spoken = self.capabilities.languages
+        if spoken is not None and request.language not in spoken:
             raise InputError(f"{self._s.model_id} does not speak {request.language}", code="unsupported_language")
         body: dict[str, Any] = {"text": request.text, "model_id": self._s.model_id}
         if self._s.model_id != "eleven_multilingual_v2":  # that model rejects language_code

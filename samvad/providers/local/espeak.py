@@ -12,7 +12,7 @@ import asyncio
 import ctypes
 import functools
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from samvad.errors import InputError
@@ -66,7 +66,7 @@ class _Engine:
                 cls._instance = cls(chunk_ms)
             return cls._instance
 
-    def _on_audio(self, wav, n_samples, _events) -> int:
+    def _on_audio(self, wav: int, n_samples: int, _events: object) -> int:
         sink = self._sink
         if sink is None:
             return 1
@@ -74,7 +74,7 @@ class _Engine:
             return 1 if sink(ctypes.string_at(wav, n_samples * 2)) else 0
         return 0
 
-    def synthesize(self, text: str, voice: str, rate_wpm: int, sink) -> None:
+    def synthesize(self, text: str, voice: str, rate_wpm: int, sink: Callable[[bytes], bool]) -> None:
         """Blocking: calls `sink(pcm_bytes) -> stop?` for every chunk."""
         data = text.encode("utf-8")
         with self.lock:

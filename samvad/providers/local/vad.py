@@ -86,7 +86,7 @@ def score(vads: list[SileroVad], frames: list[np.ndarray]) -> list[float]:
 class _Request:
     vad: SileroVad
     frames: list[np.ndarray]
-    done: asyncio.Future
+    done: asyncio.Future[list[float]]
     probs: list[float]
 
 

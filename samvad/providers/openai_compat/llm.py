@@ -29,7 +29,7 @@ def parse_openai_error(body: Any) -> tuple[str, str | None, str | None]:
 CHARS_PER_TOKEN = 4  # a usage estimate when the provider reports none
 
 
-def _usage(usage: dict) -> Usage:
+def _usage(usage: dict[str, Any]) -> Usage:
     cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
     reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
     return Usage(

@@ -20,7 +20,7 @@ class SarvamChat(ChatModel):
         self._http = http("llm", settings)
 
     def _stream_impl(self, request: ChatRequest, rec: CallRecord) -> AsyncIterator[str]:
-        body = {
+        body: dict[str, object] = {
             "model": self._s.chat_model,
             "messages": render_messages(request, self._system),
             "max_tokens": self._s.max_tokens,  # its default changed in 2026-04: always send it
