@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
@@ -61,9 +61,9 @@ class SessionHost:
         self.store = store
         self.s = settings
         self._active: OrderedDict[str, Conversation] = OrderedDict()  # least recently used first
-        self._activating: dict[str, asyncio.Future] = {}
+        self._activating: dict[str, asyncio.Future[Conversation]] = {}
         self._lease_ok_until = 0.0  # monotonic time until which our lease surely holds
-        self._maintainer: asyncio.Task | None = None
+        self._maintainer: asyncio.Task[None] | None = None
         self.activations = 0
         self.passivations = 0
 
@@ -90,7 +90,7 @@ class SessionHost:
         """A turn's events in batches: whatever is ready when the caller takes the next, so a
         busy host sends fewer, larger messages and an idle one adds no delay."""
         conversation = await self.conversation(session_id)
-        queue: asyncio.Queue = asyncio.Queue()
+        queue: asyncio.Queue[TurnEvent | BaseException | object] = asyncio.Queue()
 
         async def pump() -> None:
             try:
@@ -109,10 +109,12 @@ class SessionHost:
                 while not queue.empty():
                     batch.append(queue.get_nowait())
                 end = _END in batch
-                events = [e for e in batch if e is not _END]
-                for item in events:
+                events: list[TurnEvent] = []
+                for item in batch:
                     if isinstance(item, BaseException):
                         raise item
+                    if item is not _END:
+                        events.append(item)  # type: ignore[arg-type]  # the queue holds only these
                 if events:
                     yield events
                 if end:
@@ -183,7 +185,7 @@ class SessionHost:
         return conversation
 
     @contextmanager
-    def _fenced(self, conversation: Conversation):
+    def _fenced(self, conversation: Conversation) -> Iterator[None]:
         try:
             yield
         except FencedError:  # another host owns it now: never write for it again

@@ -14,7 +14,7 @@ import asyncio
 import contextvars
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from ray.exceptions import RayActorError
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
@@ -32,6 +32,8 @@ from samvad.providers.base import (
     TranslationResult,
 )
 from samvad.stages import StageReport
+
+Handle = Any  # a Serve DeploymentHandle: its methods are the deployment's, untyped
 
 T = TypeVar("T")
 REPLICA_RETRY_S = 30.0  # a replacement replica (model load included) starts well within this
@@ -90,7 +92,7 @@ async def stream(open_stream: Callable[[], AsyncIterator[Any]]) -> AsyncIterator
         delay = min(2 * delay, 2.0)
 
 
-async def _stream(handle, method: str, arg: Any, calls: CallLog) -> AsyncIterator[Any]:
+async def _stream(handle: Handle, method: str, arg: Any, calls: CallLog) -> AsyncIterator[Any]:
     async for item in stream(lambda: getattr(handle.options(stream=True), method).remote(arg)):
         if isinstance(item, StageReport):
             calls.extend(item.calls)
@@ -98,7 +100,7 @@ async def _stream(handle, method: str, arg: Any, calls: CallLog) -> AsyncIterato
             yield item
 
 
-async def _unary(method, arg: Any, calls: CallLog) -> AsyncIterator[Any]:
+async def _unary(method: Any, arg: Any, calls: CallLog) -> AsyncIterator[Any]:
     items, report = await call(lambda: method.remote(arg))
     calls.extend(report.calls)
     for item in items:
@@ -106,17 +108,17 @@ async def _unary(method, arg: Any, calls: CallLog) -> AsyncIterator[Any]:
 
 
 class RemoteSTT:
-    def __init__(self, handle) -> None:
+    def __init__(self, handle: Handle) -> None:
         self._h = handle
 
     async def transcribe(self, audio: Audio, language: str | None, calls: CallLog) -> Transcript:
         transcript, made = await call(lambda: self._h.transcribe.remote(audio, language))
         calls.extend(made)
-        return transcript
+        return cast(Transcript, transcript)
 
 
 class RemoteLLM:
-    def __init__(self, handle) -> None:
+    def __init__(self, handle: Handle) -> None:
         self._h = handle
 
     def stream(self, request: ChatRequest, calls: CallLog) -> AsyncIterator[str]:
@@ -124,29 +126,29 @@ class RemoteLLM:
 
 
 class RemoteTranslator:
-    def __init__(self, handle) -> None:
+    def __init__(self, handle: Handle) -> None:
         self._h = handle
 
     async def translate(self, request: TranslationRequest, calls: CallLog) -> TranslationResult:
         result, made = await call(lambda: self._h.translate.remote(request))
         calls.extend(made)
-        return result
+        return cast(TranslationResult, result)
 
 
 class RemoteLanguageId:
     """Typed-text language identification, served by the Translation deployment."""
 
-    def __init__(self, handle) -> None:
+    def __init__(self, handle: Handle) -> None:
         self._h = handle
 
     async def identify(self, text: str, calls: CallLog) -> LanguageGuess | None:
         guess, made = await call(lambda: self._h.identify.remote(text))
         calls.extend(made)
-        return guess
+        return cast(LanguageGuess | None, guess)
 
 
 class RemoteTTS:
-    def __init__(self, handle) -> None:
+    def __init__(self, handle: Handle) -> None:
         self._h = handle
 
     def stream(self, request: SpeechRequest, calls: CallLog) -> AsyncIterator[AudioChunk]:
@@ -154,7 +156,7 @@ class RemoteTTS:
 
 
 class RemoteRetriever:
-    def __init__(self, handle) -> None:
+    def __init__(self, handle: Handle) -> None:
         self._h = handle
 
     async def alookup(

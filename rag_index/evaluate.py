@@ -59,7 +59,11 @@ def evaluate(
     *,
     conversational: bool = True,
 ) -> Scores:
-    recall, rr, ndcg, kinds, kind_rr = [], [], [], {}, {}
+    recall: list[float] = []
+    rr: list[float] = []
+    ndcg: list[float] = []
+    kinds: dict[str, list[float]] = {}
+    kind_rr: dict[str, list[float]] = {}
     depth = k * 4  # chunks, so that k distinct documents are usually among them
     for n, item in enumerate(items, 1):
         ranked: list[str] = []
@@ -79,7 +83,10 @@ def evaluate(
         kind_rr.setdefault(item.kind, []).append(rr[-1])
         if progress:
             progress(n, len(items))
-    mean = lambda xs: round(sum(xs) / len(xs), 4) if xs else 0.0  # noqa: E731
+
+    def mean(xs: list[float]) -> float:
+        return round(sum(xs) / len(xs), 4) if xs else 0.0
+
     follow = [r for r, item in zip(recall, items, strict=True) if item.history and item.kind != "switch"]
     return Scores(
         questions=len(items),

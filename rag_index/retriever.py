@@ -31,7 +31,8 @@ class Retriever:
         try:
             self._index = faiss.read_index(str(index_dir / FAISS_FILE))
             if "efSearch" in self.manifest.index_params:
-                self._index.hnsw.efSearch = self.manifest.index_params["efSearch"]
+                # read_index returns the concrete class (IndexHNSWFlat here); its stubs say Index
+                self._index.hnsw.efSearch = self.manifest.index_params["efSearch"]  # type: ignore[attr-defined]
             with open(index_dir / CHUNKS_FILE, encoding="utf-8") as f:
                 self._chunks = [json.loads(line) for line in f]
         except (RuntimeError, OSError, ValueError) as exc:
@@ -79,7 +80,7 @@ class Retriever:
                 out[i], j = v / np.linalg.norm(v), j + 1
         return out
 
-    def _search(self, vector, k: int) -> list[Passage]:
+    def _search(self, vector: np.ndarray, k: int) -> list[Passage]:
         scores, ids = self._index.search(vector, min(k, self._index.ntotal))
         out = []
         for score, i in zip(scores[0], ids[0], strict=True):

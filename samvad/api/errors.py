@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from collections.abc import Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -34,7 +36,7 @@ def _expected_media(request: Request) -> str | None:
     return getattr(field.field_info, "media_type", None) or "application/json"
 
 
-def _validation_message(error: dict) -> str:
+def _validation_message(error: Mapping[str, Any]) -> str:
     if error.get("type") == "json_invalid":  # loc is ("body", <character offset>)
         at = error.get("loc", ("body", "?"))[-1]
         why = (error.get("ctx") or {}).get("error", "not valid JSON")
@@ -81,7 +83,8 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install(app: FastAPI) -> None:
-    app.add_exception_handler(SamvadError, _samvad_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
+    # Starlette types a handler as taking any Exception; it calls each with its own class only.
+    app.add_exception_handler(SamvadError, _samvad_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)

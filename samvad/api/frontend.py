@@ -12,12 +12,13 @@ import time
 from collections.abc import AsyncIterator
 from typing import Protocol
 
+from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 
 from samvad.api import tokens
 from samvad.api.gate import Gate
 from samvad.audio import Audio
-from samvad.contracts import Transcript
+from samvad.contracts import ProviderCall, Transcript
 from samvad.errors import DatabaseUnavailable
 from samvad.events import TurnEvent
 from samvad.language import check_language
@@ -26,6 +27,7 @@ from samvad.providers.base import AudioChunk, SpeechRequest
 from samvad.providers.registry import build_listener
 from samvad.settings import Settings, secret
 from samvad.stages import StageReport
+from samvad.storage.database import Database
 from samvad.storage.repository import ApiKeyRow
 from samvad.turn import TurnRequest
 from samvad.turn_result import TurnOut
@@ -38,27 +40,27 @@ class Backend(Protocol):
     async def answer(self, session_id: str, request: TurnRequest) -> TurnOut: ...
     def stream(self, session_id: str, request: TurnRequest) -> AsyncIterator[TurnEvent]: ...
     async def settle(self, session_id: str, turn_id: str, heard: str, complete: bool) -> None: ...
-    async def transcribe(self, audio: Audio, language: str) -> tuple[Transcript, StageReport]: ...
+    async def transcribe(self, audio: Audio, language: str) -> tuple[Transcript, list[ProviderCall]]: ...
     async def partial(self, audio: Audio, language: str | None) -> Transcript | None: ...
     def synthesize(self, speech: SpeechRequest) -> AsyncIterator[AudioChunk | StageReport]: ...
     def metrics_url(self) -> str: ...
 
 
 class Frontend:
-    def __init__(self, settings: Settings, db, backend: Backend, *, replica: str = "") -> None:
+    def __init__(self, settings: Settings, db: Database, backend: Backend, *, replica: str = "") -> None:
         self.settings, self.db, self.backend, self.replica = settings, db, backend, replica
         self.gate = Gate(settings, db)
         self.listener = build_listener(settings)  # voice calls' realtime recogniser, if configured
         self.gate.on_revoked(self._revoked)
         self._resume_secret = secret(settings.service, "resume")
-        self._watch: asyncio.Task | None = None
+        self._watch: asyncio.Task[None] | None = None
         self._live: dict[int, set[VoiceCall]] = {}  # API key id -> its calls on this replica
         self._ready: tuple[float, bool] = (0.0, False)  # /readyz: (checked at, ok), one ping per second
         self._ready_lock = asyncio.Lock()
         self.closing = asyncio.Event()  # set by `drain`: live calls end, new ones are refused
         self.calls = 0
 
-    def configure(self, app) -> None:
+    def configure(self, app: Starlette) -> None:
         """The request middleware's settings (it reads them from `app.state`)."""
         s = self.settings.service
         app.state.frontend = self

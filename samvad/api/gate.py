@@ -18,18 +18,26 @@ import hashlib
 import ipaddress
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Hashable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 
 from samvad import metrics
-from samvad.errors import RateLimitedError, SamvadError, database_down
+from samvad.errors import NotFoundError, RateLimitedError, SamvadError, database_down
 from samvad.settings import Settings
 from samvad.storage.cache import Cache, cache_key
 from samvad.storage.ratelimit import RateLimiter, SessionSlots
 from samvad.storage.repository import ApiKeyRow, SessionRow
+
+if TYPE_CHECKING:
+    from samvad.storage.database import Database
+
+M = TypeVar("M", bound=BaseModel)
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 log = logging.getLogger("samvad.gate")
 
@@ -92,7 +100,7 @@ def _digest(key: str) -> str:
 
 
 class Gate:
-    def __init__(self, settings: Settings, db) -> None:
+    def __init__(self, settings: Settings, db: Database) -> None:
         self.s = settings
         self.db = db
         rurl, limits = settings.redis_url, settings.limits
@@ -163,7 +171,7 @@ class Gate:
         """One request against the key's rate limit (a voice turn, say)."""
         await self._take("key", f"key:{row.id}", row.requests_per_minute or self.s.limits.requests_per_minute)
 
-    async def new_session(self, row: ApiKeyRow) -> dict:
+    async def new_session(self, row: ApiKeyRow) -> dict[str, Any]:
         """Charge the key's new-session limit; returns the open-session cap for `create_session`."""
         await self._take(
             "new_session", f"newsession:{row.id}", row.sessions_per_minute or self.s.limits.sessions_per_minute
@@ -248,6 +256,8 @@ class Gate:
         row = await self.last_known(
             "session", f"{key_id}:{session_id}", SessionRow, lambda: self.db.get_session(session_id, key_id)
         )
+        if row is None:  # a remembered tombstone (get_session itself raises for a missing one)
+            raise NotFoundError(f"no session {session_id!r}", code="session_not_found")
         _bounded(self._sessions)[(key_id, session_id)] = (time.monotonic() + SESSION_CACHE_S, row)
         return row
 
@@ -266,7 +276,9 @@ class Gate:
         except (RedisError, OSError) as exc:
             log.warning("closed session not broadcast (%s): other replicas see it within a minute", type(exc).__name__)
 
-    async def last_known(self, kind: str, ident: str, model: type[BaseModel], read):
+    async def last_known(
+        self, kind: str, ident: str, model: type[M], read: Callable[[], Awaitable[M | None]]
+    ) -> M | None:
         """A row read from the database and remembered in Redis (under a hash of its id): while
         the database is down, the last known row keeps auth and session lookups working. A key
         found revoked is forgotten at once, and a remembered key revoked since is refused."""
@@ -345,7 +357,7 @@ class Gate:
             await self.slots.release(key.id, slot)
 
 
-def _bounded(cache: dict, limit: int = 10_000) -> dict:
+def _bounded(cache: dict[K, V], limit: int = 10_000) -> dict[K, V]:
     """`cache`, its oldest entries dropped once it holds `limit`."""
     if len(cache) >= limit:
         for k in list(cache)[: limit // 10]:

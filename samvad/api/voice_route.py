@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, WebSocket
 
@@ -41,7 +42,11 @@ async def _refuse(ws: WebSocket, exc: SamvadError) -> None:
 
 
 @asynccontextmanager
-async def _lease(take, keep, give_back) -> AsyncIterator[bool]:
+async def _lease(
+    take: Callable[[str], Awaitable[bool]],
+    keep: Callable[[str], Coroutine[Any, Any, None]],
+    give_back: Callable[[str], Awaitable[None]],
+) -> AsyncIterator[bool]:
     """One of the gate's slots (a socket per IP, a live call per key) held, and renewed, for the
     block: yields False when none was free."""
     slot = uuid.uuid4().hex

@@ -8,6 +8,7 @@ breakers model neither.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -17,7 +18,7 @@ class CircuitBreaker:
     cooldown_s: float = 30.0
     failures: int = 0
     opened_at: float | None = None
-    clock: callable = field(default=time.monotonic, repr=False)
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
 
     @property
     def state(self) -> str:

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from samvad.errors import ProviderError
 from samvad.providers.base import CallRecord
@@ -113,11 +113,13 @@ class HttpProvider:
                 and (exc.retry_after is None or exc.retry_after <= s.max_retry_wait_s)  # else fail over now
             )
 
-        def wait(state) -> float:
-            exc = state.outcome.exception()
-            return exc.retry_after if getattr(exc, "retry_after", None) is not None else backoff(state)
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, ProviderError) and exc.retry_after is not None:
+                return exc.retry_after
+            return backoff(state)
 
-        def count(_state) -> None:
+        def count(_state: RetryCallState) -> None:
             rec.retries += 1
 
         return AsyncRetrying(
@@ -142,7 +144,7 @@ class HttpProvider:
         raise AssertionError("unreachable")
 
     @asynccontextmanager
-    async def stream(self, rec: CallRecord, method: str, path: str, **kwargs: Any) -> AsyncIterator[httpx.Response]:
+    async def stream(self, rec: CallRecord, method: str, path: str, **kwargs: Any) -> AsyncIterator[_GuardedResponse]:
         """A streamed response with a 2xx status. Retries happen only before the first byte:
         a stream that breaks midway raises, and the caller decides (failover or error)."""
         client = shared_client(self.settings.base_url)

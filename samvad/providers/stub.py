@@ -55,5 +55,7 @@ class StubRetriever:
     async def asearch(self, query: str, k: int) -> list[Passage]:
         return [Passage(chunk_id=0, source="stub.md", text="This is the stub answer.", score=1.0)]
 
-    async def alookup(self, text: str, library: object, k: int, query: str | None = None) -> tuple[float | None, list[Passage]]:
+    async def alookup(
+        self, text: str, library: object, k: int, query: str | None = None
+    ) -> tuple[float | None, list[Passage]]:
         return None, await self.asearch(query or text, k)

@@ -74,7 +74,7 @@ class Cache:
             self.misses += 1
         else:
             self.hits += 1
-        return None if value is None else bytes(value)  # a client made without decode_responses
+        return value.encode() if isinstance(value, str) else value  # bytes: made without decode_responses
 
     async def set(self, kind: str, key: str, value: bytes) -> None:
         if len(value) > self.max_value_bytes:

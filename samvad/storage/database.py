@@ -110,7 +110,9 @@ class Database:
         """One ping, no retries (readiness probes)."""
         return await (await self.repo()).ping()
 
-    def __getattr__(self, method: str) -> Any:  # the repository's methods, retried (typed by the Protocols that use them)
+    def __getattr__(
+        self, method: str
+    ) -> Any:  # the repository's methods, retried (typed by the Protocols that use them)
         if method.startswith("_") or not hasattr(Repository, method):
             raise AttributeError(method)
 

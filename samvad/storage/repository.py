@@ -12,6 +12,7 @@ import json
 import secrets
 import uuid
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 from pydantic import BaseModel
@@ -70,7 +71,7 @@ class FencedError(SamvadError):
     retryable = True
 
 
-def _earlier(row, route: str, request_hash: str) -> Claim:
+def _earlier(row: asyncpg.Record, route: str, request_hash: str) -> Claim:
     """The claim of an earlier request with the same key, which must be the same request."""
     if row["route"] != route or row["request_hash"] != request_hash:
         raise IdempotencyMismatch(
@@ -119,7 +120,7 @@ class Repository:
         await self._pool.close()
 
     async def ping(self) -> bool:
-        return await self._pool.fetchval("SELECT 1") == 1
+        return bool(await self._pool.fetchval("SELECT 1") == 1)
 
     # sessions -------------------------------------------------------------------------------
     async def create_session(
@@ -160,7 +161,15 @@ class Repository:
             raise
         return _session(row)
 
-    async def _insert_session(self, conn, language, mode, voice, api_key_id, output_script) -> SessionRow:
+    async def _insert_session(
+        self,
+        conn: asyncpg.Connection,
+        language: str,
+        mode: str,
+        voice: str | None,
+        api_key_id: int | None,
+        output_script: str | None,
+    ) -> SessionRow:
         row = await conn.fetchrow(
             "INSERT INTO sessions (id, language, mode, voice, api_key_id, output_script)"
             " VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
@@ -184,7 +193,7 @@ class Repository:
             sid,
             api_key_id,
         )
-        return status.endswith(" 1")
+        return bool(status.endswith(" 1"))
 
     async def get_session(self, session_id: str, api_key_id: int | None = None) -> SessionRow:
         """The session; with `api_key_id`, only if that key owns it. Another key's session is
@@ -226,7 +235,7 @@ class Repository:
                 host_id,
             )
             if epoch is not None:
-                return epoch
+                return int(epoch)
             status = await conn.execute("UPDATE sessions SET handoff = true WHERE id = $1", sid)
         if status.endswith(" 0"):
             raise NotFoundError(f"no session {session_id!r}", code="session_not_found")
@@ -383,7 +392,7 @@ class Repository:
         request_hash: str,
         *,
         session_id: str | None = None,
-        new_session: dict | None = None,
+        new_session: dict[str, Any] | None = None,
         new_turn: bool = False,
     ) -> Claim:
         """Record an Idempotency-Key, or find the earlier request that used it. A new claim
@@ -421,11 +430,12 @@ class Repository:
         return None if row is None else _earlier(row, route, request_hash)
 
     async def idempotent_response(self, session_id: str, turn_id: str) -> str | None:
-        return await self._pool.fetchval(
+        response: str | None = await self._pool.fetchval(
             "SELECT response FROM idempotency_keys WHERE session_id = $1 AND turn_id = $2 AND response IS NOT NULL",
             uuid.UUID(session_id),
             turn_id,
         )
+        return response
 
     async def expire_idempotency_keys(self, older_than_s: float) -> int:
         status = await self._pool.execute(
@@ -441,7 +451,7 @@ class Repository:
         )
         return [MessageRow(**{**dict(r), "guardrail_flags": json.loads(r["guardrail_flags"])}) for r in rows]
 
-    async def provider_calls(self, session_id: str) -> list[dict]:
+    async def provider_calls(self, session_id: str) -> list[dict[str, Any]]:
         rows = await self._pool.fetch(
             "SELECT * FROM provider_calls WHERE session_id = $1 ORDER BY id", uuid.UUID(session_id)
         )
@@ -482,13 +492,13 @@ class Repository:
         status = await self._pool.execute(
             "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", key_id
         )
-        return status.endswith(" 1")
+        return bool(status.endswith(" 1"))
 
     async def list_keys(self) -> list[ApiKeyRow]:
         return [ApiKeyRow(**dict(r)) for r in await self._pool.fetch("SELECT * FROM api_keys ORDER BY id")]
 
 
-def _call_row(c: ProviderCall) -> dict:
+def _call_row(c: ProviderCall) -> dict[str, Any]:
     u = c.usage
     return {
         "stage": c.stage,

@@ -55,7 +55,7 @@ class _Engine:
         self.lib = lib
         self.sample_rate = rate
         self.lock = threading.Lock()
-        self._sink = None
+        self._sink: Callable[[bytes], bool] | None = None
         self._callback = _CALLBACK(self._on_audio)  # kept referenced: ctypes would free it
         lib.espeak_SetSynthCallback(self._callback)
 

@@ -17,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from samvad.audio import Audio
 from samvad.contracts import Segment, Transcript
@@ -83,7 +84,7 @@ class ModelMissing(SamvadError):
 
 def _package_dir(module: str) -> Path:
     try:
-        return Path(importlib.import_module(module).__file__).parent
+        return Path(importlib.import_module(module).__file__ or module).parent
     except ImportError:
         name = next(p for p in PACKAGED.values() if module.replace("_", "-") in p)
         raise ModelMissing(
@@ -107,7 +108,7 @@ def model_files(name: str) -> tuple[str, dict[str, bytes] | None]:
 
 
 @functools.cache
-def _load(model: str, compute_type: str, cpu_threads: int):
+def _load(model: str, compute_type: str, cpu_threads: int) -> Any:
     from faster_whisper import WhisperModel
 
     # One model per process: loading costs ~0.3-1 s and 100-200 MB; CTranslate2 queues concurrent calls.
@@ -115,7 +116,7 @@ def _load(model: str, compute_type: str, cpu_threads: int):
     return WhisperModel(path, device="cpu", compute_type=compute_type, cpu_threads=cpu_threads, files=files)
 
 
-_WARMED: set = set()  # models already decoded once in this process
+_WARMED: set[Any] = set()  # models already decoded once in this process
 
 
 class WhisperSTT(SpeechToText):
@@ -213,7 +214,8 @@ class WhisperSTT(SpeechToText):
             token, language_confidence = m.model.detect_language(encoded)[0][0]
             lang, language_confidence = token[2:-2], round(float(language_confidence), 4)
         tokenizer = Tokenizer(m.hf_tokenizer, m.model.is_multilingual, task="transcribe", language=lang)
-        previous = tokenizer.encode(" " + self._prompt(lang)) if self._prompt(lang) else []
+        vocabulary = self._prompt(lang)
+        previous = tokenizer.encode(" " + vocabulary) if vocabulary else []
         prompt = m.get_prompt(tokenizer, previous, without_timestamps=True)
         result = m.model.generate(  # max_length counts the prompt; speech is ~3 tokens a second
             encoded,
@@ -283,7 +285,8 @@ class WhisperSTT(SpeechToText):
                     lambda s: self._short(audio, self._lang(language), s, long_road=False), stop
                 )
             except asyncio.CancelledError:
-                if not stop.is_set() or asyncio.current_task().cancelling():
+                task = asyncio.current_task()
+                if not stop.is_set() or (task is not None and task.cancelling()):
                     raise
                 return None  # preempted by a real decode
             finally:

@@ -20,6 +20,7 @@ import json
 import logging
 import time
 import urllib.parse
+from typing import Any
 
 import numpy as np
 import websockets
@@ -85,16 +86,16 @@ class _Stream(SpeechStream):
         self._stt, self._language, self._on_partial = stt, language, on_partial
         self._started = time.perf_counter()
         self._outbox: asyncio.Queue[str | None] = asyncio.Queue()
-        self._final: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
+        self._final: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._sent_samples = 0
         self._first_output: float | None = None
         self._put({"event": "speech_start"})
         self._task = asyncio.create_task(self._run())
 
-    def _put(self, message: dict) -> None:
+    def _put(self, message: dict[str, Any]) -> None:
         self._outbox.put_nowait(json.dumps(message))
 
-    def send(self, samples) -> None:
+    def send(self, samples: np.ndarray) -> None:
         samples = np.asarray(samples, dtype=np.float32)
         if len(samples) and not self._final.done():
             self._sent_samples += len(samples)
@@ -154,16 +155,17 @@ class _Stream(SpeechStream):
             if not self._final.done():
                 self._fail(self._stt.error("socket ended before the final transcript"))
 
-    async def _write(self, ws) -> None:
+    async def _write(self, ws: Any) -> None:
         while (message := await self._outbox.get()) is not None:
             await ws.send(message)
 
-    async def _read(self, ws) -> None:
-        async def recv() -> dict:
+    async def _read(self, ws: Any) -> None:
+        async def recv() -> dict[str, Any]:
             # Before the final: the turn waits on it (bounded in `finish`). After: session.end
             # is only bookkeeping, so the wait for it is short.
             timeout = None if not self._final.done() else END_WAIT_S
-            return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+            message: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+            return message
 
         while True:
             try:
@@ -202,7 +204,7 @@ class _Stream(SpeechStream):
             self._final.exception()  # retrieved here: `finish` may never be called
 
 
-def _transcript(msg: dict, asked: str | None) -> Transcript:
+def _transcript(msg: dict[str, Any], asked: str | None) -> Transcript:
     language = msg.get("language") or asked or "en-IN"
     confidence = msg.get("language_confidence")
     return Transcript(

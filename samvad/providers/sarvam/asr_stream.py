@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import urllib.parse
+from typing import Any
 
 import websockets
 
@@ -62,7 +63,7 @@ class SarvamStreamingSTT(SpeechToText):
         key = self._s.api_key.get_secret_value() if self._s.api_key else ""
         pcm = float_to_pcm16(audio.samples)
         step = int(audio.sample_rate * FRAME_SECONDS) * 2
-        segments: list[dict] = []
+        segments: list[dict[str, Any]] = []
         try:
             async with websockets.connect(
                 f"{self._url}?{query}",
@@ -110,7 +111,7 @@ class SarvamStreamingSTT(SpeechToText):
         return _joined(segments, language, audio.duration)
 
 
-def _joined(segments: list[dict], language: str | None, duration: float) -> Transcript:
+def _joined(segments: list[dict[str, Any]], language: str | None, duration: float) -> Transcript:
     """One transcript from the segments' transcripts, in order; the language of the most
     confident segment."""
     out, at = [], 0.0
@@ -135,7 +136,7 @@ def _joined(segments: list[dict], language: str | None, duration: float) -> Tran
     )
 
 
-async def _recv(ws, timeout: float) -> str:
+async def _recv(ws: Any, timeout: float) -> str:
     import asyncio
 
-    return await asyncio.wait_for(ws.recv(), timeout)
+    return str(await asyncio.wait_for(ws.recv(), timeout))
