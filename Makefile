@@ -34,10 +34,12 @@ run: install
 test: install browser lint
 	$(PY) -m pytest -ra
 
-# Lint, import order and formatting (ruff, configured in pyproject.toml); part of `make test`.
+# Lint, import order and formatting (ruff), and types (mypy: strict on samvad/, rag_index/,
+# actors/), both configured in pyproject.toml; part of `make test`.
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 # Debian's Chromium for the demo-page browser test (Playwright drives it; no browser download).
 browser:

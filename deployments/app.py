@@ -40,7 +40,8 @@ def build_app(args: dict) -> Application:
 
     asr, tts = node(ASR), node(TTS)
     # Every call for a conversation goes to the replica hosting it (rendezvous hashing).
-    sessions = Sessions.options(
+    # serve.deployment/serve.ingress are typed as returning the class; they return a Deployment.
+    sessions = Sessions.options(  # type: ignore[attr-defined]
         **({"request_router_config": {"request_router_class": SESSION_ROUTER}} | options(Sessions))
     ).bind(settings, asr, node(LLM), node(Retriever), node(Translation), tts)
-    return Ingress.options(**options(Ingress)).bind(settings, asr, tts, sessions)
+    return Ingress.options(**options(Ingress)).bind(settings, asr, tts, sessions)  # type: ignore[attr-defined]

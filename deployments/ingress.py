@@ -46,7 +46,7 @@ class ServeBackend:
     async def settle(self, session_id: str, turn_id: str, heard: str, complete: bool) -> None:
         await remote.call(lambda: self.sessions.settle.remote(session_id, turn_id, heard, complete))
 
-    async def transcribe(self, audio: Audio, language: str):
+    async def transcribe(self, audio: Audio, language: str | None):
         return await remote.call(lambda: self.asr.transcribe.remote(audio, language))
 
     async def partial(self, audio: Audio, language: str | None):

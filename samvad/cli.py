@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -19,6 +20,13 @@ from rich.table import Table
 
 from samvad.errors import SamvadError
 from samvad.settings import SERVE_CONFIG, Settings, load_settings
+
+if TYPE_CHECKING:
+    from rag_index.evaluate import Scores
+    from rag_index.retriever import Retriever
+    from samvad.storage.repository import Repository
+
+T = TypeVar("T")
 
 app = typer.Typer(help="Samvad voice-assistant backend", no_args_is_help=True, pretty_exceptions_enable=False)
 index_app = typer.Typer(help="Build and inspect the RAG index", no_args_is_help=True)
@@ -91,7 +99,7 @@ def index_build(
     console.print(table)
 
 
-def _retriever(index_dir: Path, s: Settings):
+def _retriever(index_dir: Path, s: Settings) -> Retriever:
     """The index read with the embedder that built it (so `eval --compare` can set two
     embedders side by side), whatever the service is configured with."""
     from rag_index.build import read_manifest
@@ -217,7 +225,7 @@ def index_eval(
             raise typer.Exit(1) from None
         with _bar("eval") as bar:
             task = bar.add_task(f"evaluating {path}", total=len(items))
-            results[label] = evaluate(retriever, items, k, lambda d, t, task=task: bar.update(task, completed=d))
+            results[label] = evaluate(retriever, items, k, lambda d, t, task=task: bar.update(task, completed=d))  # type: ignore[misc]
         if label == "index" and not compare and any(it.history for it in items):
             # Follow-ups: the same index searched on the question's own words only, side by side.
             results["compare"] = evaluate(retriever, items, k, conversational=False)
@@ -229,9 +237,13 @@ def index_eval(
         table.add_column("with the conversation" if follow_ups else str(compare))
         table.add_column("difference")
     a, b = results["index"], results.get("compare")
-    if follow_ups:  # before -> after
+    if follow_ups and b is not None:  # before -> after
         a, b = b, a
-    rows = [("recall@k", "recall_at_k"), ("MRR", "mrr"), ("nDCG@k", "ndcg_at_k")]
+    rows: list[tuple[str, str | tuple[str, str]]] = [
+        ("recall@k", "recall_at_k"),
+        ("MRR", "mrr"),
+        ("nDCG@k", "ndcg_at_k"),
+    ]
     if a.follow_up_recall is not None:
         rows.append(("recall@k follow-ups", "follow_up_recall"))
     rows += [
@@ -240,8 +252,10 @@ def index_eval(
         for row in ((f"recall@k {kind}", ("by_kind", kind)), (f"MRR {kind}", ("mrr_by_kind", kind)))
     ]
 
-    def value(scores, key) -> float:
-        return getattr(scores, key[0]).get(key[1], 0.0) if isinstance(key, tuple) else getattr(scores, key)
+    def value(scores: Scores, key: str | tuple[str, str]) -> float:
+        if isinstance(key, tuple):
+            return float(getattr(scores, key[0]).get(key[1], 0.0))
+        return float(getattr(scores, key))
 
     for name, key in rows:
         va = value(a, key)
@@ -349,7 +363,7 @@ def _servers(s: Settings) -> Settings:
     return s.model_copy(update=updates)
 
 
-async def _repo(s: Settings):
+async def _repo(s: Settings) -> Repository:
     from samvad.settings import ConfigError, secret
     from samvad.storage.repository import Repository
 
@@ -358,16 +372,18 @@ async def _repo(s: Settings):
     except ConfigError as exc:
         console.print(f"[red]config error:[/red] {exc}")
         raise typer.Exit(2) from None
+    if not s.database_url:
+        raise RuntimeError("no database: _servers() starts one or names it")
     return await Repository.connect(s.database_url, key_secret, max_size=2)
 
 
-def _repo_call(s: Settings, method: str, *args):
-    """Run one repository method on a short-lived connection (migrations applied first)."""
+def _with_repo(s: Settings, work: Callable[[Repository], Awaitable[T]]) -> T:
+    """Run `work` on a short-lived repository connection (migrations applied first)."""
 
-    async def run():
+    async def run() -> T:
         repo = await _repo(s)
         try:
-            return await getattr(repo, method)(*args)
+            return await work(repo)
         finally:
             await repo.close()
 
@@ -414,7 +430,9 @@ def keys_create(
     config: ConfigOpt = None,
 ) -> None:
     """Create an API key (shown once; only its hash is stored) with optional limits of its own."""
-    row, key = _repo_call(_servers(_settings(config)), "create_key", name, rpm, max_sessions, max_open, new_per_minute)
+    row, key = _with_repo(
+        _servers(_settings(config)), lambda repo: repo.create_key(name, rpm, max_sessions, max_open, new_per_minute)
+    )
     console.print(f"key {row.id} ({row.name}): [bold]{key}[/bold]")
 
 
@@ -424,11 +442,12 @@ def keys_revoke(key_id: int, config: ConfigOpt = None) -> None:
     from samvad.api.gate import publish_revocation
 
     s = _servers(_settings(config))
-    if not _repo_call(s, "revoke_key", key_id):
+    if not _with_repo(s, lambda repo: repo.revoke_key(key_id)):
         console.print(f"[red]no active key with id {key_id}[/red]")
         raise typer.Exit(1)
     try:
-        asyncio.run(publish_revocation(s.redis_url, key_id))
+        if s.redis_url:
+            asyncio.run(publish_revocation(s.redis_url, key_id))
     except Exception as exc:  # noqa: BLE001 - the database (the authority) already refuses it
         console.print(
             f"revoked key {key_id} [yellow]in the database; Redis could not be told ({type(exc).__name__}), "
@@ -441,7 +460,7 @@ def keys_revoke(key_id: int, config: ConfigOpt = None) -> None:
 @keys_app.command("list")
 def keys_list(config: ConfigOpt = None) -> None:
     """List API keys (never the keys themselves)."""
-    keys = _repo_call(_servers(_settings(config)), "list_keys")
+    keys = _with_repo(_servers(_settings(config)), lambda repo: repo.list_keys())
     table = Table()
     for col in ("id", "name", "prefix", "created", "revoked"):
         table.add_column(col)
@@ -559,7 +578,7 @@ def run(
         console.print(f"development API key (shown once): [bold]{dev_key}[/bold]")
     stop = False
 
-    def _stop(*_):
+    def _stop(*_: Any) -> None:
         nonlocal stop
         stop = True
 

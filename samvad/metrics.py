@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from samvad.events import TurnDoneEvent
+    from samvad.turn_result import TurnOut
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ def gauge(name: str, value: float, **tags: str) -> None:
     _record(name, "set", value, tags)
 
 
-def count_turn(done: TurnDoneEvent, channel: str, elapsed_ms: float) -> None:
+def count_turn(done: TurnDoneEvent | TurnOut, channel: str, elapsed_ms: float) -> None:
     """Everything one finished turn (a TurnDoneEvent, `elapsed_ms` after it started) says:
     outcome, guardrail findings, and per provider call its latency, outcome, retries, cache
     result and cost. Flags carry check names and kinds only, never the text that triggered them."""

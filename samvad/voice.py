@@ -18,6 +18,7 @@ import unicodedata
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
@@ -27,7 +28,7 @@ from samvad import metrics
 from samvad.audio import Audio, float_to_pcm16, pcm16_to_float, wav_bytes
 from samvad.contracts import ProviderCall, Transcript
 from samvad.errors import InputError, SamvadError
-from samvad.events import AudioEvent, ErrorEvent, ResponseDeltaEvent, TranscriptEvent, TurnDoneEvent
+from samvad.events import AudioEvent, ErrorEvent, ResponseDeltaEvent, TranscriptEvent, TurnDoneEvent, TurnEvent
 from samvad.language import AUTO, check_language
 from samvad.protocol import (
     CLOSE_IDLE,
@@ -55,11 +56,11 @@ from samvad.turn import TurnRequest
 
 log = logging.getLogger("samvad.voice")
 
-StartTurn = Callable[[TurnRequest], AsyncIterator]
+StartTurn = Callable[[TurnRequest], AsyncIterator[TurnEvent]]
 # (turn id, heard text, complete): what the caller heard of a spoken answer, for the record.
 Settle = Callable[[str, str, bool], Awaitable[None]]
 # Audio -> (transcript, the provider calls made): an ASR call from the ingress, not the actor.
-Transcribe = Callable[[Audio, str], Awaitable[tuple[Transcript, list[ProviderCall]]]]
+Transcribe = Callable[[Audio, str | None], Awaitable[tuple[Transcript, list[ProviderCall]]]]
 # Charges one turn to the caller's rate limit; raises RateLimitedError (or another SamvadError).
 Charge = Callable[[], Awaitable[None]]
 # Audio -> a transcript of speech still going on, or None (no idle engine offers one).
@@ -81,7 +82,7 @@ class _Playing:
     """The turn whose answer is going out: what audio was sent, per sentence."""
 
     turn_id: str
-    task: asyncio.Task | None = None
+    task: asyncio.Task[None] | None = None
     sentences: dict[int, str] = field(default_factory=dict)
     sent_seconds: float = 0.0
     first_audio_at: float | None = None
@@ -103,7 +104,7 @@ class _Early:
 
     speech_frames: int
     turn_id: str  # the turn it becomes, so that the partial and final transcripts share it
-    task: asyncio.Task | None = None
+    task: asyncio.Task[tuple[Transcript, list[ProviderCall]]] | None = None
     stale: bool = False  # the caller went on speaking
 
 
@@ -172,12 +173,12 @@ class VoiceCall:
         # and where its last partial transcript was taken.
         self._utterance_id: str | None = None
         self._partial_frames = 0
-        self._partial_task: asyncio.Task | None = None
+        self._partial_task: asyncio.Task[None] | None = None
         self._partial_text = ""
         self.received_seconds = 0.0
         self.opened = time.monotonic()
         self._send_lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         # Set when the server shuts down: the call ends after the answer playing, with `goodbye`.
         self.closing, self.goodbye = closing, goodbye
 
@@ -233,6 +234,8 @@ class VoiceCall:
     async def _close_when_draining(self) -> None:
         """Shutdown: finish the answer playing (within `voice.drain_s`), tell the caller how to
         resume, and close with 1012, so nothing the caller heard is cut or lost."""
+        if self.closing is None:
+            return
         await self.closing.wait()
         deadline = time.monotonic() + self.v.drain_s
         while self._answer_playing() and time.monotonic() < deadline:
@@ -389,6 +392,8 @@ class VoiceCall:
         task.add_done_callback(self._tasks.discard)
 
     async def _partial_asr(self, utterance_id: str | None, audio: Audio) -> None:
+        if self._partial is None:
+            return
         try:
             result = await self._partial(audio, self._asr_language())
         except Exception:  # noqa: BLE001 - a partial is a courtesy: the final transcript still comes
@@ -436,6 +441,8 @@ class VoiceCall:
         """The realtime recogniser's final transcript of this utterance; None if it failed (the
         utterance then goes to the REST recogniser, as without one)."""
         stream, self._stream = self._stream, None
+        if stream is None or self._listener is None:
+            return None
         if len(ended.audio) > self._streamed:
             stream.send(ended.audio[self._streamed :])
         calls: list[ProviderCall] = []
@@ -460,7 +467,8 @@ class VoiceCall:
     def _drop_early(self) -> None:
         if self.early is not None:
             self.early.stale = True
-            self.early.task.cancel()
+            if self.early.task is not None:
+                self.early.task.cancel()
             self.early = None
             metrics.inc("samvad_early_asr_total", result="discarded")
 
@@ -472,6 +480,8 @@ class VoiceCall:
             self._drop_early()
             return None
         early, self.early = self.early, None
+        if early.task is None:
+            return None
         try:
             result = await early.task
             metrics.inc("samvad_early_asr_total", result="used")
@@ -515,7 +525,7 @@ class VoiceCall:
         language = self.session.language
         return None if language == AUTO else language
 
-    def _turn_fields(self) -> dict:
+    def _turn_fields(self) -> dict[str, Any]:
         return self.session.model_dump() | {"channel": "voice"}
 
     # turns out ----------------------------------------------------------------------------------

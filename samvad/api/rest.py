@@ -9,6 +9,7 @@ import json
 import time
 import uuid
 from pathlib import Path
+from typing import Any, cast
 
 import httpx
 from fastapi import APIRouter, Depends, File, Form, Header, Request, Security, UploadFile
@@ -18,7 +19,7 @@ from starlette.requests import HTTPConnection
 
 from samvad import metrics
 from samvad.api.frontend import Frontend
-from samvad.api.models import ErrorOut, SessionBody, TtsBody, TurnBody, TurnOut
+from samvad.api.models import ErrorOut, SessionBody, TtsBody, TurnBody
 from samvad.audio import decode_audio, wav_bytes
 from samvad.errors import InputError, NotFoundError, SamvadError
 from samvad.language import AUTO
@@ -26,11 +27,12 @@ from samvad.providers.base import SpeechRequest
 from samvad.stages import StageReport
 from samvad.storage.repository import ApiKeyRow, MessageRow, SessionRow
 from samvad.turn import TurnRequest, prepare_turn
+from samvad.turn_result import TurnOut
 
 STATIC = Path(__file__).resolve().parent / "static"
 
 ERRORS = (400, 401, 404, 409, 413, 415, 422, 429)
-RESPONSES = {status: {"model": ErrorOut} for status in ERRORS}
+RESPONSES: dict[int | str, dict[str, Any]] = {status: {"model": ErrorOut} for status in ERRORS}
 IDEMPOTENCY = Header(
     None,
     alias="Idempotency-Key",
@@ -53,14 +55,15 @@ class SessionClosed(SamvadError):
 async def frontend(conn: HTTPConnection) -> Frontend:
     # async: FastAPI runs a plain `def` dependency in its thread pool, a thread hop (and at times
     # a thread start) on every request for an attribute read.
-    return conn.app.state.frontend
+    front: Frontend = conn.app.state.frontend
+    return front
 
 
 async def caller(request: Request, key: str | None = Security(API_KEY)) -> ApiKeyRow:
     return await (await frontend(request)).auth(request, key)
 
 
-def _idempotency_hash(route: str, body: dict) -> str:
+def _idempotency_hash(route: str, body: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps([route, body], sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -128,7 +131,7 @@ async def asr_route(
     language: str = Form("en-IN"),
     key: ApiKeyRow = Depends(caller),
     f: Frontend = Depends(frontend),
-) -> dict:
+) -> dict[str, Any]:
     """Speech to text: returns the transcript payload."""
     f.language(language)
     a = f.settings.audio
@@ -154,7 +157,7 @@ async def create_session(
         "output_script": body.output_script,
     }
     if idempotency_key is None:
-        return await f.db.create_session(**args, api_key_id=key.id, **await f.gate.new_session(key))
+        return cast(SessionRow, await f.db.create_session(**args, api_key_id=key.id, **await f.gate.new_session(key)))
     request_hash = _idempotency_hash("sessions", args)
     # A retry is recognised before it is charged: it opens no new session.
     claim = await f.db.find_claim(key.id, idempotency_key, "sessions", request_hash)
@@ -162,7 +165,7 @@ async def create_session(
         claim = await f.db.claim(
             key.id, idempotency_key, "sessions", request_hash, new_session=args | await f.gate.new_session(key)
         )
-    return await f.db.get_session(claim.session_id, key.id)
+    return cast(SessionRow, await f.db.get_session(claim.session_id, key.id))
 
 
 @router.get("/api/v1/sessions/{session_id}", responses=RESPONSES)
@@ -187,7 +190,7 @@ async def get_messages(
     """Every message of the session. Turns are acknowledged only once committed, so this shows
     every turn answered before it (read-your-writes)."""
     await f.gate.session(session_id, key.id)
-    return await f.db.messages(session_id)
+    return cast(list[MessageRow], await f.db.messages(session_id))
 
 
 def _audio(body: TurnBody) -> bytes | None:
@@ -273,6 +276,8 @@ async def turn(
             session = await f.gate.session(claim.session_id, key.id)
     elif new_session is not None:
         session = await f.db.create_session(**new_session, api_key_id=key.id)
+    if session is None:
+        raise RuntimeError("no session for the turn")  # unreachable: claimed, found or created above
     t0 = time.perf_counter()
     try:
         out = await f.backend.answer(session.id, turn)
