@@ -22,7 +22,7 @@ from samvad.contracts import Passage
 from samvad.embeddings import get_embedder
 from samvad.errors import SamvadError
 from samvad.guardrails.policy import Guardrails
-from samvad.settings import Settings, as_settings
+from samvad.settings import Settings
 
 if TYPE_CHECKING:
     from samvad.providers.stub import StubRetriever
@@ -31,8 +31,7 @@ log = logging.getLogger("samvad.retrieval")
 
 
 class RetrievalStage:
-    def __init__(self, settings: Settings | dict[str, Any]) -> None:
-        s = as_settings(settings)
+    def __init__(self, s: Settings) -> None:
         self._interval = s.rag.reload_interval_s
         if s.rag.retriever == "stub":
             from samvad.providers.stub import StubRetriever
@@ -68,6 +67,11 @@ class RetrievalStage:
         in one call (the turn path's only Retriever hop)."""
         self._maybe_reload()
         return await self.retriever.alookup(text, self._library if check else None, k, query)
+
+    @staticmethod
+    def parts(s: Settings) -> dict[str, Any]:
+        """The constructor's arguments (its index and embedder are built from `rag` settings)."""
+        return {"s": s}
 
     def status(self) -> dict[str, Any]:
         return {"version": getattr(self, "version", None), "last_error": getattr(self, "last_error", None)}

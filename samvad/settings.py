@@ -498,11 +498,6 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls))
 
 
-def as_settings(value: Settings | dict[str, Any]) -> Settings:
-    """Settings as passed to a deployment or actor (a dict after crossing Ray) or in process."""
-    return value if isinstance(value, Settings) else Settings.model_validate(value)
-
-
 def load_settings(config_path: str | Path | None = None, **overrides: Any) -> Settings:
     """Load settings from `config_path` (default `configs/default.yaml`) with env overrides."""
     path = Path(config_path) if config_path else DEFAULT_CONFIG

@@ -1,6 +1,7 @@
 """Stage services: the plain-Python classes that the Ray Serve deployments wrap.
 
-Each builds its engine from settings and answers one call with its result plus the
+Each is given its engine (`parts(settings)` builds it as configured: the deployment's replica
+calls it; a test passes its own) and answers one call with its result plus the
 `ProviderCall` records of that call, so usage and cost travel back to the session across a
 process boundary. Streams yield their chunks and end with one `StageReport`.
 """
@@ -18,13 +19,18 @@ from samvad.errors import SamvadError
 from samvad.providers import registry
 from samvad.providers.base import (
     AudioChunk,
+    Chat,
     ChatRequest,
     LanguageGuess,
+    LanguageIdentifier,
+    Recognizer,
+    Speech,
     SpeechRequest,
+    Translation,
     TranslationRequest,
     TranslationResult,
 )
-from samvad.settings import Settings, as_settings
+from samvad.settings import Settings
 from samvad.storage.cache import Cache
 
 
@@ -40,9 +46,13 @@ def _cache(s: Settings) -> Cache | None:
 
 
 class AsrStage:
-    def __init__(self, settings: Settings | dict[str, Any]) -> None:
-        s = as_settings(settings)
-        self.engine = registry.build_stt(s, _cache(s))
+    def __init__(self, engine: Recognizer) -> None:
+        self.engine = engine
+
+    @staticmethod
+    def parts(s: Settings) -> dict[str, Any]:
+        """The constructor's arguments as configured (the deployment's replica builds them)."""
+        return {"engine": registry.build_stt(s, _cache(s))}
 
     async def transcribe(self, audio: Audio, language: str | None) -> tuple[Transcript, list[ProviderCall]]:
         calls: list[ProviderCall] = []
@@ -57,10 +67,14 @@ class AsrStage:
 
 
 class LlmStage:
-    def __init__(self, settings: Settings | dict[str, Any]) -> None:
+    def __init__(self, engine: Chat) -> None:
+        self.engine = engine
+
+    @staticmethod
+    def parts(s: Settings) -> dict[str, Any]:
         # Warm before the first call: a replica's first caller waited ~1.4 s for the answer
         # sentences it needed while the background warm-up competed for the CPU.
-        self.engine = registry.build_llm(as_settings(settings), warm_now=True)
+        return {"engine": registry.build_llm(s, warm_now=True)}
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[str | StageReport]:
         calls: list[ProviderCall] = []
@@ -77,13 +91,15 @@ class LlmStage:
 
 
 class TranslationStage:
-    def __init__(self, settings: Settings | dict[str, Any]) -> None:
-        s = as_settings(settings)
-        self.engine = registry.build_translator(s, _cache(s))
-
+    def __init__(self, engine: Translation, language_id: LanguageIdentifier | None = None) -> None:
+        self.engine = engine
         # Language identification of typed text is a language service too: it lives here rather
         # than in a deployment of its own (one HTTP call, when configured).
-        self.language_id = registry.build_language_id(s)
+        self.language_id = language_id
+
+    @staticmethod
+    def parts(s: Settings) -> dict[str, Any]:
+        return {"engine": registry.build_translator(s, _cache(s)), "language_id": registry.build_language_id(s)}
 
     async def translate(self, request: TranslationRequest) -> tuple[TranslationResult, list[ProviderCall]]:
         calls: list[ProviderCall] = []
@@ -104,9 +120,12 @@ class TranslationStage:
 class TtsStage:
     """Speech synthesis through the configured chain (cached per provider in Redis)."""
 
-    def __init__(self, settings: Settings | dict[str, Any]) -> None:
-        s = as_settings(settings)
-        self.engine = registry.build_tts(s, _cache(s))
+    def __init__(self, engine: Speech) -> None:
+        self.engine = engine
+
+    @staticmethod
+    def parts(s: Settings) -> dict[str, Any]:
+        return {"engine": registry.build_tts(s, _cache(s))}
 
     async def stream(self, request: SpeechRequest) -> AsyncIterator[AudioChunk | StageReport]:
         calls: list[ProviderCall] = []

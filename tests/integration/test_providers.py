@@ -664,13 +664,16 @@ async def test_the_translation_stage_serves_language_identification(fake, settin
             "providers": settings.providers.model_copy(update={"sarvam": sarvam_settings(fake)}),
         }
     )
-    stage = TranslationStage(s)
+    stage = TranslationStage(**TranslationStage.parts(s))
     guess, calls = await stage.identify("naan en card-ai block panna vendum, epdi?")
     assert guess.language_code == "ta-IN" and guess.script_code == "Latn" and [c.outcome for c in calls] == ["ok"]
     fake.fault(path="/text-lid", status=500, times=10)
     guess, calls = await stage.identify("naan en card-ai block panna vendum, epdi?")
     assert guess is None and [c.outcome for c in calls] == ["error"]
-    assert (await TranslationStage(settings).identify("anything")) == (None, [])  # not configured: no call
+    assert (await TranslationStage(**TranslationStage.parts(settings)).identify("anything")) == (
+        None,
+        [],
+    )  # not configured: no call
 
 
 def test_a_typed_question_is_stored_in_the_language_the_identifier_found(fake, runner, tmp_path):
