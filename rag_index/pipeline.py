@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from rag_index.build import Progress, ensure_index
 from rag_index.retriever import Retriever
-from rag_index.stage import RetrievalStage
 from samvad.embeddings import get_embedder
 from samvad.providers import registry
+from samvad.providers.stub import StubRetriever
 from samvad.settings import Settings
 from samvad.turn import Engines, TurnRunner
 
@@ -14,9 +14,7 @@ from samvad.turn import Engines, TurnRunner
 def local_runner(settings: Settings, progress: Progress | None = None) -> TurnRunner:
     engines = Engines(
         stt=registry.build_stt(settings),
-        retriever=RetrievalStage(settings).retriever
-        if settings.rag.retriever == "stub"
-        else _faiss(settings, progress),
+        retriever=StubRetriever() if settings.rag.retriever == "stub" else _faiss(settings, progress),
         llm=registry.build_llm(settings),
         translator=registry.build_translator(settings),
         tts=registry.build_tts(settings),
@@ -26,5 +24,6 @@ def local_runner(settings: Settings, progress: Progress | None = None) -> TurnRu
 
 
 def _faiss(settings: Settings, progress: Progress | None) -> Retriever:
+    # In one process the index folder is searched directly, whatever `rag.store` the service uses.
     embedder = get_embedder(settings.embeddings)
     return Retriever(ensure_index(settings, embedder, progress), embedder)

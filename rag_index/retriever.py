@@ -6,49 +6,28 @@ import asyncio
 import json
 from pathlib import Path
 
+import asyncpg
 import faiss
 import numpy as np
 
 from rag_index.build import CHUNKS_FILE, FAISS_FILE, IndexInvalidError, read_manifest
+from rag_index.stores.base import Hit, StoreInfo, faiss_hits
+from rag_index.stores.pgvector import PgVectorStore
 from samvad.contracts import Passage
 from samvad.embeddings import Embedder, scale
+from samvad.errors import ProviderError
 from samvad.guardrails.attack_model import AttackLibrary, AttackModel, clauses
 from samvad.language import devanagari_reading
 
 _MODELS: dict[tuple[str, AttackLibrary], AttackModel] = {}
 
 
-class Retriever:
-    def __init__(self, index_dir: Path, embedder: Embedder) -> None:
-        index_dir = Path(index_dir)
-        self.manifest = read_manifest(index_dir)
-        if self.manifest.embedding_model != embedder.model_name or self.manifest.dimension != embedder.dimension:
-            raise IndexInvalidError(
-                f"index {index_dir} was built with {self.manifest.embedding_model} "
-                f"({self.manifest.dimension} dims); this service embeds with {embedder.model_name} "
-                f"({embedder.dimension} dims): rebuild the index"
-            )
-        try:
-            self._index = faiss.read_index(str(index_dir / FAISS_FILE))
-            if "efSearch" in self.manifest.index_params:
-                # read_index returns the concrete class (IndexHNSWFlat here); its stubs say Index
-                self._index.hnsw.efSearch = self.manifest.index_params["efSearch"]  # type: ignore[attr-defined]
-            with open(index_dir / CHUNKS_FILE, encoding="utf-8") as f:
-                self._chunks = [json.loads(line) for line in f]
-        except (RuntimeError, OSError, ValueError) as exc:
-            raise IndexInvalidError(f"index files in {index_dir} are unreadable: {exc}") from None
-        if self._index.ntotal != len(self._chunks) or self._index.ntotal != self.manifest.chunks:
-            raise IndexInvalidError(
-                f"index {index_dir} is inconsistent: {self._index.ntotal} vectors, "
-                f"{len(self._chunks)} chunks, manifest says {self.manifest.chunks}"
-            )
-        self.index_dir = index_dir
-        self._embedder = embedder
+class QueryEncoder:
+    """Query vectors and the injection check, for a retriever over any store (the embedder's
+    work; the store only finds the nearest chunks)."""
 
-    def search(self, query: str, k: int) -> list[Passage]:
-        if not query.strip() or self._index.ntotal == 0:
-            return []
-        return self._search(self._queries([query]), k)
+    def __init__(self, embedder: Embedder) -> None:
+        self._embedder = embedder
 
     def query_vectors(self, texts: list[str], *, readings: bool = True) -> np.ndarray:
         """Query vectors, as the search (`readings`) and the attack check (without) encode them."""
@@ -80,31 +59,6 @@ class Retriever:
                 out[i], j = v / np.linalg.norm(v), j + 1
         return out
 
-    def _search(self, vector: np.ndarray, k: int) -> list[Passage]:
-        scores, ids = self._index.search(vector, min(k, self._index.ntotal))
-        out = []
-        for score, i in zip(scores[0], ids[0], strict=True):
-            if i < 0:
-                continue
-            c = self._chunks[i]
-            out.append(
-                Passage(
-                    chunk_id=int(i),
-                    source=c["source"],
-                    heading=c["heading"],
-                    text=c["text"],
-                    score=float(scale(score, self._embedder.floor)),
-                )
-            )
-        return out
-
-    async def asearch(self, query: str, k: int) -> list[Passage]:
-        return await asyncio.to_thread(self.search, query, k)
-
-    def attack_score(self, text: str, library: AttackLibrary) -> float | None:
-        """The injection check's score of `text` (samvad.guardrails.attack_model), or None."""
-        return self.lookup(text, library, 0)[0]
-
     def _attack_model(self, library: AttackLibrary) -> AttackModel:
         # One fit per library and embedder in the process: an index swap does not re-encode it.
         key = (self._embedder.model_name, library)
@@ -116,6 +70,70 @@ class Retriever:
             )
         return _MODELS[key]
 
+    def encode(
+        self, text: str, library: AttackLibrary | None, query: str | None = None
+    ) -> tuple[float | None, np.ndarray]:
+        """The injection check's score of `text` (None without a library) and the search vector
+        of `query` (default: the text itself), encoded in one batch."""
+        parts = clauses(text) if library else []
+        vectors = self._queries([*parts, query or text], plain=len(parts))
+        score = self._attack_model(library).score(vectors[:-1]) if library else None
+        return score, vectors[-1:]
+
+    def passage(self, hit: Hit) -> Passage:
+        return Passage(
+            chunk_id=hit.chunk_id,
+            source=hit.source,
+            heading=hit.heading,
+            text=hit.text,
+            score=float(scale(hit.score, self._embedder.floor)),
+        )
+
+    def attack_score(self, text: str, library: AttackLibrary) -> float | None:
+        """The injection check's score of `text` (samvad.guardrails.attack_model), or None."""
+        return self.encode(text, library)[0] if text.strip() else None
+
+
+class Retriever(QueryEncoder):
+    """An index folder: FAISS in this process."""
+
+    def __init__(self, index_dir: Path, embedder: Embedder) -> None:
+        index_dir = Path(index_dir)
+        self.manifest = read_manifest(index_dir)
+        if self.manifest.embedding_model != embedder.model_name or self.manifest.dimension != embedder.dimension:
+            raise IndexInvalidError(
+                f"index {index_dir} was built with {self.manifest.embedding_model} "
+                f"({self.manifest.dimension} dims); this service embeds with {embedder.model_name} "
+                f"({embedder.dimension} dims): rebuild the index"
+            )
+        try:
+            self._index = faiss.read_index(str(index_dir / FAISS_FILE))
+            if "efSearch" in self.manifest.index_params:
+                # read_index returns the concrete class (IndexHNSWFlat here); its stubs say Index
+                self._index.hnsw.efSearch = self.manifest.index_params["efSearch"]  # type: ignore[attr-defined]
+            with open(index_dir / CHUNKS_FILE, encoding="utf-8") as f:
+                self._chunks = [json.loads(line) for line in f]
+        except (RuntimeError, OSError, ValueError) as exc:
+            raise IndexInvalidError(f"index files in {index_dir} are unreadable: {exc}") from None
+        if self._index.ntotal != len(self._chunks) or self._index.ntotal != self.manifest.chunks:
+            raise IndexInvalidError(
+                f"index {index_dir} is inconsistent: {self._index.ntotal} vectors, "
+                f"{len(self._chunks)} chunks, manifest says {self.manifest.chunks}"
+            )
+        self.index_dir = index_dir
+        self._embedder = embedder
+
+    def search(self, query: str, k: int) -> list[Passage]:
+        if not query.strip() or self._index.ntotal == 0:
+            return []
+        return self._search(self._queries([query]), k)
+
+    def _search(self, vector: np.ndarray, k: int) -> list[Passage]:
+        return [self.passage(h) for h in faiss_hits(self._index, self._chunks, vector, min(k, self._index.ntotal))]
+
+    async def asearch(self, query: str, k: int) -> list[Passage]:
+        return await asyncio.to_thread(self.search, query, k)
+
     def lookup(
         self, text: str, library: AttackLibrary | None, k: int, query: str | None = None
     ) -> tuple[float | None, list[Passage]]:
@@ -123,17 +141,58 @@ class Retriever:
         `query` (default: the text itself), encoded in one batch (one call on the turn path)."""
         if not text.strip():
             return None, []
-        parts = clauses(text) if library else []
-        vectors = self._queries([*parts, query or text], plain=len(parts))
-        score = self._attack_model(library).score(vectors[:-1]) if library else None
+        score, vector = self.encode(text, library, query)
         if k <= 0 or not self._index.ntotal:
             return score, []
-        return score, self._search(vectors[-1:], k)
+        return score, self._search(vector, k)
 
     async def alookup(
         self, text: str, library: AttackLibrary | None, k: int, query: str | None = None
     ) -> tuple[float | None, list[Passage]]:
         return await asyncio.to_thread(self.lookup, text, library, k, query)
+
+    async def aattack_score(self, text: str, library: AttackLibrary) -> float | None:
+        return await asyncio.to_thread(self.attack_score, text, library)
+
+
+QUERY_TIMEOUT_S = 5.0  # a store that does not answer fails the search rather than the turn hanging
+
+
+class PgVectorRetriever(QueryEncoder):
+    """A version loaded into pgvector (rag_index/stores/pgvector.py): the query is encoded here,
+    the nearest chunks come from PostgreSQL."""
+
+    def __init__(self, store: PgVectorStore, info: StoreInfo, embedder: Embedder) -> None:
+        if info.embedder != embedder.model_name or info.dimension != embedder.dimension:
+            raise IndexInvalidError(
+                f"pgvector version {info.version} holds {info.embedder} vectors ({info.dimension} dims); "
+                f"this service embeds with {embedder.model_name}: publish a version built with it"
+            )
+        super().__init__(embedder)
+        self.store, self.info = store, info
+
+    async def alookup(
+        self, text: str, library: AttackLibrary | None, k: int, query: str | None = None
+    ) -> tuple[float | None, list[Passage]]:
+        if not text.strip():
+            return None, []
+        score, vector = await asyncio.to_thread(self.encode, text, library, query)
+        if k <= 0:
+            return score, []
+        try:
+            hits = await asyncio.wait_for(self.store.query(self.info.version, vector, k), QUERY_TIMEOUT_S)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise ProviderError(
+                f"the pgvector index is unreachable ({type(exc).__name__})",
+                provider="pgvector",
+                stage="retrieval",
+                retryable=True,
+                code="retrieval_unavailable",
+            ) from None
+        return score, [self.passage(h) for h in hits]
+
+    async def asearch(self, query: str, k: int) -> list[Passage]:
+        return (await self.alookup(query, None, k))[1]
 
     async def aattack_score(self, text: str, library: AttackLibrary) -> float | None:
         return await asyncio.to_thread(self.attack_score, text, library)

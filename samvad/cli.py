@@ -159,20 +159,53 @@ def index_update(
 
 @index_app.command("publish")
 def index_publish(
-    index_dir: Annotated[Path, typer.Argument(help="the version to make live")], config: ConfigOpt = None
+    index_dir: Annotated[Path, typer.Argument(help="the version to make live")],
+    store: Annotated[
+        str,
+        typer.Option(
+            help="faiss: the folder becomes rag.index_dir's target; pgvector: the folder is loaded into "
+            "the configured PostgreSQL (only documents changed since the live version are sent) and made live"
+        ),
+    ] = "faiss",
+    config: ConfigOpt = None,
 ) -> None:
-    """Make INDEX_DIR the live index (atomic symlink swap of rag.index_dir). Running Retriever
-    replicas switch to it within rag.reload_interval_s, without a restart."""
+    """Make INDEX_DIR the live index. Running Retriever replicas switch to it within
+    rag.reload_interval_s, without a restart."""
     from rag_index.build import publish
 
     s = _settings(config)
     _retriever(index_dir, s)  # refuse a corrupt index or one from another embedding model here already
+    if store == "pgvector":
+        _publish_pgvector(_servers(s), index_dir)
+        return
+    if store != "faiss":
+        raise typer.BadParameter(f"unknown store {store!r}: faiss or pgvector", param_hint="--store")
     try:
         previous = publish(index_dir, Path(s.rag.index_dir))
     except SamvadError as exc:
         console.print(f"[red]{exc.code}:[/red] {exc.message}")
         raise typer.Exit(1) from None
     console.print(f"{s.rag.index_dir} -> {index_dir.resolve()}" + (f" (was {previous})" if previous else ""))
+
+
+def _publish_pgvector(s: Settings, index_dir: Path) -> None:
+    from rag_index.stores.pgvector import PgVectorStore, load_and_publish
+
+    async def run() -> None:
+        assert s.database_url is not None  # _servers() started or named it
+        store = await PgVectorStore.connect(s.database_url)
+        try:
+            with _bar("pgvector") as bar:
+                bar.add_task(f"loading {index_dir.name} into pgvector", total=None)
+                info, previous = await load_and_publish(store, index_dir)
+        finally:
+            await store.close()
+        console.print(
+            f"pgvector: {info.version} is live ({info.chunks} chunks, {info.sent} sent)"
+            + (f", was {previous}" if previous else "")
+        )
+
+    asyncio.run(run())
 
 
 @index_app.command("info")
@@ -523,11 +556,23 @@ def run(
 
     with _bar("index") as bar:
         task = bar.add_task("checking index", total=None)
-        ensure_index(
+        live = ensure_index(
             s,
             get_embedder(s.embeddings),
             lambda d, t: bar.update(task, description="building index", completed=d, total=t),
         )
+    if s.rag.store == "pgvector":  # first start: the built folder becomes the live pgvector version
+        from rag_index.stores.pgvector import PgVectorStore, ensure_live
+
+        async def pgvector_live() -> str:
+            assert s.database_url is not None
+            store = await PgVectorStore.connect(s.database_url)
+            try:
+                return await ensure_live(store, live)
+            finally:
+                await store.close()
+
+        console.print(f"pgvector index version {asyncio.run(pgvector_live())} is live")
 
     from deployments.serve_config import deployment_options, export_node_env
 

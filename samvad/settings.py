@@ -169,6 +169,10 @@ class EmbeddingSettings(BaseModel):
 
 class RagSettings(BaseModel):
     retriever: Literal["faiss", "stub"] = "faiss"
+    # Where the live index's vectors are searched: the index folder in each Retriever replica
+    # (faiss), or a table of the configured PostgreSQL (pgvector: `samvad index publish --store
+    # pgvector` loads a built folder into it and makes it live).
+    store: Literal["faiss", "pgvector"] = "faiss"
     corpus_dir: Path = PACKAGE_DIR / "corpus" / "sample"
     index_dir: Path = DATA_HOME / "index" / "current"  # the live pointer (a symlink), see `samvad index publish`
     reload_interval_s: float = 2.0  # how often the Retriever checks the pointer for a new version

@@ -365,7 +365,7 @@ class TurnRunner:
                 calls.append(
                     ProviderCall(
                         stage="retrieval",
-                        provider="faiss",
+                        provider="stub" if self.settings.rag.retriever == "stub" else self.settings.rag.store,
                         model="local",
                         latency_ms=(time.perf_counter() - t_ret) * 1000,
                     )
