@@ -8,13 +8,16 @@ it (`samvad.followup.search_query`), or — with `conversational=False` — on i
 from __future__ import annotations
 
 import math
+import statistics
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import yaml
 from pydantic import BaseModel, Field
 
-from rag_index.retriever import Retriever
+from samvad.contracts import Passage
 from samvad.errors import InputError
 from samvad.followup import search_query
 
@@ -35,6 +38,13 @@ class Scores(BaseModel):
     by_kind: dict[str, float] = {}  # recall@k per question kind
     mrr_by_kind: dict[str, float] = {}
     follow_up_recall: float | None = None  # recall@k of the questions with history, topic switches apart
+    search_ms_p50: float = 0.0  # one search, query embedding included
+
+
+class Searches(Protocol):
+    """An index as `evaluate` asks it: FAISS in process, or any store behind a retriever."""
+
+    def search(self, query: str, k: int) -> list[Passage]: ...
 
 
 def load_qa(path: Path, known_documents: set[str]) -> list[QaItem]:
@@ -52,7 +62,7 @@ def load_qa(path: Path, known_documents: set[str]) -> list[QaItem]:
 
 
 def evaluate(
-    retriever: Retriever,
+    retriever: Searches,
     items: list[QaItem],
     k: int = 5,
     progress: Callable[[int, int], None] | None = None,
@@ -64,11 +74,15 @@ def evaluate(
     ndcg: list[float] = []
     kinds: dict[str, list[float]] = {}
     kind_rr: dict[str, list[float]] = {}
+    took: list[float] = []
     depth = k * 4  # chunks, so that k distinct documents are usually among them
     for n, item in enumerate(items, 1):
         ranked: list[str] = []
         query = search_query(item.question, item.history) if conversational else item.question
-        for p in retriever.search(query, depth):
+        started = time.perf_counter()
+        found = retriever.search(query, depth)
+        took.append((time.perf_counter() - started) * 1000)
+        for p in found:
             if p.source not in ranked:
                 ranked.append(p.source)
         ranked = ranked[:k]
@@ -97,4 +111,5 @@ def evaluate(
         by_kind={kind: mean(v) for kind, v in sorted(kinds.items())},
         mrr_by_kind={kind: mean(v) for kind, v in sorted(kind_rr.items())},
         follow_up_recall=mean(follow) if follow else None,
+        search_ms_p50=round(statistics.median(took), 2) if took else 0.0,
     )

@@ -15,15 +15,16 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from samvad.errors import SamvadError
 from samvad.settings import SERVE_CONFIG, Settings, load_settings
 
 if TYPE_CHECKING:
-    from rag_index.evaluate import Scores
+    from rag_index.evaluate import QaItem, Scores
     from rag_index.retriever import Retriever
+    from samvad.contracts import Passage
     from samvad.storage.repository import Repository
 
 T = TypeVar("T")
@@ -188,6 +189,33 @@ def index_publish(
     console.print(f"{s.rag.index_dir} -> {index_dir.resolve()}" + (f" (was {previous})" if previous else ""))
 
 
+def _eval_pgvector(
+    s: Settings, retriever: Retriever, items: list[QaItem], k: int, progress: Callable[[int, int], None]
+) -> Scores:
+    """The folder loaded into pgvector as a scratch version (dropped after), searched like FAISS."""
+    from rag_index.evaluate import evaluate
+    from rag_index.retriever import PgVectorRetriever
+    from rag_index.stores.pgvector import PgVectorStore, version_of
+
+    assert s.database_url is not None  # _servers() started or named it
+    loop = asyncio.new_event_loop()
+    store = loop.run_until_complete(PgVectorStore.connect(s.database_url))
+    version = f"eval_{version_of(retriever.index_dir)}"[:50]
+    try:
+        info = loop.run_until_complete(store.load(retriever.index_dir, version))
+        pg = PgVectorRetriever(store, info, retriever._embedder)
+
+        class Search:
+            def search(self, query: str, k: int) -> list[Passage]:
+                return loop.run_until_complete(pg.asearch(query, k))
+
+        return evaluate(Search(), items, k, progress)
+    finally:
+        loop.run_until_complete(store.drop(version))
+        loop.run_until_complete(store.close())
+        loop.close()
+
+
 def _publish_pgvector(s: Settings, index_dir: Path) -> None:
     from rag_index.stores.pgvector import PgVectorStore, load_and_publish
 
@@ -242,14 +270,32 @@ def index_eval(
     qa_file: Annotated[Path, typer.Argument(help="YAML: question, sources, kind")],
     k: Annotated[int, typer.Option("-k")] = 5,
     compare: Annotated[Path | None, typer.Option("--compare", help="another index, measured side by side")] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(help="also search the same index loaded into this store (pgvector), side by side"),
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """recall@k, MRR and nDCG@k of the index on a labelled QA file."""
+    """recall@k, MRR, nDCG@k and search time of the index on a labelled QA file."""
     from rag_index.evaluate import evaluate, load_qa
 
     s = _settings(config)
     results = {}
-    for label, path in [("index", index_dir)] + ([("compare", compare)] if compare else []):
+    if store is not None:
+        if store != "pgvector" or compare is not None:
+            raise typer.BadParameter("--store pgvector, without --compare", param_hint="--store")
+        retriever = _retriever(index_dir, s)
+        items = load_qa(qa_file, set(retriever.manifest.document_hashes))
+        with _bar("eval") as bar:
+            tasks = [bar.add_task(f"evaluating {index_dir} ({name})", total=len(items)) for name in ("faiss", store)]
+
+            def step(task: TaskID) -> Callable[[int, int], None]:
+                return lambda done, total: bar.update(task, completed=done)
+
+            results["index"] = evaluate(retriever, items, k, step(tasks[0]))
+            results["compare"] = _eval_pgvector(_servers(s), retriever, items, k, step(tasks[1]))
+        compare = Path("pgvector")
+    for label, path in [] if store else [("index", index_dir)] + ([("compare", compare)] if compare else []):
         retriever = _retriever(path, s)
         try:
             items = load_qa(qa_file, set(retriever.manifest.document_hashes))
@@ -276,6 +322,7 @@ def index_eval(
         ("recall@k", "recall_at_k"),
         ("MRR", "mrr"),
         ("nDCG@k", "ndcg_at_k"),
+        ("search ms p50", "search_ms_p50"),
     ]
     if a.follow_up_recall is not None:
         rows.append(("recall@k follow-ups", "follow_up_recall"))

@@ -137,3 +137,31 @@ async def test_the_retrieval_stage_serves_the_live_pgvector_version_and_fails_fa
         assert down.value.code == "retrieval_unavailable" and down.value.stage == "retrieval"
     finally:
         embedded.stop_postgres(data)
+
+
+def test_the_cli_publishes_to_pgvector_and_evaluates_it_beside_faiss(postgres, built, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    folder, _ = built
+    env = os.environ | {
+        "SAMVAD_DATABASE_URL": postgres,
+        "SAMVAD_REDIS_URL": "redis://127.0.0.1:1/0",  # not used by these commands
+        "SAMVAD_DATA_DIR": str(tmp_path),
+    }
+
+    def samvad(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "samvad", "index", *args], capture_output=True, text=True, env=env, timeout=300
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    out = samvad("publish", str(folder), "--store", "pgvector")
+    assert "pgvector: v1 is live" in out, out
+    report = samvad("eval", str(folder), str(REPO_ROOT / "data" / "qa_sample.yaml"), "--store", "pgvector")
+    recall = next(line for line in report.splitlines() if "recall@k " in line and "│" in line and "hinglish" not in line)
+    cells = [c.strip() for c in recall.split("│") if c.strip()]
+    assert cells[0] == "recall@k" and float(cells[1]) > 0.8 and abs(float(cells[3])) <= 0.05, report
+    assert "search ms p50" in report
