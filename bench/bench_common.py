@@ -67,18 +67,12 @@ def serve_up(config: str, options: dict | None = None, *, graph: bool = False, i
     from samvad.settings import load_settings, secret
     from samvad.storage import embedded
     from samvad.storage.repository import Repository
+    from testkit import ray_local
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     data = Path(tempfile.mkdtemp(prefix="samvad-bench-"))
     dsn, redis_url = embedded.start_postgres(data), embedded.start_redis(data)
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        namespace="samvad",
-        log_to_driver=False,
-        runtime_env={"env_vars": replica_env(str(ROOT / "serve_config.yaml")) | mode_env | {"PYTHONPATH": str(ROOT)}},
-    )
+    ray_local.start(replica_env(str(ROOT / "serve_config.yaml")) | mode_env)
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     serve.run(
         build_app(

@@ -25,7 +25,7 @@ import pytest
 from samvad.settings import REPO_ROOT, secret
 from samvad.storage import embedded
 from samvad.storage.repository import Repository
-from testkit import aio
+from testkit import aio, ray_local
 
 PORT = 8765
 INGRESS_REPLICAS = 2
@@ -91,17 +91,8 @@ def serve_app(servers, tmp_path_factory):
     os.environ["SAMVAD_SERVICE__TRUSTED_PROXIES"] = '["127.0.0.1"]'
     os.environ["SAMVAD_SERVICE__ADMIN_KEY"] = ADMIN_KEY
     os.environ["SAMVAD_SERVICE__CORS_ORIGINS"] = f'["{ALLOWED_ORIGIN}"]'
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        namespace="samvad",
-        log_to_driver=False,
-        runtime_env={
-            "env_vars": export_node_env(str(REPO_ROOT / "serve_config.yaml"))
-            | INGRESS_ENV
-            | {"PYTHONPATH": str(REPO_ROOT), "RAY_AUTH_MODE": "disabled"}
-        },
+    ray_local.start(
+        export_node_env(str(REPO_ROOT / "serve_config.yaml")) | INGRESS_ENV | {"RAY_AUTH_MODE": "disabled"},
         _system_config={"metrics_report_interval_ms": 1000},  # metrics reach the agent within a second
     )
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})

@@ -45,6 +45,7 @@ from deployments.serve_config import deployment_options  # noqa: E402
 from samvad.settings import load_settings, secret  # noqa: E402
 from samvad.storage import embedded  # noqa: E402
 from samvad.storage.repository import Repository  # noqa: E402
+from testkit import ray_local  # noqa: E402
 
 PORT = 8768
 CONFIG = str(ROOT / "configs" / "stub.yaml")
@@ -54,14 +55,7 @@ def main() -> None:
     data = Path(tempfile.mkdtemp(prefix="samvad-haproxy-"))
     dsn, redis_url = embedded.start_postgres(data), embedded.start_redis(data)
     try:
-        ray.init(
-            address="local",
-            num_cpus=2,
-            include_dashboard=False,
-            namespace="samvad",
-            log_to_driver=False,
-            runtime_env={"env_vars": NODE_ENV | {"PYTHONPATH": str(ROOT)}},
-        )
+        ray_local.start(NODE_ENV)
         serve.start(http_options={"host": "127.0.0.1", "port": PORT})
         options = deployment_options(SERVE_CONFIG)
         for o in options.values():  # one replica each: this checks the path, not capacity

@@ -161,7 +161,9 @@ def test_the_cli_publishes_to_pgvector_and_evaluates_it_beside_faiss(postgres, b
     out = samvad("publish", str(folder), "--store", "pgvector")
     assert "pgvector: v1 is live" in out, out
     report = samvad("eval", str(folder), str(REPO_ROOT / "data" / "qa_sample.yaml"), "--store", "pgvector")
-    recall = next(line for line in report.splitlines() if "recall@k " in line and "│" in line and "hinglish" not in line)
+    recall = next(
+        line for line in report.splitlines() if "recall@k " in line and "│" in line and "hinglish" not in line
+    )
     cells = [c.strip() for c in recall.split("│") if c.strip()]
     assert cells[0] == "recall@k" and float(cells[1]) > 0.8 and abs(float(cells[3])) <= 0.05, report
     assert "search ms p50" in report
