@@ -1,5 +1,7 @@
-"""Vector stores side by side: the same synthetic index version (normalised random vectors of
-the default embedder's dimension, one document per 100 chunks) searched in FAISS in process and
+"""Vector stores side by side: the same synthetic index version (the default embedder's
+dimension; clustered like embeddings of a corpus — topics of ~100 chunks around a centre — since
+uniformly random vectors have no near neighbours for a graph index to find; one document per
+100 chunks) searched in FAISS in process and
 in pgvector in the embedded PostgreSQL, at each size: query p50/p95 (the vector search only:
 embedding the question costs every store the same), recall@10 against exact search, and the
 time to load the version into the store.
@@ -35,10 +37,24 @@ console = Console()
 DIMENSION = 384  # multilingual-e5-small, the default embedder
 
 
-def synthetic_version(folder: Path, size: int, ann_threshold: int) -> tuple[np.ndarray, list[dict[str, str]]]:
-    rng = np.random.default_rng(size)
-    vectors = rng.standard_normal((size, DIMENSION)).astype(np.float32)
+SPREAD = 0.6  # a chunk's distance from its topic's centre (cosine to it ~0.85)
+
+
+def clustered(rng: np.random.Generator, centres: np.ndarray, n: int) -> np.ndarray:
+    noise = rng.standard_normal((n, DIMENSION)).astype(np.float32) * float(SPREAD / np.sqrt(DIMENSION))
+    vectors = centres[rng.integers(0, len(centres), n)] + noise
     faiss.normalize_L2(vectors)
+    return vectors
+
+
+def topics(size: int) -> np.ndarray:
+    centres = np.random.default_rng(7).standard_normal((max(1, size // 100), DIMENSION)).astype(np.float32)
+    faiss.normalize_L2(centres)
+    return centres
+
+
+def synthetic_version(folder: Path, size: int, ann_threshold: int) -> tuple[np.ndarray, list[dict[str, str]]]:
+    vectors = clustered(np.random.default_rng(size), topics(size), size)
     chunks = [
         Chunk(f"doc{i // 100:05d}.md", f"doc {i // 100} > part {i % 100}", f"chunk {i}", 0, 8) for i in range(size)
     ]
@@ -75,9 +91,7 @@ async def measure(size: int, queries: int, dsn: str, tmp: Path, ann_threshold: i
         index.hnsw.efSearch = 64
     exact = faiss.IndexFlatIP(DIMENSION)
     exact.add(vectors)
-    rng = np.random.default_rng(1)
-    asks = rng.standard_normal((queries, DIMENSION)).astype(np.float32)
-    faiss.normalize_L2(asks)
+    asks = clustered(np.random.default_rng(1), topics(size), queries)  # questions about the same topics
     truth = [set(exact.search(q.reshape(1, -1), 10)[1][0].tolist()) for q in asks]
 
     store = await PgVectorStore.connect(dsn)
