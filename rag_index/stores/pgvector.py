@@ -115,25 +115,30 @@ class PgVectorStore:
                     raise ValueError(f"{previous} holds {old['embedder']} vectors; load the whole folder instead")
                 hashes = json.loads(old["document_hashes"])
                 keep = {d for d, h in manifest.document_hashes.items() if hashes.get(d) == h}
-            # Row ids are the chunk's position in the folder (what the FAISS store returns too).
-            positions = {(c["source"], c["text"]): i for i, c in enumerate(chunks)}
+            # Row ids are the chunk's position in the folder (what the FAISS store returns too). An
+            # unchanged document's rows are matched to its chunks by text, in order (a document may
+            # repeat a passage); any chunk left unmatched is sent.
+            copied: set[int] = set()
             if keep:
+                slots: dict[tuple[str, str], list[int]] = {}
+                for i, c in enumerate(chunks):
+                    if c["source"] in keep:
+                        slots.setdefault((c["source"], c["text"]), []).append(i)
                 rows = await conn.fetch(
                     f"SELECT source, heading, text, embedding::text AS e FROM {table(previous or '')}"
-                    " WHERE source = ANY($1::text[])",
+                    " WHERE source = ANY($1::text[]) ORDER BY id",
                     sorted(keep),
                 )
-                copied = [
-                    (positions[(r["source"], r["text"])], r["source"], r["heading"], r["text"], r["e"])
-                    for r in rows
-                    if (r["source"], r["text"]) in positions
-                ]
-                await self._insert(conn, name, copied)
-                keep = {r[1] for r in copied}
+                reused = []
+                for r in rows:
+                    if free := slots.get((r["source"], r["text"])):
+                        reused.append((free.pop(0), r["source"], r["heading"], r["text"], r["e"]))
+                await self._insert(conn, name, reused)
+                copied = {row[0] for row in reused}
             fresh = [
                 (i, c["source"], c["heading"], c["text"], _literal(vectors[i]))
                 for i, c in enumerate(chunks)
-                if c["source"] not in keep
+                if i not in copied
             ]
             await self._insert(conn, name, fresh)
             await conn.execute(
