@@ -163,7 +163,7 @@ class Repository:
 
     async def _insert_session(
         self,
-        conn: asyncpg.Connection,
+        conn: asyncpg.Connection | asyncpg.Pool,
         language: str,
         mode: str,
         voice: str | None,
