@@ -6,16 +6,14 @@ import asyncio
 import json
 from pathlib import Path
 
-import asyncpg
 import faiss
 import numpy as np
 
 from rag_index.build import CHUNKS_FILE, FAISS_FILE, IndexInvalidError, read_manifest
 from rag_index.stores.base import Hit, StoreInfo, faiss_hits
-from rag_index.stores.pgvector import PgVectorStore
+from rag_index.stores.pgvector import DOWN, PgVectorStore, unavailable
 from samvad.contracts import Passage
 from samvad.embeddings import Embedder, scale
-from samvad.errors import ProviderError
 from samvad.guardrails.attack_model import AttackLibrary, AttackModel, clauses
 from samvad.language import devanagari_reading
 
@@ -121,7 +119,7 @@ class Retriever(QueryEncoder):
                 f"{len(self._chunks)} chunks, manifest says {self.manifest.chunks}"
             )
         self.index_dir = index_dir
-        self._embedder = embedder
+        super().__init__(embedder)
 
     def search(self, query: str, k: int) -> list[Passage]:
         if not query.strip() or self._index.ntotal == 0:
@@ -181,14 +179,8 @@ class PgVectorRetriever(QueryEncoder):
             return score, []
         try:
             hits = await asyncio.wait_for(self.store.query(self.info.version, vector, k), QUERY_TIMEOUT_S)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise ProviderError(
-                f"the pgvector index is unreachable ({type(exc).__name__})",
-                provider="pgvector",
-                stage="retrieval",
-                retryable=True,
-                code="retrieval_unavailable",
-            ) from None
+        except DOWN as exc:
+            raise unavailable(f"the pgvector index is unreachable ({type(exc).__name__})") from None
         return score, [self.passage(h) for h in hits]
 
     async def asearch(self, query: str, k: int) -> list[Passage]:

@@ -17,14 +17,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import asyncpg
-
 from rag_index.build import ensure_index
 from rag_index.retriever import PgVectorRetriever, Retriever
-from rag_index.stores.pgvector import PgVectorStore
+from rag_index.stores.pgvector import DOWN, PgVectorStore, unavailable
 from samvad.contracts import Passage
 from samvad.embeddings import get_embedder
-from samvad.errors import ProviderError, SamvadError
+from samvad.errors import SamvadError
 from samvad.guardrails.policy import Guardrails
 from samvad.settings import ConfigError, Settings
 
@@ -33,11 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("samvad.retrieval")
 R = TypeVar("R", Retriever, PgVectorRetriever)
-
-
-def unavailable(store: str, message: str) -> ProviderError:
-    """The search cannot run: the turn fails with this (a clear stage error), it does not hang."""
-    return ProviderError(message, provider=store, stage="retrieval", retryable=True, code="retrieval_unavailable")
 
 
 class RetrievalStage:
@@ -83,7 +76,7 @@ class RetrievalStage:
         if self.retriever is None:  # pgvector, first call: connect and take the live version
             await self.reload_now()
             if self.retriever is None:
-                raise unavailable("pgvector", self.last_error or "no live pgvector index version")
+                raise unavailable(self.last_error or "no live pgvector index version")
         return self.retriever
 
     async def search(self, query: str, k: int) -> list[Passage]:
@@ -147,7 +140,7 @@ class RetrievalStage:
         except SamvadError as exc:
             self._refused("pgvector", exc.message)
             return
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, LookupError) as exc:
+        except (*DOWN, LookupError) as exc:
             self._refused("pgvector", f"the index database is unreachable ({type(exc).__name__})")
             return
         self.retriever, self.version, self.last_error = fresh, version, None

@@ -23,6 +23,7 @@ import numpy as np
 
 from rag_index.build import CHUNKS_FILE, FAISS_FILE, read_manifest
 from rag_index.stores.base import Hit, StoreInfo
+from samvad.errors import ProviderError
 
 SCHEMA = """
 CREATE EXTENSION IF NOT EXISTS vector;
@@ -44,6 +45,8 @@ CREATE TABLE IF NOT EXISTS rag_live (
 HNSW = {"m": 16, "ef_construction": 64}
 EF_SEARCH = 64
 BATCH = 500  # rows per INSERT round trip
+# What a store that is down or unreachable raises (a query that takes too long is a TimeoutError).
+DOWN = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 def table(version: str) -> str:
@@ -51,6 +54,11 @@ def table(version: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_]{1,50}", version):
         raise ValueError(f"not an index version name: {version!r}")
     return f"rag_chunks_{version.lower()}"
+
+
+def unavailable(message: str) -> ProviderError:
+    """The search cannot run: the turn fails with this clear stage error rather than hanging."""
+    return ProviderError(message, provider="pgvector", stage="retrieval", retryable=True, code="retrieval_unavailable")
 
 
 def version_of(index_dir: Path) -> str:
@@ -79,7 +87,11 @@ class PgVectorStore:
 
     @classmethod
     async def connect(cls, dsn: str, max_size: int = 4) -> PgVectorStore:
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size)
+        # ef_search set once per connection: a query is one round trip, not a transaction around
+        # a SET LOCAL (four), on the turn path.
+        pool = await asyncpg.create_pool(
+            dsn, min_size=1, max_size=max_size, server_settings={"hnsw.ef_search": str(EF_SEARCH)}
+        )
         async with pool.acquire() as conn:
             await conn.execute(SCHEMA)
         return cls(pool)
@@ -207,14 +219,17 @@ class PgVectorStore:
 
     async def query(self, version: str, vector: np.ndarray, k: int) -> list[Hit]:
         """The `k` nearest chunks to a normalised query vector, by cosine."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(f"SET LOCAL hnsw.ef_search = {max(EF_SEARCH, k)}")
-            rows = await conn.fetch(
-                f"SELECT id, source, heading, text, -(embedding <#> $1::vector) AS score FROM {table(version)}"
-                " ORDER BY embedding <#> $1::vector LIMIT $2",
-                _literal(np.asarray(vector, dtype=np.float32).reshape(-1)),
-                k,
-            )
+        sql = (
+            f"SELECT id, source, heading, text, -(embedding <#> $1::vector) AS score FROM {table(version)}"
+            " ORDER BY embedding <#> $1::vector LIMIT $2"
+        )
+        args = (_literal(np.asarray(vector, dtype=np.float32).reshape(-1)), k)
+        if k <= EF_SEARCH:
+            rows = await self._pool.fetch(sql, *args)
+        else:  # HNSW returns at most ef_search rows: widen it for this query only
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute(f"SET LOCAL hnsw.ef_search = {int(k)}")
+                rows = await conn.fetch(sql, *args)
         return [Hit(r["id"], r["source"], r["heading"], r["text"], float(r["score"])) for r in rows]
 
     async def delete_documents(self, version: str, sources: list[str]) -> int:
