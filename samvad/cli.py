@@ -189,6 +189,21 @@ def index_publish(
     console.print(f"{s.rag.index_dir} -> {index_dir.resolve()}" + (f" (was {previous})" if previous else ""))
 
 
+def _qa(qa_file: Path, retriever: Retriever) -> list[QaItem]:
+    """The QA file, checked against the index's documents; a bad one is a clear error, not a trace."""
+    from rag_index.evaluate import load_qa
+
+    try:
+        return load_qa(qa_file, set(retriever.manifest.document_hashes))
+    except SamvadError as exc:
+        console.print(f"[red]{exc.code}:[/red] {exc.message}")
+        raise typer.Exit(1) from None
+
+
+def _advance(bar: Progress, task: TaskID) -> Callable[[int, int], None]:
+    return lambda done, total: bar.update(task, completed=done)
+
+
 def _eval_pgvector(
     s: Settings, retriever: Retriever, items: list[QaItem], k: int, progress: Callable[[int, int], None]
 ) -> Scores:
@@ -277,7 +292,7 @@ def index_eval(
     config: ConfigOpt = None,
 ) -> None:
     """recall@k, MRR, nDCG@k and search time of the index on a labelled QA file."""
-    from rag_index.evaluate import evaluate, load_qa
+    from rag_index.evaluate import evaluate
 
     s = _settings(config)
     results = {}
@@ -285,26 +300,19 @@ def index_eval(
         if store != "pgvector" or compare is not None:
             raise typer.BadParameter("--store pgvector, without --compare", param_hint="--store")
         retriever = _retriever(index_dir, s)
-        items = load_qa(qa_file, set(retriever.manifest.document_hashes))
+        items = _qa(qa_file, retriever)
         with _bar("eval") as bar:
             tasks = [bar.add_task(f"evaluating {index_dir} ({name})", total=len(items)) for name in ("faiss", store)]
-
-            def step(task: TaskID) -> Callable[[int, int], None]:
-                return lambda done, total: bar.update(task, completed=done)
-
-            results["index"] = evaluate(retriever, items, k, step(tasks[0]))
-            results["compare"] = _eval_pgvector(_servers(s), retriever, items, k, step(tasks[1]))
+            results["index"] = evaluate(retriever, items, k, _advance(bar, tasks[0]))
+            results["compare"] = _eval_pgvector(_servers(s), retriever, items, k, _advance(bar, tasks[1]))
         compare = Path("pgvector")
     for label, path in [] if store else [("index", index_dir)] + ([("compare", compare)] if compare else []):
         retriever = _retriever(path, s)
-        try:
-            items = load_qa(qa_file, set(retriever.manifest.document_hashes))
-        except SamvadError as exc:
-            console.print(f"[red]{exc.code}:[/red] {exc.message}")
-            raise typer.Exit(1) from None
+        items = _qa(qa_file, retriever)
         with _bar("eval") as bar:
-            task = bar.add_task(f"evaluating {path}", total=len(items))
-            results[label] = evaluate(retriever, items, k, lambda d, t, task=task: bar.update(task, completed=d))  # type: ignore[misc]
+            results[label] = evaluate(
+                retriever, items, k, _advance(bar, bar.add_task(f"evaluating {path}", total=len(items)))
+            )
         if label == "index" and not compare and any(it.history for it in items):
             # Follow-ups: the same index searched on the question's own words only, side by side.
             results["compare"] = evaluate(retriever, items, k, conversational=False)
