@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 import time
 import uuid
@@ -23,9 +24,17 @@ BASE = f"http://127.0.0.1:{PORT}"
 WS = f"ws://127.0.0.1:{PORT}/api/v1/voice-session"
 
 
+_ADDRESSES = itertools.count()
+_FIRST = uuid.uuid4().int % 100_000
+
+
 def _addr() -> str:
-    """A fresh client address (TEST-NET-3), so each test has its own per-IP budgets."""
-    return f"203.0.113.{uuid.uuid4().int % 250 + 1}"
+    """A fresh client address, so each test has its own per-IP budgets: never one handed out
+    before in this run (a random pick among 250 let two "different" callers collide). From
+    198.18.0.0/15, the range set aside for benchmarking, with a random start so that a re-run
+    against the same Redis does not reuse the last run's addresses."""
+    n = _FIRST + next(_ADDRESSES)
+    return f"198.{18 + n // 65024 % 2}.{n // 254 % 256}.{n % 254 + 1}"
 
 
 def _client(key: str | None, ip: str | None = None) -> httpx.Client:
