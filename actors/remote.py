@@ -160,8 +160,13 @@ class RemoteRetriever:
         self._h = handle
 
     async def alookup(
-        self, text: str, library: AttackLibrary | None, k: int, query: str | None = None
+        self,
+        text: str,
+        library: AttackLibrary | None,
+        k: int,
+        query: str | None = None,
+        knowledge_base: str | None = None,
     ) -> tuple[float | None, list[Passage]]:
         # The stage holds the same library (from the same guardrails file): only whether to check
         # crosses the wire, not its ~320 phrases (15 KB) on every turn.
-        return await call(lambda: self._h.lookup.remote(text, library is not None, k, query))
+        return await call(lambda: self._h.lookup.remote(text, library is not None, k, query, knowledge_base))

@@ -23,9 +23,9 @@ from rich.table import Table  # noqa: E402
 
 from samvad.providers.base import SpeechRequest, TranslationRequest  # noqa: E402
 from samvad.providers.cached import CachedTranslator, CachedTTS  # noqa: E402
+from samvad.providers.sarvam.config import SarvamSettings  # noqa: E402
 from samvad.providers.sarvam.translate import SarvamTranslator  # noqa: E402
 from samvad.providers.sarvam.tts import SarvamTTS  # noqa: E402
-from samvad.settings import SarvamSettings  # noqa: E402
 from samvad.storage import embedded  # noqa: E402
 from samvad.storage.cache import Cache  # noqa: E402
 from testkit.provider_server import SARVAM_KEY, FakeServer  # noqa: E402

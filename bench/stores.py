@@ -1,12 +1,15 @@
 """Vector stores side by side: the same synthetic index version (the default embedder's
-dimension; clustered like embeddings of a corpus — topics of ~100 chunks around a centre — since
-uniformly random vectors have no near neighbours for a graph index to find; one document per
-100 chunks) searched in FAISS in process and
-in pgvector in the embedded PostgreSQL, at each size: query p50/p95 (the vector search only:
+dimension; vectors clustered like a corpus's embeddings, testkit/index_folder.py) searched in
+FAISS in process and in each shared store, at each size: query p50/p95 (the vector search only:
 embedding the question costs every store the same), recall@10 against exact search, and the
 time to load the version into the store.
 
-  python -m bench.stores [--sizes 10000,100000] [--queries 200]
+pgvector runs in the embedded PostgreSQL. Pinecone and Weaviate are measured only where they are
+configured (providers.pinecone / providers.weaviate, e.g. SAMVAD_PROVIDERS__PINECONE__BASE_URL and
+SAMVAD_PINECONE_API_KEY): their latency is the network's as much as theirs, so a fake would say
+nothing about them.
+
+  python -m bench.stores [--sizes 10000,100000] [--queries 200] [--stores faiss,pgvector,pinecone,weaviate]
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import asyncio
 import statistics
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import faiss
@@ -25,120 +27,80 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-import samvad
-from rag_index.build import Manifest, _make_index, _write_atomically
-from rag_index.corpus import Chunk
+from rag_index.stores import open_store
 from rag_index.stores.base import faiss_hits
-from rag_index.stores.pgvector import PgVectorStore
-from samvad.settings import load_settings
+from samvad.settings import Settings, load_settings
 from samvad.storage import embedded
+from testkit.index_folder import clustered, synthetic_version, topics
 
 console = Console()
 DIMENSION = 384  # multilingual-e5-small, the default embedder
-
-
-SPREAD = 0.6  # a chunk's distance from its topic's centre (cosine to it ~0.85)
-
-
-def clustered(rng: np.random.Generator, centres: np.ndarray, n: int) -> np.ndarray:
-    noise = rng.standard_normal((n, DIMENSION)).astype(np.float32) * float(SPREAD / np.sqrt(DIMENSION))
-    vectors = centres[rng.integers(0, len(centres), n)] + noise
-    faiss.normalize_L2(vectors)
-    return vectors
-
-
-def topics(size: int) -> np.ndarray:
-    centres = np.random.default_rng(7).standard_normal((max(1, size // 100), DIMENSION)).astype(np.float32)
-    faiss.normalize_L2(centres)
-    return centres
-
-
-def synthetic_version(folder: Path, size: int, ann_threshold: int) -> tuple[np.ndarray, list[dict[str, str]]]:
-    vectors = clustered(np.random.default_rng(size), topics(size), size)
-    chunks = [
-        Chunk(f"doc{i // 100:05d}.md", f"doc {i // 100} > part {i % 100}", f"chunk {i}", 0, 8) for i in range(size)
-    ]
-    index, index_type, params = _make_index(DIMENSION, size, ann_threshold)
-    index.add(vectors)
-    hashes = {c.source: c.source for c in chunks}
-    manifest = Manifest(
-        embedding_model="synthetic",
-        dimension=DIMENSION,
-        index_type=index_type,
-        index_params=params,
-        chunk_chars=700,
-        overlap_chars=120,
-        documents=len(hashes),
-        chunks=size,
-        corpus_hash="synthetic",
-        document_hashes=hashes,
-        created_at=datetime.now(UTC).isoformat(),
-        tool_version=samvad.__version__,
-    )
-    _write_atomically(folder, index, chunks, manifest)
-    return vectors, [{"source": c.source, "heading": c.heading, "text": c.text} for c in chunks]
 
 
 def _p(times: list[float], q: float) -> float:
     return statistics.quantiles(times, n=100)[int(q) - 1] if len(times) > 1 else times[0]
 
 
-async def measure(size: int, queries: int, dsn: str, tmp: Path, ann_threshold: int) -> dict[str, float | str]:
+async def measure(size: int, queries: int, stores: list[str], s: Settings, tmp: Path) -> dict[str, float | str]:
     folder = tmp / f"v{size}"
-    vectors, chunks = synthetic_version(folder, size, ann_threshold)
+    vectors = synthetic_version(folder, size, DIMENSION, s.rag.ann_threshold)
+    chunks = [{"source": f"doc{i // 100:05d}.md", "heading": "", "text": f"chunk {i}"} for i in range(size)]
     index = faiss.read_index(str(folder / "index.faiss"))
     if hasattr(index, "hnsw"):
         index.hnsw.efSearch = 64
     exact = faiss.IndexFlatIP(DIMENSION)
     exact.add(vectors)
-    asks = clustered(np.random.default_rng(1), topics(size), queries)  # questions about the same topics
+    asks = clustered(np.random.default_rng(1), topics(size, DIMENSION), queries)  # questions about the same topics
     truth = [set(exact.search(q.reshape(1, -1), 10)[1][0].tolist()) for q in asks]
-
-    store = await PgVectorStore.connect(dsn)
+    row: dict[str, float | str] = {"size": size, "faiss index": "HNSW" if size > s.rag.ann_threshold else "exact"}
+    opened = {name: await open_store(s, name) for name in stores if name != "faiss"}
     try:
-        t = time.perf_counter()
-        await store.load(folder, f"bench{size}")
-        load_s = time.perf_counter() - t
-        faiss_ms, pg_ms, faiss_recall, pg_recall = [], [], [], []
+        load_s = {}
+        for name, store in opened.items():
+            t = time.perf_counter()
+            await store.load(folder, f"bench{size}")
+            load_s[name] = time.perf_counter() - t
+        ms: dict[str, list[float]] = {name: [] for name in stores}
+        recall: dict[str, list[float]] = {name: [] for name in stores}
         for q, want in track(list(zip(asks, truth, strict=True)), description=f"{size} chunks", console=console):
-            t = time.perf_counter()
-            hits = faiss_hits(index, chunks, q, 10)
-            faiss_ms.append((time.perf_counter() - t) * 1000)
-            faiss_recall.append(len({h.chunk_id for h in hits} & want) / 10)
-            t = time.perf_counter()
-            hits = await store.query(f"bench{size}", q, 10)
-            pg_ms.append((time.perf_counter() - t) * 1000)
-            pg_recall.append(len({h.chunk_id for h in hits} & want) / 10)
-        await store.drop(f"bench{size}")
+            for name in stores:  # interleaved, so the machine's noise falls on every store alike
+                t = time.perf_counter()
+                if name == "faiss":
+                    hits = faiss_hits(index, chunks, q, 10)
+                else:
+                    hits = await opened[name].query(f"bench{size}", q, 10)
+                ms[name].append((time.perf_counter() - t) * 1000)
+                recall[name].append(len({h.chunk_id for h in hits} & want) / 10)
+        for name in stores:
+            row[f"{name} p50"] = statistics.median(ms[name])
+            row[f"{name} p95"] = _p(ms[name], 95)
+            row[f"{name} recall@10"] = statistics.mean(recall[name])
+            if name in load_s:
+                row[f"{name} load s"] = load_s[name]
+        for store in opened.values():
+            await store.drop(f"bench{size}")
     finally:
-        await store.close()
-    return {
-        "size": size,
-        "faiss index": "HNSW" if size > ann_threshold else "exact",
-        "faiss p50": statistics.median(faiss_ms),
-        "faiss p95": _p(faiss_ms, 95),
-        "faiss recall@10": statistics.mean(faiss_recall),
-        "pgvector p50": statistics.median(pg_ms),
-        "pgvector p95": _p(pg_ms, 95),
-        "pgvector recall@10": statistics.mean(pg_recall),
-        "pgvector load s": load_s,
-    }
+        for store in opened.values():
+            await store.close()
+    return row
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="10000,100000")
     ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--stores", default="faiss,pgvector", help="faiss, pgvector, pinecone, weaviate (configured)")
     args = ap.parse_args()
-    ann_threshold = load_settings().rag.ann_threshold
+    stores = args.stores.split(",")
+    s = load_settings()
     tmp = Path(tempfile.mkdtemp(prefix="samvad-stores-"))
-    dsn = embedded.start_postgres(tmp)
+    if "pgvector" in stores:
+        s = s.model_copy(update={"database_url": embedded.start_postgres(tmp)})
     try:
-        rows = [
-            asyncio.run(measure(int(size), args.queries, dsn, tmp, ann_threshold)) for size in args.sizes.split(",")
-        ]
+        rows = [asyncio.run(measure(int(size), args.queries, stores, s, tmp)) for size in args.sizes.split(",")]
     finally:
-        embedded.stop_postgres(tmp)
+        if "pgvector" in stores:
+            embedded.stop_postgres(tmp)
     table = Table(title=f"vector search, {args.queries} queries, top-10, {DIMENSION} dims (ms; recall vs exact)")
     table.add_column("chunks")
     for row in rows:

@@ -4,13 +4,14 @@ latency   from the real end of speech (the last voiced frame of the audio sent) 
           answer audio, for questions in eSpeak voices and speeds the tests never use, with
           natural trailing silence, each in a new session and all in one warm one; p50/p95/max
           and the timeline (endpoint, partial and final transcript, first sentence); then the
-          same questions through the demo page in headless Chromium (its own figure).
+          same questions through the demo page in headless Chromium (its own figure), and as
+          phone calls through each carrier's media stream (8 kHz in its frames and encoding).
 capacity  live calls with zero-cost stub engines, each streaming audio like the demo page (a
           recorded question paced in real time, silence between questions), ramped in steps
           until errors appear or the steps run out; errors, latency from the end of speech,
           frames per second, and where the CPU goes (proxy, ingress, sessions, stages).
 
-  python -m bench.voice_session latency [--turns 20] [--page-turns 6] [--early-asr-ms 0,150]
+  python -m bench.voice_session latency [--turns 20] [--page-turns 6] [--phone twilio,exotel,plivo] [--early-asr-ms 0,150]
   python -m bench.voice_session capacity [--steps 25,50,100,125] [--hold 30] [--frame-ms 100] [--ingress proxy,haproxy]
 """
 
@@ -168,6 +169,77 @@ async def latency(key: str, turns: int, fresh: bool) -> list[dict[str, float]]:
     if not fresh:
         await ws.close()
     return results
+
+
+NUMBER = "+918000000001"
+
+
+async def phone_route(dsn: str, key: str, config: str, carriers: list[str]) -> dict[str, str]:
+    """The bench key's number and a stream token per carrier (what an answer webhook gives)."""
+    from samvad.settings import load_settings, secret
+    from samvad.storage.repository import Repository
+    from samvad.telephony import signing
+
+    s = load_settings(config)
+    repo = await Repository.connect(dsn, secret(s.service, "key"), max_size=1)
+    try:
+        row = await repo.verify_key(key)
+        assert row is not None
+        route = await repo.add_phone_route(row.id, NUMBER, "en-IN")
+    finally:
+        await repo.close()
+    return {c: signing.make(secret(s.service, "resume"), "s", c, route.id, 3600) for c in carriers}
+
+
+async def _ask_phone(carrier: str, token: str, pcm16k: bytes) -> dict[str, float]:
+    """One phone call: the carrier's opening, the question at real-time pace in its frames and
+    encoding, then a quiet line until the answer's first audio; ms from the last voiced frame."""
+    from testkit.phone import Carrier, to_8k
+
+    c = Carrier(carrier)
+    url = f"ws://127.0.0.1:{PORT}/api/v1/telephony/{carrier}" + (f"?token={token}" if carrier == "exotel" else "")
+    params = {} if carrier == "exotel" else {"token": token, "from": "919876543210", "to": NUMBER.lstrip("+")}
+    last = _last_voiced_frame(pcm16k)  # 20 ms frames
+    pcm = to_8k(pcm16k[: (last + 1) * 32 * FRAME_MS], 16000)
+    eos_at = len(pcm) / 2 / 8000  # seconds into the stream where speech ends
+    pcm += to_8k(pcm16k[(last + 1) * 32 * FRAME_MS :], 16000)
+    frame_s = c.frame_bytes / 2 / 8000
+    marks: dict[str, float] = {}
+    done = asyncio.Event()
+    async with websockets.connect(url, max_size=None, open_timeout=60) as ws:
+        for m in c.opening(params):
+            await ws.send(json.dumps(m))
+        t0 = time.perf_counter()
+
+        async def feed():
+            i = 0
+            while not done.is_set():
+                chunk = pcm[i * c.frame_bytes : (i + 1) * c.frame_bytes].ljust(c.frame_bytes, b"\x00")
+                await asyncio.sleep(max(0.0, t0 + i * frame_s - time.perf_counter()))
+                await ws.send(json.dumps(c.media_message(chunk, i)))
+                i += 1
+
+        feeder = asyncio.create_task(feed())
+        try:
+            while "first audio" not in marks:
+                m = json.loads(await asyncio.wait_for(ws.recv(), 60))
+                if m.get("event") in ("media", "playAudio"):
+                    marks["first audio"] = time.perf_counter()
+        finally:
+            done.set()
+            await feeder
+    eos = t0 + eos_at
+    return {k: (v - eos) * 1000 for k, v in marks.items()}
+
+
+async def phone_latency(carrier: str, token: str, turns: int) -> list[dict[str, float]]:
+    """`turns` spoken questions in the unseen voices, each a new phone call through `carrier`."""
+    questions = [q["question"] for q in yaml.safe_load((ROOT / "tests/data/heldout_questions.yaml").read_text())]
+    audio = [_spoken(questions[i % len(questions)], *VOICES[i % len(VOICES)]) for i in range(turns)]
+    return [
+        await _ask_phone(carrier, token, audio[i])
+        for i in track(range(turns), description=f"phone calls ({carrier})", console=console)
+    ]
 
 
 def page(key: str, turns: int) -> list[dict[str, float]]:
@@ -506,6 +578,9 @@ def main() -> None:
         "--page-turns", type=int, default=6, help="latency: questions asked through the demo page (0: none)"
     )
     ap.add_argument(
+        "--phone", default="twilio,exotel,plivo", help="latency: carriers whose phone path is measured too ('' none)"
+    )
+    ap.add_argument(
         "--early-asr-ms",
         default=None,
         help="latency: voice.early_asr_ms values to compare in this run, e.g. 0,150 (0 = off)",
@@ -551,14 +626,24 @@ def main() -> None:
     rows = []
     for label, env in settings or [("config", {})]:
         with environment(env):  # one service per setting, one after the other, in this run
-            key, down = serve_up(config)
+            g = serve_up(config, graph=True)
+            key = g.key
             try:
                 for fresh in (True, False):
                     rows.append((f"{label}|{'new' if fresh else 'warm'}", asyncio.run(latency(key, args.turns, fresh))))
                 if args.page_turns:
                     rows.append((f"{label}|demo page (Chromium), one session", page(key, args.page_turns)))
+                carriers = [c for c in args.phone.split(",") if c]
+                tokens = asyncio.run(phone_route(g.dsn, key, config, carriers)) if carriers else {}
+                for carrier in carriers:  # the telephony path: 8 kHz in the carrier's frames, new calls
+                    rows.append(
+                        (
+                            f"{label}|phone ({carrier}), new calls",
+                            asyncio.run(phone_latency(carrier, tokens[carrier], args.turns)),
+                        )
+                    )
             finally:
-                down()
+                g.down()
     latency_table(rows, args.turns)
 
 

@@ -12,6 +12,7 @@ import ray
 from ray import serve
 
 from actors import remote, telemetry
+from deployments.ordered_receive import OrderedDisconnect
 from samvad.api.app import build_api
 from samvad.api.frontend import Frontend
 from samvad.audio import Audio
@@ -84,6 +85,7 @@ class Ingress:
         # `serve.ingress(app)`, so settings put on the module's app never reached the requests.
         app = build_api()
         self.frontend.configure(app)
+        app.add_middleware(OrderedDisconnect)  # a caller's last messages before its hang-up are read
         return app
 
     async def drain(self, on: bool = True) -> int:

@@ -26,7 +26,7 @@ def replica_env(serve_config: str) -> dict[str, str]:
 
 
 # Replica-only: in the starter's own process it would stop Serve handles from being used from
-# synchronous code (`samvad run` drains the ingress replicas with one at shutdown).
+# synchronous code (tests and benchmarks call deployments through them).
 _REPLICA_ONLY = frozenset({"RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP"})
 
 

@@ -6,7 +6,7 @@ from rag_index.build import Progress, ensure_index
 from rag_index.retriever import Retriever
 from samvad.embeddings import get_embedder
 from samvad.providers import registry
-from samvad.providers.stub import StubRetriever
+from samvad.providers.stub.engines import StubRetriever
 from samvad.settings import Settings
 from samvad.turn import Engines, TurnRunner
 

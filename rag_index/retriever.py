@@ -10,12 +10,13 @@ import faiss
 import numpy as np
 
 from rag_index.build import CHUNKS_FILE, FAISS_FILE, IndexInvalidError, read_manifest
-from rag_index.stores.base import Hit, StoreInfo, faiss_hits
-from rag_index.stores.pgvector import DOWN, PgVectorStore, unavailable
+from rag_index.stores.base import Hit, StoreDown, StoreInfo, VectorStore, faiss_hits, unavailable
+from samvad import metrics
 from samvad.contracts import Passage
 from samvad.embeddings import Embedder, scale
 from samvad.guardrails.attack_model import AttackLibrary, AttackModel, clauses
 from samvad.language import devanagari_reading
+from samvad.providers.breaker import CircuitBreaker
 
 _MODELS: dict[tuple[str, AttackLibrary], AttackModel] = {}
 
@@ -145,42 +146,72 @@ class Retriever(QueryEncoder):
         return score, self._search(vector, k)
 
     async def alookup(
-        self, text: str, library: AttackLibrary | None, k: int, query: str | None = None
+        self,
+        text: str,
+        library: AttackLibrary | None,
+        k: int,
+        query: str | None = None,
+        knowledge_base: str | None = None,
     ) -> tuple[float | None, list[Passage]]:
+        _only_default(knowledge_base)
         return await asyncio.to_thread(self.lookup, text, library, k, query)
 
     async def aattack_score(self, text: str, library: AttackLibrary) -> float | None:
         return await asyncio.to_thread(self.attack_score, text, library)
 
 
+def _only_default(knowledge_base: str | None) -> None:
+    """One index answers for one knowledge base (the stage picks it): a turn that asks this one
+    for another is refused rather than answered from the wrong documents."""
+    if knowledge_base is not None:
+        raise unavailable("index", f"knowledge base {knowledge_base!r} is not served here (one index in this process)")
+
+
 QUERY_TIMEOUT_S = 5.0  # a store that does not answer fails the search rather than the turn hanging
 
 
-class PgVectorRetriever(QueryEncoder):
-    """A version loaded into pgvector (rag_index/stores/pgvector.py): the query is encoded here,
-    the nearest chunks come from PostgreSQL."""
+class StoreRetriever(QueryEncoder):
+    """A version loaded into a vector store (rag_index/stores/): the query is encoded here, the
+    nearest chunks come from the store, behind a circuit breaker so a store that keeps failing
+    is not waited on by every turn (the turn answers with its fallback reply at once)."""
 
-    def __init__(self, store: PgVectorStore, info: StoreInfo, embedder: Embedder) -> None:
+    def __init__(self, store: VectorStore, info: StoreInfo, embedder: Embedder, breaker: CircuitBreaker) -> None:
         if info.embedder != embedder.model_name or info.dimension != embedder.dimension:
             raise IndexInvalidError(
-                f"pgvector version {info.version} holds {info.embedder} vectors ({info.dimension} dims); "
+                f"{store.name} version {info.version} holds {info.embedder} vectors ({info.dimension} dims); "
                 f"this service embeds with {embedder.model_name}: publish a version built with it"
             )
         super().__init__(embedder)
-        self.store, self.info = store, info
+        self.store, self.info, self.breaker = store, info, breaker
 
     async def alookup(
-        self, text: str, library: AttackLibrary | None, k: int, query: str | None = None
+        self,
+        text: str,
+        library: AttackLibrary | None,
+        k: int,
+        query: str | None = None,
+        knowledge_base: str | None = None,
     ) -> tuple[float | None, list[Passage]]:
+        _only_default(knowledge_base)
         if not text.strip():
             return None, []
         score, vector = await asyncio.to_thread(self.encode, text, library, query)
         if k <= 0:
             return score, []
+        name = self.store.name
+        if not self.breaker.allow():
+            metrics.inc("samvad_retrieval_failures_total", store=name, reason="circuit_open")
+            raise unavailable(name, f"the {name} index is unavailable (circuit open after repeated failures)")
         try:
             hits = await asyncio.wait_for(self.store.query(self.info.version, vector, k), QUERY_TIMEOUT_S)
-        except DOWN as exc:
-            raise unavailable(f"the pgvector index is unreachable ({type(exc).__name__})") from None
+        except (StoreDown, TimeoutError) as exc:
+            self.breaker.failure()
+            metrics.inc("samvad_retrieval_failures_total", store=name, reason=type(exc).__name__)
+            metrics.circuit("retrieval", name, self.breaker.state)
+            raise unavailable(name, f"the {name} index is unreachable ({type(exc).__name__})") from None
+        if self.breaker.failures or self.breaker.opened_at is not None:
+            self.breaker.success()
+            metrics.circuit("retrieval", name, "closed")
         return score, [self.passage(h) for h in hits]
 
     async def asearch(self, query: str, k: int) -> list[Passage]:

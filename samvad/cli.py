@@ -24,7 +24,9 @@ from samvad.settings import SERVE_CONFIG, Settings, load_settings
 if TYPE_CHECKING:
     from rag_index.evaluate import QaItem, Scores
     from rag_index.retriever import Retriever
+    from rag_index.stores.base import StoreInfo, VectorStore
     from samvad.contracts import Passage
+    from samvad.storage.phones import PhoneRoute
     from samvad.storage.repository import Repository
 
 T = TypeVar("T")
@@ -35,6 +37,15 @@ app.add_typer(index_app, name="index")
 console = Console()
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (default configs/default.yaml)")]
+STORES = ("faiss", "pgvector", "pinecone", "weaviate")
+StoreOpt = Annotated[
+    str,
+    typer.Option(
+        "--store",
+        help="where the version is served from: faiss (the folder itself) or a shared store, pgvector "
+        "(the configured PostgreSQL), pinecone or weaviate (providers.pinecone / providers.weaviate)",
+    ),
+]
 
 
 def _settings(config: Path | None) -> Settings:
@@ -59,9 +70,11 @@ def _bar(description: str) -> Progress:
 def index_build(
     corpus: Annotated[Path, typer.Argument(help="folder of .md / .txt documents")],
     out: Annotated[Path, typer.Option("--out", "-o", help="index folder to write")],
+    store: StoreOpt = "faiss",
     config: ConfigOpt = None,
 ) -> None:
-    """Chunk and embed CORPUS into a FAISS index folder."""
+    """Chunk and embed CORPUS into a FAISS index folder (with a shared --store, also loaded into
+    it as a version that is not live yet)."""
     from rag_index.build import build_index
     from samvad.embeddings import get_embedder
 
@@ -98,6 +111,8 @@ def index_build(
         f"{m.chunks / max(result.embed_seconds, 1e-9):.0f}",
     )
     console.print(table)
+    if store != "faiss":
+        _load_store(s, store, out)
 
 
 def _retriever(index_dir: Path, s: Settings) -> Retriever:
@@ -119,9 +134,12 @@ def index_update(
     index_dir: Annotated[Path, typer.Argument(help="the index to start from (left intact)")],
     corpus: Annotated[Path, typer.Argument(help="the corpus folder, as it is now")],
     out: Annotated[Path, typer.Option("--out", "-o", help="where to write the new version")],
+    store: StoreOpt = "faiss",
     config: ConfigOpt = None,
 ) -> None:
-    """Build a new version embedding only new or changed documents; deleted ones are dropped."""
+    """Build a new version embedding only new or changed documents; deleted ones are dropped.
+    With a shared --store, the version is also loaded into it (not live yet), sending only the
+    changed documents' chunks."""
     from rag_index.build import build_index
     from samvad.embeddings import get_embedder
 
@@ -156,37 +174,38 @@ def index_update(
         str(m.documents), str(len(added)), str(len(changed)), str(len(removed)), str(m.chunks), str(m.embedded_chunks)
     )
     console.print(table)
+    if store != "faiss":
+        _load_store(s, store, out)
 
 
 @index_app.command("publish")
 def index_publish(
     index_dir: Annotated[Path, typer.Argument(help="the version to make live")],
-    store: Annotated[
-        str,
-        typer.Option(
-            help="faiss: the folder becomes rag.index_dir's target; pgvector: the folder is loaded into "
-            "the configured PostgreSQL (only documents changed since the live version are sent) and made live"
-        ),
-    ] = "faiss",
+    store: StoreOpt = "faiss",
+    knowledge_base: Annotated[
+        str | None, typer.Option("--kb", help="the knowledge base it becomes live for (rag.knowledge_bases)")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Make INDEX_DIR the live index. Running Retriever replicas switch to it within
-    rag.reload_interval_s, without a restart."""
+    """Make INDEX_DIR the live index (of the default knowledge base, or --kb's). Running
+    Retriever replicas switch to it within rag.reload_interval_s, without a restart. With a shared
+    --store, the folder is loaded into it first unless it already is (only documents changed
+    since the live version are sent)."""
     from rag_index.build import publish
 
     s = _settings(config)
     _retriever(index_dir, s)  # refuse a corrupt index or one from another embedding model here already
-    if store == "pgvector":
-        _publish_pgvector(_servers(s), index_dir)
-        return
-    if store != "faiss":
-        raise typer.BadParameter(f"unknown store {store!r}: faiss or pgvector", param_hint="--store")
     try:
-        previous = publish(index_dir, Path(s.rag.index_dir))
+        kb = s.rag.check_knowledge_base(knowledge_base)
+        if store != "faiss":
+            _publish_store(s, store, index_dir, kb)
+            return
+        pointer = s.rag.pointer(kb)
+        previous = publish(index_dir, pointer)
     except SamvadError as exc:
         console.print(f"[red]{exc.code}:[/red] {exc.message}")
         raise typer.Exit(1) from None
-    console.print(f"{s.rag.index_dir} -> {index_dir.resolve()}" + (f" (was {previous})" if previous else ""))
+    console.print(f"{pointer} -> {index_dir.resolve()}" + (f" (was {previous})" if previous else ""))
 
 
 def _qa(qa_file: Path, retriever: Retriever) -> list[QaItem]:
@@ -204,51 +223,94 @@ def _advance(bar: Progress, task: TaskID) -> Callable[[int, int], None]:
     return lambda done, total: bar.update(task, completed=done)
 
 
-def _eval_pgvector(
-    s: Settings, retriever: Retriever, items: list[QaItem], k: int, progress: Callable[[int, int], None]
-) -> Scores:
-    """The folder loaded into pgvector as a scratch version (dropped after), searched like FAISS."""
-    from rag_index.evaluate import evaluate
-    from rag_index.retriever import PgVectorRetriever
-    from rag_index.stores.pgvector import PgVectorStore, version_of
+def _on_store(
+    s: Settings, store: str, work: Callable[[VectorStore], Awaitable[T]], knowledge_base: str | None = None
+) -> T:
+    """Run `work` on a connected shared store; its failures are a clear message, not a trace."""
+    from rag_index.stores import REMOTE, open_store
+    from rag_index.stores.base import StoreDown
 
-    assert s.database_url is not None  # _servers() started or named it
-    loop = asyncio.new_event_loop()
-    store = loop.run_until_complete(PgVectorStore.connect(s.database_url))
-    version = f"eval_{version_of(retriever.index_dir)}"[:50]
-    try:
-        info = loop.run_until_complete(store.load(retriever.index_dir, version))
-        pg = PgVectorRetriever(store, info, retriever._embedder)
+    if store not in REMOTE:
+        raise typer.BadParameter(f"unknown store {store!r}: one of {', '.join(STORES)}", param_hint="--store")
+    if store == "pgvector":
+        s = _servers(s)
 
-        class Search:
-            def search(self, query: str, k: int) -> list[Passage]:
-                return loop.run_until_complete(pg.asearch(query, k))
-
-        return evaluate(Search(), items, k, progress)
-    finally:
-        loop.run_until_complete(store.drop(version))
-        loop.run_until_complete(store.close())
-        loop.close()
-
-
-def _publish_pgvector(s: Settings, index_dir: Path) -> None:
-    from rag_index.stores.pgvector import PgVectorStore, load_and_publish
-
-    async def run() -> None:
-        assert s.database_url is not None  # _servers() started or named it
-        store = await PgVectorStore.connect(s.database_url)
+    async def run() -> T:
+        opened = await open_store(s, store, knowledge_base)
         try:
-            with _bar("pgvector") as bar:
-                bar.add_task(f"loading {index_dir.name} into pgvector", total=None)
-                info, previous = await load_and_publish(store, index_dir)
+            return await work(opened)
         finally:
-            await store.close()
-        console.print(
-            f"pgvector: {info.version} is live ({info.chunks} chunks, {info.sent} sent)"
-            + (f", was {previous}" if previous else "")
-        )
+            await opened.close()
 
-    asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except (StoreDown, SamvadError, ValueError, LookupError) as exc:
+        console.print(f"[red]{store}:[/red] {getattr(exc, 'message', None) or exc}")
+        raise typer.Exit(1) from None
+
+
+def _eval_store(
+    s: Settings,
+    store: str,
+    retriever: Retriever,
+    items: list[QaItem],
+    k: int,
+    progress: Callable[[int, int], None],
+) -> Scores:
+    """The folder loaded into a shared store as a scratch version (dropped after), searched like FAISS."""
+    from rag_index.evaluate import evaluate
+    from rag_index.retriever import StoreRetriever
+    from rag_index.stores.base import version_of
+    from samvad.providers.breaker import CircuitBreaker
+
+    async def work(opened: VectorStore) -> Scores:
+        version = f"eval_{version_of(retriever.index_dir)}"[:50]
+        info = await opened.load(retriever.index_dir, version)
+        searcher = StoreRetriever(opened, info, retriever._embedder, CircuitBreaker())
+        loop = asyncio.get_running_loop()
+
+        class Search:  # evaluate() calls search() from a worker thread; the store lives on this loop
+            def search(self, query: str, k: int) -> list[Passage]:
+                return asyncio.run_coroutine_threadsafe(searcher.asearch(query, k), loop).result()
+
+        try:
+            return await asyncio.to_thread(evaluate, Search(), items, k, progress)
+        finally:
+            await opened.drop(version)
+
+    return _on_store(s, store, work)
+
+
+def _publish_store(s: Settings, store: str, index_dir: Path, knowledge_base: str | None = None) -> None:
+    from rag_index.stores.base import load_and_publish
+
+    async def work(opened: VectorStore) -> tuple[StoreInfo, str | None]:
+        with _bar(store) as bar:
+            bar.add_task(f"loading {index_dir.name} into {store}", total=None)
+            return await load_and_publish(opened, index_dir)
+
+    info, previous = _on_store(s, store, work, knowledge_base)
+    sent = "" if info.sent is None else f", {info.sent} sent, {info.copied or 0} copied"
+    kb = f" for {knowledge_base}" if knowledge_base else ""
+    console.print(
+        f"{store}: {info.version} is live{kb} ({info.chunks} chunks{sent})" + (f", was {previous}" if previous else "")
+    )
+
+
+def _load_store(s: Settings, store: str, index_dir: Path) -> None:
+    """`build|update --store`: the new folder loaded as a version that is not live yet."""
+    from rag_index.stores.base import load_update
+
+    async def work(opened: VectorStore) -> StoreInfo:
+        with _bar(store) as bar:
+            bar.add_task(f"loading {index_dir.name} into {store}", total=None)
+            return await load_update(opened, index_dir)
+
+    info = _on_store(s, store, work)
+    console.print(
+        f"{store}: loaded {info.version} ({info.chunks} chunks, {info.sent} sent, {info.copied or 0} copied "
+        f"from the live version); make it live with: samvad index publish {index_dir} --store {store}"
+    )
 
 
 @index_app.command("info")
@@ -287,7 +349,9 @@ def index_eval(
     compare: Annotated[Path | None, typer.Option("--compare", help="another index, measured side by side")] = None,
     store: Annotated[
         str | None,
-        typer.Option(help="also search the same index loaded into this store (pgvector), side by side"),
+        typer.Option(
+            help="also search the same index loaded into this store (pgvector, pinecone, weaviate), side by side"
+        ),
     ] = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -297,15 +361,17 @@ def index_eval(
     s = _settings(config)
     results = {}
     if store is not None:
-        if store != "pgvector" or compare is not None:
-            raise typer.BadParameter("--store pgvector, without --compare", param_hint="--store")
+        if store == "faiss" or compare is not None:
+            raise typer.BadParameter(
+                "a shared store (pgvector, pinecone, weaviate), without --compare", param_hint="--store"
+            )
         retriever = _retriever(index_dir, s)
         items = _qa(qa_file, retriever)
         with _bar("eval") as bar:
             tasks = [bar.add_task(f"evaluating {index_dir} ({name})", total=len(items)) for name in ("faiss", store)]
             results["index"] = evaluate(retriever, items, k, _advance(bar, tasks[0]))
-            results["compare"] = _eval_pgvector(_servers(s), retriever, items, k, _advance(bar, tasks[1]))
-        compare = Path("pgvector")
+            results["compare"] = _eval_store(s, store, retriever, items, k, _advance(bar, tasks[1]))
+        compare = Path(store)
     for label, path in [] if store else [("index", index_dir)] + ([("compare", compare)] if compare else []):
         retriever = _retriever(path, s)
         items = _qa(qa_file, retriever)
@@ -515,11 +581,25 @@ def keys_create(
             "--sessions-per-minute", min=1, help="new conversations per minute (default: limits.sessions_per_minute)"
         ),
     ] = None,
+    knowledge_bases: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--kb", help="a knowledge base it may use (repeat; the first is its default; none: every one served)"
+        ),
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Create an API key (shown once; only its hash is stored) with optional limits of its own."""
+    s = _settings(config)
+    try:
+        for kb in knowledge_bases or []:
+            s.rag.check_knowledge_base(kb)
+    except SamvadError as exc:
+        console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(1) from None
     row, key = _with_repo(
-        _servers(_settings(config)), lambda repo: repo.create_key(name, rpm, max_sessions, max_open, new_per_minute)
+        _servers(s),
+        lambda repo: repo.create_key(name, rpm, max_sessions, max_open, new_per_minute, knowledge_bases or None),
     )
     console.print(f"key {row.id} ({row.name}): [bold]{key}[/bold]")
 
@@ -550,17 +630,136 @@ def keys_list(config: ConfigOpt = None) -> None:
     """List API keys (never the keys themselves)."""
     keys = _with_repo(_servers(_settings(config)), lambda repo: repo.list_keys())
     table = Table()
-    for col in ("id", "name", "prefix", "created", "revoked"):
+    for col in ("id", "name", "prefix", "knowledge bases", "created", "revoked"):
         table.add_column(col)
     for k in keys:
         table.add_row(
             str(k.id),
             k.name,
             k.prefix + "…",
+            ", ".join(k.knowledge_bases) if k.knowledge_bases else "any",
             f"{k.created_at:%Y-%m-%d %H:%M}",
             f"{k.revoked_at:%Y-%m-%d}" if k.revoked_at else "",
         )
     console.print(table)
+
+
+phone_app = typer.Typer(help="Phone numbers answered by Samvad (README: Phone numbers)", no_args_is_help=True)
+app.add_typer(phone_app, name="phone")
+CARRIERS = ("twilio", "exotel", "plivo")
+
+
+@phone_app.command("add")
+def phone_add(
+    number: Annotated[str, typer.Argument(help="the called number, E.164 (+918012345678)")],
+    key_id: Annotated[int, typer.Option("--key-id", help="the API key whose calls these are (samvad keys list)")],
+    language: Annotated[str, typer.Option(help="what the calls are answered in (a language code, or auto)")] = "en-IN",
+    mode: Annotated[str | None, typer.Option(help="register (default: translation.default_mode)")] = None,
+    voice: Annotated[str | None, typer.Option(help="TTS voice (default: the engine's)")] = None,
+    greeting: Annotated[
+        str | None,
+        typer.Option(help="said when a call connects, in the route's language (up to 500 characters)"),
+    ] = None,
+    knowledge_base: Annotated[
+        str | None, typer.Option("--kb", help="the knowledge base its calls answer from (rag.knowledge_bases)")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Route a phone number to an API key, with the language, register, voice, greeting and
+    knowledge base of its calls."""
+    from samvad.language import check_language
+
+    s = _settings(config)
+
+    async def add(repo: Repository) -> PhoneRoute:
+        key = await repo.active_key(key_id)
+        if key is None:
+            raise ValueError(f"no active key {key_id} (samvad keys list)")
+        kb = s.rag.check_knowledge_base(knowledge_base, key.knowledge_bases)  # one the key may use
+        return await repo.add_phone_route(key_id, number, language, mode, voice, greeting, kb)
+
+    try:
+        check_language(language, s.languages)
+        if greeting is not None and not 0 < len(greeting.strip()) <= 500:
+            raise ValueError("--greeting: 1 to 500 characters")
+        route = _with_repo(_servers(s), add)
+    except (SamvadError, ValueError) as exc:
+        console.print(f"[red]{getattr(exc, 'message', None) or exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"{route.number} -> key {route.api_key_id} ({route.language}); connect it: samvad phone url")
+
+
+@phone_app.command("list")
+def phone_list(
+    key_id: Annotated[int | None, typer.Option("--key-id", help="only this key's numbers")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """The routed numbers."""
+    routes = _with_repo(_servers(_settings(config)), lambda repo: repo.phone_routes(key_id))
+    table = Table()
+    for col in ("id", "number", "key", "language", "mode", "voice", "knowledge base", "greeting"):
+        table.add_column(col)
+    for r in routes:
+        table.add_row(
+            str(r.id),
+            r.number,
+            str(r.api_key_id),
+            r.language,
+            r.mode or "",
+            r.voice or "",
+            r.knowledge_base or "",
+            r.greeting or "",
+        )
+    console.print(table)
+
+
+@phone_app.command("remove")
+def phone_remove(number: Annotated[str, typer.Argument()], config: ConfigOpt = None) -> None:
+    """Stop answering a number (its calls are refused from now on)."""
+    try:
+        removed = _with_repo(_servers(_settings(config)), lambda repo: repo.remove_phone_route(number))
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"{number}: {'removed' if removed else 'was not routed'}")
+    if not removed:
+        raise typer.Exit(1)
+
+
+@phone_app.command("url")
+def phone_url(
+    carrier: Annotated[str, typer.Argument(help="twilio, exotel or plivo")],
+    number: Annotated[str, typer.Argument(help="a routed number")],
+    days: Annotated[float, typer.Option(min=0.01, max=3650, help="how long the URL works")] = 365,
+    config: ConfigOpt = None,
+) -> None:
+    """What to paste into the carrier's console for NUMBER: Twilio's voice webhook, Plivo's answer
+    URL, Exotel's Voicebot applet URL (its dynamic https form)."""
+    from samvad.settings import secret
+    from samvad.telephony import signing
+
+    if carrier not in CARRIERS:
+        raise typer.BadParameter(f"one of {', '.join(CARRIERS)}", param_hint="CARRIER")
+    s = _servers(_settings(config))
+    route = _with_repo(s, lambda repo: repo.phone_route(number))
+    if route is None:
+        console.print(f"[red]{number} is not routed: samvad phone add {number} --key-id …[/red]")
+        raise typer.Exit(1)
+    base = (s.telephony.public_url or "https://<this service>").rstrip("/")
+    if carrier == "twilio":
+        console.print(f"voice webhook (HTTP POST): {base}/api/v1/telephony/twilio/answer")
+        if s.telephony.twilio_auth_token is None:
+            console.print(
+                "[yellow]set telephony.twilio_auth_token (SAMVAD_TELEPHONY__TWILIO_AUTH_TOKEN) first[/yellow]"
+            )
+        return
+    token = signing.make(secret(s.service, "resume"), "a", carrier, route.id, days * 86400)
+    kind = "answer URL (HTTP POST)" if carrier == "plivo" else "Voicebot applet URL (dynamic, https)"
+    console.print(f"{kind}: {base}/api/v1/telephony/{carrier}/answer?token={token}")
+    if carrier == "plivo" and s.telephony.plivo_auth_token is None:
+        console.print(
+            "to check Plivo's signature on it too: set telephony.plivo_auth_token (SAMVAD_TELEPHONY__PLIVO_AUTH_TOKEN)"
+        )
 
 
 @app.command()
@@ -616,18 +815,12 @@ def run(
             get_embedder(s.embeddings),
             lambda d, t: bar.update(task, description="building index", completed=d, total=t),
         )
-    if s.rag.store == "pgvector":  # first start: the built folder becomes the live pgvector version
-        from rag_index.stores.pgvector import PgVectorStore, ensure_live
+    if s.rag.store != "faiss":  # first start: the built folder becomes the store's live version
+        from rag_index.stores.base import ensure_live
 
-        async def pgvector_live() -> str:
-            assert s.database_url is not None
-            store = await PgVectorStore.connect(s.database_url)
-            try:
-                return await ensure_live(store, live)
-            finally:
-                await store.close()
-
-        console.print(f"pgvector index version {asyncio.run(pgvector_live())} is live")
+        console.print(
+            f"{s.rag.store} index version {_on_store(s, s.rag.store, lambda store: ensure_live(store, live))} is live"
+        )
 
     from deployments.serve_config import deployment_options, export_node_env
 
@@ -706,18 +899,37 @@ def _drain(s: Settings) -> None:
     telling callers how to resume; waits for them up to `voice.drain_s` (and a margin)."""
     import time
 
-    from ray import serve
+    import ray
 
-    ingress = serve.get_deployment_handle("Ingress", app_name=s.service.app_name)
+    drain = drain_task()
     try:
-        live = sum(ingress.broadcast("drain", True).results())
+        live = ray.get(drain.remote(s.service.app_name))
         deadline = time.monotonic() + s.voice.drain_s + 5
         while live and time.monotonic() < deadline:
             console.print(f"draining {live} live call(s)")
             time.sleep(1.0)
-            live = sum(ingress.broadcast("drain", True).results())
+            live = ray.get(drain.remote(s.service.app_name))
     except Exception as exc:  # noqa: BLE001 - shutting down regardless
         console.print(f"[yellow]drain incomplete:[/yellow] {type(exc).__name__}")
+
+
+def drain_task() -> Any:
+    """`_drain_ingress` as a Ray task. Not run in this process: a handle here starts a Serve
+    router thread that pings the replicas on its own: a ping still out when Ray stopped printed
+    Serve's "Failed to get queue length", then Ray's warning of a `ray.init()` off the main
+    thread. Its router runs in a loop of its own (the replicas' setting would need one running)."""
+    import ray
+
+    env = {"env_vars": {"RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "1"}}
+    return ray.remote(num_cpus=0, max_retries=0, runtime_env=env)(_drain_ingress)
+
+
+def _drain_ingress(app_name: str, on: bool = True) -> int:
+    """Puts every ingress replica in drain mode (`on=False` takes it out); returns their live calls."""
+    from ray import serve
+
+    ingress = serve.get_deployment_handle("Ingress", app_name=app_name)
+    return sum(ingress.broadcast("drain", on).results())
 
 
 def main() -> None:

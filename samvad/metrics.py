@@ -50,6 +50,12 @@ SPECS: dict[str, tuple[str, str, tuple[str, ...], list[float] | None]] = {
         ("stage", "provider"),
         None,
     ),
+    "samvad_retrieval_failures_total": (
+        "counter",
+        "searches a vector store could not answer (reason: the failure, or circuit_open)",
+        ("store", "reason"),
+        None,
+    ),
     "samvad_live_voice_sessions": ("gauge", "open WebSocket voice sessions (per ingress replica; sum them)", (), None),
     "samvad_http_ms": ("histogram", "HTTP request latency by route", ("route", "status"), _MS),
     "samvad_rate_limited_total": ("counter", "requests refused by a rate limit", ("scope",), None),

@@ -29,6 +29,7 @@ class SessionStart(_Msg):
     mode: Mode | None = None
     voice: Voice | None = None
     output_script: OutputScript | None = None
+    knowledge_base: str | None = Field(None, max_length=40)  # a new session's (rag.knowledge_bases)
     audio: AudioFormat = AudioFormat()
     api_key: str | None = Field(None, max_length=256)  # for browsers, which cannot set headers
 

@@ -7,16 +7,23 @@ reads the environment.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, create_model, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+
+from samvad.errors import InputError
+from samvad.providers import catalog
+from samvad.providers.vendor import VendorSettings
+
+V = TypeVar("V", bound=VendorSettings)
 
 # The register an answer is rendered in, and the script of a romanised or native answer (Sarvam's
 # translation modes); defined once, used by settings, the REST models and the voice protocol.
@@ -96,17 +103,20 @@ class WhisperSettings(BaseModel):
     partial_max_share: float = Field(0.3, ge=0, le=1)
 
 
-AsrProvider = Literal["whisper", "sarvam", "sarvam_stream", "stub"]
-LlmProvider = Literal["extractive", "sarvam", "openai", "stub"]
-TranslationProvider = Literal["identity", "sarvam"]
-TtsProvider = Literal["espeak", "sarvam", "elevenlabs", "stub"]
+def _providers(kind: catalog.Kind) -> Any:
+    """A provider list checked against the names vendors registered for the stage."""
+    return AfterValidator(lambda names: catalog.check_names(kind, names))
+
+
+def _provider(kind: catalog.Kind) -> Any:
+    return AfterValidator(lambda name: name if name is None else catalog.check_names(kind, [name])[0])
 
 
 class AsrSettings(BaseModel):
-    providers: list[AsrProvider] = Field(["whisper"], min_length=1)  # failover order
+    providers: Annotated[list[str], _providers("asr")] = Field(["whisper"], min_length=1)  # failover order
     # Voice calls stream each utterance to this realtime recogniser while the caller speaks
     # (word-level partials; the final needs no upload); `providers` stay the fallback.
-    streaming: Literal["sarvam"] | None = None
+    streaming: Annotated[str | None, _provider("realtime_asr")] = None
     whisper: WhisperSettings = WhisperSettings()
 
 
@@ -124,13 +134,13 @@ class ExtractiveSettings(BaseModel):
 
 
 class LlmSettings(BaseModel):
-    providers: list[LlmProvider] = Field(["extractive"], min_length=1)
+    providers: Annotated[list[str], _providers("llm")] = Field(["extractive"], min_length=1)
     extractive: ExtractiveSettings = ExtractiveSettings()
     history_turns: int = 6  # past messages given to the model as context
 
 
 class TranslationSettings(BaseModel):
-    providers: list[TranslationProvider] = Field(["identity"], min_length=1)
+    providers: Annotated[list[str], _providers("translation")] = Field(["identity"], min_length=1)
     default_mode: Mode = "formal"
 
 
@@ -138,7 +148,7 @@ class LanguageIdSettings(BaseModel):
     # Typed text in a `language: auto` conversation: a cloud identifier (Sarvam /text-lid, priced
     # per character) tells romanised Tamil, Bengali… from English; None: offline detection only
     # (the script, and common romanised Hindi words).
-    provider: Literal["sarvam"] | None = None
+    provider: Annotated[str | None, _provider("language_id")] = None
 
 
 class EspeakSettings(BaseModel):
@@ -147,7 +157,7 @@ class EspeakSettings(BaseModel):
 
 
 class TtsSettings(BaseModel):
-    providers: list[TtsProvider] = Field(["espeak"], min_length=1)
+    providers: Annotated[list[str], _providers("tts")] = Field(["espeak"], min_length=1)
     espeak: EspeakSettings = EspeakSettings()
 
 
@@ -167,12 +177,26 @@ class EmbeddingSettings(BaseModel):
         return self
 
 
+DEFAULT_KB = "default"
+
+
+def _kb_name(name: str) -> str:
+    # Lowercase, digits and _ only: the name becomes part of a Weaviate alias (a class name).
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_]{0,39}", name) or name == DEFAULT_KB:
+        raise ValueError(f"knowledge base name {name!r}: lowercase letters, digits and _, at most 40, not 'default'")
+    return name
+
+
+KnowledgeBaseName = Annotated[str, AfterValidator(_kb_name)]
+
+
 class RagSettings(BaseModel):
     retriever: Literal["faiss", "stub"] = "faiss"
     # Where the live index's vectors are searched: the index folder in each Retriever replica
-    # (faiss), or a table of the configured PostgreSQL (pgvector: `samvad index publish --store
-    # pgvector` loads a built folder into it and makes it live).
-    store: Literal["faiss", "pgvector"] = "faiss"
+    # (faiss), or a shared store that `samvad index publish --store <store>` loads a built folder
+    # into and makes live: a table of the configured PostgreSQL (pgvector), a namespace of a
+    # Pinecone index (providers.pinecone) or a Weaviate collection (providers.weaviate).
+    store: Literal["faiss", "pgvector", "pinecone", "weaviate"] = "faiss"
     corpus_dir: Path = PACKAGE_DIR / "corpus" / "sample"
     index_dir: Path = DATA_HOME / "index" / "current"  # the live pointer (a symlink), see `samvad index publish`
     reload_interval_s: float = 2.0  # how often the Retriever checks the pointer for a new version
@@ -180,6 +204,38 @@ class RagSettings(BaseModel):
     overlap_chars: int = 120
     top_k: int = 4
     ann_threshold: int = 50_000  # above this many chunks the index is HNSW instead of exact
+    # Named knowledge bases served next to the default one (a company's, a product line's): each
+    # has a live pointer of its own (`samvad index publish --kb NAME`); a session or a phone
+    # route picks one. Versions are shared: a version is content, a knowledge base a pointer.
+    knowledge_bases: list[KnowledgeBaseName] = []
+
+    @model_validator(mode="after")
+    def _distinct(self) -> RagSettings:
+        if len(set(self.knowledge_bases)) != len(self.knowledge_bases):
+            raise ValueError("rag.knowledge_bases lists a name twice")
+        return self
+
+    def check_knowledge_base(self, name: str | None, allowed: list[str] | None = None) -> str | None:
+        """The knowledge base a session answers from (None: the default one): `name` if this
+        deployment serves it and the API key may use it (`allowed`: the key's list, None: any);
+        no name: the key's first, else the default one. Any other is refused as unknown, with
+        the names the key can use (the others' names are not the caller's to learn)."""
+        if name is None and allowed:
+            name = allowed[0]
+        label = name or DEFAULT_KB
+        usable = [n for n in (DEFAULT_KB, *self.knowledge_bases) if allowed is None or n in allowed]
+        if label not in usable:
+            raise InputError(
+                f"unknown knowledge base {label!r}: one of {', '.join(usable) or '(none for this key)'}",
+                code="unknown_knowledge_base",
+            )
+        return None if label == DEFAULT_KB else label
+
+    def pointer(self, knowledge_base: str | None) -> Path:
+        """The FAISS live pointer of a knowledge base: `index_dir`, or a sibling named after it."""
+        if knowledge_base is None:
+            return self.index_dir
+        return self.index_dir.with_name(f"{self.index_dir.name}@{knowledge_base}")
 
 
 class PriceEntry(BaseModel):
@@ -193,86 +249,35 @@ class PriceEntry(BaseModel):
     per_output_token: float = 0.0
 
 
-class HttpProviderSettings(BaseModel):
-    api_key: SecretStr | None = None
-    base_url: str
-    timeout_s: float = 15.0  # per request; streams: time between chunks
-    connect_timeout_s: float = 3.0
-    max_retries: int = 2  # on 408/409/429/5xx and dropped connections
-    max_retry_wait_s: float = 8.0  # a longer retry-after fails over instead of waiting
+class _Providers(BaseModel):
+    """What all providers share; each vendor's own section is added from its declaration."""
 
+    model_config = ConfigDict(extra="forbid")
 
-class SarvamSettings(HttpProviderSettings):
-    base_url: str = "https://api.sarvam.ai"
-    stt_model: str = "saaras:v3"
-    stt_mode: Literal["transcribe", "translate", "verbatim", "translit", "codemix"] = "transcribe"
-    # The realtime socket (asr.streaming: sarvam): partials while the caller speaks, and a final
-    # without a second upload. `fast` sends partials sooner, `balanced` revises them less.
-    realtime_stt_model: Literal["saaras:v3-realtime", "saaras:v4"] = "saaras:v3-realtime"
-    realtime_stream_type: Literal["fast", "balanced"] = "balanced"
-    # What v1 chat accepts (sarvam-m was retired in 2026-06); "-conversations" is the documented
-    # voice-agent variant (32K context).
-    chat_model: Literal["sarvam-105b", "sarvam-105b-conversations"] = "sarvam-105b"
-    reasoning_effort: Literal["low", "high", "max"] | None = "low"
-    max_tokens: int = 512
-    temperature: float = 0.2
-    translate_model: Literal["mayura:v1", "sarvam-translate:v1"] = "mayura:v1"
-    speaker_gender: Literal["Male", "Female"] | None = None
-    numerals_format: Literal["international", "native"] = "international"
-    tts_model: Literal["bulbul:v3", "bulbul:v4-flash", "bulbul:v2"] = "bulbul:v3"
-    tts_speaker: str = "shubh"
-    tts_sample_rate: Literal[8000, 16000, 22050, 24000] = 22050
-    tts_pace: float = Field(1.0, ge=0.5, le=2.0)
-
-
-class ElevenVoiceSettings(BaseModel):
-    """ElevenLabs `voice_settings`: unset fields keep the voice's own."""
-
-    stability: float | None = Field(None, ge=0.0, le=1.0)
-    similarity_boost: float | None = Field(None, ge=0.0, le=1.0)
-    style: float | None = Field(None, ge=0.0, le=1.0)
-    use_speaker_boost: bool | None = None
-    speed: float | None = Field(None, ge=0.7, le=1.2)
-
-
-class ElevenLabsSettings(HttpProviderSettings):
-    base_url: str = "https://api.elevenlabs.io"
-    # Which languages a model speaks differs (samvad.providers.elevenlabs.tts.MODEL_LANGUAGES): the
-    # flash and multilingual v2 models speak English, Hindi and Tamil of ours; eleven_v3 all but Odia.
-    model_id: Literal[
-        "eleven_flash_v2_5",
-        "eleven_turbo_v2_5",
-        "eleven_multilingual_v2",
-        "eleven_v3",
-        "eleven_flash_v2",
-        "eleven_turbo_v2",
-    ] = "eleven_flash_v2_5"
-    voice_id: str = "21m00Tcm4TlvDq8ikWAM"
-    # Raw PCM16 mono: what the pipeline streams, with no decoder in the path.
-    output_format: Literal["pcm_16000", "pcm_22050", "pcm_24000"] = "pcm_22050"
-    voice_settings: ElevenVoiceSettings = ElevenVoiceSettings()
-    # Send the answer's previous sentence as `previous_text`, so sentence-by-sentence synthesis
-    # keeps one prosody (the next sentence is not known yet while the answer streams).
-    send_context: bool = True
-
-
-class OpenAISettings(HttpProviderSettings):
-    base_url: str = "https://api.openai.com/v1"
-    model: str = "gpt-4o-mini"
-    max_completion_tokens: int = 512
-    temperature: float = 0.2
-
-
-class ProvidersSettings(BaseModel):
-    sarvam: SarvamSettings = SarvamSettings()
-    elevenlabs: ElevenLabsSettings = ElevenLabsSettings()
-    openai: OpenAISettings = OpenAISettings()
     # Circuit breaker per provider: open after this many consecutive failures, try again after cooldown.
     breaker_failures: int = 3
     breaker_cooldown_s: float = 30.0
     system_prompt: str = (
         "You are a customer-support voice assistant. Answer in at most three short sentences, using only "
         "the numbered passages. If they do not contain the answer, say you do not have that information."
+    )
+
+    def of(self, model: type[V]) -> V:
+        """A vendor's section, typed: `settings.providers.of(SarvamSettings)`."""
+        section = getattr(self, model.section)
+        assert isinstance(section, model)
+        return section
+
+
+# `providers.<vendor>` for every vendor found (samvad.providers.catalog); the type checker sees
+# the shared part and reaches a section through `of`.
+if TYPE_CHECKING:
+    ProvidersSettings = _Providers
+else:
+    ProvidersSettings = create_model(
+        "ProvidersSettings",
+        __base__=_Providers,
+        **{name: (model, Field(default_factory=model)) for name, model in catalog.sections().items()},
     )
 
 
@@ -389,6 +394,22 @@ class LimitSettings(BaseModel):
     ip_fail_open: bool = True
 
 
+class TelephonySettings(BaseModel):
+    """Phone calls through a carrier's media stream (samvad/telephony/; README "Phone numbers")."""
+
+    # Where carriers reach this service (https://voice.example.com): the host of the stream URL an
+    # answer webhook returns, and the URL Twilio signed. None: the request's own scheme and host.
+    public_url: str | None = None
+    # A stream URL from an answer webhook is used within seconds; one made by `samvad phone url`
+    # for a carrier's static configuration lives as long as asked.
+    stream_token_ttl_s: float = Field(120.0, gt=0, le=3600)
+    twilio_auth_token: SecretStr | None = None  # checks X-Twilio-Signature; unset: the Twilio webhook is refused
+    # Also checks X-Plivo-Signature-V3 on Plivo's answer URL; unset: its route token alone guards it.
+    plivo_auth_token: SecretStr | None = None
+    max_bad_messages: int = Field(20, ge=0)  # malformed or unknown messages tolerated per call before it ends
+    max_dtmf_digits: int = Field(32, ge=1, le=256)  # keypad input is sent as text when # ends it, or at this length
+
+
 class ServiceSettings(BaseModel):
     app_name: str = "samvad"
     host: str = "127.0.0.1"
@@ -466,15 +487,11 @@ class Settings(BaseSettings):
     guardrails_file: Path = PACKAGE_DIR / "configs" / "guardrails.yaml"
     service: ServiceSettings = ServiceSettings()
     voice: VoiceSettings = VoiceSettings()
+    telephony: TelephonySettings = TelephonySettings()
     sessions: SessionTierSettings = SessionTierSettings()
     limits: LimitSettings = LimitSettings()
     providers: ProvidersSettings = ProvidersSettings()
     data_dir: Path = DATA_HOME
-    # Provider keys by their documented names (SAMVAD_SARVAM_API_KEY, ...); they fill
-    # providers.<vendor>.api_key when that is not set itself.
-    sarvam_api_key: SecretStr | None = None
-    elevenlabs_api_key: SecretStr | None = None
-    openai_api_key: SecretStr | None = None
     database_url: str | None = None  # None: an embedded PostgreSQL in data_dir
     redis_url: str | None = None  # None: an embedded Redis in data_dir
 
@@ -482,11 +499,13 @@ class Settings(BaseSettings):
     def _default_language_known(self) -> Settings:
         if self.languages and self.default_language not in self.languages:
             raise ValueError(f"default_language {self.default_language!r} is not in languages")
-        for vendor in ("sarvam", "elevenlabs", "openai"):
-            key = getattr(self, f"{vendor}_api_key")
-            target = getattr(self.providers, vendor)
-            if key is not None and target.api_key is None:
-                target.api_key = key
+        # Provider keys by their documented names (SAMVAD_SARVAM_API_KEY, ...) fill
+        # providers.<vendor>.api_key when that is not set itself.
+        for section in type(self.providers).model_fields:
+            target = getattr(self.providers, section)
+            key = os.environ.get(f"SAMVAD_{section.upper()}_API_KEY")
+            if isinstance(target, VendorSettings) and key and target.api_key is None:
+                target.api_key = SecretStr(key)
         return self
 
     @classmethod

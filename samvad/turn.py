@@ -32,7 +32,7 @@ from samvad.contracts import (
     Transcript,
 )
 from samvad.cost import price, totals
-from samvad.errors import InputError, SamvadError, public_message
+from samvad.errors import InputError, ProviderError, SamvadError, public_message
 from samvad.events import (
     AudioEvent,
     ErrorEvent,
@@ -75,10 +75,16 @@ class TextLanguageId(Protocol):
 
 class PassageRetriever(Protocol):
     async def alookup(
-        self, text: str, library: AttackLibrary | None, k: int, query: str | None = None
+        self,
+        text: str,
+        library: AttackLibrary | None,
+        k: int,
+        query: str | None = None,
+        knowledge_base: str | None = None,
     ) -> tuple[float | None, list[Passage]]:
         """(the injection check's score of `text` against `library`, or None; the top-`k`
-        passages for `query`, default `text`) in one call."""
+        passages for `query`, default `text`, from `knowledge_base`, None the default) in one call.
+        A knowledge base it does not serve is a `retrieval_unavailable` error, never another's."""
         ...
 
 
@@ -124,6 +130,7 @@ class TurnRequest(BaseModel):
     mode: str = "formal"
     voice: str | None = None
     output_script: str | None = None  # e.g. "roman" for romanised Hindi (Sarvam translate)
+    knowledge_base: str | None = None  # the session's (rag.knowledge_bases); None: the default one
     history: list[ChatMessage] = Field(default_factory=list)
     speak: bool = True  # False: text answer only (no TTS)
     # With language "auto": what to answer in when detection is unsure (the conversation's last).
@@ -359,15 +366,39 @@ class TurnRunner:
                 t_ret = time.perf_counter()
                 # A follow-up ("what about the PIN?") is searched with the question it follows.
                 query = search_query(verdict.text, [m.content for m in history if m.role == "user"])
-                attack_score, passages = await e.retriever.alookup(
-                    verdict.text, library, self.settings.rag.top_k, query if query != verdict.text else None
-                )
+                store = "stub" if self.settings.rag.retriever == "stub" else self.settings.rag.store
+                failed: str | None = None
+                try:
+                    attack_score, passages = await e.retriever.alookup(
+                        verdict.text,
+                        library,
+                        self.settings.rag.top_k,
+                        query if query != verdict.text else None,
+                        req.knowledge_base,
+                    )
+                except ProviderError as exc:
+                    if exc.code != "retrieval_unavailable":
+                        raise
+                    # The knowledge base is down: say so in the caller's language rather than
+                    # fail the turn or let the model answer without its documents.
+                    log.warning("turn %s: %s", tid, exc.message)
+                    attack_score, passages, failed = None, [], exc.code
+                    unavailable = GuardrailFlag(check="retrieval_unavailable", severity="medium", action="refuse")
+                    verdict = verdict.model_copy(
+                        update={
+                            "reply": self.guardrails.replies.retrieval_unavailable,
+                            "flags": [*verdict.flags, unavailable],
+                            "action": "refuse",
+                        }
+                    )
                 calls.append(
                     ProviderCall(
                         stage="retrieval",
-                        provider="stub" if self.settings.rag.retriever == "stub" else self.settings.rag.store,
+                        provider=store,
                         model="local",
                         latency_ms=(time.perf_counter() - t_ret) * 1000,
+                        outcome="ok" if failed is None else "error",
+                        error=failed,
                     )
                 )
                 if (similar := self.guardrails.check_attack_score(attack_score)) is not None:

@@ -18,11 +18,11 @@ import unicodedata
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocketDisconnect
 
 from samvad import metrics
 from samvad.audio import Audio, float_to_pcm16, pcm16_to_float, wav_bytes
@@ -53,6 +53,7 @@ from samvad.providers.listener import Listener
 from samvad.providers.local.vad import Endpointer, SileroVad, SpeechEnded, SpeechStarted, VadBatcher
 from samvad.settings import Settings, VoiceSettings
 from samvad.turn import TurnRequest
+from samvad.uncancelled import uncancelled
 
 log = logging.getLogger("samvad.voice")
 
@@ -67,6 +68,15 @@ Charge = Callable[[], Awaitable[None]]
 Partial = Callable[[Audio, str | None], Awaitable[Transcript | None]]
 
 
+class CallSocket(Protocol):
+    """What a call reads and writes: a Starlette WebSocket (browsers), or a carrier's media
+    stream made to look like one (samvad.telephony.bridge.PhoneSocket)."""
+
+    async def receive(self) -> Any: ...
+    async def send_text(self, data: str) -> None: ...
+    async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
+
+
 class CallState(BaseModel):
     """What a live call's turns are asked in (the session's row, then `session.update`)."""
 
@@ -74,6 +84,7 @@ class CallState(BaseModel):
     mode: str
     voice: str | None = None
     output_script: str | None = None
+    knowledge_base: str | None = None  # the session's, fixed for its life
     tenant: str | None = None  # the API key's id, for per-tenant caches
 
 
@@ -89,12 +100,18 @@ class _Playing:
     speech_ended_at: float | None = None  # when the caller stopped speaking (voice turns)
     complete: set[int] = field(default_factory=set)  # sentences whose audio was all sent
     done: bool = False
+    outcome: str | None = None  # its turn.done's
+    broken: bool = False  # its stream failed (a host died, the line dropped while sending)
+    settled: tuple[str, bool] | None = None  # what was last recorded as heard, and whether complete
 
     def playing_until(self) -> float:
         return (self.first_audio_at or time.monotonic()) + self.sent_seconds
 
-    def heard_text(self) -> str:
-        return " ".join(self.sentences[i] for i in sorted(self.complete) if i in self.sentences)
+    def heard_text(self, played: set[int] | None = None) -> str:
+        """The sentences whose audio was all sent or, where the line reports what it played
+        (a phone carrier's marks), the ones it played."""
+        heard = self.complete if played is None else played
+        return " ".join(self.sentences[i] for i in sorted(heard) if i in self.sentences)
 
 
 @dataclass
@@ -140,7 +157,7 @@ def asks_to_stop(text: str, v: VoiceSettings, language: str) -> bool:
 class VoiceCall:
     def __init__(
         self,
-        ws: WebSocket,
+        ws: CallSocket,
         settings: Settings,
         session: CallState,
         start: SessionStart,
@@ -152,12 +169,16 @@ class VoiceCall:
         charge: Charge | None = None,
         partial: Partial | None = None,
         listener: Listener | None = None,
+        played: Callable[[str], set[int]] | None = None,
+        drain: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.ws, self.s, self.v = ws, settings, settings.voice
         self.session = session
         self.format: AudioFormat = start.audio
         self._start_turn, self._settle, self._transcribe, self._charge = start_turn, settle, transcribe, charge
         self._partial = partial
+        self._played = played  # a phone line's record of the sentences it played (their marks)
+        self._drain = drain  # reads a phone line's last marks, sent before it dropped
         # A realtime recogniser: each utterance is streamed to it while spoken (word-level
         # partials; the final needs no upload). `_streamed`: samples of the utterance sent so far.
         self._listener = listener
@@ -225,11 +246,22 @@ class VoiceCall:
         finally:
             self._drop_early()
             self._drop_partial()
+            try:
+                # The server may cancel this call as the line drops: what was heard is recorded all the same.
+                await uncancelled(self._ended())
+            finally:
+                for t in list(self._tasks):
+                    t.cancel()
+
+    async def _ended(self) -> None:
+        try:
+            if self._drain is not None:
+                await self._drain()
             if self._stream is not None:
                 await self._stream.close()
             await self._cancel(reason="client", notify=False)
-            for t in list(self._tasks):
-                t.cancel()
+        except Exception:  # noqa: BLE001 - e.g. the database away: the turn's record stands as cut off
+            log.exception("the call's last answer could not be settled")
 
     async def _close_when_draining(self) -> None:
         """Shutdown: finish the answer playing (within `voice.drain_s`), tell the caller how to
@@ -558,9 +590,12 @@ class VoiceCall:
                     await self._pace(p, event)
                 elif isinstance(event, TurnDoneEvent):
                     p.complete.update(p.sentences)
-                    if event.outcome == "complete":  # every chunk was sent: the answer is recorded as heard
-                        await self._settle(p.turn_id, p.heard_text(), True)
-                    p.done = True
+                    # Every chunk was sent: the answer is recorded as heard before turn.done says
+                    # so (a client reading the conversation then finds it); with the database
+                    # away, turn.done goes out all the same and the record is tried again later.
+                    if event.outcome == "complete":
+                        await self._record_heard(p, p.heard_text(), True, later=True)
+                    p.done, p.outcome = True, event.outcome
                     metrics.count_turn(event, "voice", (time.perf_counter() - started) * 1000)
                 await self.send(event)
         except asyncio.CancelledError:
@@ -568,20 +603,21 @@ class VoiceCall:
         except Exception:  # noqa: BLE001 - one failed turn must not end the call
             log.exception("turn %s failed", request.turn_id)
             if self.playing is p and not p.done:  # e.g. its host died: keep what was heard, as interrupted
+                p.broken = True
                 try:
-                    await self._settle(p.turn_id, p.heard_text(), False)
+                    await self._record_heard(p, p.heard_text(self._line_played(p)), False)
                 except Exception:  # noqa: BLE001
                     log.exception("turn %s could not be marked interrupted", request.turn_id)
             p.done = True
             # The reason stays in the log (with the turn id): engine internals are not the caller's.
-            await self.send(
-                ErrorEvent(
-                    turn_id=request.turn_id,
-                    code="turn_failed",
-                    message="the turn failed; ask again (quote the turn id when reporting it)",
-                    status=502,
-                )
+            failed = ErrorEvent(
+                turn_id=request.turn_id,
+                code="turn_failed",
+                message="the turn failed; ask again (quote the turn id when reporting it)",
+                status=502,
             )
+            with contextlib.suppress(Exception):  # the line itself may be what failed: its hang-up follows
+                await self.send(failed)
 
     async def _pace(self, p: _Playing, event: AudioEvent) -> None:
         """Send audio no further than `playback_lead_s` ahead of where playback is now, so that
@@ -596,20 +632,46 @@ class VoiceCall:
             await asyncio.sleep(ahead)
         p.sent_seconds += len(event.audio) / 2 / event.sample_rate
 
+    def _line_played(self, p: _Playing) -> set[int] | None:
+        """The sentences of `p` a phone line says it played (its marks came back); None on a
+        line that does not say (a browser: what was sent counts as heard)."""
+        return self._played(p.turn_id) if self._played is not None else None
+
+    async def _record_heard(self, p: _Playing, heard: str, complete: bool, *, later: bool = False) -> None:
+        """Tell the conversation what the caller heard of `p`. With `later`, a failure (the
+        database away) is logged and the call tries again when the answer is over."""
+        try:
+            await self._settle(p.turn_id, heard, complete)
+        except Exception:
+            if not later:
+                raise
+            log.warning("turn %s: what was heard is not recorded yet", p.turn_id, exc_info=True)
+            return
+        p.settled = (heard, complete)
+
     async def _cancel(self, *, reason: str, notify: bool = True) -> None:
         p = self.playing
         if p is None or p.task is None:
             return
         self.playing = None
         if not p.task.done():
-            p.task.cancel()
+            if not p.done:
+                p.task.cancel()
+            # (After its turn.done, recorded, the task only sends that on: it finishes.)
             await asyncio.gather(p.task, return_exceptions=True)
-        if p.done and (reason == "client" or time.monotonic() >= p.playing_until()):
+        played = self._line_played(p)
+        heard = p.heard_text(played)
+        if p.done and not p.broken and (reason == "client" or time.monotonic() >= p.playing_until()):
             # Finished: every chunk was sent (turn.done), and it played out or the client went
-            # away after receiving it. A later close never rewrites a finished answer.
-            return
-        heard = p.heard_text()
-        await self._settle(p.turn_id, heard, False)
+            # away after receiving it. A later close never rewrites a finished answer, unless
+            # the line says some of it never played (a phone call hung up while it was buffered).
+            if played is None or p.complete <= played:
+                if p.outcome == "complete" and p.settled is None:  # its record failed at turn.done
+                    await self._record_heard(p, p.heard_text(), True)
+                return
+        if p.broken and p.settled == (heard, False):
+            return  # its failure recorded what was heard, and the line has played nothing since
+        await self._record_heard(p, heard, False)
         if not p.done:  # cut off before its turn.done (which counts a finished turn): counted here
             metrics.inc("samvad_turns_total", outcome="interrupted", channel="voice")
         if notify:

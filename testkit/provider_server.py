@@ -14,7 +14,6 @@ import base64
 import io
 import json
 import re
-import threading
 import time
 import uuid
 from collections import Counter
@@ -22,12 +21,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import soundfile as sf
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from testkit.serving import Served
 
 SARVAM_KEY = "sarvam-test-key"
 ELEVEN_KEY = "eleven-test-key"
@@ -854,31 +854,12 @@ def build_app(state: State | None = None):
     return Faults(app, state), state
 
 
-class FakeServer:
-    """Runs the fake on a loopback port in a background thread."""
+class FakeServer(Served):
+    """The provider fake on a loopback port, in a background thread."""
 
-    def __init__(self, port: int = 0) -> None:
-        import socket
-
-        if port == 0:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
+    def __init__(self) -> None:
         self.app, self.state = build_app()
-        self._server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning"))
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-
-    def start(self) -> FakeServer:
-        self._thread.start()
-        while not self._server.started:
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=5)
+        super().__init__(self.app)
 
     def fault(self, **kw) -> None:
         self.state.faults.append(Fault(**kw))

@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import faiss
 import numpy as np
 
-from rag_index.build import CHUNKS_FILE, FAISS_FILE, read_manifest
-from rag_index.stores.base import Hit, StoreInfo
-from samvad.errors import ProviderError
+from rag_index.stores.base import Folder, Hit, StoreDown, StoreInfo, version_of
 
 SCHEMA = """
 CREATE EXTENSION IF NOT EXISTS vector;
@@ -45,8 +44,16 @@ CREATE TABLE IF NOT EXISTS rag_live (
 HNSW = {"m": 16, "ef_construction": 64}
 EF_SEARCH = 64
 BATCH = 500  # rows per INSERT round trip
-# What a store that is down or unreachable raises (a query that takes too long is a TimeoutError).
+# What a database that is down or unreachable raises (a query that takes too long is a TimeoutError).
 DOWN = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+@asynccontextmanager
+async def _answering() -> AsyncIterator[None]:
+    try:
+        yield
+    except DOWN as exc:
+        raise StoreDown(f"pgvector: {type(exc).__name__}") from exc
 
 
 def table(version: str) -> str:
@@ -56,25 +63,6 @@ def table(version: str) -> str:
     return f"rag_chunks_{version.lower()}"
 
 
-def unavailable(message: str) -> ProviderError:
-    """The search cannot run: the turn fails with this clear stage error rather than hanging."""
-    return ProviderError(message, provider="pgvector", stage="retrieval", retryable=True, code="retrieval_unavailable")
-
-
-def version_of(index_dir: Path) -> str:
-    """The version name of an index folder (its name, as a table name can hold it)."""
-    return re.sub(r"[^A-Za-z0-9_]", "_", Path(index_dir).resolve().name)[-50:]
-
-
-async def ensure_live(store: PgVectorStore, index_dir: Path) -> str:
-    """A live version: the folder loaded and published when there is none yet (first start)."""
-    live = await store.live()
-    if live is None:
-        info, _ = await load_and_publish(store, index_dir)
-        return info.version
-    return live
-
-
 def _literal(vector: np.ndarray) -> str:
     return "[" + ",".join(f"{x:.7g}" for x in vector.tolist()) + "]"
 
@@ -82,19 +70,22 @@ def _literal(vector: np.ndarray) -> str:
 class PgVectorStore:
     name = "pgvector"
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, knowledge_base: str | None = None) -> None:
         self._pool = pool
+        # The knowledge base's row of rag_live (its `store` key): one pointer per knowledge base.
+        self._pointer = self.name if knowledge_base is None else f"{self.name}@{knowledge_base}"
 
     @classmethod
-    async def connect(cls, dsn: str, max_size: int = 4) -> PgVectorStore:
+    async def connect(cls, dsn: str, max_size: int = 4, knowledge_base: str | None = None) -> PgVectorStore:
         # ef_search set once per connection: a query is one round trip, not a transaction around
         # a SET LOCAL (four), on the turn path.
-        pool = await asyncpg.create_pool(
-            dsn, min_size=1, max_size=max_size, server_settings={"hnsw.ef_search": str(EF_SEARCH)}
-        )
-        async with pool.acquire() as conn:
-            await conn.execute(SCHEMA)
-        return cls(pool)
+        async with _answering():
+            pool = await asyncpg.create_pool(
+                dsn, min_size=1, max_size=max_size, server_settings={"hnsw.ef_search": str(EF_SEARCH)}
+            )
+            async with pool.acquire() as conn:
+                await conn.execute(SCHEMA)
+        return cls(pool, knowledge_base)
 
     async def close(self) -> None:
         await self._pool.close()
@@ -103,15 +94,11 @@ class PgVectorStore:
         """The index folder's chunks and vectors as version `version` (default: the folder's
         name). With `previous` (a loaded version of the same embedder), rows of documents whose
         hash did not change are copied from it and only the others are sent."""
-        index_dir = Path(index_dir)
         version = version or version_of(index_dir)
         if previous == version:
             raise ValueError(f"{version} is already loaded: load another folder, or publish {version}")
-        manifest = read_manifest(index_dir)
-        index = faiss.read_index(str(index_dir / FAISS_FILE))
-        vectors = index.reconstruct_n(0, index.ntotal)
-        with open(index_dir / CHUNKS_FILE, encoding="utf-8") as f:
-            chunks = [json.loads(line) for line in f]
+        folder = Folder.read(index_dir)
+        manifest, chunks, vectors = folder.manifest, folder.chunks, folder.vectors
         name = table(version)
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(f"DROP TABLE IF EXISTS {name}")
@@ -125,26 +112,23 @@ class PgVectorStore:
                 old = await self._version(conn, previous)
                 if (old["embedder"], old["dimension"]) != (manifest.embedding_model, manifest.dimension):
                     raise ValueError(f"{previous} holds {old['embedder']} vectors; load the whole folder instead")
-                hashes = json.loads(old["document_hashes"])
-                keep = {d for d, h in manifest.document_hashes.items() if hashes.get(d) == h}
+                keep = folder.unchanged(json.loads(old["document_hashes"]))
             # Row ids are the chunk's position in the folder (what the FAISS store returns too). An
-            # unchanged document's rows are matched to its chunks by text, in order (a document may
-            # repeat a passage); any chunk left unmatched is sent.
+            # unchanged document's rows are copied inside PostgreSQL to their new positions; any
+            # chunk left unmatched is sent.
             copied: set[int] = set()
             if keep:
-                slots: dict[tuple[str, str], list[int]] = {}
-                for i, c in enumerate(chunks):
-                    if c["source"] in keep:
-                        slots.setdefault((c["source"], c["text"]), []).append(i)
                 rows = await conn.fetch(
                     f"SELECT source, heading, text, embedding::text AS e FROM {table(previous or '')}"
                     " WHERE source = ANY($1::text[]) ORDER BY id",
                     sorted(keep),
                 )
-                reused = []
-                for r in rows:
-                    if free := slots.get((r["source"], r["text"])):
-                        reused.append((free.pop(0), r["source"], r["heading"], r["text"], r["e"]))
+                places = folder.place([(r["source"], r["text"]) for r in rows])
+                reused = [
+                    (at, r["source"], r["heading"], r["text"], r["e"])
+                    for r, at in zip(rows, places, strict=True)
+                    if at is not None
+                ]
                 await self._insert(conn, name, reused)
                 copied = {row[0] for row in reused}
             fresh = [
@@ -175,6 +159,7 @@ class PgVectorStore:
             dimension=manifest.dimension,
             chunks=len(chunks),
             sent=len(fresh),
+            copied=len(copied),
         )
 
     @staticmethod
@@ -197,21 +182,24 @@ class PgVectorStore:
         async with self._pool.acquire() as conn, conn.transaction():
             await self._version(conn, version)
             before: str | None = await conn.fetchval(
-                "SELECT version FROM rag_live WHERE store = $1 FOR UPDATE", self.name
+                "SELECT version FROM rag_live WHERE store = $1 FOR UPDATE", self._pointer
             )
             await conn.execute(
                 "INSERT INTO rag_live (store, version) VALUES ($1, $2) ON CONFLICT (store) DO UPDATE SET version = $2",
-                self.name,
+                self._pointer,
                 version,
             )
         return before
 
     async def live(self) -> str | None:
-        version: str | None = await self._pool.fetchval("SELECT version FROM rag_live WHERE store = $1", self.name)
+        async with _answering():
+            version: str | None = await self._pool.fetchval(
+                "SELECT version FROM rag_live WHERE store = $1", self._pointer
+            )
         return version
 
     async def describe(self, version: str) -> StoreInfo:
-        async with self._pool.acquire() as conn:
+        async with _answering(), self._pool.acquire() as conn:
             row = await self._version(conn, version)
         return StoreInfo(
             store=self.name, version=version, embedder=row["embedder"], dimension=row["dimension"], chunks=row["chunks"]
@@ -224,12 +212,13 @@ class PgVectorStore:
             " ORDER BY embedding <#> $1::vector LIMIT $2"
         )
         args = (_literal(np.asarray(vector, dtype=np.float32).reshape(-1)), k)
-        if k <= EF_SEARCH:
-            rows = await self._pool.fetch(sql, *args)
-        else:  # HNSW returns at most ef_search rows: widen it for this query only
-            async with self._pool.acquire() as conn, conn.transaction():
-                await conn.execute(f"SET LOCAL hnsw.ef_search = {int(k)}")
-                rows = await conn.fetch(sql, *args)
+        async with _answering():
+            if k <= EF_SEARCH:
+                rows = await self._pool.fetch(sql, *args)
+            else:  # HNSW returns at most ef_search rows: widen it for this query only
+                async with self._pool.acquire() as conn, conn.transaction():
+                    await conn.execute(f"SET LOCAL hnsw.ef_search = {int(k)}")
+                    rows = await conn.fetch(sql, *args)
         return [Hit(r["id"], r["source"], r["heading"], r["text"], float(r["score"])) for r in rows]
 
     async def delete_documents(self, version: str, sources: list[str]) -> int:
@@ -244,18 +233,3 @@ class PgVectorStore:
                 raise ValueError(f"{version} is live: publish another version first")
             await conn.execute(f"DROP TABLE IF EXISTS {table(version)}")
             await conn.execute("DELETE FROM rag_versions WHERE version = $1", version)
-
-
-async def load_and_publish(store: PgVectorStore, index_dir: Path) -> tuple[StoreInfo, str | None]:
-    """Load an index folder as a new version (sending only documents changed since the live
-    version, when that was built with the same embedder) and make it live; returns what it
-    replaced."""
-    manifest = read_manifest(index_dir)
-    live = await store.live()
-    if live is not None and live == version_of(index_dir):
-        return await store.describe(live), live  # this folder is live already
-    previous = None
-    if live is not None and (await store.describe(live)).embedder == manifest.embedding_model:
-        previous = live
-    info = await store.load(index_dir, previous=previous)
-    return info, await store.publish(info.version)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from samvad.api import errors, rest, voice_route
+from samvad.api import errors, rest, telephony_route, voice_route
 from samvad.api.context import RequestContext
 
 
@@ -21,4 +21,5 @@ def build_api() -> FastAPI:
     app.add_middleware(RequestContext)
     app.include_router(rest.router)
     app.include_router(voice_route.router)
+    app.include_router(telephony_route.router)
     return app

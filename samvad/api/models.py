@@ -30,6 +30,12 @@ class SessionBody(_Body):
     )
     voice: Voice | None = None
     output_script: OutputScript | None = None
+    knowledge_base: str | None = Field(
+        None,
+        max_length=40,
+        description="the knowledge base the session answers from (one of the service's `rag.knowledge_bases`; "
+        "default: the default one)",
+    )
 
 
 class TurnBody(_Body):

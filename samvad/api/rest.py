@@ -155,6 +155,7 @@ async def create_session(
         "mode": body.mode or f.settings.translation.default_mode,
         "voice": body.voice,
         "output_script": body.output_script,
+        "knowledge_base": f.settings.rag.check_knowledge_base(body.knowledge_base, key.knowledge_bases),
     }
     if idempotency_key is None:
         return cast(SessionRow, await f.db.create_session(**args, api_key_id=key.id, **await f.gate.new_session(key)))
@@ -228,6 +229,7 @@ async def turn(
             "mode": session.mode,
             "voice": session.voice,
             "output_script": session.output_script,
+            "knowledge_base": session.knowledge_base,
         }
     else:
         fields = {
@@ -235,6 +237,7 @@ async def turn(
             "mode": f.settings.translation.default_mode,
             "voice": None,
             "output_script": None,
+            "knowledge_base": f.settings.rag.check_knowledge_base(None, key.knowledge_bases),
         }
     fields |= body.model_dump(include={"language", "mode", "voice", "output_script"}, exclude_none=True)
     turn = TurnRequest(
@@ -256,9 +259,9 @@ async def turn(
         # Nothing is created for a turn that cannot run: its input is checked (audio decoded)
         # first. A turn in an existing session is checked where it runs.
         prepare_turn(turn, f.settings)
-        new_session = {k: fields[k] for k in ("language", "mode", "voice", "output_script")} | await f.gate.new_session(
-            key
-        )
+        new_session = {
+            k: fields[k] for k in ("language", "mode", "voice", "output_script", "knowledge_base")
+        } | await f.gate.new_session(key)
     if idempotency_key is not None:
         claim = claim or await f.db.claim(
             key.id,

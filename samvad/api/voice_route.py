@@ -30,7 +30,8 @@ from samvad.protocol import (
     SessionStarted,
 )
 from samvad.storage.repository import ApiKeyRow
-from samvad.voice import CallState, VoiceCall
+from samvad.uncancelled import uncancelled
+from samvad.voice import CallSocket, CallState, VoiceCall
 
 router = APIRouter()
 
@@ -45,7 +46,7 @@ async def _refuse(ws: WebSocket, exc: SamvadError) -> None:
 async def _lease(
     take: Callable[[str], Awaitable[bool]],
     keep: Callable[[str], Coroutine[Any, Any, None]],
-    give_back: Callable[[str], Awaitable[None]],
+    give_back: Callable[[str], Coroutine[Any, Any, None]],
 ) -> AsyncIterator[bool]:
     """One of the gate's slots (a socket per IP, a live call per key) held, and renewed, for the
     block: yields False when none was free."""
@@ -58,7 +59,56 @@ async def _lease(
         yield True
     finally:
         renew.cancel()
-        await give_back(slot)
+        await uncancelled(give_back(slot))  # also when the server cancels the call as it drops
+
+
+@asynccontextmanager
+async def socket_slot(f: Frontend, ws: WebSocket) -> AsyncIterator[str | None]:
+    """The client address's request budget taken and one of its socket slots held: yields the
+    address, or None when refused (the socket is closed with the reason then)."""
+    ip = f.ip(ws)
+    try:
+        await f.gate.admit_ip(ip)
+    except SamvadError as exc:
+        await _refuse(ws, exc)
+        yield None
+        return
+    async with _lease(
+        lambda slot: f.gate.open_socket(ip, slot),
+        lambda slot: f.gate.keep_socket(ip, slot),
+        lambda slot: f.gate.close_socket(ip, slot),
+    ) as held:
+        if not held:
+            await ws.close(CLOSE_TOO_MANY_SESSIONS, "too many open sockets from this address")
+            yield None
+            return
+        yield ip
+
+
+@asynccontextmanager
+async def call_slot(f: Frontend, ws: WebSocket, key: ApiKeyRow) -> AsyncIterator[bool]:
+    """The key charged for the call (connecting counts as a request) and one of its live-call
+    slots held: yields False when refused (the socket is closed with the reason then)."""
+    try:
+        await f.gate.charge(key)
+    except SamvadError as exc:
+        await _refuse(ws, exc)
+        yield False
+        return
+    async with _lease(
+        lambda slot: f.gate.open_call(key, slot),
+        lambda slot: f.gate.keep_call(key, slot),
+        lambda slot: f.gate.close_call(key, slot),
+    ) as held:
+        if not held:
+            await ws.close(CLOSE_TOO_MANY_SESSIONS, "too many live sessions for this API key")
+            yield False
+            return
+        f.calls += 1
+        try:
+            yield True
+        finally:
+            f.calls -= 1
 
 
 @router.websocket("/api/v1/voice-session")
@@ -76,21 +126,9 @@ async def voice_session(ws: WebSocket) -> None:
         # user's key, so foreign origins are refused here.
         await ws.close(CLOSE_FORBIDDEN, "origin not allowed")
         return
-    ip = f.ip(ws)
-    try:
-        await f.gate.admit_ip(ip)
-    except SamvadError as exc:
-        await _refuse(ws, exc)
-        return
-    async with _lease(
-        lambda slot: f.gate.open_socket(ip, slot),
-        lambda slot: f.gate.keep_socket(ip, slot),
-        lambda slot: f.gate.close_socket(ip, slot),
-    ) as held:
-        if not held:
-            await ws.close(CLOSE_TOO_MANY_SESSIONS, "too many open sockets from this address")
-            return
-        await _admit_call(f, ws, ip)
+    async with socket_slot(f, ws) as ip:
+        if ip is not None:
+            await _admit_call(f, ws, ip)
 
 
 async def _admit_call(f: Frontend, ws: WebSocket, ip: str) -> None:
@@ -118,30 +156,16 @@ async def _admit_call(f: Frontend, ws: WebSocket, ip: str) -> None:
         await f.gate.failed(ip)
         await ws.close(CLOSE_UNAUTHORIZED, "missing or invalid API key")
         return
-    try:
-        await f.gate.charge(key)  # connecting counts as a request
-    except SamvadError as exc:
-        await _refuse(ws, exc)
-        return
-    async with _lease(
-        lambda slot: f.gate.open_call(key, slot),
-        lambda slot: f.gate.keep_call(key, slot),
-        lambda slot: f.gate.close_call(key, slot),
-    ) as held:
-        if not held:
-            await ws.close(CLOSE_TOO_MANY_SESSIONS, "too many live sessions for this API key")
-            return
-        f.calls += 1
-        try:
+    async with call_slot(f, ws, key) as held:
+        if held:
             await _call(f, ws, start, key)
-        finally:
-            f.calls -= 1
 
 
 async def _call(f: Frontend, ws: WebSocket, start: SessionStart, key: ApiKeyRow) -> None:
     s = f.settings
     try:
         language = check_language(start.language or s.default_language, s.languages)
+        kb = s.rag.check_knowledge_base(start.knowledge_base, key.knowledge_bases)
     except InputError as exc:
         # A close reason holds at most 123 bytes, and the language is the client's own text.
         await ws.close(CLOSE_BAD_START, exc.message.encode()[:120].decode(errors="ignore"))
@@ -176,7 +200,13 @@ async def _call(f: Frontend, ws: WebSocket, start: SessionStart, key: ApiKeyRow)
         try:
             caps = await f.gate.new_session(key)
             row = await f.db.create_session(
-                language, start.mode or s.translation.default_mode, start.voice, key.id, start.output_script, **caps
+                language,
+                start.mode or s.translation.default_mode,
+                start.voice,
+                key.id,
+                start.output_script,
+                knowledge_base=kb,
+                **caps,
             )
         except SamvadError as exc:
             await _refuse(ws, exc)
@@ -187,6 +217,7 @@ async def _call(f: Frontend, ws: WebSocket, start: SessionStart, key: ApiKeyRow)
         mode=start.mode or row.mode,
         voice=start.voice or row.voice,
         output_script=start.output_script or row.output_script,
+        knowledge_base=row.knowledge_base,
         tenant=str(key.id),
     )
     await ws.send_text(
@@ -199,6 +230,14 @@ async def _call(f: Frontend, ws: WebSocket, start: SessionStart, key: ApiKeyRow)
             interrupted_turn=interrupted,
         ).model_dump_json()
     )
+    goodbye = SessionClosing(session_id=sid, resume_token=f.resume_token(sid, key.id))
+    await run_call(f, key, voice_call(f, ws, sid, key, session, start, goodbye=goodbye))
+
+
+def voice_call(
+    f: Frontend, ws: CallSocket, sid: str, key: ApiKeyRow, session: CallState, start: SessionStart, **extra: Any
+) -> VoiceCall:
+    """A call on session `sid`: its turns run by the backend, each charged to the key."""
     backend = f.backend
 
     async def settle(turn_id: str, heard: str, complete: bool) -> None:
@@ -207,21 +246,24 @@ async def _call(f: Frontend, ws: WebSocket, start: SessionStart, key: ApiKeyRow)
     async def charge() -> None:
         await f.gate.charge(key)
 
-    goodbye = SessionClosing(session_id=sid, resume_token=f.resume_token(sid, key.id))
-    call = VoiceCall(
+    return VoiceCall(
         ws,
-        s,
+        f.settings,
         session,
         start,
         start_turn=lambda request: backend.stream(sid, request),
         settle=settle,
         transcribe=backend.transcribe,
         closing=f.closing,
-        goodbye=goodbye,
         charge=charge,
         partial=backend.partial,
         listener=f.listener,
+        **extra,
     )
+
+
+async def run_call(f: Frontend, key: ApiKeyRow, call: VoiceCall) -> None:
+    """Run a call to its end, known to the ingress meanwhile (a revoked key ends it)."""
     f.add_call(key.id, call)
     try:
         await call.run()

@@ -97,6 +97,9 @@ class Replies(BaseModel):
     human_agent: str
     off_topic: str
     fallback: str
+    # The knowledge base cannot be searched (its store is down): the turn says so rather than
+    # failing or letting the model answer without its documents.
+    retrieval_unavailable: str = "I am unable to look that up right now. Please try again in a few minutes, or ask for a customer care executive."
 
 
 class InputVerdict(BaseModel):

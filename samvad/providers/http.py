@@ -16,7 +16,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from samvad.errors import ProviderError
 from samvad.providers.base import CallRecord
-from samvad.settings import HttpProviderSettings
+from samvad.providers.vendor import VendorSettings
 
 RETRYABLE_STATUS = {408, 409, 429}
 # (message, code, request id) from an error body; each vendor shapes it differently.
@@ -59,7 +59,7 @@ class HttpProvider:
         self,
         name: str,
         stage: str,
-        settings: HttpProviderSettings,
+        settings: VendorSettings,
         auth: dict[str, str],
         parse_error: ErrorParser,
         fatal_codes: frozenset[str] = frozenset(),

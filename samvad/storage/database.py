@@ -34,6 +34,8 @@ WRITES = frozenset(
         "update_session",
         "create_session",
         "close_session",
+        "start_phone_call",
+        "end_phone_call",
         "claim",
         "acquire",
         "release",

@@ -20,6 +20,8 @@ from pydantic import BaseModel
 from samvad.contracts import GuardrailFlag, ProviderCall
 from samvad.errors import NotFoundError, SamvadError
 from samvad.storage.migrate import migrate
+from samvad.storage.phones import ApiKeyRow as ApiKeyRow  # re-exported: where the API layer finds it
+from samvad.storage.phones import PhoneRepository
 
 
 class SessionRow(BaseModel):
@@ -28,6 +30,7 @@ class SessionRow(BaseModel):
     mode: str
     voice: str | None
     output_script: str | None = None
+    knowledge_base: str | None = None  # None: the default one
     created_at: datetime
     updated_at: datetime
     closed_at: datetime | None = None
@@ -43,18 +46,6 @@ class MessageRow(BaseModel):
     status: str
     guardrail_flags: list[GuardrailFlag]
     created_at: datetime
-
-
-class ApiKeyRow(BaseModel):
-    id: int
-    name: str
-    prefix: str
-    created_at: datetime
-    revoked_at: datetime | None
-    requests_per_minute: int | None = None
-    max_voice_sessions: int | None = None
-    max_open_sessions: int | None = None
-    sessions_per_minute: int | None = None
 
 
 class TooManySessions(SamvadError):
@@ -103,7 +94,7 @@ def hash_key(key: str, secret: str) -> str:
     return hmac.new(secret.encode(), key.encode(), hashlib.sha256).hexdigest()
 
 
-class Repository:
+class Repository(PhoneRepository):
     def __init__(self, pool: asyncpg.Pool, key_secret: str) -> None:
         self._pool = pool
         self._secret = key_secret
@@ -131,6 +122,7 @@ class Repository:
         api_key_id: int | None = None,
         output_script: str | None = None,
         *,
+        knowledge_base: str | None = None,
         conn: asyncpg.Connection | None = None,
         max_open: int | None = None,
         open_s: float = 3600.0,
@@ -139,10 +131,12 @@ class Repository:
         that many open: not closed and with a turn in the last `open_s` seconds. The count and the
         insert run under a per-key lock, so concurrent creations cannot overshoot."""
         if max_open is None or api_key_id is None:
-            return await self._insert_session(conn or self._pool, language, mode, voice, api_key_id, output_script)
+            return await self._insert_session(
+                conn or self._pool, language, mode, voice, api_key_id, output_script, knowledge_base
+            )
         try:  # the per-key lock, the count and the insert in one call (migration 0008)
             row = await (conn or self._pool).fetchrow(
-                "SELECT * FROM samvad_open_session($1, $2, $3, $4, $5, $6, $7, $8)",
+                "SELECT * FROM samvad_open_session($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 uuid.uuid4(),
                 language,
                 mode,
@@ -151,6 +145,7 @@ class Repository:
                 output_script,
                 max_open,
                 open_s,
+                knowledge_base,
             )
         except asyncpg.RaiseError as exc:
             if exc.args and exc.args[0] == "samvad_too_many_sessions":
@@ -169,16 +164,18 @@ class Repository:
         voice: str | None,
         api_key_id: int | None,
         output_script: str | None,
+        knowledge_base: str | None,
     ) -> SessionRow:
         row = await conn.fetchrow(
-            "INSERT INTO sessions (id, language, mode, voice, api_key_id, output_script)"
-            " VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+            "INSERT INTO sessions (id, language, mode, voice, api_key_id, output_script, knowledge_base)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
             uuid.uuid4(),
             language,
             mode,
             voice,
             api_key_id,
             output_script,
+            knowledge_base,
         )
         return _session(row)
 
@@ -465,13 +462,14 @@ class Repository:
         max_voice_sessions: int | None = None,
         max_open_sessions: int | None = None,
         sessions_per_minute: int | None = None,
+        knowledge_bases: list[str] | None = None,
     ) -> tuple[ApiKeyRow, str]:
         """Returns the row and the plaintext key; only its HMAC is stored. Limits left None
-        follow the service's `limits.*`."""
+        follow the service's `limits.*`; `knowledge_bases` None: it may use every one served."""
         key = "sk_samvad_" + secrets.token_urlsafe(24)
         row = await self._pool.fetchrow(
             "INSERT INTO api_keys (name, prefix, key_hash, requests_per_minute, max_voice_sessions, max_open_sessions,"
-            " sessions_per_minute) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
+            " sessions_per_minute, knowledge_bases) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
             name,
             key[:14],
             hash_key(key, self._secret),
@@ -479,6 +477,7 @@ class Repository:
             max_voice_sessions,
             max_open_sessions,
             sessions_per_minute,
+            knowledge_bases,
         )
         return ApiKeyRow(**dict(row)), key
 

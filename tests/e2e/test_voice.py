@@ -326,15 +326,17 @@ async def test_shutdown_drains_live_calls_and_tells_them_how_to_resume(api_key, 
     """What `samvad run` does on SIGINT/SIGTERM before Serve stops: the answer playing finishes,
     the caller gets `session.closing` with its resume token and a 1012 close, new calls are
     refused; the conversation resumes on a new connection with nothing lost."""
-    from ray import serve
+    import ray
 
-    ingress = serve.get_deployment_handle("Ingress", app_name="samvad")
+    from samvad.cli import drain_task
+
+    drain = drain_task()  # as `samvad run` sends it
     ws, started = await open_session(api_key)
     await ws.send(json.dumps({"type": "text.input", "text": "What happens if I do not keep the minimum balance?"}))
     seen: list = []
     await until(ws, "audio", seen)
     try:
-        await asyncio.to_thread(lambda: ingress.broadcast("drain", True).results())
+        await asyncio.to_thread(ray.get, drain.remote("samvad"))
         closing = await until(ws, "session.closing", seen, timeout=60)
         assert [e["type"] for e in seen].index("turn.done") < len(seen) - 1  # the answer finished first
         with pytest.raises(websockets.ConnectionClosed) as closed:
@@ -347,7 +349,7 @@ async def test_shutdown_drains_live_calls_and_tells_them_how_to_resume(api_key, 
             await recv(refused)
         assert closed.value.rcvd.code == 1012
     finally:
-        await asyncio.to_thread(lambda: ingress.broadcast("drain", False).results())
+        await asyncio.to_thread(ray.get, drain.remote("samvad", False))
     rows = db("SELECT role, status FROM messages WHERE session_id = $1 ORDER BY id", uuid.UUID(started["session_id"]))
     assert [(r["role"], r["status"]) for r in rows] == [("user", "complete"), ("assistant", "complete")]
     query = {"session_id": closing["session_id"], "resume_token": closing["resume_token"]}

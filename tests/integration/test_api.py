@@ -20,7 +20,6 @@ from samvad.api.frontend import Frontend
 from samvad.settings import REPO_ROOT, load_settings, secret
 from samvad.storage.database import Database
 from samvad.storage.repository import Repository
-from tests.servers import postgres, redis_url
 
 pytestmark = pytest.mark.integration
 ADMIN = "adm-" + "a" * 32
@@ -52,7 +51,8 @@ class InProcessBackend:
         await (await self._ready()).settle(session_id, turn_id, heard, complete)
 
     async def transcribe(self, audio, language):
-        return await self.runner.engines.stt.transcribe(audio, language, [])
+        calls = []
+        return await self.runner.engines.stt.transcribe(audio, language, calls), calls
 
     async def partial(self, audio, language):
         return await self.runner.engines.stt.partial(audio, language)
@@ -63,18 +63,6 @@ class InProcessBackend:
 
     def metrics_url(self) -> str:
         return "http://127.0.0.1:9/metrics"  # nothing listens: /metrics answers 500 metrics_unavailable
-
-
-@pytest.fixture(scope="module")
-def dsn(tmp_path_factory):
-    with postgres(tmp_path_factory.mktemp("pg")) as d:
-        yield d
-
-
-@pytest.fixture(scope="module")
-def rurl(tmp_path_factory):
-    with redis_url(tmp_path_factory.mktemp("redis")) as u:
-        yield u
 
 
 @pytest.fixture(scope="module")
@@ -90,16 +78,20 @@ def api_settings(dsn, rurl):
     )
 
 
-@pytest.fixture(scope="module")
-def key(dsn):
+def _key(settings, **limits) -> str:
     async def make() -> str:
-        repo = await Repository.connect(dsn, secret(load_settings().service, "key"))
+        repo = await Repository.connect(settings.database_url, secret(load_settings().service, "key"))
         try:
-            return (await repo.create_key(f"api-{uuid.uuid4().hex[:6]}"))[1]
+            return (await repo.create_key(f"api-{uuid.uuid4().hex[:6]}", **limits))[1]
         finally:
             await repo.close()
 
     return asyncio.run(make())
+
+
+@pytest.fixture(scope="module")
+def key(api_settings):
+    return _key(api_settings)
 
 
 @pytest.fixture(scope="module")
@@ -368,3 +360,60 @@ def test_an_unknown_language_closes_the_call_with_a_reason_that_fits_a_close_fra
         assert closed.value.code == 4400 and reason.startswith("unknown language") and len(reason.encode()) <= 123
         if language == "xx-YY":
             assert "use one of: " in reason and "en-IN" in reason  # what to send instead
+
+
+def test_a_session_answers_from_the_knowledge_base_it_was_opened_with(api_settings, key):
+    """A session opened with a knowledge base (REST or voice) has every turn searched in it; an
+    unknown name is refused with the names to choose from; a session without one uses the default."""
+    from dataclasses import replace
+
+    from starlette.websockets import WebSocketDisconnect
+
+    from rag_index.pipeline import local_runner
+    from samvad.turn import TurnRunner
+
+    s = api_settings.model_copy(update={"rag": api_settings.rag.model_copy(update={"knowledge_bases": ["acme"]})})
+    runner = local_runner(s)
+    asked: list[str | None] = []
+
+    class Recording:
+        async def alookup(self, text, library, k, query=None, knowledge_base=None):
+            asked.append(knowledge_base)
+            return await runner.engines.retriever.alookup(text, library, k, query)
+
+    limited = _key(s, knowledge_bases=["acme"])
+    db = Database(s)
+    app = build_api()
+    recording = TurnRunner(replace(runner.engines, retriever=Recording()), s)
+    Frontend(s, db, InProcessBackend(recording, db, s)).configure(app)
+    with TestClient(app, headers={"X-API-Key": key}) as c:
+        refused = c.post("/api/v1/sessions", json={"knowledge_base": "other"})
+        assert refused.status_code == 400, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "unknown_knowledge_base" and "default, acme" in error["message"]
+        session = c.post("/api/v1/sessions", json={"knowledge_base": "acme"}).json()
+        assert session["knowledge_base"] == "acme"
+        turn = {"session_id": session["id"], "text": "what is the stub answer", "speak": False}
+        assert c.post("/api/v1/turn", json=turn).status_code == 200
+        assert c.post("/api/v1/turn", json={"text": "what is the stub answer", "speak": False}).status_code == 200
+        assert asked == ["acme", None]
+        with c.websocket_connect("/api/v1/voice-session") as ws:
+            ws.send_text(json.dumps({"type": "session.start", "api_key": key, "knowledge_base": "acme"}))
+            assert json.loads(ws.receive_text())["type"] == "session.started"
+            ws.send_text(json.dumps({"type": "text.input", "text": "what is the stub answer"}))
+            while json.loads(ws.receive_text())["type"] != "turn.done":
+                pass
+        assert asked[-1] == "acme"
+        with c.websocket_connect("/api/v1/voice-session") as ws:
+            ws.send_text(json.dumps({"type": "session.start", "api_key": key, "knowledge_base": "other"}))
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_text()
+        assert closed.value.code == 4400 and closed.value.reason.startswith("unknown knowledge base")
+        # A key limited to `acme`: its sessions answer from it by default; the default one is not its.
+        as_limited = {"X-API-Key": limited}
+        assert c.post("/api/v1/sessions", json={}, headers=as_limited).json()["knowledge_base"] == "acme"
+        refused = c.post("/api/v1/sessions", json={"knowledge_base": "default"}, headers=as_limited)
+        assert refused.status_code == 400 and refused.json()["error"]["message"].endswith("one of acme")
+        ask = {"text": "what is the stub answer", "speak": False}
+        assert c.post("/api/v1/turn", json=ask, headers=as_limited).status_code == 200
+        assert asked[-1] == "acme"

@@ -12,14 +12,17 @@ from samvad.contracts import ChatMessage
 from samvad.errors import InputError, ProviderError
 from samvad.providers import registry
 from samvad.providers.base import ChatRequest, SpeechRequest, TranslationRequest
+from samvad.providers.elevenlabs.config import ElevenLabsSettings, ElevenVoiceSettings
 from samvad.providers.elevenlabs.tts import ElevenLabsTTS
+from samvad.providers.openai_compat.config import OpenAISettings
 from samvad.providers.openai_compat.llm import OpenAICompatChat
 from samvad.providers.sarvam.asr import SarvamSTT
+from samvad.providers.sarvam.config import SarvamSettings
 from samvad.providers.sarvam.language_id import SarvamLanguageId
 from samvad.providers.sarvam.llm import SarvamChat
 from samvad.providers.sarvam.translate import SarvamTranslator
 from samvad.providers.sarvam.tts import SarvamTTS
-from samvad.settings import ElevenLabsSettings, OpenAISettings, SarvamSettings, load_settings
+from samvad.settings import load_settings
 from testkit.provider_server import ELEVEN_KEY, OPENAI_KEY, SARVAM_KEY
 
 pytestmark = pytest.mark.integration
@@ -198,7 +201,6 @@ async def test_elevenlabs_speaks_only_its_models_languages_and_failover_skips_it
 
 
 async def test_elevenlabs_voice_settings_and_previous_text(fake):
-    from samvad.settings import ElevenVoiceSettings
 
     tts = ElevenLabsTTS(
         ElevenLabsSettings(

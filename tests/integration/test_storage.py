@@ -12,15 +12,9 @@ from samvad.storage import embedded
 from samvad.storage.cache import Cache, cache_key
 from samvad.storage.migrate import available, migrate
 from samvad.storage.repository import Repository
-from tests.servers import postgres, redis_url
+from tests.servers import redis_url
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def dsn(tmp_path_factory):
-    with postgres(tmp_path_factory.mktemp("pg")) as d:
-        yield d
 
 
 async def test_migrations_apply_once_and_concurrently(dsn):

@@ -5,7 +5,9 @@ import typing
 
 import pytest
 
-from samvad.settings import REPO_ROOT, ElevenLabsSettings, SarvamSettings, load_settings
+from samvad.providers.elevenlabs.config import ElevenLabsSettings
+from samvad.providers.sarvam.config import SarvamSettings
+from samvad.settings import REPO_ROOT, load_settings
 
 pytestmark = pytest.mark.unit
 

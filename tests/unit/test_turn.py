@@ -244,6 +244,28 @@ async def test_refusal_and_escalation_skip_the_model_and_are_spoken(runner):
     assert events[-1].response.guardrail_flags[0].action == "escalate"
 
 
+class _StoreDown:
+    """A retriever whose vector store is down, as StoreRetriever reports it."""
+
+    async def alookup(self, text, library, k, query=None, knowledge_base=None):
+        from rag_index.stores.base import unavailable
+
+        raise unavailable("pinecone", "the pinecone index is unreachable (StoreDown)")
+
+
+async def test_a_knowledge_base_that_is_down_is_said_plainly_not_a_failed_turn(runner):
+    e = runner.engines
+    down = TurnRunner(Engines(e.stt, _StoreDown(), e.llm, e.translator, e.tts), runner.settings)
+    events = [ev async for ev in down.run(TurnRequest(turn_id="t", text="How do I block my debit card?"))]
+    done = events[-1]
+    assert done.outcome == "complete" and _answer(events) == runner.guardrails.replies.retrieval_unavailable
+    assert any(isinstance(ev, AudioEvent) for ev in events)  # spoken, like any reply
+    assert not any(c.stage == "llm" for c in done.calls)  # the model never answers without its documents
+    failed = [c for c in done.calls if c.stage == "retrieval"]
+    assert [(c.outcome, c.error) for c in failed] == [("error", "retrieval_unavailable")]
+    assert "retrieval_unavailable" in [f.check for f in done.response.guardrail_flags]
+
+
 @pytest.mark.parametrize(
     "question, source, words",
     [

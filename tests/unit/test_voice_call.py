@@ -217,3 +217,81 @@ async def test_a_short_stop_during_the_answer_interrupts_it(voice_settings):
     assert cancelled["reason"] == "barge_in" and "vad.backchannel" not in ws.types()
     ws.hang_up()
     await asyncio.wait_for(runner, 5)
+
+
+class LineThatDrops(FakeSocket):
+    """A phone line (its carrier reports what it played) that goes dead while the answer is
+    still going out: sends fail from then on, and its hang-up is read only afterwards."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.played: dict[str, set[int]] = {}
+        self.dead = asyncio.Event()
+
+    async def send_text(self, text: str) -> None:
+        if self.dead.is_set():
+            raise RuntimeError("the line is closed")
+        await super().send_text(text)
+
+
+async def test_a_line_that_drops_mid_answer_keeps_what_it_played(voice_settings):
+    ws, script = LineThatDrops(), Script(["One.", "Two.", "Three.", "Four."])
+    call = _call(ws, voice_settings, script)
+    call._played = lambda turn_id: ws.played.get(turn_id, set())
+    runner = asyncio.create_task(call.run())
+    ws.say(0.6, silence_after=0.8)
+    third = await ws.wait_for("audio", 3)  # two sentences sent, the third going out
+    turn_id = third["turn_id"]
+    ws.dead.set()  # the caller hung up: the next send fails before the hang-up is read
+    while not script.settled:
+        await asyncio.sleep(0.01)
+    assert script.settled == [(turn_id, "", False)]  # sent is not heard on a phone line: no mark yet
+    ws.played[turn_id] = {0}  # the carrier's mark for the first sentence, read after the failure
+    ws.hang_up()
+    await asyncio.wait_for(runner, 5)
+    assert script.settled[-1] == (turn_id, "One.", False)
+
+
+async def test_the_answer_is_delivered_while_the_database_is_away_and_recorded_at_the_end(voice_settings):
+    ws, script = FakeSocket(), Script(["Your card is blocked."])
+    failures = [RuntimeError("the database is away")]
+    record = script.settle
+
+    async def settle(turn_id, heard, complete):
+        if failures:
+            raise failures.pop()
+        await record(turn_id, heard, complete)
+
+    script.settle = settle
+    runner = asyncio.create_task(_call(ws, voice_settings, script).run())
+    ws.say(0.6, silence_after=0.8)
+    done = await ws.wait_for("turn.done")  # the caller is not kept waiting on the record
+    assert "error" not in ws.types() and script.settled == []
+    ws.hang_up()
+    await asyncio.wait_for(runner, 5)
+    assert script.settled == [(done["turn_id"], "Your card is blocked.", True)]
+
+
+async def test_what_was_heard_is_recorded_though_the_server_cancels_the_call_as_it_drops(voice_settings):
+    """Serve cancels a WebSocket's handler when the client's disconnect arrives, while the call
+    is recording what was heard: the record still completes."""
+    ws, script = FakeSocket(), Script(["One.", "Two.", "Three.", "Four."])
+    recording = asyncio.Event()
+    record = script.settle
+
+    async def slow_settle(turn_id, heard, complete):
+        recording.set()
+        await asyncio.sleep(0.2)  # the database round trip
+        await record(turn_id, heard, complete)
+
+    script.settle = slow_settle
+    runner = asyncio.create_task(_call(ws, voice_settings, script).run())
+    ws.say(0.6, silence_after=0.8)
+    await ws.wait_for("audio", 2)
+    ws.hang_up()
+    await asyncio.wait_for(recording.wait(), 5)
+    runner.cancel()  # the server, as the line drops
+    with pytest.raises(asyncio.CancelledError):
+        await runner
+    (turn_id, heard, complete), *_ = script.settled
+    assert turn_id == script.requests[0].turn_id and heard.startswith("One.") and complete is False

@@ -13,8 +13,8 @@ from typing import Any
 from samvad.audio import whole_samples
 from samvad.errors import InputError
 from samvad.providers.base import AudioChunk, CallRecord, Capabilities, SpeechRequest, TextToSpeech
+from samvad.providers.elevenlabs.config import ElevenLabsSettings
 from samvad.providers.http import HttpProvider
-from samvad.settings import ElevenLabsSettings
 
 VOICE_ID = re.compile(r"[A-Za-z0-9]{20}")
 

@@ -35,40 +35,54 @@ SHORT_STEP_FRAMES = 500
 SHORT_MIN_FRAMES = 1000
 
 
-def _looping(text: str) -> bool:
-    """The decoder went round in a loop: a sentence said twice in a row, or text that compresses
-    more than 2.4x (Whisper's own hallucination test)."""
-    import re
+def _compresses(text: str) -> bool:
+    """Text that compresses more than 2.4x: Whisper's own test for a decoder gone round in a loop
+    ("…debit card, credit card, bank, bank, bank…")."""
     import zlib
 
-    sentences = [" ".join(x.lower().split()) for x in re.split(r"[.?!]+", text) if x.strip()]
-    if any(a == b for a, b in zip(sentences, sentences[1:], strict=False)):
-        return True
     data = text.encode()
     return len(data) > 40 and len(data) / len(zlib.compress(data)) > 2.4
 
 
-def _words(text: str) -> list[str]:
+def _looping(text: str) -> bool:
+    """The decoder went round in a loop: a sentence said twice in a row, or text that compresses
+    like a loop."""
     import re
 
-    return re.findall(r"\w+", text.lower())
+    sentences = [" ".join(x.lower().split()) for x in re.split(r"[.?!]+", text) if x.strip()]
+    return any(a == b for a, b in zip(sentences, sentences[1:], strict=False)) or _compresses(text)
+
+
+def _words(text: str) -> list[str]:
+    """Its words, lower case, a word said again at once kept once ("bank, bank, bank")."""
+    import re
+
+    words = re.findall(r"\w+", text.lower())
+    return [w for i, w in enumerate(words) if i == 0 or w != words[i - 1]]
 
 
 ECHO_MIN_WORDS = 8  # a caller may name a few of the prompt's terms; eight in its order is the prompt
 ECHO_SHARE = 0.8
+OPENING_MIN_WORDS = 4  # "Navtara Bank customer support call." alone, read from noise
 
 
 def _echoes_prompt(text: str, prompt: str | None) -> bool:
     """The decoder read back its vocabulary prompt (noise or silence under a prompt does this,
     more so at a hot temperature; base said "The bank customer support call about…" for
-    "Navtara Bank customer support call about…"): at least ECHO_MIN_WORDS words, and
-    ECHO_SHARE of the text, are the prompt's words in the prompt's order."""
+    "Navtara Bank customer support call about…", once followed by "bank, bank, …"): the text is
+    the prompt's opening words, or at least ECHO_MIN_WORDS words, and ECHO_SHARE of the text,
+    are the prompt's words in the prompt's order."""
     from difflib import SequenceMatcher
 
-    words = _words(text)
-    if not prompt or len(words) < ECHO_MIN_WORDS:
+    if not prompt:
         return False
-    blocks = SequenceMatcher(None, words, _words(prompt), autojunk=False).get_matching_blocks()
+    words, prompt_words = _words(text), _words(prompt)
+    opening = prompt_words[: len(words)]  # its opening alone, the first word maybe misheard
+    if len(words) >= OPENING_MIN_WORDS and len(opening) == len(words) and words[1:] == opening[1:]:
+        return True
+    if len(words) < ECHO_MIN_WORDS:
+        return False
+    blocks = SequenceMatcher(None, words, prompt_words, autojunk=False).get_matching_blocks()
     matched = sum(b.size for b in blocks)
     return matched >= ECHO_MIN_WORDS and matched >= ECHO_SHARE * len(words)
 
@@ -175,7 +189,8 @@ class WhisperSTT(SpeechToText):
         for s in segments:  # decoded lazily, one 30 s window at a time: a cancelled call stops here
             if stop.is_set():
                 raise asyncio.CancelledError
-            if _echoes_prompt(s.text, self._prompt(lang)):
+            # Whisper keeps a window's best try even when every temperature failed its loop test.
+            if _compresses(s.text) or _echoes_prompt(s.text, self._prompt(lang)):
                 continue
             raw.append(
                 Segment(start=s.start, end=s.end, text=s.text.strip(), confidence=min(1.0, math.exp(s.avg_logprob)))

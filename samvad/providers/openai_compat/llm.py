@@ -11,7 +11,7 @@ from samvad.contracts import ChatMessage, Usage
 from samvad.errors import ProviderError
 from samvad.providers.base import CallRecord, ChatModel, ChatRequest
 from samvad.providers.http import HttpProvider
-from samvad.settings import OpenAISettings
+from samvad.providers.openai_compat.config import OpenAISettings
 
 
 def render_messages(request: ChatRequest, system_prompt: str) -> list[dict[str, str]]:

@@ -9,7 +9,7 @@ from samvad.audio import Audio, float_to_pcm16, wav_bytes
 from samvad.contracts import Segment, Transcript
 from samvad.providers.base import CallRecord, SpeechToText
 from samvad.providers.sarvam.common import http
-from samvad.settings import SarvamSettings
+from samvad.providers.sarvam.config import SarvamSettings
 
 MAX_SECONDS = 29.5  # the REST limit is 30 s; keep a margin for resampling rounding
 

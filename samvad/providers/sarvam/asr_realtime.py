@@ -30,7 +30,7 @@ from samvad.contracts import Transcript, Usage
 from samvad.errors import ProviderError
 from samvad.providers.base import CallLog, OnPartial, RealtimeSpeechToText, SpeechStream
 from samvad.providers.sarvam.common import socket_url
-from samvad.settings import SarvamSettings
+from samvad.providers.sarvam.config import SarvamSettings
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from samvad.contracts import Segment, Transcript
 from samvad.errors import ProviderError
 from samvad.providers.base import CallRecord, SpeechToText
 from samvad.providers.sarvam.common import socket_url
-from samvad.settings import SarvamSettings
+from samvad.providers.sarvam.config import SarvamSettings
 
 FRAME_SECONDS = 0.1
 NO_SPEECH_WAIT_S = 0.5  # after a flush, how long silence may go unanswered before it is "no speech"

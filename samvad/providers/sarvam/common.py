@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from samvad.providers.http import HttpProvider
+from samvad.providers.sarvam.config import SarvamSettings
 from samvad.sentences import split_sentences
-from samvad.settings import SarvamSettings
 
 # The 11 languages of translate (mayura), TTS and language identification (providers.md §16).
 CORE_LANGUAGES = frozenset(

@@ -7,7 +7,7 @@ from __future__ import annotations
 from samvad.errors import InputError
 from samvad.providers.base import CallRecord, LanguageGuess, LanguageIdentifier
 from samvad.providers.sarvam.common import http
-from samvad.settings import SarvamSettings
+from samvad.providers.sarvam.config import SarvamSettings
 
 MAX_CHARS = 1000  # the endpoint's limit; the start of a longer text says its language as well
 MODEL = "text-lid"  # priced per character (configs: pricing.sarvam."text-lid")

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from samvad.providers.base import CallRecord, ChatModel, ChatRequest
 from samvad.providers.openai_compat.llm import render_messages, stream_chat
 from samvad.providers.sarvam.common import http
-from samvad.settings import SarvamSettings
+from samvad.providers.sarvam.config import SarvamSettings
 
 
 class SarvamChat(ChatModel):

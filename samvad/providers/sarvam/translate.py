@@ -5,7 +5,7 @@ from __future__ import annotations
 from samvad.errors import InputError
 from samvad.providers.base import CallRecord, Capabilities, TranslationRequest, TranslationResult, Translator
 from samvad.providers.sarvam.common import CORE_LANGUAGES, http, split_text
-from samvad.settings import SarvamSettings
+from samvad.providers.sarvam.config import SarvamSettings
 
 LIMITS = {"mayura:v1": 1000, "sarvam-translate:v1": 2000}
 

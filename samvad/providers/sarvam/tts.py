@@ -9,7 +9,7 @@ from samvad.audio import whole_samples
 from samvad.errors import InputError
 from samvad.providers.base import AudioChunk, CallRecord, Capabilities, SpeechRequest, TextToSpeech
 from samvad.providers.sarvam.common import CORE_LANGUAGES, http, split_text
-from samvad.settings import SarvamSettings
+from samvad.providers.sarvam.config import SarvamSettings
 
 SPEAKERS = {
     "bulbul:v2": frozenset({"anushka", "manisha", "vidya", "arya", "abhilash", "karun", "hitesh"}),

@@ -13,7 +13,7 @@ import pytest
 from samvad.errors import ProviderError
 from samvad.providers import http
 from samvad.providers.base import CallRecord
-from samvad.settings import HttpProviderSettings
+from samvad.providers.vendor import VendorSettings
 
 pytestmark = pytest.mark.unit
 BASE = "http://vendor.test"
@@ -42,7 +42,7 @@ def _provider(responses, **settings) -> tuple[http.HttpProvider, list[float]]:
 
     client = httpx.AsyncClient(base_url=BASE, transport=httpx.MockTransport(handler))
     http._clients[(BASE, id(asyncio.get_running_loop()))] = client
-    s = HttpProviderSettings(base_url=BASE, **{"max_retries": 2, "max_retry_wait_s": 2.0} | settings)
+    s = VendorSettings(base_url=BASE, **{"max_retries": 2, "max_retry_wait_s": 2.0} | settings)
     parse = lambda body: (body["error"]["message"], body["error"].get("code"), None)  # noqa: E731
     return http.HttpProvider("vendor", "tts", s, {"authorization": "Bearer k"}, parse, frozenset({"no_credits"})), seen
 

@@ -121,17 +121,22 @@ def test_corrupt_or_mismatched_indexes_are_refused(tmp_path, v1, embedder):
     assert "other-model" in err.value.message
 
 
-def test_publish_and_hot_swap_keep_serving(tmp_path, v1, embedder, settings):
-    live = tmp_path / "live" / "current"
-    assert publish(v1, live) is None and os.path.realpath(live) == str(v1.resolve())
-    s = settings.model_copy(update={"rag": settings.rag.model_copy(update={"index_dir": live, "reload_interval_s": 0})})
-    stage = RetrievalStage(s)
+def _with_moon_card(tmp_path, out, v1, embedder):
+    """A version built from the sample corpus plus a document v1 does not have (the Moon card)."""
     corpus = tmp_path / "corpus"
     shutil.copytree(CORPUS, corpus)
     (corpus / "cards" / "moon-card.md").write_text(
         "# The Navtara Moon card\n\n## Fees\nThe Moon card has no annual fee and works on the lunar base.\n"
     )
-    build_index(corpus, tmp_path / "v2", embedder, chunk_chars=700, overlap_chars=120, previous=v1)
+    build_index(corpus, out, embedder, chunk_chars=700, overlap_chars=120, previous=v1)
+
+
+def test_publish_and_hot_swap_keep_serving(tmp_path, v1, embedder, settings):
+    live = tmp_path / "live" / "current"
+    assert publish(v1, live) is None and os.path.realpath(live) == str(v1.resolve())
+    s = settings.model_copy(update={"rag": settings.rag.model_copy(update={"index_dir": live, "reload_interval_s": 0})})
+    stage = RetrievalStage(s)
+    _with_moon_card(tmp_path, tmp_path / "v2", v1, embedder)
 
     async def scenario():
         assert (await stage.search("Moon card annual fee", 1))[0].source != "cards/moon-card.md"
@@ -151,6 +156,62 @@ def test_publish_and_hot_swap_keep_serving(tmp_path, v1, embedder, settings):
     import asyncio
 
     asyncio.run(scenario())
+
+
+def test_each_knowledge_base_answers_from_its_own_documents(tmp_path, v1, embedder, settings):
+    """Two knowledge bases side by side: the default one and `moon`, whose corpus has a document
+    the default's lacks. A turn asking one never gets the other's documents; `moon` is
+    unavailable until something is published for it, then swaps in without a restart."""
+    from samvad.errors import ProviderError
+
+    live = tmp_path / "live" / "current"
+    publish(v1, live)
+    rag = settings.rag.model_copy(update={"index_dir": live, "reload_interval_s": 0, "knowledge_bases": ["moon"]})
+    s = settings.model_copy(update={"rag": rag})
+    stage = RetrievalStage(s)
+    _with_moon_card(tmp_path, tmp_path / "moon1", v1, embedder)
+    question = "Moon card annual fee"
+
+    async def scenario():
+        with pytest.raises(ProviderError) as nothing_yet:
+            await stage.lookup(question, False, 1, knowledge_base="moon")
+        assert nothing_yet.value.code == "retrieval_unavailable" and "--kb moon" in nothing_yet.value.message
+        with pytest.raises(ProviderError):  # a name it does not serve: refused, not answered from another
+            await stage.lookup(question, False, 1, knowledge_base="sun")
+        publish(tmp_path / "moon1", rag.pointer("moon"))
+        assert live.with_name("current@moon").is_symlink()
+        status = await stage.reload_now()
+        assert status["knowledge_bases"]["moon"]["version"] == str((tmp_path / "moon1").resolve())
+        assert status["version"] == str(v1.resolve())  # the default one did not move
+        _, moon = await stage.lookup(question, False, 1, knowledge_base="moon")
+        _, default = await stage.lookup(question, False, 1)
+        assert moon[0].source == "cards/moon-card.md" and default[0].source != "cards/moon-card.md"
+
+    import asyncio
+
+    asyncio.run(scenario())
+
+
+def test_knowledge_base_names_are_checked():
+    from pydantic import ValidationError
+
+    from samvad.settings import RagSettings
+
+    assert RagSettings(knowledge_bases=["acme", "acme_cards2"]).check_knowledge_base("acme") == "acme"
+    assert RagSettings().check_knowledge_base("default") is None
+    with pytest.raises(InputError) as unknown:
+        RagSettings(knowledge_bases=["acme"]).check_knowledge_base("other")
+    assert unknown.value.code == "unknown_knowledge_base" and "default, acme" in unknown.value.message
+    # A key limited to some: the first is its default, the others' names are not told.
+    rag = RagSettings(knowledge_bases=["acme", "beta"])
+    assert rag.check_knowledge_base(None, ["beta", "default"]) == "beta"
+    assert rag.check_knowledge_base("default", ["beta", "default"]) is None
+    with pytest.raises(InputError) as not_its:
+        rag.check_knowledge_base("acme", ["beta"])
+    assert "'acme'" in not_its.value.message and not_its.value.message.endswith("one of beta")
+    for bad in (["default"], ["Acme"], ["a-b"], ["x" * 41], ["acme", "acme"], ["../etc"]):
+        with pytest.raises(ValidationError):
+            RagSettings(knowledge_bases=bad)
 
 
 def test_follow_ups_are_searched_with_the_question_they_follow(v1, embedder):
@@ -193,6 +254,21 @@ def test_cli_eval_compare_and_bad_qa(tmp_path, v1):
     )
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "recall@k" in ok.stdout and "+0.000" in ok.stdout
+
+
+def test_cli_publishes_for_a_knowledge_base(tmp_path, v1):
+    live = tmp_path / "live" / "current"
+    env = {**os.environ, "SAMVAD_RAG__INDEX_DIR": str(live), "SAMVAD_RAG__KNOWLEDGE_BASES": '["moon"]'}
+
+    def publish_cli(*args):
+        cmd = [sys.executable, "-m", "samvad", "index", "publish", str(v1), *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+
+    ok = publish_cli("--kb", "moon")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert os.path.realpath(live.with_name("current@moon")) == str(v1.resolve()) and not live.exists()
+    unknown = publish_cli("--kb", "sun")
+    assert unknown.returncode == 1 and "unknown_knowledge_base" in unknown.stdout
 
 
 def test_empty_corpus_fails_clearly(tmp_path, embedder):

@@ -76,7 +76,7 @@ async def test_only_a_chain_with_a_local_engine_offers_partials(settings):
     """A voice call makes no hop for partials when the ASR chain cannot make one: a billed
     provider (Sarvam) and the stub never do; a chain with Whisper anywhere in it does."""
     from samvad.providers import registry
-    from samvad.providers.stub import StubSTT
+    from samvad.providers.stub.engines import StubSTT
 
     def chain(*names: str):
         return registry.build_stt(

@@ -56,6 +56,6 @@ class StubRetriever:
         return [Passage(chunk_id=0, source="stub.md", text="This is the stub answer.", score=1.0)]
 
     async def alookup(
-        self, text: str, library: object, k: int, query: str | None = None
+        self, text: str, library: object, k: int, query: str | None = None, knowledge_base: str | None = None
     ) -> tuple[float | None, list[Passage]]:
         return None, await self.asearch(query or text, k)
