@@ -2,7 +2,11 @@
 dimension; vectors clustered like a corpus's embeddings, testkit/index_folder.py) searched in
 FAISS in process and in each shared store, at each size: query p50/p95 (the vector search only:
 embedding the question costs every store the same), recall@10 against exact search, and the
-time to load the version into the store.
+time to load the version into the store. For FAISS, also the memory a Retriever replica gains by
+loading the version (in a fresh process, so that nothing freed before is reused): every replica
+holds each knowledge base it serves, so this is the cost per knowledge base per replica. Chunks
+carry 700 characters of text, the configured chunk size (ASCII: text in an Indian script takes
+twice the bytes in memory).
 
 pgvector runs in the embedded PostgreSQL. Pinecone and Weaviate are measured only where they are
 configured (providers.pinecone / providers.weaviate, e.g. SAMVAD_PROVIDERS__PINECONE__BASE_URL and
@@ -16,25 +20,47 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
+import multiprocessing
 import statistics
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import faiss
 import numpy as np
+import psutil
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
+from rag_index.retriever import Retriever
 from rag_index.stores import open_store
 from rag_index.stores.base import faiss_hits
+from samvad.embeddings import Embedder
 from samvad.settings import Settings, load_settings
 from samvad.storage import embedded
 from testkit.index_folder import clustered, synthetic_version, topics
 
 console = Console()
 DIMENSION = 384  # multilingual-e5-small, the default embedder
+TEXT_CHARS = 700  # rag.chunk_chars
+
+
+def _replica_mb(folder: str) -> float:
+    """What loading the version adds to a process's resident memory, as a Retriever holds it."""
+    me = psutil.Process()
+    gc.collect()
+    before = me.memory_info().rss
+    # The manifest's embedder is all a Retriever checks before loading; queries are not run here.
+    retriever = Retriever(Path(folder), cast(Embedder, SimpleNamespace(model_name="synthetic", dimension=DIMENSION)))
+    gc.collect()
+    gained = me.memory_info().rss - before
+    del retriever
+    return gained / 2**20
 
 
 def _p(times: list[float], q: float) -> float:
@@ -43,7 +69,7 @@ def _p(times: list[float], q: float) -> float:
 
 async def measure(size: int, queries: int, stores: list[str], s: Settings, tmp: Path) -> dict[str, float | str]:
     folder = tmp / f"v{size}"
-    vectors = synthetic_version(folder, size, DIMENSION, s.rag.ann_threshold)
+    vectors = synthetic_version(folder, size, DIMENSION, s.rag.ann_threshold, text_chars=TEXT_CHARS)
     chunks = [{"source": f"doc{i // 100:05d}.md", "heading": "", "text": f"chunk {i}"} for i in range(size)]
     index = faiss.read_index(str(folder / "index.faiss"))
     if hasattr(index, "hnsw"):
@@ -71,6 +97,9 @@ async def measure(size: int, queries: int, stores: list[str], s: Settings, tmp: 
                     hits = await opened[name].query(f"bench{size}", q, 10)
                 ms[name].append((time.perf_counter() - t) * 1000)
                 recall[name].append(len({h.chunk_id for h in hits} & want) / 10)
+        if "faiss" in stores:
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                row["faiss replica MB"] = pool.submit(_replica_mb, str(folder)).result()
         for name in stores:
             row[f"{name} p50"] = statistics.median(ms[name])
             row[f"{name} p95"] = _p(ms[name], 95)

@@ -33,12 +33,20 @@ def topics(size: int, dimension: int) -> np.ndarray:
 
 
 def synthetic_version(
-    folder: Path, size: int, dimension: int = 384, ann_threshold: int = 50_000, embedder: str = "synthetic"
+    folder: Path,
+    size: int,
+    dimension: int = 384,
+    ann_threshold: int = 50_000,
+    embedder: str = "synthetic",
+    text_chars: int = 0,
 ) -> np.ndarray:
-    """Write a version of `size` chunks into `folder`; returns its vectors."""
+    """Write a version of `size` chunks into `folder`; returns its vectors. A chunk's text is
+    `chunk i`, or `text_chars` characters starting so, for a corpus's memory."""
     vectors = clustered(np.random.default_rng(size), topics(size, dimension), size)
+    texts = [f"chunk {i} ".ljust(text_chars, "x") if text_chars else f"chunk {i}" for i in range(size)]
     chunks = [
-        Chunk(f"doc{i // 100:05d}.md", f"doc {i // 100} > part {i % 100}", f"chunk {i}", 0, 8) for i in range(size)
+        Chunk(f"doc{i // 100:05d}.md", f"doc {i // 100} > part {i % 100}", text, 0, len(text))
+        for i, text in enumerate(texts)
     ]
     index, index_type, params = _make_index(dimension, size, ann_threshold)
     index.add(vectors)
