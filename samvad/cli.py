@@ -823,24 +823,26 @@ def run(
         )
 
     from deployments.serve_config import deployment_options, export_node_env
+    from samvad import ray_node
 
-    os.environ.update(mode_env)
-    node_env = export_node_env(str(serve_config)) | mode_env  # before Ray is imported: Serve reads it then
+    # Before Ray is imported: Serve reads its settings then, and Ray its auth mode (samvad/ray_node.py).
+    secured = ray_node.node_env()
+    os.environ.update(mode_env | secured)
+    node_env = export_node_env(str(serve_config)) | mode_env | secured
+    if ray_node.token_auth_off(secured):
+        console.print(
+            "[yellow]Ray's token auth is off (RAY_AUTH_MODE): anyone who can reach this machine can run code in "
+            "Ray's processes[/yellow]"
+        )
 
     import ray
     from ray import serve
 
     from deployments.app import build_app
 
-    # Local default: Ray's token auth off, and every Ray port (GCS, dashboard, workers) bound to
-    # loopback, so nothing of Ray is reachable from another machine and the dashboard and `serve
-    # status` work as the README writes them. `RAY_AUTH_MODE=token make run` keeps Ray's token
-    # auth (the production setting: deploy/kuberay); the token is then in ~/.ray/auth_token.
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(
         include_dashboard=True,
         dashboard_host="127.0.0.1",
-        _node_ip_address="127.0.0.1",
         namespace="samvad",
         log_to_driver=False,
         logging_level=logging.WARNING,
@@ -864,7 +866,7 @@ def run(
     console.print(
         f"[green]Samvad is up[/green] at {base}\n"
         f"  API docs       {base}/docs\n"
-        f"  Ray dashboard  http://127.0.0.1:8265  (its Serve tab)\n"
+        f"  Ray dashboard  http://127.0.0.1:8265  (its Serve tab; Ray's token: ray get-auth-token)\n"
         f"  Ctrl-C drains live calls and stops"
     )
     if dev_key:
