@@ -11,7 +11,14 @@ endpoint needs, so Samvad starts HAProxy through this wrapper (`samvad-haproxy`,
     X-Forwarded-For header. Without it every caller reaches the ingress from HAProxy's loopback
     address, which uvicorn trusts, so a forged X-Forwarded-For would be believed and the
     per-address limits would be the caller's to choose.
-  - its statistics and Prometheus listeners on loopback rather than every interface.
+  - its statistics and Prometheus listeners on loopback rather than every interface, and its
+    admin socket (which can reconfigure it) for its owner only, not mode 666.
+  - the edge's budgets (`EdgeLimits`): a caller has `timeout http-request` to send its headers
+    (Serve sets none, so a half-sent request held a connection for `timeout client`, an hour),
+    an idle client is dropped after `client_idle_s`, and a voice call's upgraded socket has
+    `tunnel_s`; one source address holds at most `conns_per_source` connections (loopback, where
+    a local test or benchmark drives many, is exempt).
+  - access-log lines carry the path without its query string: phone answer URLs carry tokens.
   - when no server can take a request, a `503` with a JSON error body and `Retry-After`, as
     Samvad's own errors, rather than Serve's plain-text `500`. (While ingress replicas restart,
     HAProxy's backup server, Serve's Python proxy, holds requests until one is ready; this page
@@ -24,6 +31,7 @@ import json
 import os
 import socket
 import sys
+from dataclasses import dataclass, fields
 
 WRAPPER = "samvad-haproxy"
 UNAVAILABLE_FILE = "samvad-unavailable.http"
@@ -42,25 +50,85 @@ UNAVAILABLE = (
 )
 
 
-def patch(config: str, unavailable_file: str | None = None) -> str:
+@dataclass(frozen=True)
+class EdgeLimits:
+    """What one connection may cost HAProxy; each can be set as SAMVAD_HAPROXY_<NAME> in the
+    environment of the Ray node (the wrapper runs in Serve's HAProxy manager, not in Samvad)."""
+
+    request_s: int = 10  # to send a whole request head
+    client_idle_s: int = 60  # a client that sends and reads nothing (keep-alive idle: a quarter)
+    tunnel_s: int = 3600  # an upgraded socket (a voice call) with no traffic either way
+    conns_per_source: int = 256  # open connections from one address (a carrier's egress carries many calls)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> EdgeLimits:
+        env = dict(os.environ if env is None else env)
+        given = {
+            f.name: int(env[f"SAMVAD_HAPROXY_{f.name.upper()}"])
+            for f in fields(cls)
+            if f"SAMVAD_HAPROXY_{f.name.upper()}" in env
+        }
+        return cls(**given)
+
+
+# HAProxy's `option httplog` line, with the request's path instead of its whole URI (%r).
+LOG_FORMAT = (
+    'log-format "%ci:%cp [%tr] %ft %b/%s %TR/%Tw/%Tc/%Tr/%Ta %ST %B %CC %CS %tsc '
+    '%ac/%fc/%bc/%sc/%rc %sq/%bq %hr %hs %{+Q}HM %{+Q}HPO"'
+)
+OURS = ("timeout http-request", "timeout client ", "timeout tunnel", "timeout http-keep-alive", "log-format ")
+
+
+def _edge(limits: EdgeLimits) -> list[str]:
+    return [
+        f"    timeout http-request {limits.request_s}s",
+        f"    timeout client {limits.client_idle_s}s",
+        f"    timeout tunnel {limits.tunnel_s}s",
+        f"    timeout http-keep-alive {max(1, limits.client_idle_s // 4)}s",
+        "    " + LOG_FORMAT,
+    ]
+
+
+def _per_source(limits: EdgeLimits) -> list[str]:
+    return [
+        "    stick-table type ipv6 size 200k expire 60s store conn_cur",
+        "    tcp-request connection track-sc0 src",
+        f"    tcp-request connection reject if {{ sc0_conn_cur gt {limits.conns_per_source} }} !{{ src 127.0.0.0/8 ::1 }}",
+    ]
+
+
+def patch(config: str, unavailable_file: str | None = None, limits: EdgeLimits | None = None) -> str:
     """Serve's generated HAProxy configuration with Samvad's changes (idempotent); its 5xx error
     pages become `unavailable_file` when given."""
+    limits = limits or EdgeLimits()
     out: list[str] = []
     section = ""
     for line in config.splitlines():
         stripped = line.strip()
         if line and not line[0].isspace():
             section = " ".join(line.split()[:2])
-        if stripped == "option forwardfor":
-            continue  # written again below, once
+        if stripped in ("option forwardfor", "option httplog") or stripped.startswith(OURS):
+            continue  # ours are written again below, once
+        if (
+            stripped.startswith(("stick-table type ipv6", "tcp-request connection "))
+            and section == "frontend http_frontend"
+        ):
+            continue
+        if stripped.startswith("stats socket ") and " mode " in stripped:
+            words = stripped.split()
+            words[words.index("mode") + 1] = "600"
+            line = "    " + " ".join(words)
         if unavailable_file and stripped.startswith("errorfile 50"):
             line = "    " + " ".join(["errorfile", stripped.split()[1], unavailable_file])
         if stripped.startswith("bind ") and section in ("frontend prometheus", "listen stats"):
             address, *rest = stripped.split()[1:]
             line = "    " + " ".join(["bind", "127.0.0.1:" + address.rsplit(":", 1)[1], *rest])
         out.append(line)
+        if stripped == "defaults":
+            out.extend(_edge(limits))
         if stripped.startswith("bind ") and section == "frontend http_frontend":
             out.append("    option forwardfor")
+            out.extend(_per_source(limits))
     return "\n".join(out) + "\n"
 
 
@@ -105,7 +173,7 @@ def main() -> None:
         unavailable = os.path.join(os.path.dirname(path), UNAVAILABLE_FILE)
         with open(unavailable, "w", encoding="utf-8", newline="") as f:
             f.write(UNAVAILABLE)
-        patched = patch(text, unavailable)
+        patched = patch(text, unavailable, EdgeLimits.from_env())
         if patched != text:
             with open(path, "w", encoding="utf-8") as f:
                 f.write(patched)

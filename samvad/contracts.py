@@ -93,7 +93,11 @@ class ProviderCall(BaseModel):
     ttfb_ms: float | None = None
     latency_ms: float = 0.0
     outcome: Literal["ok", "error", "cancelled"] = "ok"
+    # What failed, as a client is told it ("<code>: <public message>"); the provider's own text
+    # (its internals, sometimes an echo of the request) is `error_detail`, kept for the
+    # provider-calls table and never serialised to a client.
     error: str | None = None
+    error_detail: str | None = Field(None, exclude=True)
     truncated: bool = False  # the model stopped at its token limit (finish_reason "length")
     cost: float = 0.0
     currency: str = "INR"

@@ -415,6 +415,7 @@ class ServiceSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8000
     max_body_bytes: int = 8 * 1024 * 1024  # larger requests are refused with 413 before parsing
+    body_read_s: float = Field(30.0, gt=0)  # a request body must have arrived this long after it began (408)
     # Other origins allowed to call the API from a browser. Empty: only the demo page served by
     # the ingress itself (same origin), for HTTP (CORS) and for the voice WebSocket (Origin check).
     cors_origins: list[str] = []

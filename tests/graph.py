@@ -32,6 +32,7 @@ INGRESS_REPLICAS = 2
 SESSIONS_REPLICAS = 2
 IDLE_SECONDS = 4  # conversations are passivated after this much idle time (short, so a test can watch it)
 LEASE_TTL_S = 3  # a dead Sessions replica's conversations are taken over after this
+BODY_READ_S = 8  # service.body_read_s: short, so a test can watch a slow body refused
 ADMIN_KEY = "adm-" + os.urandom(16).hex()  # the operations routes (/metrics, /docs) need it
 ALLOWED_ORIGIN = "https://app.example.com"  # service.cors_origins: another site allowed to call the API
 
@@ -90,6 +91,7 @@ def serve_app(servers, tmp_path_factory):
     # with X-Forwarded-For (requests without it are 127.0.0.1, as before).
     os.environ["SAMVAD_SERVICE__TRUSTED_PROXIES"] = '["127.0.0.1"]'
     os.environ["SAMVAD_SERVICE__ADMIN_KEY"] = ADMIN_KEY
+    os.environ["SAMVAD_SERVICE__BODY_READ_S"] = str(BODY_READ_S)
     os.environ["SAMVAD_SERVICE__CORS_ORIGINS"] = f'["{ALLOWED_ORIGIN}"]'
     ray_local.start(
         export_node_env(str(REPO_ROOT / "serve_config.yaml")) | INGRESS_ENV | {"RAY_AUTH_MODE": "disabled"},

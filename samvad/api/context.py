@@ -1,8 +1,11 @@
 """What every HTTP request goes through before its route: request id, CORS, the body budget, the
-admin key on operations routes, the latency metric and the replica header."""
+admin key on operations routes, admission (the address's bucket, the key, the key's bucket, all
+from the headers: nothing of the body is read for a caller without a valid key), the body's read
+deadline, the latency metric and the replica header."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 import uuid
@@ -14,14 +17,26 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from samvad import metrics
-from samvad.api.errors import error_response
+from samvad.api.errors import error_response, samvad_error
+from samvad.errors import SamvadError
 
 OPS_PATHS = frozenset({"/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+KEYED_PREFIX = "/api/v1/"  # every HTTP route under it takes an API key ...
+UNKEYED_PREFIX = "/api/v1/telephony/"  # ... but the carriers' webhooks (their own signatures and tokens)
+
+
+def keyed(path: str) -> bool:
+    return path.startswith(KEYED_PREFIX) and not path.startswith(UNKEYED_PREFIX)
 
 
 class BodyTooLarge(HTTPException):  # FastAPI's own: its body parser re-raises it as it is
     def __init__(self, limit: int) -> None:
         super().__init__(413, f"the request body is larger than {limit} bytes")
+
+
+class BodyTooSlow(HTTPException):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(408, f"the request body did not arrive within {seconds:g} s")
 
 
 def origin_allowed(origin: str, host: str, app: Starlette) -> bool:
@@ -84,15 +99,30 @@ class RequestContext:
                 request, 401, "admin_key_required", "this operations route needs the X-Admin-Key header"
             )(scope, receive, send)
             return
-        received = 0
+        front = getattr(state, "frontend", None)
+        if front is not None and keyed(scope["path"]):
+            try:
+                request.state.api_key = await front.auth(request)
+            except SamvadError as exc:
+                await (await samvad_error(request, exc))(scope, receive, send)
+                return
+        received, body_done = 0, False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + getattr(state, "body_read_s", 30.0)
 
         async def counted() -> Message:  # the budget holds for the bytes that arrive, chunked uploads included
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # after the body: waits for a disconnect, which has no deadline
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                raise BodyTooSlow(getattr(state, "body_read_s", 30.0)) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise BodyTooLarge(limit)
+                body_done = not message.get("more_body", False)
             return message
 
         extra = [(b"x-samvad-replica", getattr(state, "replica", "").encode())]  # which replica answered (ops)

@@ -19,7 +19,13 @@ from samvad.errors import ProviderError, RateLimitedError, SamvadError, public_m
 
 log = logging.getLogger("samvad.ingress")
 
-HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
+HTTP_CODES = {
+    404: "not_found",
+    408: "request_timeout",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
 
 
 def error_response(request: Request, status: int, code: str, message: str) -> JSONResponse:
@@ -45,7 +51,7 @@ def _validation_message(error: Mapping[str, Any]) -> str:
     return f"{where}: {error.get('msg', 'invalid request')}".strip(": ")
 
 
-async def _samvad_error(request: Request, exc: SamvadError) -> JSONResponse:
+async def samvad_error(request: Request, exc: SamvadError) -> JSONResponse:
     # An error raised in another replica arrives wrapped by Ray; its `cause` is the original.
     cause = getattr(exc, "cause", None)
     exc = cause if isinstance(cause, SamvadError) else exc
@@ -84,7 +90,7 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 def install(app: FastAPI) -> None:
     # Starlette types a handler as taking any Exception; it calls each with its own class only.
-    app.add_exception_handler(SamvadError, _samvad_error)  # type: ignore[arg-type]
+    app.add_exception_handler(SamvadError, samvad_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)

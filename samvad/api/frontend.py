@@ -65,6 +65,7 @@ class Frontend:
         s = self.settings.service
         app.state.frontend = self
         app.state.max_body_bytes = s.max_body_bytes
+        app.state.body_read_s = s.body_read_s
         app.state.cors_origins = s.cors_origins
         app.state.admin_key = s.admin_key.get_secret_value() if s.admin_key else None
         app.state.replica = self.replica

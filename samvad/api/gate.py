@@ -67,16 +67,31 @@ class LimiterUnavailable(SamvadError):
 
 
 def client_ip(peer: str | None, forwarded_for: str | None, trusted: list[str]) -> str:
-    """The caller's address: the peer, unless the peer is a trusted proxy, in which case the
-    right-most X-Forwarded-For entry that is not itself a trusted proxy (entries to its left
-    were written by the client and prove nothing)."""
+    """The caller, as its budgets count it: the peer, unless the peer is a trusted proxy, in
+    which case the right-most X-Forwarded-For entry that is not itself a trusted proxy (entries
+    to its left were written by the client and prove nothing); then `bucket`ed."""
     peer = peer or "unknown"
     if not trusted or not forwarded_for or not _trusted(peer, trusted):
-        return peer
+        return bucket(peer)
     for hop in reversed([h.strip() for h in forwarded_for.split(",") if h.strip()]):
         if not _trusted(hop, trusted):
-            return hop if _is_ip(hop) else peer
-    return peer
+            return bucket(hop if _is_ip(hop) else peer)
+    return bucket(peer)
+
+
+def bucket(address: str) -> str:
+    """One budget per caller, not per address it can choose: an IPv4-mapped IPv6 address is its
+    IPv4 address, and an IPv6 address is its /64 (one subscriber's prefix: a single host may
+    use any of its 2^64 addresses)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 def _is_ip(value: str) -> bool:
@@ -92,6 +107,8 @@ def _trusted(address: str, trusted: list[str]) -> bool:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
     return any(ip in ipaddress.ip_network(net, strict=False) for net in trusted)
 
 
@@ -134,31 +151,74 @@ class Gate:
         _bounded(self._bad)[digest] = now + BAD_KEY_CACHE_S
         return None
 
-    async def admit_ip(self, ip: str) -> None:
-        """The IP's request bucket, and whether it has used up its failed key lookups: one wait."""
+    async def admit_ip(self, ip: str) -> bool:
+        """The IP's request bucket (raises when spent); returns whether the IP has used up its
+        failed key lookups (one wait for both)."""
         limits = self.s.limits
-        await asyncio.gather(
+        _, locked = await asyncio.gather(
             self._take("ip", f"ip:{ip}", limits.ip_requests_per_minute, fail_open=limits.ip_fail_open),
-            self._take(
+            self._locked_out(ip),
+        )
+        return locked
+
+    async def _locked_out(self, ip: str) -> bool:
+        try:
+            await self._take(
                 "auth_failures",
                 f"authfail:{ip}",
-                limits.auth_failures_per_minute,
-                fail_open=limits.ip_fail_open,
+                self.s.limits.auth_failures_per_minute,
+                fail_open=self.s.limits.ip_fail_open,
                 peek=True,
-            ),
-        )
+            )
+        except RateLimitedError:
+            return True
+        return False
 
     async def admit(self, key: str | None, ip: str) -> ApiKeyRow:
         """The caller's key, after the client IP's limits and then the key's."""
-        limits = self.s.limits
-        await self.admit_ip(ip)
+        locked = await self.admit_ip(ip)
         if not key:
             raise AuthError("missing API key: send it in the X-API-Key header")
+        row = await self.lookup(key, ip, locked=locked)
+        if row is None:
+            raise AuthError("invalid or revoked API key")
+        await self.charge(row)
+        return row
+
+    async def lookup(self, key: str | None, ip: str, *, locked: bool | None = None) -> ApiKeyRow | None:
+        """`key`'s row, or None (a failure counted against `ip`). An address that keeps
+        presenting bad keys (a NAT, a carrier's egress, an address an attacker shares) gets no new
+        lookup, but a key already verified (by this replica, or by any, from Redis) is still
+        admitted from it: the failures are counted, the good keys are not locked out."""
+        if locked is None:
+            locked = await self._locked_out(ip)
+        if locked:
+            row = await self.known_key(key or "")
+            if row is None:
+                metrics.inc("samvad_rate_limited_total", scope="auth_failures")
+                raise RateLimitedError("too many failed API-key attempts from this address; retry later", 60.0)
+            return row
         row = await self.key(key)
         if row is None:
             await self.failed(ip)
-            raise AuthError("invalid or revoked API key")
-        await self._take("key", f"key:{row.id}", row.requests_per_minute or limits.requests_per_minute)
+        return row
+
+    async def known_key(self, key: str) -> ApiKeyRow | None:
+        """`key`'s row if it was verified before (this process's cache, or the last-known row in
+        Redis) and is not revoked; never a database lookup."""
+        if not key or len(key) > 256 or not key.isascii() or not key.isprintable():
+            return None
+        cached = self._keys.get(_digest(key))
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        if self.rows is None:
+            return None
+        raw = await self.rows.get(cache_key("row:apikey", key))
+        if raw is None or raw == GONE:
+            return None
+        row = ApiKeyRow.model_validate_json(raw)
+        if row.revoked_at is not None or await self._revoked(row.id):
+            return None
         return row
 
     async def failed(self, ip: str) -> None:

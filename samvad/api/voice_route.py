@@ -151,9 +151,12 @@ async def _admit_call(f: Frontend, ws: WebSocket, ip: str) -> None:
     if f.closing.is_set():
         await ws.close(CLOSE_SERVICE_RESTART, "server restarting: connect again shortly")
         return
-    key = await f.gate.key(ws.headers.get("x-api-key") or start.api_key)
+    try:
+        key = await f.gate.lookup(ws.headers.get("x-api-key") or start.api_key, ip)
+    except SamvadError as exc:
+        await _refuse(ws, exc)
+        return
     if key is None:
-        await f.gate.failed(ip)
         await ws.close(CLOSE_UNAUTHORIZED, "missing or invalid API key")
         return
     async with call_slot(f, ws, key) as held:

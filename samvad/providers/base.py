@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from samvad.audio import Audio
 from samvad.contracts import ChatMessage, Passage, ProviderCall, Stage, Transcript, Usage
-from samvad.errors import InputError, ProviderError, SamvadError
+from samvad.errors import InputError, ProviderError, SamvadError, public_message
 
 CallLog = list[ProviderCall]
 
@@ -56,21 +56,26 @@ class Provider(abc.ABC):
     @contextmanager
     def _track(self, calls: CallLog) -> Iterator[CallRecord]:
         rec = CallRecord()
-        outcome, error = "ok", None
+        outcome, error, detail = "ok", None, None
         try:
             yield rec
         except (asyncio.CancelledError, GeneratorExit):
             outcome = "cancelled"
             raise
         except SamvadError as exc:
-            outcome, error = "error", f"{exc.code}: {exc.message}"[:500]
+            outcome, error, detail = "error", f"{exc.code}: {public_message(exc)}", f"{exc.code}: {exc.message}"[:500]
             raise
         except Exception as exc:
             # Engine errors become one typed error; the cause stays chained for the logs.
-            outcome, error = "error", f"{type(exc).__name__}: {exc}"[:500]
-            raise ProviderError(
+            failed = ProviderError(
                 f"{self.name} {self.stage} failed ({type(exc).__name__})", provider=self.name, stage=self.stage
-            ) from exc
+            )
+            outcome, error, detail = (
+                "error",
+                f"{failed.code}: {public_message(failed)}",
+                f"{type(exc).__name__}: {exc}"[:500],
+            )
+            raise failed from exc
         finally:
             end = time.perf_counter()
             calls.append(
@@ -84,6 +89,7 @@ class Provider(abc.ABC):
                     latency_ms=(end - rec.started) * 1000,
                     outcome=outcome,
                     error=error,
+                    error_detail=detail,
                     truncated=rec.truncated,
                 )
             )

@@ -513,7 +513,7 @@ def _call_row(c: ProviderCall) -> dict[str, Any]:
         "ttfb_ms": c.ttfb_ms,
         "latency_ms": c.latency_ms,
         "outcome": c.outcome,
-        "error": c.error,
+        "error": c.error_detail or c.error,  # the operator's table keeps the provider's own text
         "retries": c.retries,
         "reasoning_tokens": u.reasoning_tokens,
         "usage_estimated": u.estimated,

@@ -125,9 +125,15 @@ async def test_key_guessing_from_one_address_is_refused_before_any_lookup(redis_
             await gate.admit(f"sk_guess_{i}_{time.time()}", ip)
     lookups = db.lookups
     with pytest.raises(RateLimitedError):
-        await gate.admit("sk_good", ip)  # even a good key: the address is shut for a while
+        await gate.admit("sk_good", ip)  # a key never verified: the address gets no new lookup
     assert db.lookups == lookups
-    assert (await gate.admit("sk_good", "203.0.113.254")).id == 7  # other addresses are not
+    assert (await gate.admit("sk_good", "203.0.113.254")).id == 7  # other addresses are not shut
+    # Once verified (here from another address), the good key is admitted even from the shut
+    # one, by this replica (its cache) and by another (the last-known row in Redis), still with
+    # no lookup: the failures did not lock it out.
+    assert (await gate.admit("sk_good", ip)).id == 7
+    assert (await Gate(s, db).admit("sk_good", ip)).id == 7
+    assert db.lookups == lookups + 1
 
 
 async def test_redis_down_the_key_limit_fails_closed_and_the_ip_limit_open():
@@ -156,6 +162,12 @@ async def test_redis_down_the_key_limit_fails_closed_and_the_ip_limit_open():
         ("10.0.0.5", "1.2.3.4, 10.0.0.9", ["10.0.0.0/8"], "1.2.3.4"),  # through two proxies
         ("10.0.0.5", "not-an-ip", ["10.0.0.0/8"], "10.0.0.5"),
         ("10.0.0.5", "", ["10.0.0.0/8"], "10.0.0.5"),
+        # One budget per caller: an IPv6 address is its /64, an IPv4-mapped one its IPv4 address.
+        ("2001:db8:1:2:aaaa::1", None, [], "2001:db8:1:2::/64"),
+        ("10.0.0.5", "2001:db8:1:2:ffff:ffff:ffff:ffff", ["10.0.0.0/8"], "2001:db8:1:2::/64"),
+        ("::ffff:198.51.100.7", None, [], "198.51.100.7"),
+        ("::ffff:10.0.0.5", "1.2.3.4", ["10.0.0.0/8"], "1.2.3.4"),  # a mapped proxy is still the proxy
+        ("10.0.0.5", "::ffff:1.2.3.4", ["10.0.0.0/8"], "1.2.3.4"),
     ],
 )
 def test_forwarded_for_is_believed_only_from_trusted_proxies(peer, xff, trusted, expected):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import re
 import tomllib
 
@@ -28,6 +30,12 @@ def test_the_cluster_requires_a_ray_token_and_exposes_no_ray_client():
         for name in ("SAMVAD_SERVICE__KEY_SECRET", "SAMVAD_SERVICE__RESUME_SECRET"):
             assert "secretKeyRef" in env[name]["valueFrom"] and "value" not in env[name]
         assert 10001 not in {p["containerPort"] for p in container.get("ports", [])}
+        # The operations routes need the admin key: the pod does not start without it.
+        assert not env["SAMVAD_SERVICE__ADMIN_KEY"]["valueFrom"]["secretKeyRef"].get("optional", False)
+        # The ingress replicas' peer is HAProxy on the head pod: the pods' network is the trusted
+        # proxy, so each caller keeps its own address (and its own budgets).
+        trusted = json.loads(env["SAMVAD_SERVICE__TRUSTED_PROXIES"]["value"])
+        assert trusted and all(ipaddress.ip_network(net).is_private for net in trusted)
         assert group["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == "samvad"
 
 

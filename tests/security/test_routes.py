@@ -193,13 +193,37 @@ def test_the_deployed_service_applies_its_operations_and_cors_settings(api_key):
 
 def test_an_address_guessing_keys_is_shut_out_before_any_lookup(api_key):
     ip = _addr()
+    with _client(api_key) as known:  # the good key has been verified before, from anywhere
+        _error(known.get(f"/api/v1/sessions/{uuid.uuid4()}"), 404)
     with _client(None, ip) as c:
         for i in range(30):  # limits.auth_failures_per_minute
             _error(c.get("/api/v1/sessions/x", headers={"X-API-Key": f"sk_samvad_guess{i}"}), 401)
-        body = _error(c.get("/api/v1/sessions/x", headers={"X-API-Key": api_key}), 429, "rate_limited")
+        # Another guess gets no lookup at all ...
+        body = _error(c.get("/api/v1/sessions/x", headers={"X-API-Key": "sk_samvad_guess-more"}), 429, "rate_limited")
         assert "failed API-key attempts" in body["message"]
+        # ... but a key that verifies is not locked out by what others did from its address
+        # (a NAT, a carrier's egress, a proxy): the failures are counted, the good key admitted.
+        _error(c.get(f"/api/v1/sessions/{uuid.uuid4()}", headers={"X-API-Key": api_key}), 404, "session_not_found")
     with _client(api_key) as other:  # another address is not affected
         _error(other.get(f"/api/v1/sessions/{uuid.uuid4()}"), 404)
+
+
+def test_an_ipv6_caller_is_one_budget_per_64_and_a_mapped_ipv4_is_its_ipv4(api_key):
+    """A host with an IPv6 /64 has 2^64 addresses to rotate through: its failures count against
+    the prefix. An IPv4-mapped IPv6 address is the IPv4 address it maps."""
+    n = uuid.uuid4().int
+    prefix = f"2001:db8:{n % 65536:x}:{(n >> 16) % 65536:x}"
+    for i in range(30):
+        with _client(None, f"{prefix}::{i + 1:x}") as c:
+            _error(c.get("/api/v1/sessions/x", headers={"X-API-Key": f"sk_samvad_v6guess{i}"}), 401)
+    with _client(None, f"{prefix}:ffff:ffff:ffff:ffff") as c:  # another address of the same /64
+        _error(c.get("/api/v1/sessions/x", headers={"X-API-Key": "sk_samvad_v6guess-more"}), 429, "rate_limited")
+    ip = _addr()
+    for i in range(30):
+        with _client(None, f"::ffff:{ip}") as c:
+            _error(c.get("/api/v1/sessions/x", headers={"X-API-Key": f"sk_samvad_mapped{i}"}), 401)
+    with _client(None, ip) as c:
+        _error(c.get("/api/v1/sessions/x", headers={"X-API-Key": "sk_samvad_mapped-more"}), 429, "rate_limited")
 
 
 def test_readyz_flood_is_one_ping_a_second(serve_app, db):

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from deployments.haproxy import PORT_SETTINGS, UNAVAILABLE, WRAPPER, ingress_env, patch
+from deployments.haproxy import PORT_SETTINGS, UNAVAILABLE, WRAPPER, EdgeLimits, ingress_env, patch
 
 pytestmark = pytest.mark.unit
 
@@ -65,3 +65,27 @@ def test_isolated_haproxy_listeners_take_free_ports_of_their_own():
     ports = [int(env[name]) for env in (a, b) for name in PORT_SETTINGS]
     assert len(set(ports)) == len(ports) and 8500 not in ports  # Serve's fixed ports would clash
     assert not set(PORT_SETTINGS) & set(ingress_env("haproxy"))  # `samvad run` keeps Serve's
+
+
+def test_the_edge_has_budgets_a_private_admin_socket_and_no_secrets_in_its_log():
+    out = patch(GENERATED, limits=EdgeLimits(request_s=7, client_idle_s=40, tunnel_s=900, conns_per_source=12))
+    lines = [line.strip() for line in out.splitlines()]
+    assert any(line.startswith("stats socket ") and " mode 600 " in line for line in lines)
+    assert not any(" mode 666 " in line for line in lines)
+    defaults = lines[lines.index("defaults") + 1 : lines.index("frontend prometheus")]
+    for want in ("timeout http-request 7s", "timeout client 40s", "timeout tunnel 900s", "timeout http-keep-alive 10s"):
+        assert want in defaults
+    # Serve's `option httplog` logs the whole URI, query string (phone tokens) included.
+    assert "option httplog" not in lines
+    log_format = next(line for line in defaults if line.startswith("log-format "))
+    assert log_format.endswith('%{+Q}HPO"') and "}r " not in log_format and "HU" not in log_format
+    front = lines[lines.index("frontend http_frontend") :]
+    assert "tcp-request connection track-sc0 src" in front
+    assert any("sc0_conn_cur gt 12" in line and "src 127.0.0.0/8" in line for line in front)
+    assert patch(out, limits=EdgeLimits(request_s=7, client_idle_s=40, tunnel_s=900, conns_per_source=12)) == out
+
+
+def test_edge_limits_from_the_environment():
+    assert EdgeLimits.from_env({}) == EdgeLimits()
+    limits = EdgeLimits.from_env({"SAMVAD_HAPROXY_REQUEST_S": "5", "SAMVAD_HAPROXY_CONNS_PER_SOURCE": "9"})
+    assert limits.request_s == 5 and limits.conns_per_source == 9 and limits.tunnel_s == EdgeLimits().tunnel_s
