@@ -22,6 +22,7 @@ os.environ.setdefault("COLUMNS", "160")
 BENCH_ENV = {
     "SAMVAD_SERVICE__KEY_SECRET": secrets.token_urlsafe(32),
     "SAMVAD_SERVICE__RESUME_SECRET": secrets.token_urlsafe(32),
+    "SAMVAD_SERVICE__PHONE_SECRET": secrets.token_urlsafe(32),
     "SAMVAD_LIMITS__IP_REQUESTS_PER_MINUTE": "1000000000",
     "SAMVAD_LIMITS__SESSIONS_PER_MINUTE": "1000000000",
     "SAMVAD_LIMITS__MAX_OPEN_SESSIONS": "1000000000",

@@ -188,7 +188,7 @@ async def phone_route(dsn: str, key: str, config: str, carriers: list[str]) -> d
         route = await repo.add_phone_route(row.id, NUMBER, "en-IN")
     finally:
         await repo.close()
-    return {c: signing.make(secret(s.service, "resume"), "s", c, route.id, 3600) for c in carriers}
+    return {c: signing.make(secret(s.service, "phone"), "s", c, route.id, 3600) for c in carriers}
 
 
 async def _ask_phone(carrier: str, token: str, pcm16k: bytes) -> dict[str, float]:

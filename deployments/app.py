@@ -28,7 +28,7 @@ def build_app(args: dict) -> Application:
     overrides = {k: v for k, v in {"database_url": a.database_url, "redis_url": a.redis_url}.items() if v}
     # Python mode, not JSON: JSON masks SecretStr values, and the replicas need the real keys.
     loaded = load_settings(a.config, **overrides)
-    for which in ("key", "resume"):  # refuse to deploy without real secrets (ConfigError says what to set)
+    for which in ("key", "resume", "phone"):  # refuse to deploy without real secrets (ConfigError says what to set)
         secret(loaded.service, which)
     settings = loaded.model_dump()
 

@@ -5,10 +5,12 @@ of `actors.remote`."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from typing import Any
 
 import ray
+import uvicorn
 from ray import serve
 
 from actors import remote, telemetry
@@ -70,12 +72,36 @@ class ServeBackend:
         return self._metrics_url
 
 
+def bound_websocket_frames(max_size: int, max_queue: int = 8) -> None:
+    """Make the uvicorn servers this process starts refuse a WebSocket frame over `max_size`
+    before reading it (close 1009), and hold at most `max_queue` frames read ahead of the app.
+    Serve starts the replica's own server (direct ingress) with uvicorn's defaults and no
+    setting for them: 16 MiB frames, read whole before the app's own frame check could run, 32
+    of them queued. Applied before Serve builds that server's Config."""
+    init = uvicorn.Config.__init__
+    if getattr(init, "samvad_max_size", None) == max_size:
+        return
+    original = getattr(init, "__wrapped__", init)
+
+    @functools.wraps(original)
+    def bounded(self: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
+        kwargs["ws_max_size"] = min(kwargs.get("ws_max_size", max_size), max_size)
+        kwargs["ws_max_queue"] = min(kwargs.get("ws_max_queue", max_queue), max_queue)
+        original(self, *args, **kwargs)
+
+    bounded.samvad_max_size = max_size  # type: ignore[attr-defined]
+    uvicorn.Config.__init__ = bounded  # type: ignore[method-assign]
+
+
 @serve.deployment(name="Ingress")
 @serve.ingress()  # the app is built in the replica (`__serve_build_asgi_app__`), with its frontend
 class Ingress:
     def __init__(self, settings: dict[str, Any], asr, tts, sessions) -> None:
         telemetry.install()
         s = Settings.model_validate(settings)
+        # Twice the app's own limits: a frame a little over them is still read and refused with a
+        # recoverable error event; a bigger one never reaches memory.
+        bound_websocket_frames(2 * max(s.voice.max_binary_bytes, s.voice.max_text_bytes))
         self.frontend = Frontend(
             s, Database(s), ServeBackend(asr, tts, sessions), replica=serve.get_replica_context().replica_id.unique_id
         )

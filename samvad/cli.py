@@ -584,7 +584,9 @@ def keys_create(
     knowledge_bases: Annotated[
         list[str] | None,
         typer.Option(
-            "--kb", help="a knowledge base it may use (repeat; the first is its default; none: every one served)"
+            "--kb",
+            help="a knowledge base it may use (repeat; the first is its default; '*': every one served; "
+            "none: only the default one)",
         ),
     ] = None,
     config: ConfigOpt = None,
@@ -593,7 +595,7 @@ def keys_create(
     s = _settings(config)
     try:
         for kb in knowledge_bases or []:
-            s.rag.check_knowledge_base(kb)
+            s.rag.check_served(kb)
     except SamvadError as exc:
         console.print(f"[red]{exc.message}[/red]")
         raise typer.Exit(1) from None
@@ -625,6 +627,12 @@ def keys_revoke(key_id: int, config: ConfigOpt = None) -> None:
     console.print(f"revoked key {key_id}: refused by every replica now, its live calls closed")
 
 
+def _kbs(allowed: list[str] | None) -> str:
+    if not allowed:
+        return "default only"
+    return "every one (*)" if "*" in allowed else ", ".join(allowed)
+
+
 @keys_app.command("list")
 def keys_list(config: ConfigOpt = None) -> None:
     """List API keys (never the keys themselves)."""
@@ -637,7 +645,7 @@ def keys_list(config: ConfigOpt = None) -> None:
             str(k.id),
             k.name,
             k.prefix + "…",
-            ", ".join(k.knowledge_bases) if k.knowledge_bases else "any",
+            _kbs(k.knowledge_bases),
             f"{k.created_at:%Y-%m-%d %H:%M}",
             f"{k.revoked_at:%Y-%m-%d}" if k.revoked_at else "",
         )
@@ -753,7 +761,7 @@ def phone_url(
                 "[yellow]set telephony.twilio_auth_token (SAMVAD_TELEPHONY__TWILIO_AUTH_TOKEN) first[/yellow]"
             )
         return
-    token = signing.make(secret(s.service, "resume"), "a", carrier, route.id, days * 86400)
+    token = signing.make(secret(s.service, "phone"), "a", carrier, route.id, days * 86400)
     kind = "answer URL (HTTP POST)" if carrier == "plivo" else "Voicebot applet URL (dynamic, https)"
     console.print(f"{kind}: {base}/api/v1/telephony/{carrier}/answer?token={token}")
     if carrier == "plivo" and s.telephony.plivo_auth_token is None:
@@ -794,17 +802,25 @@ def run(
         raise typer.BadParameter(str(exc), param_hint="--ingress") from exc
     s = _servers(_settings(config))
 
-    async def prepare() -> str | None:
+    async def prepare() -> tuple[str | None, list[str]]:
         repo = await _repo(s)  # applies migrations
         try:
-            if not await repo.list_keys():
+            keys = await repo.list_keys()
+            if not keys:
                 _, key = await repo.create_key("development")
-                return key
-            return None
+                return key, []
+            wide = [f"{k.id} ({k.name})" for k in keys if k.revoked_at is None and "*" in (k.knowledge_bases or [])]
+            return None, wide
         finally:
             await repo.close()
 
-    dev_key = asyncio.run(prepare())
+    dev_key, wide = asyncio.run(prepare())
+    if wide:
+        console.print(
+            f"[yellow]API keys that may use every knowledge base ('*'): {', '.join(wide)}. Keys made before "
+            "knowledge bases were deny-by-default kept that; give each only the ones it needs "
+            "(samvad keys create --kb NAME, then revoke the old key)[/yellow]"
+        )
     from rag_index.build import ensure_index
     from samvad.embeddings import get_embedder
 

@@ -13,7 +13,7 @@ from pydantic import SecretStr
 
 from samvad.settings import Settings
 
-NAMES = ("key", "resume")
+NAMES = ("key", "resume", "phone")
 
 
 def with_dev_secrets(s: Settings) -> Settings:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
@@ -178,6 +179,7 @@ class EmbeddingSettings(BaseModel):
 
 
 DEFAULT_KB = "default"
+EVERY_KB = "*"  # in a key's list: every knowledge base served
 
 
 def _kb_name(name: str) -> str:
@@ -215,21 +217,40 @@ class RagSettings(BaseModel):
             raise ValueError("rag.knowledge_bases lists a name twice")
         return self
 
-    def check_knowledge_base(self, name: str | None, allowed: list[str] | None = None) -> str | None:
+    def usable(self, allowed: Sequence[str] | None) -> list[str]:
+        """The knowledge bases a key may use, deny by default: `allowed` is the key's list (None:
+        the default one only; `*` in it: every one served), kept in the key's order."""
+        served = [DEFAULT_KB, *self.knowledge_bases]
+        if allowed is None:
+            return [DEFAULT_KB]
+        if EVERY_KB in allowed:
+            return served
+        return [n for n in allowed if n in served]
+
+    def permits(self, knowledge_base: str | None, allowed: Sequence[str] | None) -> bool:
+        """Whether a session on `knowledge_base` (None: the default) may still be used by a key
+        whose list is now `allowed` (checked on every turn and resume)."""
+        return (knowledge_base or DEFAULT_KB) in self.usable(allowed)
+
+    def check_knowledge_base(self, name: str | None, allowed: Sequence[str] | None = (EVERY_KB,)) -> str | None:
         """The knowledge base a session answers from (None: the default one): `name` if this
-        deployment serves it and the API key may use it (`allowed`: the key's list, None: any);
-        no name: the key's first, else the default one. Any other is refused as unknown, with
-        the names the key can use (the others' names are not the caller's to learn)."""
-        if name is None and allowed:
-            name = allowed[0]
-        label = name or DEFAULT_KB
-        usable = [n for n in (DEFAULT_KB, *self.knowledge_bases) if allowed is None or n in allowed]
+        deployment serves it and the API key may use it (`allowed`: the key's list, as in
+        `usable`; left out, no key is in play: any one served); no name: the key's first. Any other is refused as unknown, with only the names the key can use (the
+        others' are not the caller's to learn)."""
+        usable = self.usable(allowed)
+        label = name or (usable[0] if usable else DEFAULT_KB)
         if label not in usable:
             raise InputError(
-                f"unknown knowledge base {label!r}: one of {', '.join(usable) or '(none for this key)'}",
+                f"unknown knowledge base {label[:40]!r}: one of {', '.join(usable) or '(none for this key)'}",
                 code="unknown_knowledge_base",
             )
         return None if label == DEFAULT_KB else label
+
+    def check_served(self, name: str) -> str:
+        """A name a key may be given: one this deployment serves, or `*` (every one)."""
+        if name != EVERY_KB:
+            self.check_knowledge_base(name)
+        return name
 
     def pointer(self, knowledge_base: str | None) -> Path:
         """The FAISS live pointer of a knowledge base: `index_dir`, or a sibling named after it."""
@@ -359,7 +380,12 @@ class VoiceSettings(BaseModel):
     max_sessions_per_key: int = 20  # across every ingress replica (counted in Redis when configured)
     max_binary_bytes: int = 64 * 1024
     max_text_bytes: int = 16 * 1024
-    audio_burst_s: float = 2.0  # audio may arrive this far ahead of real time before reading slows
+    # A call is read as fast as it sends and closed (4429) once its audio runs this far ahead of
+    # real time: what it does not read would queue without bound behind Serve's direct ingress.
+    audio_burst_s: float = Field(5.0, gt=0)
+    max_messages_per_s: float = Field(100.0, gt=0)  # every message a socket sends (audio, ping, JSON), burst 1 s
+    min_frame_ms: float = Field(10.0, ge=0)  # shorter audio frames are refused (each costs fixed work)
+    max_bad_messages: int = Field(20, ge=0)  # malformed, unknown or refused messages before the call ends
     drain_s: float = 30.0  # on shutdown, a live call's answer may finish playing this long before it is closed
 
 
@@ -387,6 +413,10 @@ class LimitSettings(BaseModel):
     # before any lookup (a key-guessing client costs one Redis call, not a database query).
     auth_failures_per_minute: int = 30
     max_sockets_per_ip: int = 50  # open voice WebSockets per client IP, across replicas
+    # Each turn (REST or voice) and each resume re-reads its key's row at most this often: a key
+    # revoked (even if the broadcast was missed) ends its calls, a knowledge base taken from it
+    # ends its sessions' use of that knowledge base.
+    key_recheck_s: float = Field(5.0, ge=0)
     # Redis unreachable: the per-key limits and call slots fail closed (503 with Retry-After: a
     # tenant's contract is not lifted by an outage); the per-IP limit fails open (it is a shield,
     # and refusing every caller because Redis restarts would take the service down with it).
@@ -426,10 +456,14 @@ class ServiceSettings(BaseModel):
     db_write_retry_s: float = 2.0
     idempotency_ttl_s: float = 86400.0  # Idempotency-Key records (and stored answers) are kept this long
     # Secrets have no working defaults: set SAMVAD_SERVICE__KEY_SECRET (HMAC of API-key hashes)
-    # and SAMVAD_SERVICE__RESUME_SECRET (resume tokens), 32+ random bytes each. Only `samvad run`
+    # and SAMVAD_SERVICE__RESUME_SECRET (resume tokens), 32+ random characters each (shorter are refused). Only `samvad run`
     # and `samvad keys` on embedded servers (development) generate and keep them in var/.
     key_secret: SecretStr | None = None
     resume_secret: SecretStr | None = None
+    # SAMVAD_SERVICE__PHONE_SECRET: the phone routes' answer-URL and stream tokens, a secret of
+    # their own so that they can be rotated (every answer URL remade) without ending every
+    # resumable session, and a leak of one does not forge the other.
+    phone_secret: SecretStr | None = None
     resume_token_ttl_s: float = Field(86400.0, gt=0)  # a resume token expires after this long
     # Client IPs or CIDRs of proxies in front of the service: only from these is X-Forwarded-For
     # believed (the right-most address not itself a trusted proxy is the client).
@@ -448,7 +482,7 @@ class ConfigError(ValueError):
 WEAK_SECRETS = frozenset({"samvad-dev-secret-change-me", "changeme", "change-me", "secret", "test"})
 
 
-def secret(service: ServiceSettings, which: Literal["key", "resume"]) -> str:
+def secret(service: ServiceSettings, which: Literal["key", "resume", "phone"]) -> str:
     """`service.<which>_secret`, refused when missing, known or short: a default secret would let
     anyone who read the source forge resume tokens or API-key hashes."""
     value = getattr(service, f"{which}_secret")
@@ -458,7 +492,7 @@ def secret(service: ServiceSettings, which: Literal["key", "resume"]) -> str:
             f"service.{which}_secret is not set: set SAMVAD_SERVICE__{which.upper()}_SECRET to 32+ random "
             "characters (python -c 'import secrets; print(secrets.token_urlsafe(32))')"
         )
-    if raw in WEAK_SECRETS or len(raw) < 16:
+    if raw in WEAK_SECRETS or len(raw) < 32:
         raise ConfigError(f"service.{which}_secret is a known or short value: use 32+ random characters")
     return raw
 

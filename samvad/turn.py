@@ -406,12 +406,14 @@ class TurnRunner:
                     passages = []
             guard_flags.extend(verdict.flags)
             yield GuardrailEvent(turn_id=tid, flags=verdict.flags, redacted_text=verdict.text, action=verdict.action)
+            if verdict.reply is None and (off_topic := self.guardrails.check_retrieval(passages)) is not None:
+                guard_flags.extend(off_topic.flags)
+                verdict = off_topic
             if verdict.reply is None:
+                # Only passages an answer is grounded in reach the caller: a refused or off-topic
+                # question shows none (else any key could page through the knowledge base).
                 sources = list(dict.fromkeys(p.source for p in passages))
                 yield RetrievalEvent(turn_id=tid, passages=passages)
-                if (off_topic := self.guardrails.check_retrieval(passages)) is not None:
-                    guard_flags.extend(off_topic.flags)
-                    verdict = off_topic
             if verdict.reply is not None:  # refusal or escalation: a fixed reply, no model call
                 answer = _single(verdict.reply)
             else:

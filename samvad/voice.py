@@ -26,6 +26,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from samvad import metrics
 from samvad.audio import Audio, float_to_pcm16, pcm16_to_float, wav_bytes
+from samvad.call_budget import CallBudget, OverBudget
 from samvad.contracts import ProviderCall, Transcript
 from samvad.errors import InputError, SamvadError
 from samvad.events import AudioEvent, ErrorEvent, ResponseDeltaEvent, TranscriptEvent, TurnDoneEvent, TurnEvent
@@ -35,6 +36,7 @@ from samvad.protocol import (
     CLOSE_SERVICE_RESTART,
     CLOSE_SESSION_TOO_LONG,
     CLOSE_TOO_BIG,
+    CLOSE_TOO_MANY_SESSIONS,
     AudioFormat,
     Backchannel,
     Ping,
@@ -198,6 +200,8 @@ class VoiceCall:
         self._partial_text = ""
         self.received_seconds = 0.0
         self.opened = time.monotonic()
+        self.budget = CallBudget(self.v, self.opened)
+        self._too_short = f"audio frames must be at least {self.v.min_frame_ms:g} ms"
         self._send_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         # Set when the server shuts down: the call ends after the answer playing, with `goodbye`.
@@ -209,6 +213,8 @@ class VoiceCall:
             await self.ws.send_text(event.model_dump_json())
 
     async def error(self, code: str, message: str, status: int = 400) -> None:
+        """A message refused: counted (the call ends past `voice.max_bad_messages`), then answered."""
+        self.budget.malformed()
         await self.send(ErrorEvent(turn_id="", code=code, message=message, status=status))
 
     def end(self, code: int, reason: str) -> None:
@@ -236,11 +242,15 @@ class VoiceCall:
                     return
                 if msg["type"] == "websocket.disconnect":
                     return
+                self.budget.message()
                 if msg.get("bytes") is not None:
                     await self._audio(msg["bytes"])
                 elif msg.get("text") is not None:
                     if await self._text(msg["text"]) is False:
                         return
+        except OverBudget as exc:
+            await self.ws.close(CLOSE_TOO_MANY_SESSIONS, str(exc))
+            return
         except WebSocketDisconnect:
             return
         finally:
@@ -330,11 +340,10 @@ class VoiceCall:
         if samples is None:
             await self.error("bad_frame", "PCM16 frames must have an even number of bytes")
             return
+        if not self.budget.audio(len(samples) / 16000):  # raises once the call runs ahead of real time
+            await self.send(ErrorEvent(turn_id="", code="frame_too_short", message=self._too_short, status=400))
+            return
         self.received_seconds += len(samples) / 16000
-        # Backpressure: a client sending faster than real time is read more slowly (TCP pushes back).
-        ahead = self.received_seconds - (time.monotonic() - self.opened) - self.v.audio_burst_s
-        if ahead > 0:
-            await asyncio.sleep(ahead)
         events = await self.vad.feed_batched(samples, self._vad_batcher)
         if self._end_early is not None:
             if self.vad.in_speech and self.vad.speech_frames == self._end_early and self.vad.silence_ms > 0:

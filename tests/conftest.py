@@ -14,7 +14,7 @@ pytest_plugins = ["tests.graph"]  # the real-graph fixtures, for tests/e2e and t
 
 # Secrets have no defaults (samvad.settings.secret): the test run makes its own, before any
 # settings are loaded, and every process it starts inherits them.
-for _name in ("KEY", "RESUME"):
+for _name in ("KEY", "RESUME", "PHONE"):
     os.environ.setdefault(f"SAMVAD_SERVICE__{_name}_SECRET", secrets.token_urlsafe(32))
 # serve_config.yaml's Serve settings, in the environment before any test module imports Ray (Serve
 # reads them at import, and the graph's handles are built in this process): as `samvad run` does.

@@ -55,6 +55,13 @@ class AuthError(SamvadError):
     status = 401
 
 
+class KnowledgeBaseWithdrawn(SamvadError):
+    """The session's knowledge base is no longer one its key may use."""
+
+    code = "knowledge_base_not_allowed"
+    status = 403
+
+
 class LimiterUnavailable(SamvadError):
     """Redis is unreachable and the limit fails closed (`limits.fail_open: false`)."""
 
@@ -129,6 +136,7 @@ class Gate:
         self._bad: dict[str, float] = {}  # sha256(key) -> expiry
         self._sessions: dict[tuple[int, str], tuple[float, SessionRow]] = {}
         self._live: dict[int, int] = {}  # API key id -> open voice calls on this replica
+        self._current: dict[int, tuple[float, ApiKeyRow]] = {}  # key id -> (re-read at, row)
         self._on_revoked: list[Callable[[int], None]] = []
 
     # client addresses and keys ------------------------------------------------------------------
@@ -262,12 +270,37 @@ class Gate:
             )
             raise RateLimitedError(f"{what}; retry later", decision.retry_after_s)
 
+    async def recheck(self, key: ApiKeyRow, knowledge_base: str | None) -> ApiKeyRow:
+        """Before a turn or a resume on a session of `key`: the key's row as it is now (re-read at
+        most every `limits.key_recheck_s`). A key revoked meanwhile is refused, and its live calls
+        on this replica end, even if the revocation's broadcast never arrived; a session whose
+        knowledge base the key may no longer use is refused (without naming the others)."""
+        now = time.monotonic()
+        cached = self._current.get(key.id)
+        if cached is None or now - cached[0] >= self.s.limits.key_recheck_s:
+            try:
+                row = await self.db.get_key(key.id)
+            except Exception as exc:
+                if not database_down(exc):
+                    raise
+                row = None if await self._revoked_known(key.id) else key
+            if row is None:
+                self.forget_key(key.id)
+                raise AuthError("the API key was revoked")
+            _bounded(self._current)[key.id] = (now, row)
+            cached = (now, row)
+        current = cached[1]
+        if not self.s.rag.permits(knowledge_base, current.knowledge_bases):
+            raise KnowledgeBaseWithdrawn("this session's knowledge base is no longer available to this API key")
+        return current
+
     # revocation ---------------------------------------------------------------------------------
     def on_revoked(self, callback: Callable[[int], None]) -> None:
         self._on_revoked.append(callback)
 
     def forget_key(self, key_id: int) -> None:
         """Drop everything this process remembers of the key and tell the listeners (live calls)."""
+        self._current.pop(key_id, None)
         for digest, (_, row) in list(self._keys.items()):
             if row.id == key_id:
                 del self._keys[digest]
@@ -297,6 +330,16 @@ class Gate:
             except (RedisError, OSError, ValueError) as exc:
                 log.warning("revocation channel lost (%s); resubscribing", type(exc).__name__)
                 await asyncio.sleep(1.0)
+
+    async def _revoked_known(self, key_id: int) -> bool:
+        """Whether Redis's revoked set names the key: the database cannot say (an outage), and
+        neither side's silence is a reason to cut a live call."""
+        if self._redis is None:
+            return False
+        try:
+            return bool(await self._redis.sismember(REVOKED_SET, str(key_id)))
+        except (RedisError, OSError):
+            return False
 
     async def _revoked(self, key_id: int) -> bool:
         if self._redis is None:

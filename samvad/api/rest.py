@@ -227,6 +227,7 @@ async def turn(
         session = await f.gate.session(body.session_id, key.id)
         if session.closed_at is not None:
             raise SessionClosed("the session is closed: open a new one")
+        await f.gate.recheck(key, session.knowledge_base)
         fields = {
             "language": session.language,
             "mode": session.mode,

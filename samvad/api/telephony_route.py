@@ -42,7 +42,7 @@ CARRIERS: dict[str, type[Carrier]] = {"twilio": Twilio, "exotel": Exotel, "plivo
 
 
 def _secret(f: Frontend) -> str:
-    return secret(f.settings.service, "resume")
+    return secret(f.settings.service, "phone")
 
 
 def _base(f: Frontend, request: Request) -> str:

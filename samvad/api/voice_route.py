@@ -196,6 +196,11 @@ async def _call(f: Frontend, ws: WebSocket, start: SessionStart, key: ApiKeyRow)
         if row.closed_at is not None:
             await ws.close(CLOSE_NOT_FOUND, "the session is closed")
             return
+        try:
+            await f.gate.recheck(key, row.knowledge_base)
+        except SamvadError as exc:
+            await ws.close(CLOSE_FORBIDDEN if exc.status == 403 else CLOSE_UNAUTHORIZED, exc.message[:120])
+            return
         messages = await f.db.messages(sid, 2)
         last = messages[-1] if messages else None
         interrupted = last.turn_id if last and last.role == "assistant" and last.status == "interrupted" else None
@@ -248,6 +253,7 @@ def voice_call(
 
     async def charge() -> None:
         await f.gate.charge(key)
+        await f.gate.recheck(key, session.knowledge_base)  # revoked: the call ends too
 
     return VoiceCall(
         ws,

@@ -465,7 +465,8 @@ class Repository(PhoneRepository):
         knowledge_bases: list[str] | None = None,
     ) -> tuple[ApiKeyRow, str]:
         """Returns the row and the plaintext key; only its HMAC is stored. Limits left None
-        follow the service's `limits.*`; `knowledge_bases` None: it may use every one served."""
+        follow the service's `limits.*`; `knowledge_bases` None: it may use only the default one
+        (deny by default), `["*"]`: every one served."""
         key = "sk_samvad_" + secrets.token_urlsafe(24)
         row = await self._pool.fetchrow(
             "INSERT INTO api_keys (name, prefix, key_hash, requests_per_minute, max_voice_sessions, max_open_sessions,"
@@ -485,6 +486,11 @@ class Repository(PhoneRepository):
         row = await self._pool.fetchrow(
             "SELECT * FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL", hash_key(key, self._secret)
         )
+        return ApiKeyRow(**dict(row)) if row else None
+
+    async def get_key(self, key_id: int) -> ApiKeyRow | None:
+        """The key's row as it is now; None once revoked."""
+        row = await self._pool.fetchrow("SELECT * FROM api_keys WHERE id = $1 AND revoked_at IS NULL", key_id)
         return ApiKeyRow(**dict(row)) if row else None
 
     async def revoke_key(self, key_id: int) -> bool:

@@ -3,7 +3,9 @@
 A phone route's URLs carry a token: `v1<scope><route id>x<expiry>x<mac>`, an HMAC (a secret of
 its own, derived from the resume secret) over the scope, the carrier, the route and the expiry,
 letters and digits only (Plivo's extraHeaders allow nothing else). Scope `a` opens an answer
-webhook (long-lived, pasted into a carrier's console), `s` a media stream (minutes). Twilio's
+webhook (long-lived, pasted into a carrier's console), `s` a media stream (minutes; minted by
+an answer webhook for one call, whose carrier call id its MAC covers: the stream that presents it
+must start as that call, and it opens one stream only, `samvad.storage.once`). Twilio's
 answer webhook is checked by its own signature instead (`X-Twilio-Signature`); Plivo's by its
 token and, given the account's auth token, by `X-Plivo-Signature-V3` too."""
 
@@ -26,25 +28,31 @@ def _key(secret: str) -> bytes:
     return hmac.new(secret.encode(), b"samvad phone tokens", hashlib.sha256).digest()
 
 
-def _mac(secret: str, scope: str, carrier: str, route_id: int, expiry: int) -> str:
-    msg = f"{scope}\0{carrier}\0{route_id}\0{expiry}".encode()
-    return hmac.new(_key(secret), msg, hashlib.sha256).hexdigest()[:32]
+def _mac(secret: str, scope: str, carrier: str, route_id: int, expiry: int, call: str = "") -> str:
+    msg = f"{scope}\0{carrier}\0{route_id}\0{expiry}" + (f"\0{call}" if call else "")
+    return hmac.new(_key(secret), msg.encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def make(secret: str, scope: Scope, carrier: str, route_id: int, ttl_s: float, now: float | None = None) -> str:
+def make(
+    secret: str, scope: Scope, carrier: str, route_id: int, ttl_s: float, now: float | None = None, call: str = ""
+) -> str:
+    """A token; `call` (a carrier call id) binds a stream token to that call."""
     expiry = int((now if now is not None else time.time()) + ttl_s)
-    return f"v1{scope}{route_id}x{expiry}x{_mac(secret, scope, carrier, route_id, expiry)}"
+    return f"v1{scope}{route_id}x{expiry}x{_mac(secret, scope, carrier, route_id, expiry, call)}"
 
 
 def check(
-    secret: str, token: str | None, scope: Scope, carrier: str, now: float | None = None
+    secret: str, token: str | None, scope: Scope, carrier: str, now: float | None = None, call: str = ""
 ) -> tuple[Literal["ok", "expired", "invalid"], int | None]:
-    """("ok", route id), ("expired", None) for a genuine token past its time, else ("invalid", None)."""
+    """("ok", route id), ("expired", None) for a genuine token past its time, else ("invalid", None).
+    A token bound to a call is genuine only for that `call`; an unbound one (made without a
+    call id, by the CLI or a carrier that sends none) for any."""
     m = _TOKEN.match(token or "")
     if m is None or m.group(1) != scope:
         return "invalid", None
     route_id, expiry = int(m.group(2)), int(m.group(3))
-    if not hmac.compare_digest(m.group(4), _mac(secret, scope, carrier, route_id, expiry)):
+    macs = {_mac(secret, scope, carrier, route_id, expiry, call), _mac(secret, scope, carrier, route_id, expiry)}
+    if not any(hmac.compare_digest(m.group(4), mac) for mac in macs):
         return "invalid", None
     if expiry < (now if now is not None else time.time()):
         return "expired", None

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ["SAMVAD_LIMITS__AUTH_FAILURES_PER_MINUTE"] = "3"
-for _name in ("SAMVAD_SERVICE__KEY_SECRET", "SAMVAD_SERVICE__RESUME_SECRET"):
+for _name in ("SAMVAD_SERVICE__KEY_SECRET", "SAMVAD_SERVICE__RESUME_SECRET", "SAMVAD_SERVICE__PHONE_SECRET"):
     os.environ.setdefault(_name, secrets.token_urlsafe(32))
 from deployments.haproxy import ingress_env  # noqa: E402
 from deployments.serve_config import export_node_env  # noqa: E402

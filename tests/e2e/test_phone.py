@@ -43,7 +43,7 @@ def stream_token(serve_app):
         try:
             key, _ = await repo.create_key(f"phone-{uuid.uuid4().hex[:6]}")
             route = await repo.add_phone_route(key.id, "+918000000009", "en-IN")
-            return signing.make(secret(s.service, "resume"), "s", "twilio", route.id, 600)
+            return signing.make(secret(s.service, "phone"), "s", "twilio", route.id, 600)
         finally:
             await repo.close()
 

@@ -19,7 +19,7 @@ from samvad.api.app import build_api
 from samvad.api.frontend import Frontend
 from samvad.settings import REPO_ROOT, load_settings, secret
 from samvad.storage.database import Database
-from samvad.storage.repository import Repository
+from samvad.storage.repository import Repository, hash_key
 
 pytestmark = pytest.mark.integration
 ADMIN = "adm-" + "a" * 32
@@ -364,7 +364,8 @@ def test_an_unknown_language_closes_the_call_with_a_reason_that_fits_a_close_fra
 
 def test_a_session_answers_from_the_knowledge_base_it_was_opened_with(api_settings, key):
     """A session opened with a knowledge base (REST or voice) has every turn searched in it; an
-    unknown name is refused with the names to choose from; a session without one uses the default."""
+    unknown name is refused with the names to choose from; a session without one uses the default.
+    Deny by default: a key made without a list may use only the default one."""
     from dataclasses import replace
 
     from starlette.websockets import WebSocketDisconnect
@@ -382,11 +383,16 @@ def test_a_session_answers_from_the_knowledge_base_it_was_opened_with(api_settin
             return await runner.engines.retriever.alookup(text, library, k, query)
 
     limited = _key(s, knowledge_bases=["acme"])
+    every = _key(s, knowledge_bases=["*"])
     db = Database(s)
     app = build_api()
     recording = TurnRunner(replace(runner.engines, retriever=Recording()), s)
     Frontend(s, db, InProcessBackend(recording, db, s)).configure(app)
-    with TestClient(app, headers={"X-API-Key": key}) as c:
+    with TestClient(app, headers={"X-API-Key": every}) as c:
+        # A key made without --kb: the default knowledge base only, and the refusal names no other.
+        denied = c.post("/api/v1/sessions", json={"knowledge_base": "acme"}, headers={"X-API-Key": key})
+        assert denied.status_code == 400 and denied.json()["error"]["code"] == "unknown_knowledge_base"
+        assert denied.json()["error"]["message"].endswith("one of default"), denied.text
         refused = c.post("/api/v1/sessions", json={"knowledge_base": "other"})
         assert refused.status_code == 400, refused.text
         error = refused.json()["error"]
@@ -398,14 +404,14 @@ def test_a_session_answers_from_the_knowledge_base_it_was_opened_with(api_settin
         assert c.post("/api/v1/turn", json={"text": "what is the stub answer", "speak": False}).status_code == 200
         assert asked == ["acme", None]
         with c.websocket_connect("/api/v1/voice-session") as ws:
-            ws.send_text(json.dumps({"type": "session.start", "api_key": key, "knowledge_base": "acme"}))
+            ws.send_text(json.dumps({"type": "session.start", "api_key": every, "knowledge_base": "acme"}))
             assert json.loads(ws.receive_text())["type"] == "session.started"
             ws.send_text(json.dumps({"type": "text.input", "text": "what is the stub answer"}))
             while json.loads(ws.receive_text())["type"] != "turn.done":
                 pass
         assert asked[-1] == "acme"
         with c.websocket_connect("/api/v1/voice-session") as ws:
-            ws.send_text(json.dumps({"type": "session.start", "api_key": key, "knowledge_base": "other"}))
+            ws.send_text(json.dumps({"type": "session.start", "api_key": every, "knowledge_base": "other"}))
             with pytest.raises(WebSocketDisconnect) as closed:
                 ws.receive_text()
         assert closed.value.code == 4400 and closed.value.reason.startswith("unknown knowledge base")
@@ -417,3 +423,65 @@ def test_a_session_answers_from_the_knowledge_base_it_was_opened_with(api_settin
         ask = {"text": "what is the stub answer", "speak": False}
         assert c.post("/api/v1/turn", json=ask, headers=as_limited).status_code == 200
         assert asked[-1] == "acme"
+
+
+def test_a_key_is_rechecked_on_every_turn_and_resume(api_settings):
+    """A knowledge base taken from a key ends its sessions' use of it on the next turn and
+    resume (without naming the others); a key revoked in the database with no broadcast (Redis
+    never told) ends its live call at its next turn."""
+    from starlette.websockets import WebSocketDisconnect
+
+    from rag_index.pipeline import local_runner
+
+    s = api_settings.model_copy(
+        update={
+            "rag": api_settings.rag.model_copy(update={"knowledge_bases": ["acme"]}),
+            "limits": api_settings.limits.model_copy(update={"key_recheck_s": 0.0}),
+        }
+    )
+    key = _key(s, knowledge_bases=["acme", "default"])
+    db = Database(s)
+    app = build_api()
+    Frontend(s, db, InProcessBackend(local_runner(s), db, s)).configure(app)
+    ask = {"text": "what is the stub answer", "speak": False}
+
+    def sql(query: str) -> None:
+        async def run() -> None:
+            conn = await asyncpg.connect(s.database_url)
+            try:
+                await conn.execute(query, hash_key(key, secret(load_settings().service, "key")))
+            finally:
+                await conn.close()
+
+        asyncio.run(run())
+
+    with TestClient(app, headers={"X-API-Key": key}) as c:
+        session = c.post("/api/v1/sessions", json={"knowledge_base": "acme"}).json()
+        resume = None
+        with c.websocket_connect("/api/v1/voice-session") as ws:
+            ws.send_text(json.dumps({"type": "session.start", "api_key": key, "knowledge_base": "acme"}))
+            started = json.loads(ws.receive_text())
+            resume = (started["session_id"], started["resume_token"])
+        assert c.post("/api/v1/turn", json=ask | {"session_id": session["id"]}).status_code == 200
+        sql("UPDATE api_keys SET knowledge_bases = ARRAY['default'] WHERE key_hash = $1")
+        r = c.post("/api/v1/turn", json=ask | {"session_id": session["id"]})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "knowledge_base_not_allowed", r.text
+        assert "acme" not in r.json()["error"]["message"]
+        assert c.post("/api/v1/turn", json=ask).status_code == 200  # a new session, on the default one
+        sid, token = resume
+        with c.websocket_connect(f"/api/v1/voice-session?session_id={sid}&resume_token={token}") as ws:
+            ws.send_text(json.dumps({"type": "session.start", "api_key": key}))
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_text()
+        assert closed.value.code == 4403
+        # Revoked in the database only: the broadcast never happened.
+        with c.websocket_connect("/api/v1/voice-session") as ws:
+            ws.send_text(json.dumps({"type": "session.start", "api_key": key}))
+            assert json.loads(ws.receive_text())["type"] == "session.started"
+            sql("UPDATE api_keys SET revoked_at = now() WHERE key_hash = $1")
+            ws.send_text(json.dumps({"type": "text.input", "text": "what is the stub answer"}))
+            with pytest.raises(WebSocketDisconnect) as closed:
+                while True:
+                    event = json.loads(ws.receive_text())
+                    assert event["type"] != "turn.done", "a revoked key's turn ran"
+        assert closed.value.code == 4401

@@ -63,14 +63,22 @@ def test_phone_numbers_lifecycle(tmp_path):
         plivo = _samvad(env, "phone", "url", "plivo", "+918012345678", "--days", "30").stdout
         token = re.search(r"/api/v1/telephony/plivo/answer\?token=(\w+)", plivo).group(1)
         assert "plivo_auth_token" in plivo  # how to have Plivo's signature checked too
-        verdict, route_id = signing.check(secret(load_settings().service, "resume"), token, "a", "plivo")
+        verdict, route_id = signing.check(secret(load_settings().service, "phone"), token, "a", "plivo")
         assert verdict == "ok" and route_id is not None
-        assert signing.check(secret(load_settings().service, "resume"), token, "a", "exotel")[0] == "invalid"
+        assert signing.check(secret(load_settings().service, "phone"), token, "a", "exotel")[0] == "invalid"
         served = {**env, "SAMVAD_RAG__KNOWLEDGE_BASES": '["cards"]'}
-        routed = _samvad(served, "phone", "add", "+918012345670", "--key-id", key_id, "--kb", "cards")
+        # Deny by default: a key made without --kb may use only the default knowledge base.
+        denied = _samvad(served, "phone", "add", "+918012345670", "--key-id", key_id, "--kb", "cards")
+        assert denied.returncode == 1 and "one of default" in denied.stdout, denied.stdout
+        every = _samvad(served, "keys", "create", "all-kbs", "--kb", "*")
+        assert every.returncode == 0, every.stdout + every.stderr
+        every_id = re.search(r"key (\d+)", every.stdout).group(1)
+        listing = _samvad(served, "keys", "list").stdout
+        assert re.search(r"all-kbs.*every one", listing) and re.search(r"callcentre.*default only", listing)
+        routed = _samvad(served, "phone", "add", "+918012345670", "--key-id", every_id, "--kb", "cards")
         assert routed.returncode == 0, routed.stdout + routed.stderr
         assert "cards" in _samvad(served, "phone", "list").stdout
-        unknown = _samvad(served, "phone", "add", "+918012345671", "--key-id", key_id, "--kb", "loans")
+        unknown = _samvad(served, "phone", "add", "+918012345671", "--key-id", every_id, "--kb", "loans")
         assert unknown.returncode == 1 and "unknown knowledge base 'loans'" in unknown.stdout
         # A key limited to `cards`: listed so, and its numbers answer from nothing else.
         assert _samvad(served, "keys", "create", "other", "--kb", "loans").returncode == 1  # not served

@@ -27,7 +27,7 @@ def test_the_cluster_requires_a_ray_token_and_exposes_no_ray_client():
         env = _env(container)
         assert env["RAY_AUTH_MODE"]["value"] == "token"
         assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "auth_token"  # from a Secret, not inline
-        for name in ("SAMVAD_SERVICE__KEY_SECRET", "SAMVAD_SERVICE__RESUME_SECRET"):
+        for name in ("SAMVAD_SERVICE__KEY_SECRET", "SAMVAD_SERVICE__RESUME_SECRET", "SAMVAD_SERVICE__PHONE_SECRET"):
             assert "secretKeyRef" in env[name]["valueFrom"] and "value" not in env[name]
         assert 10001 not in {p["containerPort"] for p in container.get("ports", [])}
         # The operations routes need the admin key: the pod does not start without it.

@@ -49,7 +49,9 @@ def test_malformed_tokens_are_invalid_not_errors(token):
     assert tokens.check(SECRET, token, "s1", 7) == "invalid"
 
 
-@pytest.mark.parametrize("value", [None, "", "samvad-dev-secret-change-me", "changeme", "short"])
+@pytest.mark.parametrize(
+    "value", [None, "", "samvad-dev-secret-change-me", "changeme", "short", "Zq8vR2mW9xK4tL7pN3cB6hJ1fD5gS0y"]
+)
 def test_missing_known_or_short_secrets_are_refused(value):
     service = ServiceSettings(key_secret=SecretStr(value) if value is not None else None)
     with pytest.raises(ConfigError, match="SAMVAD_SERVICE__KEY_SECRET|random"):
@@ -70,7 +72,7 @@ def test_development_secrets_are_random_private_and_kept(tmp_path, monkeypatch):
     from samvad.settings import Settings
 
     def fresh(folder):  # a new process: nothing exported yet
-        for name in ("KEY", "RESUME"):
+        for name in ("KEY", "RESUME", "PHONE"):
             monkeypatch.delenv(f"SAMVAD_SERVICE__{name}_SECRET", raising=False)
         return Settings(data_dir=folder)
 
@@ -80,6 +82,8 @@ def test_development_secrets_are_random_private_and_kept(tmp_path, monkeypatch):
     keys = json.loads(stored.read_text())
     assert secret(first.service, "key") == keys["key"] != keys["resume"] == secret(first.service, "resume")
     assert len(keys["key"]) >= 32
+    # Phone tokens have a secret of their own (rotated without ending resumable sessions).
+    assert secret(first.service, "phone") == keys["phone"] not in (keys["key"], keys["resume"])
     again = with_dev_secrets(fresh(tmp_path))  # the next start reuses them
     assert secret(again.service, "key") == keys["key"]
     other = with_dev_secrets(fresh(tmp_path / "elsewhere"))  # another checkout: its own

@@ -75,6 +75,9 @@ async def test_off_topic_question_is_declined_plainly(runner):
     events = await run_turn(runner, text="Who won the football world cup in 1998?")
     assert _answer(events) == runner.guardrails.replies.off_topic
     assert [f.check for f in events[-1].response.guardrail_flags] == ["off_topic"]
+    # The passages it found ground no answer: none of them reaches the caller (else any key
+    # could page through the knowledge base with questions it knows will be declined).
+    assert "retrieval" not in [e.type for e in events] and events[-1].response.metadata.sources == []
 
 
 async def test_event_order_and_turn_done(runner):

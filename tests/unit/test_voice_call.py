@@ -110,7 +110,9 @@ class Script:
 @pytest.fixture
 def voice_settings(settings):
     # No early or partial ASR (their own tests cover them), and audio read as fast as it comes.
-    voice = settings.voice.model_copy(update={"early_asr_ms": 0, "partial_interval_ms": 0, "audio_burst_s": 600.0})
+    voice = settings.voice.model_copy(
+        update={"early_asr_ms": 0, "partial_interval_ms": 0, "audio_burst_s": 600.0, "max_messages_per_s": 1e9}
+    )
     return settings.model_copy(update={"voice": voice})
 
 
