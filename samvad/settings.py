@@ -433,6 +433,9 @@ class TelephonySettings(BaseModel):
     # A stream URL from an answer webhook is used within seconds; one made by `samvad phone url`
     # for a carrier's static configuration lives as long as asked.
     stream_token_ttl_s: float = Field(120.0, gt=0, le=3600)
+    # A carrier's answer webhook is taken once per call id for this long: a replay (a captured
+    # request sent again, signature and all) mints no second stream token.
+    replay_window_s: float = Field(3600.0, gt=0)
     twilio_auth_token: SecretStr | None = None  # checks X-Twilio-Signature; unset: the Twilio webhook is refused
     # Also checks X-Plivo-Signature-V3 on Plivo's answer URL; unset: its route token alone guards it.
     plivo_auth_token: SecretStr | None = None

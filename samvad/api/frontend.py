@@ -28,6 +28,7 @@ from samvad.providers.registry import build_listener
 from samvad.settings import Settings, secret
 from samvad.stages import StageReport
 from samvad.storage.database import Database
+from samvad.storage.once import Once
 from samvad.storage.repository import ApiKeyRow
 from samvad.turn import TurnRequest
 from samvad.turn_result import TurnOut
@@ -50,6 +51,7 @@ class Frontend:
     def __init__(self, settings: Settings, db: Database, backend: Backend, *, replica: str = "") -> None:
         self.settings, self.db, self.backend, self.replica = settings, db, backend, replica
         self.gate = Gate(settings, db)
+        self.once = Once(settings.redis_url)  # phone webhooks and stream tokens: each taken once
         self.listener = build_listener(settings)  # voice calls' realtime recogniser, if configured
         self.gate.on_revoked(self._revoked)
         self._resume_secret = secret(settings.service, "resume")

@@ -229,11 +229,15 @@ class Gate:
             return None
         return row
 
-    async def failed(self, ip: str) -> None:
-        """Count a failed key lookup against the IP (its `auth_failures_per_minute`)."""
+    async def failed(self, ip: str, scope: str = "") -> None:
+        """Count a failed key lookup against the IP (its `auth_failures_per_minute`). Phone
+        credentials count in a bucket of their own (`scope="phone"`): a carrier's egress address
+        carries every caller's call and never presents API keys, so its failures must not lock
+        out the internet's clients behind the same address, nor theirs the carrier."""
         metrics.inc("samvad_auth_failures_total")
         if self.limiter is not None:
-            await self.limiter.take(f"authfail:{ip}", self.s.limits.auth_failures_per_minute, fail_open=True)
+            bucket = f"authfail:{scope}:{ip}" if scope else f"authfail:{ip}"
+            await self.limiter.take(bucket, self.s.limits.auth_failures_per_minute, fail_open=True)
 
     async def charge(self, row: ApiKeyRow) -> None:
         """One request against the key's rate limit (a voice turn, say)."""

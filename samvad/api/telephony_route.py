@@ -52,8 +52,12 @@ def _base(f: Frontend, request: Request) -> str:
     return f"{request.url.scheme}://{request.url.netloc}"
 
 
+def _ws(base: str) -> str:
+    return base.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+
+
 def _stream_url(base: str, carrier: str) -> str:
-    return base.replace("https://", "wss://", 1).replace("http://", "ws://", 1) + f"/api/v1/telephony/{carrier}"
+    return _ws(base) + f"/api/v1/telephony/{carrier}"
 
 
 def _signed_url(base: str, request: Request) -> str:
@@ -61,15 +65,31 @@ def _signed_url(base: str, request: Request) -> str:
     return base + request.url.path + (f"?{request.url.query}" if request.url.query else "")
 
 
+def _ws_signed_url(f: Frontend, ws: WebSocket) -> str:
+    """The stream URL a carrier signed: as this service is reached from outside."""
+    public, url = f.settings.telephony.public_url, ws.url
+    head = _ws(public.rstrip("/")) if public else f"{url.scheme}://{url.netloc}"
+    return head + url.path + (f"?{url.query}" if url.query else "")
+
+
 def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+async def _stream_token(f: Frontend, carrier: str, route_id: int, call_id: str) -> str | JSONResponse:
+    """The stream token an answer webhook mints, once per carrier call id (within
+    `telephony.replay_window_s`) and bound to that call: a replayed webhook gets a 409."""
+    t = f.settings.telephony
+    if call_id and not await f.once.first("answer", f"{carrier}:{call_id}", t.replay_window_s):
+        return _error(409, "already_answered", "this call was already answered")
+    return signing.make(_secret(f), "s", carrier, route_id, t.stream_token_ttl_s, call=call_id)
 
 
 async def _answer_route(f: Frontend, request: Request, carrier: str) -> PhoneRoute | JSONResponse:
     """The route an answer webhook's token names (Exotel, Plivo: the URL pasted in their console)."""
     verdict, route_id = signing.check(_secret(f), request.query_params.get("token"), "a", carrier)
     if verdict != "ok" or route_id is None:
-        await f.gate.failed(f.ip(request))
+        await f.gate.failed(f.ip(request), "phone")
         return _error(
             401, "invalid_token", f"the answer URL's token is {verdict}: make a new one with samvad phone url"
         )
@@ -95,13 +115,17 @@ async def twilio_answer(request: Request) -> Response:
         form,
         request.headers.get("x-twilio-signature"),
     ):
-        await f.gate.failed(f.ip(request))
+        await f.gate.failed(f.ip(request), "phone")
         return _error(403, "bad_signature", "X-Twilio-Signature does not match this request")
+    if not form.get("CallSid"):
+        return _error(400, "no_call_id", "Twilio's voice webhook carries a CallSid")
     route = await f.db.phone_route(form.get("To", ""))
     if route is None:
         twiml = "<Response><Say>This number is not in service.</Say><Hangup/></Response>"
         return Response(twiml, media_type="text/xml")
-    token = signing.make(_secret(f), "s", "twilio", route.id, s.stream_token_ttl_s)
+    token = await _stream_token(f, "twilio", route.id, form["CallSid"])
+    if isinstance(token, JSONResponse):
+        return token
     params = {"token": token, "from": form.get("From", ""), "to": form.get("To", "")}
     tags = "".join(f"<Parameter name={quoteattr(k)} value={quoteattr(v)}/>" for k, v in params.items())
     twiml = (
@@ -126,13 +150,17 @@ async def plivo_answer(request: Request) -> Response:
         request.headers.get("x-plivo-signature-v3-nonce"),
         request.headers.get("x-plivo-signature-v3"),
     ):
-        await f.gate.failed(f.ip(request))
+        await f.gate.failed(f.ip(request), "phone")
         return _error(403, "bad_signature", "X-Plivo-Signature-V3 does not match this request")
     route = await _answer_route(f, request, "plivo")
     if isinstance(route, JSONResponse):
         return route
     fields = dict(request.query_params) | {k: str(v) for k, v in form.items()}
-    token = signing.make(_secret(f), "s", "plivo", route.id, f.settings.telephony.stream_token_ttl_s)
+    if not fields.get("CallUUID"):
+        return _error(400, "no_call_id", "Plivo's answer URL is called with a CallUUID")
+    token = await _stream_token(f, "plivo", route.id, fields["CallUUID"])
+    if isinstance(token, JSONResponse):
+        return token
     # extraHeaders take letters and digits only: the numbers go without their "+".
     digits = {k: "".join(c for c in fields.get(k.capitalize(), "") if c.isdigit()) for k in ("from", "to")}
     headers = ",".join(f"{k}={v}" for k, v in {"token": token, **digits}.items() if v)
@@ -150,7 +178,11 @@ async def exotel_answer(request: Request) -> Response:
     route = await _answer_route(f, request, "exotel")
     if isinstance(route, JSONResponse):
         return route
-    token = signing.make(_secret(f), "s", "exotel", route.id, f.settings.telephony.stream_token_ttl_s)
+    # Exotel's applet fetches this URL with the call's CallSid when it has one: then the token is
+    # bound to that call and minted once; without one it is unbound (and still opens one stream).
+    token = await _stream_token(f, "exotel", route.id, request.query_params.get("CallSid", "")[:128])
+    if isinstance(token, JSONResponse):
+        return token
     return JSONResponse({"url": f"{_stream_url(_base(f, request), 'exotel')}?token={token}"})
 
 
@@ -165,6 +197,18 @@ async def phone_stream(ws: WebSocket, carrier: str) -> None:
     if carrier not in CARRIERS:
         await ws.close(CLOSE_NOT_FOUND, "unknown carrier: twilio, exotel or plivo")
         return
+    twilio_token = f.settings.telephony.twilio_auth_token
+    if (
+        carrier == "twilio"
+        and twilio_token is not None
+        and not signing.twilio_valid(
+            twilio_token.get_secret_value(), _ws_signed_url(f, ws), {}, ws.headers.get("x-twilio-signature")
+        )
+    ):
+        # Twilio signs the stream's WebSocket request as it signs its webhooks (the stream URL).
+        await f.gate.failed(f.ip(ws), "phone")
+        await ws.close(CLOSE_UNAUTHORIZED, "X-Twilio-Signature does not match this stream")
+        return
     async with socket_slot(f, ws) as ip:
         if ip is None:
             return
@@ -178,11 +222,16 @@ async def phone_stream(ws: WebSocket, carrier: str) -> None:
         if started is None:
             return
         token = ws.query_params.get("token") or started.params.get("token")
-        verdict, route_id = signing.check(_secret(f), token, "s", carrier)
+        verdict, route_id = signing.check(_secret(f), token, "s", carrier, call=started.call_id)
         route = await f.db.phone_route_by_id(route_id) if route_id is not None else None
         if route is None:
-            await f.gate.failed(ip)
+            await f.gate.failed(ip, "phone")
             await ws.close(CLOSE_UNAUTHORIZED, f"stream token {verdict if verdict != 'ok' else 'for no route'}")
+            return
+        # One stream per token: one seen on the wire (a log, a proxy) opens nothing more.
+        if not await f.once.first("stream", token or "", f.settings.telephony.stream_token_ttl_s):
+            await f.gate.failed(ip, "phone")
+            await ws.close(CLOSE_UNAUTHORIZED, "stream token already used")
             return
         await _admit(f, phone, started, route)
 

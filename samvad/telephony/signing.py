@@ -15,30 +15,36 @@ import base64
 import hashlib
 import hmac
 import re
+import secrets
 import time
 from collections.abc import Mapping, Sequence
 from typing import Literal
 from urllib.parse import parse_qs, urlsplit
 
 Scope = Literal["a", "s"]  # answer webhook, media stream
-_TOKEN = re.compile(r"^v1([as])([0-9]{1,18})x([0-9]{1,12})x([0-9a-f]{32})$")
+# v1<scope><route>x<expiry>x[<nonce>x]<mac>: stream tokens carry a nonce, so that two minted in
+# the same second for the same route differ (each opens one stream).
+_TOKEN = re.compile(r"^v1([as])([0-9]{1,18})x([0-9]{1,12})x(?:([0-9a-f]{12})x)?([0-9a-f]{32})$")
 
 
 def _key(secret: str) -> bytes:
     return hmac.new(secret.encode(), b"samvad phone tokens", hashlib.sha256).digest()
 
 
-def _mac(secret: str, scope: str, carrier: str, route_id: int, expiry: int, call: str = "") -> str:
-    msg = f"{scope}\0{carrier}\0{route_id}\0{expiry}" + (f"\0{call}" if call else "")
+def _mac(secret: str, scope: str, carrier: str, route_id: int, expiry: int, nonce: str = "", call: str = "") -> str:
+    msg = f"{scope}\0{carrier}\0{route_id}\0{expiry}" + (f"\0{nonce}" if nonce else "") + (f"\0{call}" if call else "")
     return hmac.new(_key(secret), msg.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def make(
     secret: str, scope: Scope, carrier: str, route_id: int, ttl_s: float, now: float | None = None, call: str = ""
 ) -> str:
-    """A token; `call` (a carrier call id) binds a stream token to that call."""
+    """A token; a stream token has a nonce of its own, and `call` (a carrier call id) binds it
+    to that call."""
     expiry = int((now if now is not None else time.time()) + ttl_s)
-    return f"v1{scope}{route_id}x{expiry}x{_mac(secret, scope, carrier, route_id, expiry, call)}"
+    nonce = secrets.token_hex(6) if scope == "s" else ""
+    mac = _mac(secret, scope, carrier, route_id, expiry, nonce, call)
+    return f"v1{scope}{route_id}x{expiry}x" + (f"{nonce}x" if nonce else "") + mac
 
 
 def check(
@@ -50,9 +56,9 @@ def check(
     m = _TOKEN.match(token or "")
     if m is None or m.group(1) != scope:
         return "invalid", None
-    route_id, expiry = int(m.group(2)), int(m.group(3))
-    macs = {_mac(secret, scope, carrier, route_id, expiry, call), _mac(secret, scope, carrier, route_id, expiry)}
-    if not any(hmac.compare_digest(m.group(4), mac) for mac in macs):
+    route_id, expiry, nonce = int(m.group(2)), int(m.group(3)), m.group(4) or ""
+    macs = {_mac(secret, scope, carrier, route_id, expiry, nonce, c) for c in {call, ""}}
+    if not any(hmac.compare_digest(m.group(5), mac) for mac in macs):
         return "invalid", None
     if expiry < (now if now is not None else time.time()):
         return "expired", None

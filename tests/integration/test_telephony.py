@@ -150,6 +150,16 @@ def _token(settings, carrier: str, route_id: int, ttl: float = 60.0, scope: str 
     return signing.make(secret(settings.service, "phone"), scope, carrier, route_id, ttl)
 
 
+def _signed(url: str) -> dict[str, str]:
+    """The headers Twilio sends with a media stream's WebSocket request: its signature of the
+    stream URL (by Twilio's own SDK); other carriers send none."""
+    from twilio.request_validator import RequestValidator
+
+    if "/telephony/twilio" not in url:
+        return {}
+    return {"X-Twilio-Signature": RequestValidator(TWILIO_TOKEN).compute_signature(f"wss://voice.example.com{url}", {})}
+
+
 def _open(client, settings, route, carrier: str):
     """The stream URL and the custom parameters the answer webhook would have given the carrier."""
     token = _token(settings, carrier, route.id)
@@ -185,7 +195,7 @@ def _call_rows(dsn, call_id: str):
 @pytest.mark.parametrize("carrier", ["twilio", "exotel", "plivo"])
 def test_a_phone_call_hears_answers_barges_in_and_hangs_up(client, settings, route, dsn, question, carrier):
     url, params = _open(client, settings, route, carrier)
-    with client.websocket_connect(url) as ws:
+    with client.websocket_connect(url, headers=_signed(url)) as ws:
         phone = Carrier(carrier, ws)
         phone.connect(params)
         phone.speak(question)
@@ -221,7 +231,7 @@ def test_a_phone_call_hears_answers_barges_in_and_hangs_up(client, settings, rou
 def _keyed(client, settings, route, digits: str) -> Carrier:
     """A Twilio call to `route` that keys `digits`, hears the answer begin, and hangs up."""
     url, params = _open(client, settings, route, "twilio")
-    with client.websocket_connect(url) as ws:
+    with client.websocket_connect(url, headers=_signed(url)) as ws:
         phone = Carrier("twilio", ws)
         phone.connect(params)
         for digit in digits:
@@ -255,7 +265,7 @@ def test_a_numbers_calls_answer_from_its_knowledge_base(client, settings, route,
 
 def test_bad_frames_and_unknown_events_are_survived_then_end_the_call(client, settings, route, dsn, question):
     url, params = _open(client, settings, route, "exotel")
-    with client.websocket_connect(url) as ws:
+    with client.websocket_connect(url, headers=_signed(url)) as ws:
         phone = Carrier("exotel", ws)
         phone.connect(params)
         ws.send_text("not json")
@@ -288,7 +298,7 @@ def test_bad_frames_and_unknown_events_are_survived_then_end_the_call(client, se
 def test_a_stream_without_a_valid_token_is_refused(client, settings, route, carrier, token_of):
     token = token_of(settings, route)
     url = f"/api/v1/telephony/{carrier}?token={token}" if carrier == "exotel" else f"/api/v1/telephony/{carrier}"
-    with client.websocket_connect(url) as ws:
+    with client.websocket_connect(url, headers=_signed(url)) as ws:
         Carrier(carrier, ws).connect({"token": token}, listen=False)
         with pytest.raises(Exception) as closed:
             while True:
@@ -302,7 +312,8 @@ def test_twilio_answer_webhook_checks_the_signature_and_routes_by_number(client)
     twilio_signature = lambda token, url, params: RequestValidator(token).compute_signature(url, params)  # noqa: E731
 
     url = "https://voice.example.com/api/v1/telephony/twilio/answer"
-    form = {"CallSid": "CA1", "From": "+919876543210", "To": NUMBER, "AccountSid": "AC1"}
+    # A call id of this run's: each is answered once (the replay cache may outlive a run).
+    form = {"CallSid": f"CA{uuid.uuid4().hex}", "From": "+919876543210", "To": NUMBER, "AccountSid": "AC1"}
     signed = {"X-Twilio-Signature": twilio_signature(TWILIO_TOKEN, url, form)}
     ok = client.post("/api/v1/telephony/twilio/answer", data=form, headers=signed)
     assert ok.status_code == 200 and ok.headers["content-type"].startswith("text/xml")
@@ -339,7 +350,7 @@ def _plivo_post(client, path: str, form: dict[str, str]):
 def test_plivo_and_exotel_answer_urls_need_the_routes_token(client, settings, route):
     answer = _token(settings, "plivo", route.id, ttl=3600, scope="a")
     path = f"/api/v1/telephony/plivo/answer?token={answer}"
-    xml = _plivo_post(client, path, {"From": "+919876543210", "To": NUMBER, "CallUUID": "c-1"})
+    xml = _plivo_post(client, path, {"From": "+919876543210", "To": NUMBER, "CallUUID": uuid.uuid4().hex})
     assert xml.status_code == 200 and 'bidirectional="true"' in xml.text
     assert (
         'contentType="audio/x-mulaw;rate=8000"' in xml.text
@@ -358,7 +369,7 @@ def test_plivo_and_exotel_answer_urls_need_the_routes_token(client, settings, ro
 
 def test_plivo_answer_url_checks_plivos_signature_when_given_its_auth_token(client, settings, route):
     path = f"/api/v1/telephony/plivo/answer?token={_token(settings, 'plivo', route.id, ttl=3600, scope='a')}"
-    form = {"From": "+919876543210", "To": NUMBER, "CallUUID": "c-2"}
+    form = {"From": "+919876543210", "To": NUMBER, "CallUUID": uuid.uuid4().hex}
     unsigned = client.post(path, data=form)  # the route's token alone no longer does
     assert unsigned.status_code == 403 and unsigned.json()["error"]["code"] == "bad_signature"
     other_url = client.post(path, data=form, headers=_plivo_signed("/api/v1/telephony/plivo/answer?token=x", form))
@@ -372,7 +383,7 @@ def test_plivo_answer_url_checks_plivos_signature_when_given_its_auth_token(clie
 
 def test_a_greeting_answers_the_call_and_gives_way_to_the_caller(client, settings, greeted, dsn, question):
     token = _token(settings, "twilio", greeted.id)
-    with client.websocket_connect("/api/v1/telephony/twilio") as ws:
+    with client.websocket_connect("/api/v1/telephony/twilio", headers=_signed("/api/v1/telephony/twilio")) as ws:
         phone = Carrier("twilio", ws, called=greeted.number)
         phone.connect({"token": token, "from": "+919876543210", "to": greeted.number})
         phone.wait_for(lambda: phone.audio_s >= GREETING_S - 0.5)  # the line speaks first, before any question

@@ -132,6 +132,18 @@ def test_stream_tokens():
     assert signing.check("t" * 32, token, "s", "twilio", now=1030) == ("invalid", None)  # another deployment's
     assert signing.check("s" * 32, token.replace("v1s7", "v1s8"), "s", "twilio", now=1030) == ("invalid", None)
     assert signing.check("s" * 32, None, "s", "twilio") == ("invalid", None)
+    # Two minted in the same second for one route differ (each opens one stream); an answer
+    # URL's token (pasted in a console) stays the same shape as before.
+    assert signing.make("s" * 32, "s", "twilio", 7, 60, now=1000) != token
+    assert signing.make("s" * 32, "a", "exotel", 7, 60, now=1000) == signing.make(
+        "s" * 32, "a", "exotel", 7, 60, now=1000
+    )
+    # Bound to a call: good for that call's stream only.
+    bound = signing.make("s" * 32, "s", "twilio", 7, 60, now=1000, call="CA1")
+    assert signing.check("s" * 32, bound, "s", "twilio", now=1030, call="CA1") == ("ok", 7)
+    assert signing.check("s" * 32, bound, "s", "twilio", now=1030, call="CA2") == ("invalid", None)
+    assert signing.check("s" * 32, bound, "s", "twilio", now=1030) == ("invalid", None)
+    assert signing.check("s" * 32, token, "s", "twilio", now=1030, call="CA2") == ("ok", 7)  # unbound: any call
 
 
 def test_twilio_signatures_are_what_the_official_sdk_computes():
