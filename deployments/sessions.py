@@ -63,23 +63,27 @@ class Sessions:
         host_id = f"{serve.get_replica_context().replica_id.unique_id}-{uuid.uuid4().hex[:8]}"
         self.host = SessionHost(host_id, TurnRunner(engines, s), self.db, s.sessions)
         self._idempotency_ttl_s = s.service.idempotency_ttl_s
+        self._retention_s = s.service.retention_days * 86400 if s.service.retention_days else None
         self._started: asyncio.Task | None = None
         self._janitor: asyncio.Task | None = None
 
     async def _ready(self) -> SessionHost:
         if self._started is None:
             self._started = asyncio.get_running_loop().create_task(self.host.start())
-            self._janitor = asyncio.get_running_loop().create_task(self._expire_idempotency_keys())
+            self._janitor = asyncio.get_running_loop().create_task(self._expire())
         await asyncio.shield(self._started)
         return self.host
 
-    async def _expire_idempotency_keys(self) -> None:
-        """Idempotency-Key records (and their stored answers) older than the TTL go, every 10 minutes."""
+    async def _expire(self) -> None:
+        """Every 10 minutes: Idempotency-Key records (and their stored answers) older than their
+        TTL go, and conversations past `service.retention_days` (a batch at a time until none)."""
         while True:
             try:
                 await self.db.expire_idempotency_keys(self._idempotency_ttl_s)
+                while self._retention_s is not None and await self.db.expire_sessions(self._retention_s) > 0:
+                    await asyncio.sleep(0.1)  # the next batch after others had the table
             except Exception:  # noqa: BLE001 - the database may be away: next round
-                logging.getLogger("samvad.host").warning("idempotency keys not expired", exc_info=True)
+                logging.getLogger("samvad.host").warning("expired rows not deleted", exc_info=True)
             await asyncio.sleep(600)
 
     async def answer(self, session_id: str, request: TurnRequest) -> TurnOut:

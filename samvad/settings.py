@@ -458,6 +458,10 @@ class ServiceSettings(BaseModel):
     db_read_retry_s: float = 5.0
     db_write_retry_s: float = 2.0
     idempotency_ttl_s: float = 86400.0  # Idempotency-Key records (and stored answers) are kept this long
+    # Conversations idle this long are deleted with their messages, provider calls and phone-call
+    # records (a janitor on the Sessions replicas): what a tenant can store is bounded by its
+    # new-session rate times this. None keeps everything (then bound it yourself).
+    retention_days: float | None = Field(180.0, gt=0)
     # Secrets have no working defaults: set SAMVAD_SERVICE__KEY_SECRET (HMAC of API-key hashes)
     # and SAMVAD_SERVICE__RESUME_SECRET (resume tokens), 32+ random characters each (shorter are refused). Only `samvad run`
     # and `samvad keys` on embedded servers (development) generate and keep them in var/.

@@ -73,15 +73,10 @@ def turn_out(session_id: str, turn_id: str, events: list[TurnEvent]) -> TurnOut:
     )
 
 
-# An Idempotency-Key keeps the turn's answer for a day; its audio is kept only while the answer
-# stays within this, so a client cannot fill the database with stored audio at its request rate.
-MAX_STORED_ANSWER_BYTES = 256 * 1024
-
-
-def stored_answer(out: TurnOut, max_bytes: int = MAX_STORED_ANSWER_BYTES) -> str:
-    """The answer as kept for a retry: whole, or without its audio (flagged `audio_not_stored`:
-    a retry gets the text and can ask /tts for the speech)."""
-    whole = out.model_dump_json()
-    if len(whole) <= max_bytes or out.audio is None:
-        return whole
+def stored_answer(out: TurnOut) -> str:
+    """The answer as an Idempotency-Key keeps it for a retry (a day): never with its audio
+    (flagged `audio_not_stored`: a retry gets the text and can ask /tts for the speech), so a
+    client cannot fill the database with stored audio at its request rate."""
+    if out.audio is None:
+        return out.model_dump_json()
     return out.model_copy(update={"audio": None, "flags": [*out.flags, "audio_not_stored"]}).model_dump_json()

@@ -42,6 +42,7 @@ WRITES = frozenset(
         "heartbeat",
         "drop_host",
         "expire_idempotency_keys",
+        "expire_sessions",
     }
 )
 

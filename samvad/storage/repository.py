@@ -440,6 +440,17 @@ class Repository(PhoneRepository):
         )
         return int(status.split()[-1])
 
+    async def expire_sessions(self, older_than_s: float, batch: int = 1000) -> int:
+        """Conversations with no activity for `older_than_s` go, with their messages, provider
+        calls and phone-call records (ON DELETE CASCADE), `batch` at a time (short locks)."""
+        status = await self._pool.execute(
+            "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions"
+            " WHERE updated_at < now() - make_interval(secs => $1) LIMIT $2)",
+            older_than_s,
+            batch,
+        )
+        return int(status.split()[-1])
+
     async def messages(self, session_id: str, limit: int = 1000) -> list[MessageRow]:
         rows = await self._pool.fetch(
             "SELECT * FROM (SELECT * FROM messages WHERE session_id = $1 ORDER BY id DESC LIMIT $2) m ORDER BY id",

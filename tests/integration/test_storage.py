@@ -217,3 +217,30 @@ async def test_concurrent_opens_of_one_key_never_overshoot_its_cap(dsn):
         assert (await repo.create_session("hi-IN", "formal", None, key, max_open=5)).id
     finally:
         await repo.close()
+
+
+async def test_conversations_past_retention_go_with_everything_recorded_of_them(dsn):
+    """The retention janitor: a conversation idle past `service.retention_days` is deleted with
+    its messages, provider calls and phone-call record; a recent one stays untouched."""
+    repo = await Repository.connect(dsn, "k", max_size=2)
+    conn = await asyncpg.connect(dsn)
+    try:
+        old = await repo.create_session("en-IN", "formal", None, 7)
+        recent = await repo.create_session("en-IN", "formal", None, 7)
+        for s in (old, recent):
+            await repo.add_message(s.id, "t1", "user", "q", "en-IN", "complete")
+            call = ProviderCall(stage="llm", provider="stub", model="m", usage=Usage(input_tokens=3))
+            await repo.record_turn(s.id, "t1", [call], "a", "en-IN", "complete")
+        await conn.execute("UPDATE sessions SET updated_at = now() - interval '200 days' WHERE id = $1", old.id)
+        assert await repo.expire_sessions(180 * 86400, batch=1) == 1
+        assert await repo.expire_sessions(180 * 86400) == 0
+        for table in ("messages", "provider_calls"):
+            rows = await conn.fetch(
+                f"SELECT session_id FROM {table} WHERE session_id = ANY($1::uuid[])", [old.id, recent.id]
+            )
+            assert {str(r["session_id"]) for r in rows} == {recent.id}, table
+        with pytest.raises(NotFoundError):
+            await repo.get_session(old.id, 7)
+    finally:
+        await conn.close()
+        await repo.close()

@@ -213,7 +213,7 @@ async def test_transcripts_sit_in_redis_sealed(redis_url):
     assert values and not any(b"4111" in v or b"card" in v for v in values)
 
 
-def test_a_stored_idempotent_answer_keeps_its_audio_only_within_the_budget():
+def test_a_stored_idempotent_answer_never_keeps_its_audio():
     from samvad.contracts import LLMResponse
     from samvad.turn_result import AudioOut, TurnOut, stored_answer
 
@@ -233,7 +233,9 @@ def test_a_stored_idempotent_answer_keeps_its_audio_only_within_the_budget():
         )
 
     small = TurnOut.model_validate_json(stored_answer(answer(10_000)))
-    assert small.audio is not None and "audio_not_stored" not in small.flags
+    assert small.audio is None and "audio_not_stored" in small.flags  # even a short one
+    silent = answer(0).model_copy(update={"audio": None})
+    assert stored_answer(silent) == silent.model_dump_json()  # nothing to strip: kept whole
     big = TurnOut.model_validate_json(stored_answer(answer(5_000_000)))  # e.g. a long answer at 48 kHz
     assert big.audio is None and "audio_not_stored" in big.flags
     assert big.response.response_text == "Your limit is one lakh."
