@@ -18,6 +18,7 @@ class AppArgs(BaseModel):
     config: str | None = None  # YAML config path; SAMVAD_* environment variables override it
     database_url: str | None = None
     redis_url: str | None = None
+    cache_redis_url: str | None = None
     # Per-deployment options (the `deployments` list of serve_config.yaml), for `samvad run` and
     # tests, which start Serve in-process; `serve deploy` applies the YAML's options itself.
     deployment_options: dict[str, dict] = {}
@@ -25,7 +26,8 @@ class AppArgs(BaseModel):
 
 def build_app(args: dict) -> Application:
     a = AppArgs.model_validate(args)
-    overrides = {k: v for k, v in {"database_url": a.database_url, "redis_url": a.redis_url}.items() if v}
+    urls = {"database_url": a.database_url, "redis_url": a.redis_url, "cache_redis_url": a.cache_redis_url}
+    overrides = {k: v for k, v in urls.items() if v}
     # Python mode, not JSON: JSON masks SecretStr values, and the replicas need the real keys.
     loaded = load_settings(a.config, **overrides)
     for which in ("key", "resume", "phone"):  # refuse to deploy without real secrets (ConfigError says what to set)

@@ -514,6 +514,14 @@ def _servers(s: Settings) -> Settings:
     if not s.redis_url:
         console.print(f"starting embedded Redis in {s.data_dir / 'redis'}")
         updates["redis_url"] = embedded.start_redis(s.data_dir)
+        if not s.cache_redis_url:  # the caches on one of their own, which may evict
+            updates["cache_redis_url"] = embedded.start_redis(s.data_dir, "cache")
+    elif not s.cache_redis_url and (policy := embedded.eviction_policy(s.redis_url)).startswith("allkeys"):
+        console.print(
+            f"[yellow]the Redis at redis_url evicts any key (maxmemory-policy {policy}): rate limits, leases "
+            "and revoked keys could be dropped. Give the caches their own (cache_redis_url) and this one "
+            "noeviction[/yellow]"
+        )
     return s.model_copy(update=updates)
 
 
@@ -872,6 +880,7 @@ def run(
                 "config": str(config) if config else None,
                 "database_url": s.database_url,
                 "redis_url": s.redis_url,
+                "cache_redis_url": s.cache_redis_url,
                 "deployment_options": deployment_options(str(serve_config)),
             }
         ),
@@ -908,6 +917,8 @@ def run(
     # Stop the embedded servers this command started; external ones (URLs set) are left alone.
     if not _settings(config).redis_url:
         embedded.stop_redis(s.data_dir)
+        if not _settings(config).cache_redis_url:
+            embedded.stop_redis(s.data_dir, "cache")
     if not _settings(config).database_url:
         embedded.stop_postgres(s.data_dir)
 

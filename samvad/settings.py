@@ -536,6 +536,10 @@ class Settings(BaseSettings):
     data_dir: Path = DATA_HOME
     database_url: str | None = None  # None: an embedded PostgreSQL in data_dir
     redis_url: str | None = None  # None: an embedded Redis in data_dir
+    # The caches' Redis (TTS audio, transcripts, translations), which may evict (allkeys-lru
+    # with a maxmemory). None: `redis_url`, which then must not evict (`samvad run` warns when
+    # it would): rate limits, leases and the revoked-key set live there.
+    cache_redis_url: str | None = None
 
     @model_validator(mode="after")
     def _default_language_known(self) -> Settings:

@@ -42,7 +42,8 @@ class StageReport(BaseModel):
 
 
 def _cache(s: Settings) -> Cache | None:
-    return Cache(s.redis_url, s.service.cache_ttl_seconds) if s.redis_url else None
+    url = s.cache_redis_url or s.redis_url
+    return Cache(url, s.service.cache_ttl_seconds) if url else None
 
 
 class AsrStage:

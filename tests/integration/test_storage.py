@@ -244,3 +244,32 @@ async def test_conversations_past_retention_go_with_everything_recorded_of_them(
     finally:
         await conn.close()
         await repo.close()
+
+
+async def test_a_cache_flood_never_evicts_the_services_state(tmp_path):
+    """The embedded servers as `samvad run` starts them: the state Redis (limits, leases, the
+    revoked set) never evicts; the caches' Redis is bounded and drops old entries. A tenant
+    filling the caches far past their bound leaves every state key in place."""
+    from samvad.storage.ratelimit import RateLimiter
+
+    state = embedded.start_redis(tmp_path)
+    caches = embedded.start_redis(tmp_path, "cache", maxmemory_mb=4)
+    try:
+        assert embedded.eviction_policy(state) == "noeviction"
+        assert embedded.eviction_policy(caches) == "allkeys-lru"
+        limiter = RateLimiter(state)
+        for i in range(200):
+            await limiter.take(f"key:{i}", 600)
+        r = redis.Redis.from_url(state)
+        r.sadd("samvad:revoked-keys", "7")
+        cache = Cache(caches, {"tts": 3600})
+        for i in range(400):  # 400 x 64 KiB: six times the caches' memory
+            await cache.set("tts", cache_key("tts", str(i)), b"x" * 65536)
+        await cache.close()
+        assert redis.Redis.from_url(caches).dbsize() < 400  # the caches evicted ...
+        assert all(r.exists(f"samvad:rl:key:{i}") for i in range(200))
+        assert r.sismember("samvad:revoked-keys", "7")  # ... the state did not
+        await limiter.close()
+    finally:
+        embedded.stop_redis(tmp_path)
+        embedded.stop_redis(tmp_path, "cache")
