@@ -37,6 +37,9 @@ BLOCK_SECONDS = 1.0  # decoded and checked against the budget one second at a ti
 UNKNOWN_LENGTH = 2**63 - 1  # libsndfile's frame count for a stream that does not say (a FLAC with no total)
 
 
+FORMATS = frozenset({"WAV", "WAVEX", "FLAC", "OGG"})  # what the API documents (soundfile's major formats)
+
+
 def decode_audio(data: bytes, *, target_rate: int, max_seconds: float, min_seconds: float = 0.0) -> Audio:
     """Decode an uploaded file (WAV, FLAC, OGG: anything libsndfile reads) to mono `target_rate`.
 
@@ -58,6 +61,10 @@ def decode_audio(data: bytes, *, target_rate: int, max_seconds: float, min_secon
             code="audio_unreadable",
         ) from None
     with f:
+        if f.format not in FORMATS:  # libsndfile reads dozens more; each is more parser to attack
+            raise InputError(
+                f"audio in {f.format} is not accepted: send a WAV, FLAC or OGG file", code="audio_unreadable"
+            )
         if not 1 <= f.channels <= MAX_CHANNELS:
             raise InputError(f"the audio has {f.channels} channels; send mono or stereo", code="audio_channels")
         if not MIN_RATE <= f.samplerate <= MAX_RATE:

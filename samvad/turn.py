@@ -247,6 +247,7 @@ class TurnRunner:
                     target_language=req.language,
                     mode=req.mode,
                     output_script=req.output_script,
+                    tenant=req.tenant,
                 ),
                 calls,
             )

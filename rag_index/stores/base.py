@@ -101,6 +101,15 @@ def version_of(index_dir: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", Path(index_dir).resolve().name)[-50:]
 
 
+def version_name(version: str | None, index_dir: Path) -> str:
+    """The version a load names (default: the folder's), refused unless it is a name every store
+    can hold as it is: never a path (no "..", no leading dot), at most 80 characters."""
+    name = version or version_of(index_dir)
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}", name) or ".." in name:
+        raise ValueError(f"not an index version name: {name!r} (letters, digits, _ . -)")
+    return name
+
+
 @dataclass
 class Folder:
     """A built index version as a store loads it."""

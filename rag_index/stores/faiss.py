@@ -18,7 +18,7 @@ import faiss
 import numpy as np
 
 from rag_index.build import CHUNKS_FILE, FAISS_FILE, publish, read_manifest
-from rag_index.stores.base import Hit, StoreInfo, faiss_hits, version_of
+from rag_index.stores.base import Hit, StoreInfo, faiss_hits, version_name
 
 
 class FaissStore:
@@ -31,13 +31,13 @@ class FaissStore:
 
     def _folder(self, version: str) -> Path:
         folder = self._versions / version
-        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,80}", version) or not (folder / "manifest.json").is_file():
+        if not _is_name(version) or not (folder / "manifest.json").is_file():
             raise LookupError(f"no FAISS index version {version!r} in {self._versions}")
         return folder
 
     async def load(self, index_dir: Path, version: str | None = None, previous: str | None = None) -> StoreInfo:
         """The folder is the version: nothing is sent, it is only named (linked under versions/)."""
-        version = version or version_of(index_dir)
+        version = version_name(version, index_dir)
         target = self._versions / version
         if target.resolve() != Path(index_dir).resolve():
             self._versions.mkdir(parents=True, exist_ok=True)
@@ -87,3 +87,8 @@ class FaissStore:
 
     async def close(self) -> None:
         self._open.clear()
+
+
+def _is_name(version: str) -> bool:
+    """A version is a name, never a path: no "..", no leading dot (versions/.. is the index's parent)."""
+    return bool(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}", version)) and ".." not in version

@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 import numpy as np
 
-from rag_index.stores.base import Folder, Hit, StoreDown, StoreInfo, version_of
+from rag_index.stores.base import Folder, Hit, StoreDown, StoreInfo, version_name
 
 SCHEMA = """
 CREATE EXTENSION IF NOT EXISTS vector;
@@ -94,13 +94,21 @@ class PgVectorStore:
         """The index folder's chunks and vectors as version `version` (default: the folder's
         name). With `previous` (a loaded version of the same embedder), rows of documents whose
         hash did not change are copied from it and only the others are sent."""
-        version = version or version_of(index_dir)
+        version = version_name(version, index_dir)
         if previous == version:
             raise ValueError(f"{version} is already loaded: load another folder, or publish {version}")
         folder = Folder.read(index_dir)
         manifest, chunks, vectors = folder.manifest, folder.chunks, folder.vectors
         name = table(version)
         async with self._pool.acquire() as conn, conn.transaction():
+            # Table names fold case: "V1" would drop and refill "v1"'s table (perhaps the live one).
+            twin = await conn.fetchval(
+                "SELECT version FROM rag_versions WHERE lower(version) = lower($1) AND version <> $1", version
+            )
+            if twin is not None:
+                raise ValueError(
+                    f"version {version!r} differs from the loaded {twin!r} only by case: name it otherwise"
+                )
             await conn.execute(f"DROP TABLE IF EXISTS {name}")
             await conn.execute(
                 f"""CREATE TABLE {name} (

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from rag_index.stores.base import Folder, Hit, StoreDown, StoreInfo, answering, batches, version_of
+from rag_index.stores.base import Folder, Hit, StoreDown, StoreInfo, answering, batches, version_name
 from samvad.errors import ProviderError
 from samvad.providers.base import CallRecord
 from samvad.providers.http import HttpProvider
@@ -119,7 +119,7 @@ class PineconeStore:
                 return
 
     async def load(self, index_dir: Path, version: str | None = None, previous: str | None = None) -> StoreInfo:
-        version = version or version_of(index_dir)
+        version = version_name(version, index_dir)
         if previous == version:
             raise ValueError(f"{version} is already loaded: load another folder, or publish {version}")
         folder = Folder.read(index_dir)

@@ -14,10 +14,12 @@ leases in Redis. All of it is plain Python over a `Database` and Redis URLs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import ipaddress
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -117,6 +119,14 @@ def _trusted(address: str, trusted: list[str]) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return any(ip in ipaddress.ip_network(net, strict=False) for net in trusted)
+
+
+def canonical_session_id(session_id: str) -> str:
+    """A session id in the one form the service uses (a lower-case hyphenated UUID)."""
+    try:
+        return str(uuid.UUID(session_id[:64]))
+    except ValueError:
+        raise NotFoundError(f"no session {session_id[:64]!r}", code="session_not_found") from None
 
 
 def _digest(key: str) -> str:
@@ -356,7 +366,10 @@ class Gate:
     # sessions -----------------------------------------------------------------------------------
     async def session(self, session_id: str, key_id: int, *, fresh: bool = False) -> SessionRow:
         """The session if this key owns it; any other is `session_not_found`, exactly like one
-        that does not exist. Kept for a minute per process: a turn on a known session reads nothing."""
+        that does not exist. Kept for a minute per process: a turn on a known session reads nothing.
+        The id is canonicalised first: the same session spelled otherwise (upper case, braces, no
+        hyphens) is the same cache entry, never a second one, and anything else is not found."""
+        session_id = canonical_session_id(session_id)
         cached = self._sessions.get((key_id, session_id))
         if cached and not fresh and cached[0] > time.monotonic():
             return cached[1]
@@ -369,11 +382,13 @@ class Gate:
         return row
 
     def forget_session(self, session_id: str, key_id: int) -> None:
-        self._sessions.pop((key_id, session_id), None)
+        with contextlib.suppress(NotFoundError):
+            self._sessions.pop((key_id, canonical_session_id(session_id)), None)
 
     async def session_closed(self, session_id: str, key_id: int) -> None:
         """Every replica drops its cached row of a session just closed (kept a minute otherwise),
         and the last-known row in Redis goes too, so no replica takes another turn for it."""
+        session_id = canonical_session_id(session_id)
         self.forget_session(session_id, key_id)
         if self._redis is None:
             return

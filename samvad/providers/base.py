@@ -181,6 +181,7 @@ class TranslationRequest(BaseModel):
     target_language: str
     mode: str = "formal"
     output_script: str | None = None  # Sarvam: roman | fully-native | spoken-form-in-native
+    tenant: str | None = None  # the API key's id: its cached translations are its own
 
 
 class TranslationResult(BaseModel):

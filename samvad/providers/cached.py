@@ -73,8 +73,11 @@ class CachedTTS(_Cached[Speech]):
 class CachedTranslator(_Cached[Translation]):
     async def translate(self, request: TranslationRequest, calls: CallLog) -> TranslationResult:
         started = time.perf_counter()
+        # Per tenant, as speech: a hit's `cache_hit` (or its speed) must not tell one tenant what
+        # another's answers said.
         key = cache_key(
             "translation",
+            request.tenant or "",
             self.name,
             self.model,
             request.source_language,

@@ -93,6 +93,24 @@ def test_every_path_to_another_tenants_conversation_answers_not_found(api_key, s
     assert len(mine.get(f"/api/v1/sessions/{sid}/messages").json()) == 2  # untouched
 
 
+def test_a_session_spelled_otherwise_is_the_same_session_everywhere(api_key):
+    """Upper case, braces or no hyphens name the same session as its canonical id: one cached
+    row, not a second copy that outlives a close; junk is not found."""
+    with _client(api_key) as c:
+        sid = c.post("/api/v1/sessions", json={}).json()["id"]
+        spellings = (sid.upper(), "{" + sid + "}", sid.replace("-", ""))
+        for other in spellings:
+            assert c.get(f"/api/v1/sessions/{other}").json()["id"] == sid
+            ask = {"session_id": other, "text": "What is the UPI limit?", "speak": False}
+            assert c.post("/api/v1/turn", json=ask).json()["session_id"] == sid
+        assert c.delete(f"/api/v1/sessions/{spellings[0]}").status_code == 204
+        time.sleep(0.5)  # the close's broadcast reaches the other ingress replica
+        for other in (sid, *spellings):
+            ask = {"session_id": other, "text": "still there?", "speak": False}
+            _error(c.post("/api/v1/turn", json=ask), 409, "session_closed")
+        _error(c.get("/api/v1/sessions/not-a-session-id"), 404, "session_not_found")
+
+
 async def test_resuming_with_anothers_token_or_a_malformed_one_is_not_found(api_key, serve_app):
     ws = await websockets.connect(WS, additional_headers={"X-API-Key": api_key})
     await ws.send(json.dumps({"type": "session.start"}))

@@ -112,6 +112,20 @@ async def test_a_degraded_translation_is_not_kept():
         assert results[0] == results[1] and results[0].text == "[hello]" and inner.asked == asked
 
 
+async def test_translations_are_kept_per_tenant():
+    """A hit (`cache_hit`, its speed) must not tell one tenant what another's answers said."""
+    inner = CountingTranslator()
+    cached = CachedTranslator(inner, _cache(MemoryRedis()))
+    ask = {"text": "hello", "source_language": "en-IN", "target_language": "hi-IN"}
+    calls: list = []
+    await cached.translate(TranslationRequest(**ask, tenant="t1"), [])
+    await cached.translate(TranslationRequest(**ask, tenant="t1"), calls)
+    assert inner.asked == 1 and [c.cache_hit for c in calls] == [True]
+    calls = []
+    await cached.translate(TranslationRequest(**ask, tenant="t2"), calls)
+    assert inner.asked == 2 and not any(c.cache_hit for c in calls)
+
+
 async def test_transcripts_are_kept_sealed_and_partials_never():
     redis, inner = MemoryRedis(), CountingSTT()
     stt = CachedSTT(inner, _cache(redis))
