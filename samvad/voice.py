@@ -297,8 +297,8 @@ class VoiceCall:
             return None
         except ValidationError as exc:
             first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            await self.error("invalid_message", f"{where}: {first['msg']}")
+            where = ".".join(str(p) for p in first["loc"])[:100]  # the client's own keys: any length
+            await self.error("invalid_message", f"{where}: {str(first['msg'])[:200]}")
             return None
         if isinstance(message, Ping):
             await self.send(Pong())

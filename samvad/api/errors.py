@@ -47,8 +47,9 @@ def _validation_message(error: Mapping[str, Any]) -> str:
         at = error.get("loc", ("body", "?"))[-1]
         why = (error.get("ctx") or {}).get("error", "not valid JSON")
         return f"the body is not valid JSON: {why} at character {at}"
-    where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
-    return f"{where}: {error.get('msg', 'invalid request')}".strip(": ")
+    # Capped: a location names the client's own keys, which may be of any length.
+    where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")[:100]
+    return f"{where}: {str(error.get('msg', 'invalid request'))[:200]}".strip(": ")
 
 
 async def samvad_error(request: Request, exc: SamvadError) -> JSONResponse:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
 from starlette.applications import Starlette
@@ -59,6 +59,8 @@ class Frontend:
         self._live: dict[int, set[VoiceCall]] = {}  # API key id -> its calls on this replica
         self._ready: tuple[float, bool] = (0.0, False)  # /readyz: (checked at, ok), one ping per second
         self._ready_lock = asyncio.Lock()
+        self._metrics: tuple[float, str] = (0.0, "")  # /metrics: (read at, text), one read per second
+        self._metrics_lock = asyncio.Lock()
         self.closing = asyncio.Event()  # set by `drain`: live calls end, new ones are refused
         self.calls = 0
 
@@ -135,6 +137,15 @@ class Frontend:
                 self._ready = (time.monotonic(), ok)
         if not ok:
             raise DatabaseUnavailable("the database is not reachable", code="not_ready")
+
+    async def metrics_text(self, read: Callable[[], Awaitable[str]]) -> str:
+        """The node's metrics, read again only when the last read is a second old."""
+        async with self._metrics_lock:
+            at, text = self._metrics
+            if time.monotonic() - at >= 1.0:
+                text = await read()
+                self._metrics = (time.monotonic(), text)
+            return text
 
     async def close(self) -> None:
         if self._watch is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -96,16 +97,23 @@ async def readyz(f: Frontend = Depends(frontend)) -> dict[str, str]:
 
 
 @router.get("/metrics", response_class=PlainTextResponse, responses={401: {"model": ErrorOut}})
-async def metrics_route(f: Frontend = Depends(frontend)) -> Response:
+async def metrics_route(request: Request, f: Frontend = Depends(frontend)) -> Response:
     """Samvad's and Ray Serve's metrics for this node, from every process on it (relayed from
-    Ray's metrics agent; Prometheus on a cluster scrapes each node's agent directly)."""
-    try:
-        async with httpx.AsyncClient(timeout=5) as client:
-            r = await client.get(f.backend.metrics_url())
-            r.raise_for_status()
-    except httpx.HTTPError:
-        raise SamvadError("the node's metrics agent did not answer", code="metrics_unavailable") from None
-    return PlainTextResponse(metrics.select_families(r.text), media_type="text/plain; version=0.0.4")
+    Ray's metrics agent; Prometheus on a cluster scrapes each node's agent directly). Cheap to
+    ask: the address's request bucket is taken, and the agent is read at most once a second per
+    replica (a flood of scrapes is one read)."""
+    await f.gate.admit_ip(f.ip(request))
+
+    async def read() -> str:
+        try:
+            async with httpx.AsyncClient(timeout=5) as client:
+                r = await client.get(f.backend.metrics_url())
+                r.raise_for_status()
+        except httpx.HTTPError:
+            raise SamvadError("the node's metrics agent did not answer", code="metrics_unavailable") from None
+        return metrics.select_families(r.text)
+
+    return PlainTextResponse(await f.metrics_text(read), media_type="text/plain; version=0.0.4")
 
 
 @router.post("/api/v1/tts", responses={200: {"content": {"audio/wav": {}}}, **RESPONSES})
@@ -138,8 +146,9 @@ async def asr_route(
     """Speech to text: returns the transcript payload."""
     f.language(language)
     a = f.settings.audio
-    audio = decode_audio(
-        await file.read(), target_rate=a.sample_rate, max_seconds=a.max_seconds, min_seconds=a.min_seconds
+    # Off the event loop: it also runs this replica's live calls, which must not wait on a decode.
+    audio = await asyncio.to_thread(
+        decode_audio, await file.read(), target_rate=a.sample_rate, max_seconds=a.max_seconds, min_seconds=a.min_seconds
     )
     transcript, _ = await f.backend.transcribe(audio, None if language == AUTO else language)
     return transcript.model_dump()
@@ -262,7 +271,10 @@ async def turn(
     if session is None and claim is None:
         # Nothing is created for a turn that cannot run: its input is checked (audio decoded)
         # first. A turn in an existing session is checked where it runs.
-        prepare_turn(turn, f.settings)
+        if turn.audio is not None:  # a decode: off the event loop that runs this replica's live calls
+            await asyncio.to_thread(prepare_turn, turn, f.settings)
+        else:
+            prepare_turn(turn, f.settings)
         new_session = {
             k: fields[k] for k in ("language", "mode", "voice", "output_script", "knowledge_base")
         } | await f.gate.new_session(key)

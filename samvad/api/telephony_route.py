@@ -14,6 +14,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from samvad.api.frontend import Frontend
 from samvad.api.voice_route import _refuse, call_slot, run_call, socket_slot, voice_call
+from samvad.call_budget import CallBudget
 from samvad.errors import InputError, SamvadError
 from samvad.language import AUTO, check_language
 from samvad.protocol import (
@@ -217,6 +218,7 @@ async def phone_stream(ws: WebSocket, carrier: str) -> None:
             CARRIERS[carrier](f.settings.voice.max_binary_bytes),
             f.settings.telephony,
             f.settings.voice.max_text_bytes,
+            CallBudget(f.settings.voice),
         )
         started = await _started(f, phone)
         if started is None:
@@ -241,7 +243,10 @@ async def _started(f: Frontend, phone: PhoneSocket) -> Started | None:
     try:
         async with asyncio.timeout(f.settings.service.ws_auth_timeout_s):
             while True:
-                event = phone.carrier.parse(await phone.ws.receive_text())
+                raw = await phone.ws.receive_text()
+                if len(raw) > phone.max_text_bytes:
+                    raise BadMessage(f"message over {phone.max_text_bytes} bytes")
+                event = phone.carrier.parse(raw)
                 if isinstance(event, Started):
                     return event
                 if not isinstance(event, Other):
@@ -249,7 +254,8 @@ async def _started(f: Frontend, phone: PhoneSocket) -> Started | None:
     except WebSocketDisconnect:
         return None  # the carrier hung up before the stream started
     except (TimeoutError, BadMessage, KeyError, RuntimeError) as exc:
-        log.warning("%s stream refused: %s", phone.carrier.name, exc)
+        # Capped: the reason may quote what the caller sent.
+        log.warning("%s stream refused: %s", phone.carrier.name, str(exc)[:200])
         await phone.ws.close(CLOSE_BAD_START, "expected the carrier's start message")
         return None
 

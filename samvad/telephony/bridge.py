@@ -22,6 +22,7 @@ import numpy as np
 import soxr
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from samvad.call_budget import CallBudget
 from samvad.protocol import TextInput
 from samvad.providers.base import AudioChunk
 from samvad.settings import TelephonySettings
@@ -33,10 +34,24 @@ CLOSE_PROTOCOL = 1008  # policy violation: too many messages outside the carrier
 DRAIN_WAIT_S = 0.05
 
 
+MAX_MARKS = 512  # marks sent and not yet echoed that are remembered (older ones count as unplayed)
+
+
 class PhoneSocket:
-    def __init__(self, ws: WebSocket, carrier: Carrier, settings: TelephonySettings, max_text_bytes: int) -> None:
+    def __init__(
+        self,
+        ws: WebSocket,
+        carrier: Carrier,
+        settings: TelephonySettings,
+        max_text_bytes: int,
+        budget: CallBudget | None = None,
+    ) -> None:
         self.ws, self.carrier, self.s = ws, carrier, settings
         self.max_text_bytes = max_text_bytes
+        # Every carrier message counts (connected, mark, dtmf too: the voice call sees only
+        # audio and typed turns); past the rate the call is closed (OverBudget, 4429).
+        self.budget = budget
+        self._marks: dict[str, None] = {}  # names of the marks sent and not echoed yet, oldest first
         self.played: dict[str, set[int]] = {}  # turn id -> sentences whose audio the caller heard
         self.end_reason: str | None = None
         self.bad_messages = 0
@@ -60,6 +75,8 @@ class PhoneSocket:
                 self.end_reason = self.end_reason or "disconnected"
                 self._gone = True
                 return message
+            if self.budget is not None:
+                self.budget.message()
             raw = message.get("text")
             try:
                 if raw is None:
@@ -71,7 +88,7 @@ class PhoneSocket:
                     raise BadMessage("a second start")
             except BadMessage as exc:
                 self.bad_messages += 1
-                log.warning("%s call %s: %s", self.carrier.name, self.carrier.stream_id, exc)
+                log.warning("%s call %s: %s", self.carrier.name, self.carrier.stream_id, str(exc)[:200])
                 if self.bad_messages > self.s.max_bad_messages:
                     self.end_reason = "bad_messages"
                     await self.ws.close(CLOSE_PROTOCOL, f"more than {self.s.max_bad_messages} bad messages")
@@ -80,11 +97,14 @@ class PhoneSocket:
             if isinstance(event, Media):
                 return {"type": "websocket.receive", "bytes": event.audio}
             if isinstance(event, Played):
-                turn, _, index = event.name.rpartition(".")
-                if turn not in self._cancelled and index.isdigit():
-                    self.played.setdefault(turn, set()).add(int(index))
-                    if turn == GREETING:
-                        self.greeting_playing = False
+                # Only an echo of a mark this socket sent counts (once): any other name, made up
+                # or malformed, records nothing and ends nothing.
+                if self._marks.pop(event.name, False) is None:
+                    turn, _, index = event.name.rpartition(".")
+                    if turn not in self._cancelled:
+                        self.played.setdefault(turn, set()).add(int(index))
+                        if turn == GREETING:
+                            self.greeting_playing = False
             elif isinstance(event, Dtmf):
                 if text := self._keypad(event.digit):
                     return {
@@ -218,7 +238,11 @@ class PhoneSocket:
             await self._flush(len(self._pending))
         turn, index = self._sentence
         self._sentence = None
-        await self._send(c.mark(f"{turn}.{index}"))
+        name = f"{turn}.{index}"
+        self._marks[name] = None
+        while len(self._marks) > MAX_MARKS:
+            del self._marks[next(iter(self._marks))]
+        await self._send(c.mark(name))
 
     async def _send(self, message: dict[str, Any]) -> None:
         await self.ws.send_text(json.dumps(message))

@@ -12,6 +12,7 @@ from samvad.storage.repository import ApiKeyRow, SessionRow
 
 pytestmark = pytest.mark.unit
 NOW = datetime.now(UTC)
+S1 = "6f1c2a3e-0000-4000-8000-000000000001"
 
 
 class FakeDb:
@@ -21,7 +22,7 @@ class FakeDb:
             "sk_b": ApiKeyRow(id=2, name="b", prefix="sk_b", created_at=NOW, revoked_at=None),
         }
         self.sessions = {
-            "s1": (1, SessionRow(id="s1", language="en-IN", mode="formal", voice=None, created_at=NOW, updated_at=NOW))
+            S1: (1, SessionRow(id=S1, language="en-IN", mode="formal", voice=None, created_at=NOW, updated_at=NOW))
         }
         self.reads = 0
 
@@ -52,9 +53,10 @@ async def test_keys_are_checked_and_cached():
 
 async def test_a_session_is_found_only_by_its_own_key():
     gate = Gate(Settings(), FakeDb())
-    assert (await gate.session("s1", 1)).id == "s1"
+    assert (await gate.session(S1, 1)).id == S1
+    assert (await gate.session(S1.upper(), 1)).id == S1  # the same session, spelled otherwise
     with pytest.raises(NotFoundError) as other:
-        await gate.session("s1", 2)
+        await gate.session(S1, 2)
     with pytest.raises(NotFoundError) as missing:
         await gate.session("nope", 2)
     assert other.value.code == missing.value.code == "session_not_found"  # indistinguishable
@@ -68,3 +70,22 @@ async def test_voice_calls_are_limited_per_key():
     assert not await gate.open_call(a, "call-2")  # the key's own limit: one live call
     await gate.close_call(a, "call-1")
     assert await gate.open_call(a, "call-3")
+
+
+async def test_metrics_are_read_once_a_second_however_many_ask():
+    import asyncio
+
+    from samvad.api.frontend import Frontend
+
+    reads = 0
+
+    async def read() -> str:
+        nonlocal reads
+        reads += 1
+        await asyncio.sleep(0.01)
+        return "samvad_up 1\n"
+
+    front = Frontend.__new__(Frontend)  # only its metrics cache: no database, no backend
+    front._metrics, front._metrics_lock = (0.0, ""), asyncio.Lock()
+    texts = await asyncio.gather(*(front.metrics_text(read) for _ in range(200)))
+    assert set(texts) == {"samvad_up 1\n"} and reads == 1

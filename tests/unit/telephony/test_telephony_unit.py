@@ -306,6 +306,8 @@ def test_the_last_marks_before_the_line_dropped_are_read_at_the_end():
         carrier = Twilio(1000)
         carrier.stream_id = "MZ"
         phone = PhoneSocket(Queued(messages), carrier, TelephonySettings(), 10_000)
+        await phone.send_text(_audio("t", 0, 0.2, rate=16000))  # the sentence whose mark is echoed
+        await phone.send_text(json.dumps({"type": "turn.done", "turn_id": "t"}))
         await asyncio.wait_for(phone.drain(), 1)
         return phone
 
@@ -314,3 +316,46 @@ def test_the_last_marks_before_the_line_dropped_are_read_at_the_end():
     phone = asyncio.run(run([mark, stop]))
     assert phone.heard("t") == {0} and phone.end_reason == "hangup"
     assert asyncio.run(run([])).heard("t") == set()  # nothing queued: back within its short wait
+
+
+def test_only_echoes_of_marks_sent_count_and_a_flood_of_carrier_messages_ends_the_call():
+    """A stream token holder (or a broken carrier) echoing marks never sent, malformed ones
+    ("t.²" is a digit to str.isdigit, not to int) or one echo twice: none is recorded as heard,
+    none ends the call; and every carrier message counts against the socket's rate."""
+    from samvad.call_budget import CallBudget, OverBudget
+    from samvad.settings import VoiceSettings
+
+    class Queued(Line):
+        def __init__(self):
+            super().__init__()
+            self.inbox = asyncio.Queue()
+
+        def put(self, m):
+            self.inbox.put_nowait({"type": "websocket.receive", "text": json.dumps(m)})
+
+        async def receive(self):
+            return await self.inbox.get()
+
+    def mark(name):
+        return {"event": "mark", "sequenceNumber": "1", "streamSid": "MZ", "mark": {"name": name}}
+
+    async def run():
+        line, carrier = Queued(), Twilio(1000)
+        carrier.stream_id = "MZ"
+        phone = PhoneSocket(
+            line, carrier, TelephonySettings(), 10_000, CallBudget(VoiceSettings(max_messages_per_s=50))
+        )
+        await phone.send_text(_audio("t", 0, 0.2, rate=16000))
+        await phone.send_text(json.dumps({"type": "turn.done", "turn_id": "t"}))
+        for name in ("t.²", "t.abc", "t.7", "other.0", "t.0", "t.0", "x" * 300):
+            line.put(mark(name))
+        await asyncio.wait_for(phone.drain(), 1)
+        heard = {turn: set(indexes) for turn, indexes in phone.played.items()}
+        for _ in range(60):
+            line.put({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+        with pytest.raises(OverBudget):
+            await asyncio.wait_for(phone.receive(), 1)
+        return heard, phone
+
+    heard, phone = asyncio.run(run())
+    assert heard == {"t": {0}} and phone.end_reason is None
