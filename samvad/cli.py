@@ -617,7 +617,7 @@ def keys_create(
 @keys_app.command("revoke")
 def keys_revoke(key_id: int, config: ConfigOpt = None) -> None:
     """Revoke an API key by id: refused at once by every replica, its live calls closed."""
-    from samvad.api.gate import publish_revocation
+    from samvad.api.revocation import publish_revocation
 
     s = _servers(_settings(config))
     if not _with_repo(s, lambda repo: repo.revoke_key(key_id)):

@@ -542,8 +542,11 @@ class VoiceCall:
             # transcript asks to stop ("stop", "no", "ruko").
             text = ""
             if voiced >= self.v.min_interrupt_ms:
-                early = early or await self._transcribe(Audio(ended.audio, 16000), self._asr_language())
-                text = early[0].text
+                try:
+                    early = early or await self._transcribe(Audio(ended.audio, 16000), self._asr_language())
+                    text = early[0].text
+                except SamvadError:  # not transcribed (the key's budget, the ASR): a backchannel
+                    early = None
             if not asks_to_stop(text, self.v, self.session.language):
                 await self.send(Backchannel(text=text))
                 return

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import ipaddress
 import logging
 import time
 import uuid
@@ -28,10 +27,13 @@ from pydantic import BaseModel
 from redis.exceptions import RedisError
 
 from samvad import metrics
+from samvad.api.addresses import client_ip
+from samvad.api.call_slots import CallSlots
+from samvad.api.revocation import CHANNEL, revoked
 from samvad.errors import NotFoundError, RateLimitedError, SamvadError, database_down
 from samvad.settings import Settings
 from samvad.storage.cache import Cache, cache_key
-from samvad.storage.ratelimit import RateLimiter, SessionSlots
+from samvad.storage.ratelimit import RateLimiter
 from samvad.storage.repository import ApiKeyRow, SessionRow
 
 if TYPE_CHECKING:
@@ -46,9 +48,6 @@ log = logging.getLogger("samvad.gate")
 KEY_CACHE_S = 30.0
 BAD_KEY_CACHE_S = 10.0  # a key found invalid is not looked up again for this long
 SESSION_CACHE_S = 60.0  # a session row's fields change only by its own turns' settings
-# What every ingress replica must forget at once: "key <id>" (revoked), "session <key id> <id>" (closed).
-CHANNEL = "samvad:gate"
-REVOKED_SET = "samvad:revoked-keys"
 GONE = b"gone"  # the last-known row of something the database no longer has
 
 
@@ -75,52 +74,6 @@ class LimiterUnavailable(SamvadError):
         self.retry_after = retry_after
 
 
-def client_ip(peer: str | None, forwarded_for: str | None, trusted: list[str]) -> str:
-    """The caller, as its budgets count it: the peer, unless the peer is a trusted proxy, in
-    which case the right-most X-Forwarded-For entry that is not itself a trusted proxy (entries
-    to its left were written by the client and prove nothing); then `bucket`ed."""
-    peer = peer or "unknown"
-    if not trusted or not forwarded_for or not _trusted(peer, trusted):
-        return bucket(peer)
-    for hop in reversed([h.strip() for h in forwarded_for.split(",") if h.strip()]):
-        if not _trusted(hop, trusted):
-            return bucket(hop if _is_ip(hop) else peer)
-    return bucket(peer)
-
-
-def bucket(address: str) -> str:
-    """One budget per caller, not per address it can choose: an IPv4-mapped IPv6 address is its
-    IPv4 address, and an IPv6 address is its /64 (one subscriber's prefix: a single host may
-    use any of its 2^64 addresses)."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return address
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return str(ip)
-
-
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-        return True
-    except ValueError:
-        return False
-
-
-def _trusted(address: str, trusted: list[str]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip in ipaddress.ip_network(net, strict=False) for net in trusted)
-
-
 def canonical_session_id(session_id: str) -> str:
     """A session id in the one form the service uses (a lower-case hyphenated UUID)."""
     try:
@@ -139,13 +92,12 @@ class Gate:
         self.db = db
         rurl, limits = settings.redis_url, settings.limits
         self.limiter = RateLimiter(rurl, fail_open=limits.fail_open) if rurl else None
-        self.slots = SessionSlots(rurl, fail_open=limits.fail_open) if rurl else None
+        self.calls = CallSlots(rurl, limits, settings.voice.max_sessions_per_key)  # sockets and live calls
         self.rows = Cache(rurl, {"row": 600}) if rurl else None
         self._redis = aioredis.Redis.from_url(rurl, socket_connect_timeout=0.5, socket_timeout=2.0) if rurl else None
         self._keys: dict[str, tuple[float, ApiKeyRow]] = {}  # sha256(key) -> (expiry, row)
         self._bad: dict[str, float] = {}  # sha256(key) -> expiry
         self._sessions: dict[tuple[int, str], tuple[float, SessionRow]] = {}
-        self._live: dict[int, int] = {}  # API key id -> open voice calls on this replica
         self._current: dict[int, tuple[float, ApiKeyRow]] = {}  # key id -> (re-read at, row)
         self._on_revoked: list[Callable[[int], None]] = []
 
@@ -253,6 +205,18 @@ class Gate:
         """One request against the key's rate limit (a voice turn, say)."""
         await self._take("key", f"key:{row.id}", row.requests_per_minute or self.s.limits.requests_per_minute)
 
+    async def charge_speculative(self, row: ApiKeyRow) -> bool:
+        """One piece of speculative ASR work (an early transcript, a partial) against the key's
+        own bucket for it, at the key's request rate: False when spent (the work is skipped; the
+        turn's own transcription still comes). A separate bucket, so that it never starves turns."""
+        try:
+            await self._take(
+                "speculative_asr", f"asrwork:{row.id}", row.requests_per_minute or self.s.limits.requests_per_minute
+            )
+        except (RateLimitedError, LimiterUnavailable):
+            return False
+        return True
+
     async def new_session(self, row: ApiKeyRow) -> dict[str, Any]:
         """Charge the key's new-session limit; returns the open-session cap for `create_session`."""
         await self._take(
@@ -346,22 +310,13 @@ class Gate:
                 await asyncio.sleep(1.0)
 
     async def _revoked_known(self, key_id: int) -> bool:
-        """Whether Redis's revoked set names the key: the database cannot say (an outage), and
-        neither side's silence is a reason to cut a live call."""
-        if self._redis is None:
-            return False
-        try:
-            return bool(await self._redis.sismember(REVOKED_SET, str(key_id)))
-        except (RedisError, OSError):
-            return False
+        """The database cannot say (an outage): Redis's revoked set does, and neither side's
+        silence is a reason to cut a live call."""
+        return await revoked(self._redis, key_id, when_unsure=False)
 
     async def _revoked(self, key_id: int) -> bool:
-        if self._redis is None:
-            return False
-        try:
-            return bool(await self._redis.sismember(REVOKED_SET, str(key_id)))
-        except (RedisError, OSError):
-            return True  # neither the database nor Redis can vouch for the key: refuse it
+        # Neither the database nor Redis can vouch for a key to admit: refuse it.
+        return await revoked(self._redis, key_id, when_unsure=True)
 
     # sessions -----------------------------------------------------------------------------------
     async def session(self, session_id: str, key_id: int, *, fresh: bool = False) -> SessionRow:
@@ -430,54 +385,6 @@ class Gate:
                 await self.rows.set("row", ck, row.model_dump_json().encode())
         return row
 
-    # voice calls --------------------------------------------------------------------------------
-    async def open_socket(self, ip: str, slot: str) -> bool:
-        """A slot among the IP's open voice sockets (`limits.max_sockets_per_ip`, across replicas)."""
-        if self.slots is None:
-            return True
-        decision = await self.slots.admit(
-            f"ip:{ip}", slot, self.s.limits.max_sockets_per_ip, fail_open=self.s.limits.ip_fail_open
-        )
-        return decision.allowed
-
-    async def keep_socket(self, ip: str, slot: str) -> None:
-        await self._keep(f"ip:{ip}", slot, self.s.limits.max_sockets_per_ip)
-
-    async def close_socket(self, ip: str, slot: str) -> None:
-        if self.slots is not None:
-            await self.slots.release(f"ip:{ip}", slot)
-
-    async def open_call(self, key: ApiKeyRow, slot: str) -> bool:
-        """A slot among the key's concurrent voice calls, counted across replicas in Redis."""
-        limit = key.max_voice_sessions or self.s.voice.max_sessions_per_key
-        if self.slots is None:
-            allowed = self._live.get(key.id, 0) < limit
-        else:
-            decision = await self.slots.admit(key.id, slot, limit)
-            if decision.degraded:
-                metrics.inc("samvad_rate_limit_degraded_total", policy="open" if decision.allowed else "closed")
-            allowed = decision.allowed
-        if allowed:
-            self._live[key.id] = self._live.get(key.id, 0) + 1
-            metrics.gauge("samvad_live_voice_sessions", sum(self._live.values()))
-        return allowed
-
-    async def keep_call(self, key: ApiKeyRow, slot: str) -> None:
-        await self._keep(key.id, slot, key.max_voice_sessions or self.s.voice.max_sessions_per_key)
-
-    async def _keep(self, owner: int | str, slot: str, limit: int) -> None:
-        """Renew a held slot's lease while it lasts (a replica that dies stops holding its slots);
-        a slot already held is not lost to a Redis blip."""
-        while self.slots is not None:
-            await asyncio.sleep(self.slots.lease_s / 3)
-            await self.slots.admit(owner, slot, limit, fail_open=True)
-
-    async def close_call(self, key: ApiKeyRow, slot: str) -> None:
-        self._live[key.id] -= 1
-        metrics.gauge("samvad_live_voice_sessions", sum(self._live.values()))
-        if self.slots is not None:
-            await self.slots.release(key.id, slot)
-
 
 def _bounded(cache: dict[K, V], limit: int = 10_000) -> dict[K, V]:
     """`cache`, its oldest entries dropped once it holds `limit`."""
@@ -485,13 +392,3 @@ def _bounded(cache: dict[K, V], limit: int = 10_000) -> dict[K, V]:
         for k in list(cache)[: limit // 10]:
             del cache[k]
     return cache
-
-
-async def publish_revocation(redis_url: str, key_id: int) -> None:
-    """Tell every replica that `key_id` is revoked (`samvad keys revoke`, after the database)."""
-    client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2.0, socket_timeout=2.0)
-    try:
-        await client.sadd(REVOKED_SET, str(key_id))
-        await client.publish(CHANNEL, f"key {key_id}")
-    finally:
-        await client.aclose()

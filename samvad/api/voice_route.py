@@ -14,7 +14,9 @@ from fastapi import APIRouter, WebSocket
 
 from samvad.api.context import origin_allowed
 from samvad.api.frontend import Frontend
-from samvad.errors import InputError, SamvadError
+from samvad.audio import Audio
+from samvad.contracts import ProviderCall, Transcript
+from samvad.errors import InputError, RateLimitedError, SamvadError
 from samvad.events import ErrorEvent
 from samvad.language import check_language
 from samvad.protocol import (
@@ -74,9 +76,9 @@ async def socket_slot(f: Frontend, ws: WebSocket) -> AsyncIterator[str | None]:
         yield None
         return
     async with _lease(
-        lambda slot: f.gate.open_socket(ip, slot),
-        lambda slot: f.gate.keep_socket(ip, slot),
-        lambda slot: f.gate.close_socket(ip, slot),
+        lambda slot: f.gate.calls.open_socket(ip, slot),
+        lambda slot: f.gate.calls.keep_socket(ip, slot),
+        lambda slot: f.gate.calls.close_socket(ip, slot),
     ) as held:
         if not held:
             await ws.close(CLOSE_TOO_MANY_SESSIONS, "too many open sockets from this address")
@@ -96,9 +98,9 @@ async def call_slot(f: Frontend, ws: WebSocket, key: ApiKeyRow) -> AsyncIterator
         yield False
         return
     async with _lease(
-        lambda slot: f.gate.open_call(key, slot),
-        lambda slot: f.gate.keep_call(key, slot),
-        lambda slot: f.gate.close_call(key, slot),
+        lambda slot: f.gate.calls.open_call(key, slot),
+        lambda slot: f.gate.calls.keep_call(key, slot),
+        lambda slot: f.gate.calls.close_call(key, slot),
     ) as held:
         if not held:
             await ws.close(CLOSE_TOO_MANY_SESSIONS, "too many live sessions for this API key")
@@ -255,6 +257,16 @@ def voice_call(
         await f.gate.charge(key)
         await f.gate.recheck(key, session.knowledge_base)  # revoked: the call ends too
 
+    # Work done for a turn not yet taken (early and backchannel transcripts, partials) is charged
+    # to the key too, in a bucket of its own: past it the work is skipped, never the turn.
+    async def transcribe(audio: Audio, language: str | None) -> tuple[Transcript, list[ProviderCall]]:
+        if not await f.gate.charge_speculative(key):
+            raise RateLimitedError("speculative ASR over the key's budget: the turn transcribes", 1.0)
+        return await backend.transcribe(audio, language)
+
+    async def partial(audio: Audio, language: str | None) -> Transcript | None:
+        return await backend.partial(audio, language) if await f.gate.charge_speculative(key) else None
+
     return VoiceCall(
         ws,
         f.settings,
@@ -262,10 +274,10 @@ def voice_call(
         start,
         start_turn=lambda request: backend.stream(sid, request),
         settle=settle,
-        transcribe=backend.transcribe,
+        transcribe=transcribe,
         closing=f.closing,
         charge=charge,
-        partial=backend.partial,
+        partial=partial,
         listener=f.listener,
         **extra,
     )

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 
-from samvad.api.gate import AuthError, Gate, LimiterUnavailable, client_ip
+from samvad.api.addresses import client_ip
+from samvad.api.gate import AuthError, Gate, LimiterUnavailable
 from samvad.errors import RateLimitedError
 from samvad.providers.local.vad import Endpointer, SileroVad, SpeechEnded, SpeechStarted
 from samvad.settings import Settings
@@ -93,13 +95,13 @@ async def test_a_waiting_transcription_that_is_cancelled_never_starts(settings):
 
 
 class _Db:
-    def __init__(self) -> None:
-        self.lookups = 0
+    def __init__(self, good: str = "sk_good") -> None:
+        self.lookups, self.good = 0, good
         self.row = ApiKeyRow(id=7, name="k", prefix="sk", created_at=NOW, revoked_at=None)
 
     async def verify_key(self, key):
         self.lookups += 1
-        return self.row if key == "sk_good" else None
+        return self.row if key == self.good else None
 
 
 async def test_a_bad_key_is_looked_up_once_then_remembered():
@@ -116,7 +118,8 @@ async def test_a_bad_key_is_looked_up_once_then_remembered():
 
 
 async def test_key_guessing_from_one_address_is_refused_before_any_lookup(redis_url):
-    db = _Db()
+    good = f"sk_good_{uuid.uuid4().hex}"  # never verified before, on a Redis that may outlive runs
+    db = _Db(good)
     s = Settings(redis_url=redis_url, limits={"auth_failures_per_minute": 5})
     gate = Gate(s, db)
     ip = f"203.0.113.{int(time.time()) % 250}"
@@ -125,14 +128,14 @@ async def test_key_guessing_from_one_address_is_refused_before_any_lookup(redis_
             await gate.admit(f"sk_guess_{i}_{time.time()}", ip)
     lookups = db.lookups
     with pytest.raises(RateLimitedError):
-        await gate.admit("sk_good", ip)  # a key never verified: the address gets no new lookup
+        await gate.admit(good, ip)  # a key never verified: the address gets no new lookup
     assert db.lookups == lookups
-    assert (await gate.admit("sk_good", "203.0.113.254")).id == 7  # other addresses are not shut
+    assert (await gate.admit(good, "203.0.113.254")).id == 7  # other addresses are not shut
     # Once verified (here from another address), the good key is admitted even from the shut
     # one, by this replica (its cache) and by another (the last-known row in Redis), still with
     # no lookup: the failures did not lock it out.
-    assert (await gate.admit("sk_good", ip)).id == 7
-    assert (await Gate(s, db).admit("sk_good", ip)).id == 7
+    assert (await gate.admit(good, ip)).id == 7
+    assert (await Gate(s, db).admit(good, ip)).id == 7
     assert db.lookups == lookups + 1
 
 

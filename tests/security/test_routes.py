@@ -258,7 +258,7 @@ def test_readyz_flood_is_one_ping_a_second(serve_app, db):
 
 
 def test_revocation_is_immediate_on_every_replica_and_ends_live_calls(serve_app, servers):
-    from samvad.api.gate import publish_revocation
+    from samvad.api.revocation import publish_revocation
     from samvad.settings import load_settings, secret
     from samvad.storage.repository import Repository
     from testkit import aio

@@ -66,10 +66,10 @@ async def test_voice_calls_are_limited_per_key():
     db = FakeDb()
     gate = Gate(Settings(), db)
     a = db.keys["sk_a"]
-    assert await gate.open_call(a, "call-1")
-    assert not await gate.open_call(a, "call-2")  # the key's own limit: one live call
-    await gate.close_call(a, "call-1")
-    assert await gate.open_call(a, "call-3")
+    assert await gate.calls.open_call(a, "call-1")
+    assert not await gate.calls.open_call(a, "call-2")  # the key's own limit: one live call
+    await gate.calls.close_call(a, "call-1")
+    assert await gate.calls.open_call(a, "call-3")
 
 
 async def test_metrics_are_read_once_a_second_however_many_ask():
