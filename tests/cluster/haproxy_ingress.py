@@ -98,7 +98,16 @@ async def scenario(dsn: str) -> dict:
             ).status_code
             for i in range(1, 6)
         ]
+        # The failures are counted against the address, not against the good keys behind it (a
+        # NAT, a proxy): a key that verifies is still admitted from there.
+        good = await stranger.post("/api/v1/sessions", json={}, headers={"X-API-Key": key})
     assert bad[:3] == [401] * 3 and bad[3:] == [429, 429], bad
+    assert good.status_code == 201, good.text
+    # Another caller through the same HAProxy has a bucket of its own: its bad key is a plain 401.
+    other_transport = httpx.AsyncHTTPTransport(local_address="127.0.0.3")
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{PORT}", timeout=60, transport=other_transport) as other:
+        first = await other.post("/api/v1/sessions", json={}, headers={"X-API-Key": "nope"})
+    assert first.status_code == 401, first.text
     async with websockets.connect(
         f"ws://127.0.0.1:{PORT}/api/v1/voice-session",
         additional_headers={"X-API-Key": key},
@@ -122,6 +131,9 @@ async def scenario(dsn: str) -> dict:
     config = Path(running[-1][running[-1].index("-f") + 1]).read_text()
     binds = [line.split()[1] for line in config.splitlines() if line.strip().startswith("bind ")]
     assert "option forwardfor" in config, config
+    assert "timeout http-request" in config and "tcp-request connection track-sc0 src" in config, config
+    admin_line = next(line for line in config.splitlines() if line.strip().startswith("stats socket "))
+    assert " mode 600 " in admin_line, admin_line
     assert f"127.0.0.1:{PORT}" in binds and all(b.startswith("127.0.0.1:") for b in binds), binds
     # No ingress replica up (as while Serve replaces a dead one): a JSON 503, not Serve's text 500.
     # The servers are put in maintenance through HAProxy's admin socket rather than by killing the

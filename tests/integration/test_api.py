@@ -485,3 +485,10 @@ def test_a_key_is_rechecked_on_every_turn_and_resume(api_settings):
                     event = json.loads(ws.receive_text())
                     assert event["type"] != "turn.done", "a revoked key's turn ran"
         assert closed.value.code == 4401
+
+
+def test_an_error_never_echoes_more_than_a_few_hundred_characters_of_the_request(client):
+    """A validation error names where the request is wrong; the client's own keys and values may
+    be of any length, so what is echoed (and logged) is capped."""
+    r = client.post("/api/v1/turn", json={"k" * 100_000: 1, "text": "hi"})
+    assert r.status_code == 422 and len(r.json()["error"]["message"]) < 400, r.text[:500]

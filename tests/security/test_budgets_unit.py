@@ -139,6 +139,16 @@ async def test_key_guessing_from_one_address_is_refused_before_any_lookup(redis_
     assert db.lookups == lookups + 1
 
 
+async def test_speculative_asr_is_charged_to_the_key_without_starving_its_turns(redis_url):
+    """Early transcripts and partials cost ASR work: each takes from the key's own bucket for it
+    (at the key's rate). Once spent, the work is skipped (False), and the key's turns go on."""
+    db = _Db(f"sk_good_{uuid.uuid4().hex}")
+    db.row = db.row.model_copy(update={"id": int(time.time() * 1000) % 1_000_000_000, "requests_per_minute": 3})
+    gate = Gate(Settings(redis_url=redis_url), db)
+    assert [await gate.charge_speculative(db.row) for _ in range(4)] == [True, True, True, False]
+    await gate.charge(db.row)  # a turn: its own bucket, untouched by the speculative work
+
+
 async def test_redis_down_the_key_limit_fails_closed_and_the_ip_limit_open():
     db = _Db()
     down = "redis://127.0.0.1:1/0"
