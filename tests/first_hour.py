@@ -9,6 +9,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from samvad.settings import REPO_ROOT
@@ -60,3 +62,14 @@ class Service:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         return self.proc.returncode
+
+
+@contextmanager
+def running(folder: Path) -> Iterator[Service]:
+    """`samvad run` up (its data in `folder`) for the block, stopped as Ctrl-C stops it."""
+    svc = Service(folder)
+    try:
+        svc.wait_for("Samvad is up", timeout=600)
+        yield svc
+    finally:
+        svc.stop()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from samvad.settings import REPO_ROOT
-from tests.first_hour import Service
+from tests.first_hour import running
 
 pytestmark = [pytest.mark.e2e, pytest.mark.own_ray]
 README = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
@@ -33,12 +33,8 @@ def _blocks(section: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    svc = Service(tmp_path_factory.mktemp("first-hour"))
-    try:
-        svc.wait_for("Samvad is up", timeout=600)
+    with running(tmp_path_factory.mktemp("first-hour")) as svc:
         yield svc
-    finally:
-        svc.stop()
 
 
 def test_the_quick_start_commands_work_as_written(service):

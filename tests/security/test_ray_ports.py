@@ -21,7 +21,7 @@ import grpc
 import psutil
 import pytest
 
-from tests.first_hour import Service
+from tests.first_hour import running
 
 pytestmark = [pytest.mark.e2e, pytest.mark.own_ray]
 METHOD = "/ray.serve.ASGIService/HandleRequest"
@@ -39,12 +39,8 @@ class Bomb:
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    svc = Service(tmp_path_factory.mktemp("ray-ports"))
-    try:
-        svc.wait_for("Samvad is up", timeout=600)
+    with running(tmp_path_factory.mktemp("ray-ports")) as svc:
         yield svc
-    finally:
-        svc.stop()
 
 
 def _tree_listeners(pid: int) -> list[tuple[str, int, str]]:
