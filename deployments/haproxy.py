@@ -92,7 +92,8 @@ def _edge(limits: EdgeLimits) -> list[str]:
 def _per_source(limits: EdgeLimits) -> list[str]:
     return [
         "    stick-table type ipv6 size 200k expire 60s store conn_cur",
-        "    tcp-request connection track-sc0 src",
+        # Per caller, as the app counts it: an IPv6 address by its /64 (a host may use any of them).
+        "    tcp-request connection track-sc0 src,ipmask(32,64)",
         f"    tcp-request connection reject if {{ sc0_conn_cur gt {limits.conns_per_source} }} !{{ src 127.0.0.0/8 ::1 }}",
     ]
 

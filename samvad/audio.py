@@ -40,6 +40,11 @@ UNKNOWN_LENGTH = 2**63 - 1  # libsndfile's frame count for a stream that does no
 FORMATS = frozenset({"WAV", "WAVEX", "FLAC", "OGG"})  # what the API documents (soundfile's major formats)
 
 
+def _documented(data: bytes) -> bool:
+    """A WAV (RIFF…WAVE), FLAC or OGG file, by its first bytes."""
+    return (data[:4] == b"RIFF" and data[8:12] == b"WAVE") or data[:4] in (b"fLaC", b"OggS")
+
+
 def decode_audio(data: bytes, *, target_rate: int, max_seconds: float, min_seconds: float = 0.0) -> Audio:
     """Decode an uploaded file (WAV, FLAC, OGG: anything libsndfile reads) to mono `target_rate`.
 
@@ -53,6 +58,11 @@ def decode_audio(data: bytes, *, target_rate: int, max_seconds: float, min_secon
     """
     if not data:
         raise InputError("the audio is empty: send a WAV file (PCM16 mono 16 kHz preferred)", code="audio_empty")
+    if not _documented(data):  # before libsndfile sees it: none of its other parsers is reached
+        raise InputError(
+            "the audio could not be decoded: send a WAV, FLAC or OGG file (PCM16 mono 16 kHz preferred)",
+            code="audio_unreadable",
+        )
     try:
         f = sf.SoundFile(io.BytesIO(data))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):

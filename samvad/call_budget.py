@@ -25,9 +25,15 @@ class CallBudget:
     v: VoiceSettings
     opened: float = field(default_factory=time.monotonic)
     received_s: float = 0.0  # seconds of audio read so far
+    lead_s: float = 0.0  # how far the audio read runs ahead of real time (a leaky bucket: no credit saved up)
     bad: int = 0
     _tokens: float = -1.0
     _at: float = 0.0
+    _audio_at: float = field(default=-1.0)
+
+    def __post_init__(self) -> None:
+        if self._audio_at < 0:
+            self._audio_at = self.opened
 
     def message(self, now: float | None = None) -> None:
         """One message read: a token from the socket's bucket (a burst of a second's worth)."""
@@ -48,8 +54,12 @@ class CallBudget:
             self.malformed()
             return False
         now = time.monotonic() if now is None else now
+        # Real time drains the lead, never below zero: a call silent (or sending only pings) for
+        # minutes has not earned minutes of audio to push at once.
+        self.lead_s = max(0.0, self.lead_s - (now - self._audio_at)) + seconds
+        self._audio_at = now
         self.received_s += seconds
-        if self.received_s - (now - self.opened) > self.v.audio_burst_s:
+        if self.lead_s > self.v.audio_burst_s:
             raise OverBudget(f"audio more than {self.v.audio_burst_s:g} s ahead of real time")
         return True
 

@@ -500,8 +500,9 @@ app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 
 
-def _servers(s: Settings) -> Settings:
-    """Start embedded PostgreSQL / Redis for whatever has no URL configured."""
+def _servers(s: Settings, caches: bool = False) -> Settings:
+    """Start embedded PostgreSQL / Redis for whatever has no URL configured (`caches`: the
+    caches' Redis too, which only the service uses)."""
     from samvad.storage import embedded
 
     updates = {}
@@ -514,7 +515,7 @@ def _servers(s: Settings) -> Settings:
     if not s.redis_url:
         console.print(f"starting embedded Redis in {s.data_dir / 'redis'}")
         updates["redis_url"] = embedded.start_redis(s.data_dir)
-        if not s.cache_redis_url:  # the caches on one of their own, which may evict
+        if caches and not s.cache_redis_url:  # the caches on one of their own, which may evict
             updates["cache_redis_url"] = embedded.start_redis(s.data_dir, "cache")
     elif not s.cache_redis_url and (policy := embedded.eviction_policy(s.redis_url)).startswith("allkeys"):
         console.print(
@@ -808,7 +809,7 @@ def run(
         mode_env = ingress_env(ingress)
     except (ValueError, FileNotFoundError) as exc:
         raise typer.BadParameter(str(exc), param_hint="--ingress") from exc
-    s = _servers(_settings(config))
+    s = _servers(_settings(config), caches=True)
 
     async def prepare() -> tuple[str | None, list[str]]:
         repo = await _repo(s)  # applies migrations

@@ -59,6 +59,7 @@ SPECS: dict[str, tuple[str, str, tuple[str, ...], list[float] | None]] = {
     "samvad_live_voice_sessions": ("gauge", "open WebSocket voice sessions (per ingress replica; sum them)", (), None),
     "samvad_http_ms": ("histogram", "HTTP request latency by route", ("route", "status"), _MS),
     "samvad_rate_limited_total": ("counter", "requests refused by a rate limit", ("scope",), None),
+    "samvad_auth_failures_total": ("counter", "credentials refused (scope: api_key, phone)", ("scope",), None),
     "samvad_rate_limit_degraded_total": (
         "counter",
         "rate-limit checks decided by the failure policy (Redis down)",

@@ -413,6 +413,9 @@ class LimitSettings(BaseModel):
     # before any lookup (a key-guessing client costs one Redis call, not a database query).
     auth_failures_per_minute: int = 30
     max_sockets_per_ip: int = 50  # open voice WebSockets per client IP, across replicas
+    # Speculative ASR (early and partial transcripts) per API key, all its calls together: work
+    # done for turns not taken yet is charged to the key, in a bucket apart from its requests.
+    speculative_asr_per_minute: int = Field(3000, ge=1)
     # Each turn (REST or voice) and each resume re-reads its key's row at most this often: a key
     # revoked (even if the broadcast was missed) ends its calls, a knowledge base taken from it
     # ends its sessions' use of that knowledge base.

@@ -540,14 +540,14 @@ class VoiceCall:
         if self._answer_playing() and voiced < self.v.barge_in_min_ms:
             # Short speech during an answer: a blip, or a backchannel ("haan", "ok") unless the
             # transcript asks to stop ("stop", "no", "ruko").
-            text = ""
+            text, heard = "", True
             if voiced >= self.v.min_interrupt_ms:
                 try:
                     early = early or await self._transcribe(Audio(ended.audio, 16000), self._asr_language())
                     text = early[0].text
-                except SamvadError:  # not transcribed (the key's budget, the ASR): a backchannel
-                    early = None
-            if not asks_to_stop(text, self.v, self.session.language):
+                except SamvadError:  # not transcribed here (the key's budget): the turn's own ASR hears it
+                    early, heard = None, False
+            if heard and not asks_to_stop(text, self.v, self.session.language):
                 await self.send(Backchannel(text=text))
                 return
         await self._cancel(reason="barge_in")

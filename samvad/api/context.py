@@ -23,6 +23,7 @@ from samvad.errors import SamvadError
 OPS_PATHS = frozenset({"/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 KEYED_PREFIX = "/api/v1/"  # every HTTP route under it takes an API key ...
 UNKEYED_PREFIX = "/api/v1/telephony/"  # ... but the carriers' webhooks (their own signatures and tokens)
+PHONE_BODY_BYTES = 64 * 1024  # a carrier's webhook form (Twilio's and Plivo's are a few KB)
 
 
 def keyed(path: str) -> bool:
@@ -82,49 +83,6 @@ class RequestContext:
             )
             await response(scope, receive, send)
             return
-        limit = getattr(state, "max_body_bytes", 8 << 20)
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            await error_response(request, 413, "payload_too_large", f"the request body is larger than {limit} bytes")(
-                scope, receive, send
-            )
-            return
-        admin = getattr(state, "admin_key", None)
-        if (
-            admin
-            and scope["path"] in OPS_PATHS
-            and not hmac.compare_digest(request.headers.get("x-admin-key", "").encode(), admin.encode())
-        ):
-            await error_response(
-                request, 401, "admin_key_required", "this operations route needs the X-Admin-Key header"
-            )(scope, receive, send)
-            return
-        front = getattr(state, "frontend", None)
-        if front is not None and keyed(scope["path"]):
-            try:
-                request.state.api_key = await front.auth(request)
-            except SamvadError as exc:
-                await (await samvad_error(request, exc))(scope, receive, send)
-                return
-        received, body_done = 0, False
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + getattr(state, "body_read_s", 30.0)
-
-        async def counted() -> Message:  # the budget holds for the bytes that arrive, chunked uploads included
-            nonlocal received, body_done
-            if body_done:  # after the body: waits for a disconnect, which has no deadline
-                return await receive()
-            try:
-                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
-            except TimeoutError:
-                raise BodyTooSlow(getattr(state, "body_read_s", 30.0)) from None
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise BodyTooLarge(limit)
-                body_done = not message.get("more_body", False)
-            return message
-
         extra = [(b"x-samvad-replica", getattr(state, "replica", "").encode())]  # which replica answered (ops)
         if allowed and origin is not None:
             extra += [(k.lower().encode(), v.encode()) for k, v in cors_headers(origin).items()]
@@ -136,6 +94,59 @@ class RequestContext:
                 status = message["status"]
                 message["headers"] = list(message.get("headers", [])) + extra
             await send(message)
+
+        # Every answer from here on, refusals included, names its replica and carries CORS headers
+        # (a browser reads a 401's body only with them).
+        # A carrier's webhook is a small form: its routes take far less than the API's bodies.
+        phone = scope["path"].startswith(UNKEYED_PREFIX)
+        limit = PHONE_BODY_BYTES if phone else getattr(state, "max_body_bytes", 8 << 20)
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            await error_response(request, 413, "payload_too_large", f"the request body is larger than {limit} bytes")(
+                scope, receive, send_with_headers
+            )
+            return
+        admin = getattr(state, "admin_key", None)
+        if (
+            admin
+            and scope["path"] in OPS_PATHS
+            and not hmac.compare_digest(request.headers.get("x-admin-key", "").encode(), admin.encode())
+        ):
+            await error_response(
+                request, 401, "admin_key_required", "this operations route needs the X-Admin-Key header"
+            )(scope, receive, send_with_headers)
+            return
+        front = getattr(state, "frontend", None)
+        if front is not None and (phone or keyed(scope["path"])):
+            try:
+                if phone:  # no key there (signatures and tokens): the address's bucket still applies
+                    await front.gate.admit_ip(front.ip(request))
+                else:
+                    request.state.api_key = await front.auth(request)
+            except SamvadError as exc:
+                await (await samvad_error(request, exc))(scope, receive, send_with_headers)
+                return
+        received, body_done = 0, False
+        loop = asyncio.get_running_loop()
+        # The deadline grows with the length declared (at 100 KB/s): a big upload on a slow
+        # mobile link still arrives, a body that never does holds nothing for long.
+        allowed_s = getattr(state, "body_read_s", 30.0) + (int(length) if length else 0) / 100_000
+        deadline = loop.time() + allowed_s
+
+        async def counted() -> Message:  # the budget holds for the bytes that arrive, chunked uploads included
+            nonlocal received, body_done
+            if body_done:  # after the body: waits for a disconnect, which has no deadline
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                raise BodyTooSlow(allowed_s) from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+                body_done = not message.get("more_body", False)
+            return message
 
         try:
             await self.app(scope, counted, send_with_headers)

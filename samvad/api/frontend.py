@@ -19,7 +19,7 @@ from samvad.api import tokens
 from samvad.api.gate import Gate
 from samvad.audio import Audio
 from samvad.contracts import ProviderCall, Transcript
-from samvad.errors import DatabaseUnavailable
+from samvad.errors import DatabaseUnavailable, SamvadError
 from samvad.events import TurnEvent
 from samvad.language import check_language
 from samvad.protocol import CLOSE_UNAUTHORIZED
@@ -139,12 +139,19 @@ class Frontend:
             raise DatabaseUnavailable("the database is not reachable", code="not_ready")
 
     async def metrics_text(self, read: Callable[[], Awaitable[str]]) -> str:
-        """The node's metrics, read again only when the last read is a second old."""
+        """The node's metrics, read again only when the last read (or failure) is a second old:
+        while the agent is away, scrapes do not queue behind its timeout one after another."""
         async with self._metrics_lock:
             at, text = self._metrics
             if time.monotonic() - at >= 1.0:
-                text = await read()
+                try:
+                    text = await read()
+                except SamvadError:
+                    self._metrics = (time.monotonic(), "")
+                    raise
                 self._metrics = (time.monotonic(), text)
+            if not text:
+                raise SamvadError("the node's metrics agent did not answer", code="metrics_unavailable")
             return text
 
     async def close(self) -> None:

@@ -191,15 +191,14 @@ class Gate:
             return None
         return row
 
-    async def failed(self, ip: str, scope: str = "") -> None:
-        """Count a failed key lookup against the IP (its `auth_failures_per_minute`). Phone
-        credentials count in a bucket of their own (`scope="phone"`): a carrier's egress address
-        carries every caller's call and never presents API keys, so its failures must not lock
-        out the internet's clients behind the same address, nor theirs the carrier."""
-        metrics.inc("samvad_auth_failures_total")
-        if self.limiter is not None:
-            bucket = f"authfail:{scope}:{ip}" if scope else f"authfail:{ip}"
-            await self.limiter.take(bucket, self.s.limits.auth_failures_per_minute, fail_open=True)
+    async def failed(self, ip: str, scope: str = "api_key") -> None:
+        """Count a failed key lookup against the IP (its `auth_failures_per_minute`). Refused phone
+        credentials (`scope="phone"`) are only counted in the metric: a carrier's egress address
+        carries every tenant's calls, so one route's expired token must not lock out the others,
+        and nothing phone-side is guessable (signatures, HMAC tokens) for a lockout to slow."""
+        metrics.inc("samvad_auth_failures_total", scope=scope)
+        if self.limiter is not None and scope == "api_key":
+            await self.limiter.take(f"authfail:{ip}", self.s.limits.auth_failures_per_minute, fail_open=True)
 
     async def charge(self, row: ApiKeyRow) -> None:
         """One request against the key's rate limit (a voice turn, say)."""
@@ -207,12 +206,11 @@ class Gate:
 
     async def charge_speculative(self, row: ApiKeyRow) -> bool:
         """One piece of speculative ASR work (an early transcript, a partial) against the key's
-        own bucket for it, at the key's request rate: False when spent (the work is skipped; the
-        turn's own transcription still comes). A separate bucket, so that it never starves turns."""
+        bucket for it (`limits.speculative_asr_per_minute`): False when spent (the work is
+        skipped; the turn's own transcription still comes). Apart from its requests, so that it
+        never starves turns."""
         try:
-            await self._take(
-                "speculative_asr", f"asrwork:{row.id}", row.requests_per_minute or self.s.limits.requests_per_minute
-            )
+            await self._take("speculative_asr", f"asrwork:{row.id}", self.s.limits.speculative_asr_per_minute)
         except (RateLimitedError, LimiterUnavailable):
             return False
         return True

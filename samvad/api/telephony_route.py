@@ -40,6 +40,7 @@ from samvad.voice import CallState
 log = logging.getLogger("samvad.telephony")
 router = APIRouter()
 CARRIERS: dict[str, type[Carrier]] = {"twilio": Twilio, "exotel": Exotel, "plivo": Plivo}
+PRE_START_MESSAGES = 3  # a carrier sends at most one (Twilio's `connected`) before its start
 
 
 def _secret(f: Frontend) -> str:
@@ -88,7 +89,17 @@ async def _stream_token(f: Frontend, carrier: str, route_id: int, call_id: str) 
 
 async def _answer_route(f: Frontend, request: Request, carrier: str) -> PhoneRoute | JSONResponse:
     """The route an answer webhook's token names (Exotel, Plivo: the URL pasted in their console)."""
-    verdict, route_id = signing.check(_secret(f), request.query_params.get("token"), "a", carrier)
+    token = request.query_params.get("token")
+    verdict, route_id = signing.check(_secret(f), token, "a", carrier)
+    if verdict == "invalid":
+        # An answer URL made before phone tokens had their own secret (pasted in a carrier's
+        # console) still answers, and says to remake it: rotating resume_secret ends it.
+        legacy, legacy_route = signing.check(secret(f.settings.service, "resume"), token, "a", carrier)
+        if legacy == "ok":
+            log.warning(
+                "%s answer URL of route %s signed the old way: remake it with samvad phone url", carrier, legacy_route
+            )
+            verdict, route_id = legacy, legacy_route
     if verdict != "ok" or route_id is None:
         await f.gate.failed(f.ip(request), "phone")
         return _error(
@@ -230,10 +241,18 @@ async def phone_stream(ws: WebSocket, carrier: str) -> None:
             await f.gate.failed(ip, "phone")
             await ws.close(CLOSE_UNAUTHORIZED, f"stream token {verdict if verdict != 'ok' else 'for no route'}")
             return
-        # One stream per token: one seen on the wire (a log, a proxy) opens nothing more.
-        if not await f.once.first("stream", token or "", f.settings.telephony.stream_token_ttl_s):
+        # One stream per token (one seen on the wire, a log or a proxy, opens nothing more) and
+        # one per carrier call, however long after (a replayed webhook's fresh token included).
+        t = f.settings.telephony
+        if not await f.once.first("stream", token or "", t.stream_token_ttl_s):
             await f.gate.failed(ip, "phone")
             await ws.close(CLOSE_UNAUTHORIZED, "stream token already used")
+            return
+        if not await f.once.first("call", f"{carrier}:{started.call_id}", t.replay_window_s) or (
+            await f.db.phone_call_seen(carrier, started.call_id)
+        ):
+            await f.gate.failed(ip, "phone")
+            await ws.close(CLOSE_UNAUTHORIZED, "this call's stream was already opened")
             return
         await _admit(f, phone, started, route)
 
@@ -242,7 +261,7 @@ async def _started(f: Frontend, phone: PhoneSocket) -> Started | None:
     """The carrier's start message (after its connected message, if it sends one)."""
     try:
         async with asyncio.timeout(f.settings.service.ws_auth_timeout_s):
-            while True:
+            for _ in range(PRE_START_MESSAGES + 1):  # before the token is checked: a few messages only
                 raw = await phone.ws.receive_text()
                 if len(raw) > phone.max_text_bytes:
                     raise BadMessage(f"message over {phone.max_text_bytes} bytes")
@@ -251,6 +270,7 @@ async def _started(f: Frontend, phone: PhoneSocket) -> Started | None:
                     return event
                 if not isinstance(event, Other):
                     raise BadMessage(f"{type(event).__name__} before start")
+            raise BadMessage(f"more than {PRE_START_MESSAGES} messages before start")
     except WebSocketDisconnect:
         return None  # the carrier hung up before the stream started
     except (TimeoutError, BadMessage, KeyError, RuntimeError) as exc:

@@ -143,6 +143,13 @@ class PhoneRepository:
         row = await self._pool.fetchrow("SELECT * FROM api_keys WHERE id = $1 AND revoked_at IS NULL", api_key_id)
         return ApiKeyRow(**dict(row)) if row else None
 
+    async def phone_call_seen(self, carrier: str, call_id: str) -> bool:
+        """Whether a stream for this carrier call already started (kept as long as its session)."""
+        row = await self._pool.fetchval(
+            "SELECT 1 FROM phone_calls WHERE carrier = $1 AND call_id = $2 LIMIT 1", carrier, call_id
+        )
+        return row is not None
+
     async def start_phone_call(
         self,
         session_id: str,

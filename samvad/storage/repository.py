@@ -443,9 +443,12 @@ class Repository(PhoneRepository):
     async def expire_sessions(self, older_than_s: float, batch: int = 1000) -> int:
         """Conversations with no activity for `older_than_s` go, with their messages, provider
         calls and phone-call records (ON DELETE CASCADE), `batch` at a time (short locks)."""
+        # One replica at a time (the others' rounds find the lock taken and delete nothing);
+        # sessions_updated_idx finds the old rows without a scan.
         status = await self._pool.execute(
-            "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions"
-            " WHERE updated_at < now() - make_interval(secs => $1) LIMIT $2)",
+            "DELETE FROM sessions WHERE pg_try_advisory_xact_lock(hashtext('samvad.retention'))"
+            " AND id IN (SELECT id FROM sessions WHERE updated_at < now() - make_interval(secs => $1)"
+            " ORDER BY updated_at LIMIT $2)",
             older_than_s,
             batch,
         )

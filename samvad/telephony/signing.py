@@ -24,7 +24,8 @@ from urllib.parse import parse_qs, urlsplit
 Scope = Literal["a", "s"]  # answer webhook, media stream
 # v1<scope><route>x<expiry>x[<nonce>x]<mac>: stream tokens carry a nonce, so that two minted in
 # the same second for the same route differ (each opens one stream).
-_TOKEN = re.compile(r"^v1([as])([0-9]{1,18})x([0-9]{1,12})x(?:([0-9a-f]{12})x)?([0-9a-f]{32})$")
+# No leading zeros: one token has one spelling (the one-stream rule counts spellings).
+_TOKEN = re.compile(r"^v1([as])(0|[1-9][0-9]{0,17})x([1-9][0-9]{0,11})x(?:([0-9a-f]{12})x)?([0-9a-f]{32})$")
 
 
 def _key(secret: str) -> bytes:

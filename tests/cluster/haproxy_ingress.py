@@ -131,7 +131,7 @@ async def scenario(dsn: str) -> dict:
     config = Path(running[-1][running[-1].index("-f") + 1]).read_text()
     binds = [line.split()[1] for line in config.splitlines() if line.strip().startswith("bind ")]
     assert "option forwardfor" in config, config
-    assert "timeout http-request" in config and "tcp-request connection track-sc0 src" in config, config
+    assert "timeout http-request" in config and "tcp-request connection track-sc0 src,ipmask(32,64)" in config, config
     admin_line = next(line for line in config.splitlines() if line.strip().startswith("stats socket "))
     assert " mode 600 " in admin_line, admin_line
     assert f"127.0.0.1:{PORT}" in binds and all(b.startswith("127.0.0.1:") for b in binds), binds

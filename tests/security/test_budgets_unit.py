@@ -144,7 +144,7 @@ async def test_speculative_asr_is_charged_to_the_key_without_starving_its_turns(
     (at the key's rate). Once spent, the work is skipped (False), and the key's turns go on."""
     db = _Db(f"sk_good_{uuid.uuid4().hex}")
     db.row = db.row.model_copy(update={"id": int(time.time() * 1000) % 1_000_000_000, "requests_per_minute": 3})
-    gate = Gate(Settings(redis_url=redis_url), db)
+    gate = Gate(Settings(redis_url=redis_url, limits={"speculative_asr_per_minute": 3}), db)
     assert [await gate.charge_speculative(db.row) for _ in range(4)] == [True, True, True, False]
     await gate.charge(db.row)  # a turn: its own bucket, untouched by the speculative work
 

@@ -10,6 +10,8 @@ import pytest
 from starlette.websockets import WebSocketDisconnect
 from twilio.request_validator import RequestValidator
 
+from samvad.settings import secret
+from samvad.telephony import signing
 from testkit.phone import Carrier
 from tests.integration.conftest import dsn, rurl  # noqa: F401 - the fixtures, shared
 from tests.integration.test_telephony import (  # noqa: F401 - the fixtures, shared
@@ -84,6 +86,16 @@ def test_a_stream_token_opens_one_stream_of_its_own_call(client):
     assert code == 4401 and "already used" in reason, (code, reason)
 
 
+def test_a_call_streams_once_however_long_after_its_webhook_is_replayed(client, settings, route):
+    """Past the replay window a captured webhook mints a new token (signatures carry no time):
+    the call it names already had its stream, which is recorded, so the token opens nothing."""
+    call = f"CAlater{RUN}"
+    assert _stream_closed(client, _token_in(_twilio_answer(client, call).text), call) == (0, "")
+    later = signing.make(secret(settings.service, "phone"), "s", "twilio", route.id, 60, call=call)
+    code, reason = _stream_closed(client, later, call)
+    assert code == 4401 and "already opened" in reason, (code, reason)
+
+
 def test_a_twilio_stream_needs_twilios_signature(client):
     token = _token_in(_twilio_answer(client, f"CAsigned1{RUN}").text)
     assert _stream_closed(client, token, f"CAsigned1{RUN}", headers={})[0] == 4401  # unsigned
@@ -92,9 +104,30 @@ def test_a_twilio_stream_needs_twilios_signature(client):
     assert _stream_closed(client, token, f"CAsigned1{RUN}") == (0, "")  # the token was not spent by the refusals
 
 
-def test_phone_failures_do_not_lock_out_api_clients_of_the_same_address(client, settings):
+def test_phone_failures_lock_out_neither_api_clients_nor_the_carrier(client, settings):
+    """A carrier's egress address carries every tenant's calls: bad phone credentials from it
+    (one route's expired tokens, say) lock out neither the API's clients behind that address
+    nor the carrier's next good call."""
     for i in range(settings.limits.auth_failures_per_minute + 5):
         assert _stream_closed(client, f"v1s1x9999999999x{i:032x}", f"CAbad{i}{RUN}")[0] == 4401
-    # The API's own lockout is untouched: a wrong key is still a plain 401, not "too many".
     r = client.get("/api/v1/sessions/x", headers={"X-API-Key": "sk_samvad_wrong"})
-    assert r.status_code == 401, r.text
+    assert r.status_code == 401, r.text  # a plain 401, not "too many failed attempts"
+    good = f"CAgood{RUN}"
+    assert _stream_closed(client, _token_in(_twilio_answer(client, good).text), good) == (0, "")
+
+
+def test_a_carrier_webhook_is_a_small_form(client):
+    """A webhook body is a few KB: a 1 MB one is refused before it is read or signed over."""
+    r = client.post(
+        ANSWER, content=b"CallSid=" + b"x" * (1 << 20), headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert r.status_code == 413, r.text
+
+
+def test_answer_urls_made_before_phone_tokens_had_their_own_secret_still_answer(client, settings, route):
+    """An Exotel or Plivo answer URL pasted into a carrier's console before the upgrade (signed
+    under the resume secret) keeps answering; one signed under any other secret does not."""
+    old = signing.make(secret(settings.service, "resume"), "a", "exotel", route.id, 3600)
+    assert client.get(f"/api/v1/telephony/exotel/answer?token={old}").status_code == 200
+    forged = signing.make("f" * 43, "a", "exotel", route.id, 3600)
+    assert client.get(f"/api/v1/telephony/exotel/answer?token={forged}").status_code == 401

@@ -32,3 +32,14 @@ def test_audio_ahead_of_real_time_ends_the_call_and_short_frames_are_refused():
     short.malformed()
     with pytest.raises(OverBudget, match="2 malformed"):
         short.audio(0.001, now=0.0)
+
+
+def test_silence_earns_no_credit_for_a_burst_later():
+    """Pings (or nothing) for minutes, then minutes of audio at once: closed as soon as the audio
+    runs `audio_burst_s` ahead, however long the call was quiet before."""
+    b = CallBudget(VoiceSettings(audio_burst_s=5.0), opened=0.0)
+    for i in range(1, 50):
+        assert b.audio(0.1, now=1700.0 + i * 0.001) or True
+    with pytest.raises(OverBudget):
+        for i in range(50, 200):
+            b.audio(0.1, now=1700.0 + i * 0.001)

@@ -80,7 +80,7 @@ def test_the_edge_has_budgets_a_private_admin_socket_and_no_secrets_in_its_log()
     log_format = next(line for line in defaults if line.startswith("log-format "))
     assert log_format.endswith('%{+Q}HPO"') and "}r " not in log_format and "HU" not in log_format
     front = lines[lines.index("frontend http_frontend") :]
-    assert "tcp-request connection track-sc0 src" in front
+    assert "tcp-request connection track-sc0 src,ipmask(32,64)" in front
     assert any("sc0_conn_cur gt 12" in line and "src 127.0.0.0/8" in line for line in front)
     assert patch(out, limits=EdgeLimits(request_s=7, client_idle_s=40, tunnel_s=900, conns_per_source=12)) == out
 

@@ -144,6 +144,10 @@ def test_stream_tokens():
     assert signing.check("s" * 32, bound, "s", "twilio", now=1030, call="CA2") == ("invalid", None)
     assert signing.check("s" * 32, bound, "s", "twilio", now=1030) == ("invalid", None)
     assert signing.check("s" * 32, token, "s", "twilio", now=1030, call="CA2") == ("ok", 7)  # unbound: any call
+    # One spelling per token: leading zeros (which int() would forgive) make it invalid, so a
+    # token used once cannot be used again written otherwise.
+    for respelt in (token.replace("v1s7x", "v1s007x"), token.replace("x1060x", "x01060x")):
+        assert respelt != token and signing.check("s" * 32, respelt, "s", "twilio", now=1030) == ("invalid", None)
 
 
 def test_twilio_signatures_are_what_the_official_sdk_computes():
