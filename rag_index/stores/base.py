@@ -101,11 +101,16 @@ def version_of(index_dir: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", Path(index_dir).resolve().name)[-50:]
 
 
+def is_version_name(name: str) -> bool:
+    """A name every store can hold as it is: never a path (no "..", no leading dot), at most 80
+    characters of letters, digits, _ . -"""
+    return bool(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}", name)) and ".." not in name
+
+
 def version_name(version: str | None, index_dir: Path) -> str:
-    """The version a load names (default: the folder's), refused unless it is a name every store
-    can hold as it is: never a path (no "..", no leading dot), at most 80 characters."""
+    """The version a load names (default: the folder's), refused unless `is_version_name`."""
     name = version or version_of(index_dir)
-    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}", name) or ".." in name:
+    if not is_version_name(name):
         raise ValueError(f"not an index version name: {name!r} (letters, digits, _ . -)")
     return name
 

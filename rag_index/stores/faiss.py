@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import faiss
 import numpy as np
 
 from rag_index.build import CHUNKS_FILE, FAISS_FILE, publish, read_manifest
-from rag_index.stores.base import Hit, StoreInfo, faiss_hits, version_name
+from rag_index.stores.base import Hit, StoreInfo, faiss_hits, is_version_name, version_name
 
 
 class FaissStore:
@@ -31,7 +30,7 @@ class FaissStore:
 
     def _folder(self, version: str) -> Path:
         folder = self._versions / version
-        if not _is_name(version) or not (folder / "manifest.json").is_file():
+        if not is_version_name(version) or not (folder / "manifest.json").is_file():
             raise LookupError(f"no FAISS index version {version!r} in {self._versions}")
         return folder
 
@@ -87,8 +86,3 @@ class FaissStore:
 
     async def close(self) -> None:
         self._open.clear()
-
-
-def _is_name(version: str) -> bool:
-    """A version is a name, never a path: no "..", no leading dot (versions/.. is the index's parent)."""
-    return bool(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}", version)) and ".." not in version
