@@ -83,6 +83,8 @@ class RequestContext:
             )
             await response(scope, receive, send)
             return
+        # Every answer from here on, refusals included, names its replica and carries CORS headers
+        # (a browser reads a 401's body only with them).
         extra = [(b"x-samvad-replica", getattr(state, "replica", "").encode())]  # which replica answered (ops)
         if allowed and origin is not None:
             extra += [(k.lower().encode(), v.encode()) for k, v in cors_headers(origin).items()]
@@ -95,8 +97,6 @@ class RequestContext:
                 message["headers"] = list(message.get("headers", [])) + extra
             await send(message)
 
-        # Every answer from here on, refusals included, names its replica and carries CORS headers
-        # (a browser reads a 401's body only with them).
         # A carrier's webhook is a small form: its routes take far less than the API's bodies.
         phone = scope["path"].startswith(UNKEYED_PREFIX)
         limit = PHONE_BODY_BYTES if phone else getattr(state, "max_body_bytes", 8 << 20)

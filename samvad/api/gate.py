@@ -20,7 +20,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Hashable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel
@@ -82,6 +82,11 @@ def canonical_session_id(session_id: str) -> str:
         raise NotFoundError(f"no session {session_id[:64]!r}", code="session_not_found") from None
 
 
+def _well_formed(key: str | None) -> TypeGuard[str]:
+    """What a key can look like: anything else is refused without a lookup of any kind."""
+    return key is not None and 0 < len(key) <= 256 and key.isascii() and key.isprintable()
+
+
 def _digest(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -106,7 +111,7 @@ class Gate:
         return client_ip(peer, forwarded_for, self.s.service.trusted_proxies)
 
     async def key(self, key: str | None) -> ApiKeyRow | None:
-        if not key or len(key) > 256 or not key.isascii() or not key.isprintable():
+        if not _well_formed(key):
             return None
         digest, now = _digest(key), time.monotonic()
         cached = self._keys.get(digest)
@@ -164,8 +169,7 @@ class Gate:
             locked = await self._locked_out(ip)
         if locked:
             row = await self.known_key(key or "")
-            if row is None:
-                metrics.inc("samvad_rate_limited_total", scope="auth_failures")
+            if row is None:  # counted by _locked_out's refusal already
                 raise RateLimitedError("too many failed API-key attempts from this address; retry later", 60.0)
             return row
         row = await self.key(key)
@@ -176,7 +180,7 @@ class Gate:
     async def known_key(self, key: str) -> ApiKeyRow | None:
         """`key`'s row if it was verified before (this process's cache, or the last-known row in
         Redis) and is not revoked; never a database lookup."""
-        if not key or len(key) > 256 or not key.isascii() or not key.isprintable():
+        if not _well_formed(key):
             return None
         cached = self._keys.get(_digest(key))
         if cached and cached[0] > time.monotonic():
